@@ -1,0 +1,34 @@
+from django.conf import settings
+from django.db import models
+
+from hub.ids import opaque_id
+
+
+def _key_id() -> str:
+    return opaque_id("key")
+
+
+class ApiKey(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=_key_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    display_prefix = models.CharField(max_length=24)  # e.g. "gih_live_AbC4", never the whole key
+    digest = models.CharField(max_length=64, unique=True)  # HMAC-SHA256(pepper, raw key), hex
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.display_prefix}… ({self.name or 'unnamed'})"
+
+    def status(self, now) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= now:
+            return "expired"
+        return "active"

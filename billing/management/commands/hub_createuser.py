@@ -1,0 +1,37 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from billing.models import AccountType, GrantSource
+from billing.services import account_get_or_create, account_set_type, credits_grant
+
+
+class Command(BaseCommand):
+    help = "Create a user with a credit account (or top up an existing one)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("email")
+        parser.add_argument("--credits", type=int, default=0)
+        parser.add_argument("--account-type", default=None, choices=AccountType.values)
+        parser.add_argument("--password", default=None)
+
+    @transaction.atomic
+    def handle(self, *args, email, credits, account_type, password, **options):
+        if credits < 0:
+            raise CommandError("--credits must not be negative")
+        User = get_user_model()
+        user = User.objects.filter(email__iexact=email).first()
+        created = user is None
+        if created:
+            user = User.objects.create_user(username=email.lower(), email=email.lower(), password=password)
+        elif password:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        account = account_get_or_create(user=user)
+        if account_type:
+            account_set_type(account=account, account_type=account_type)
+        if credits:
+            credits_grant(account=account, amount=credits, source=GrantSource.ADMIN, reason="hub_createuser")
+        account.refresh_from_db()
+        verb = "Created" if created else "Updated"
+        self.stdout.write(f"{verb} {user.email}: {account.balance} credits, {account.account_type}")

@@ -1,0 +1,175 @@
+"""The only code that moves credits. Every movement locks the account row, writes a ledger
+row and updates the cached balance in one transaction."""
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from billing.models import (
+    ChargeAllocation,
+    CreditAccount,
+    CreditGrant,
+    GrantSource,
+    LedgerEntry,
+    LedgerKind,
+)
+from hub.errors import InsufficientCredits, InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+
+def account_get_or_create(*, user) -> CreditAccount:
+    account, _ = CreditAccount.objects.get_or_create(user=user)
+    return account
+
+
+def account_set_type(*, account: CreditAccount, account_type: str) -> CreditAccount:
+    CreditAccount.objects.filter(pk=account.pk).update(account_type=account_type)
+    account.refresh_from_db()
+    return account
+
+
+def _lock(account: CreditAccount) -> CreditAccount:
+    return CreditAccount.objects.select_for_update().get(pk=account.pk)
+
+
+def _record(account: CreditAccount, *, kind: str, amount: int, **fields) -> LedgerEntry:
+    account.balance += amount
+    CreditAccount.objects.filter(pk=account.pk).update(balance=account.balance, updated_at=timezone.now())
+    return LedgerEntry.objects.create(account=account, kind=kind, amount=amount, balance_after=account.balance, **fields)
+
+
+def _spendable_grants(account: CreditAccount, now: datetime):
+    """Soonest-expiring first, never-expiring last."""
+    return (
+        CreditGrant.objects.select_for_update()
+        .filter(account=account, remaining__gt=0)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by(F("expires_at").asc(nulls_last=True), "created_at", "pk")
+    )
+
+
+def _expire_due(account: CreditAccount, now: datetime) -> int:
+    expired = 0
+    due = CreditGrant.objects.select_for_update().filter(account=account, remaining__gt=0, expires_at__lte=now)
+    for grant in due.order_by("pk"):
+        _record(account, kind=LedgerKind.EXPIRE, amount=-grant.remaining, grant=grant, memo="credits expired")
+        expired += grant.remaining
+        CreditGrant.objects.filter(pk=grant.pk).update(remaining=0, expired_at=now)
+    return expired
+
+
+def _draw(account: CreditAccount, amount: int, now: datetime) -> list[tuple[CreditGrant, int]]:
+    draws, left = [], amount
+    for grant in _spendable_grants(account, now):
+        take = min(left, grant.remaining)
+        CreditGrant.objects.filter(pk=grant.pk).update(remaining=grant.remaining - take)
+        draws.append((grant, take))
+        left -= take
+        if left == 0:
+            return draws
+    raise InsufficientCredits(f"Not enough credits: {amount} needed, {amount - left} available")
+
+
+@transaction.atomic
+def credits_grant(
+    *,
+    account: CreditAccount,
+    amount: int,
+    source: str = GrantSource.ADMIN,
+    reason: str = "",
+    expires_at: datetime | None = None,
+    actor=None,
+) -> CreditGrant:
+    if amount <= 0:
+        raise InvalidRequest("A grant must be a positive number of credits")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidRequest("A grant cannot expire in the past")
+    account = _lock(account)
+    grant = CreditGrant.objects.create(
+        account=account, amount=amount, remaining=amount, expires_at=expires_at, source=source, reason=reason, granted_by=actor
+    )
+    _record(account, kind=LedgerKind.GRANT, amount=amount, grant=grant, actor=actor, memo=reason or source)
+    logger.info("granted %s credits to account %s (%s)", amount, account.pk, source)
+    return grant
+
+
+@transaction.atomic
+def credits_charge(*, account: CreditAccount, amount: int, generation_id: str, memo: str = "") -> LedgerEntry:
+    """Charge a generation up front; raises InsufficientCredits and changes nothing if short."""
+    now = timezone.now()
+    account = _lock(account)
+    _expire_due(account, now)
+    if account.balance < amount:
+        raise InsufficientCredits(f"Not enough credits: {amount} needed, {account.balance} available")
+    draws = _draw(account, amount, now)
+    entry = _record(account, kind=LedgerKind.CHARGE, amount=-amount, generation_id=generation_id, memo=memo)
+    ChargeAllocation.objects.bulk_create(ChargeAllocation(entry=entry, grant=g, amount=a) for g, a in draws)
+    return entry
+
+
+@transaction.atomic
+def credits_refund(*, account: CreditAccount, generation_id: str, amount: int, memo: str = "") -> LedgerEntry | None:
+    """Return `amount` of a generation's charge to the grants it came from — at most once.
+
+    A second call for the same generation returns the first refund and moves nothing.
+    """
+    if amount <= 0:
+        return None
+    account = _lock(account)
+    existing = LedgerEntry.objects.filter(generation_id=generation_id, kind=LedgerKind.REFUND).first()
+    if existing is not None:
+        return existing
+    charge = LedgerEntry.objects.get(account=account, generation_id=generation_id, kind=LedgerKind.CHARGE)
+    if amount > -charge.amount:
+        raise ValueError(f"refund {amount} exceeds charge {-charge.amount} of {generation_id}")
+    left = amount
+    # Latest-expiring grants first, so refunded credits live as long as possible.
+    allocations = charge.allocations.select_related("grant").order_by(
+        F("grant__expires_at").desc(nulls_first=True), "-grant__pk"
+    )
+    for allocation in allocations:
+        back = min(left, allocation.amount)
+        CreditGrant.objects.filter(pk=allocation.grant_id).update(remaining=F("remaining") + back)
+        left -= back
+        if left == 0:
+            break
+    entry = _record(account, kind=LedgerKind.REFUND, amount=amount, generation_id=generation_id, memo=memo)
+    # A refund into a grant that expired meanwhile expires at once, visibly in the ledger.
+    _expire_due(account, timezone.now())
+    return entry
+
+
+@transaction.atomic
+def credits_clawback(*, account: CreditAccount, amount: int, actor, reason: str) -> LedgerEntry:
+    """Operator removes unspent credits (soonest-expiring first)."""
+    if amount <= 0:
+        raise InvalidRequest("A claw-back must be a positive number of credits")
+    if not reason.strip():
+        raise InvalidRequest("A reason is required")
+    now = timezone.now()
+    account = _lock(account)
+    _expire_due(account, now)
+    if account.balance < amount:
+        raise InsufficientCredits(f"Only {account.balance} unspent credits can be clawed back")
+    _draw(account, amount, now)
+    return _record(account, kind=LedgerKind.ADJUST, amount=-amount, actor=actor, memo=reason)
+
+
+@transaction.atomic
+def credits_expire_due(*, account: CreditAccount) -> int:
+    return _expire_due(_lock(account), timezone.now())
+
+
+def credits_expire_all_due() -> int:
+    """Sweeper: expire every due grant, one account per transaction."""
+    now = timezone.now()
+    ids = (
+        CreditGrant.objects.filter(remaining__gt=0, expires_at__lte=now)
+        .values_list("account_id", flat=True)
+        .distinct()
+    )
+    return sum(credits_expire_due(account=CreditAccount(pk=pk)) for pk in sorted(set(ids)))

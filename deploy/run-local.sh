@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make run`: the API and a Celery worker (with the periodic sweeper) in the foreground.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+PORT="${PORT:-8000}"
+
+$PY manage.py migrate --noinput -v0
+$PY manage.py collectstatic --noinput -v0
+$PY manage.py hub_demo
+cat <<EOT
+
+API:          http://127.0.0.1:${PORT}/api/v1/models
+Try:          curl http://127.0.0.1:${PORT}/api/v1/credits -H "Authorization: Bearer <the key above>"
+More keys:    .venv/bin/python manage.py hub_createkey demo@example.com
+Stop:         Ctrl-C
+EOT
+
+.venv/bin/celery -A hub worker --beat --pool threads --concurrency "${CELERY_WORKER_CONCURRENCY:-8}" \
+    --queues generations,housekeeping --loglevel INFO \
+    --schedule "${HUB_VAR_DIR:-var}/celerybeat-schedule" &
+worker=$!
+trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
+
+.venv/bin/gunicorn hub.wsgi --bind "127.0.0.1:${PORT}" --worker-class gthread --threads 32 \
+    --timeout 0 --access-logfile - --graceful-timeout 10

@@ -1,0 +1,55 @@
+"""Reading the model catalog: sizes → aspect ratio and resolution tier, and prices."""
+
+from dataclasses import dataclass
+from math import gcd
+
+from generations.models import ImageModel
+from hub.errors import InvalidRequest
+
+TIER_LIMITS = [("1K", 1.6e6), ("2K", 4.2e6)]  # megapixel ceilings; anything larger is 4K
+
+
+@dataclass(frozen=True)
+class SizeShape:
+    aspect_ratio: str
+    tier: str
+
+
+def size_shape(size: str) -> SizeShape:
+    if size == "auto":
+        return SizeShape("auto", "1K")  # priced and reported as 1K until the image exists
+    width, _, height = size.partition("x")
+    w, h = int(width), int(height)
+    divisor = gcd(w, h)
+    pixels = w * h
+    tier = next((name for name, ceiling in TIER_LIMITS if pixels <= ceiling), "4K")
+    return SizeShape(f"{w // divisor}:{h // divisor}", tier)
+
+
+def aspect_ratios(model: ImageModel) -> list[str]:
+    ratios = []
+    for size in model.sizes:
+        ratio = size_shape(size).aspect_ratio
+        if ratio != "auto" and ratio not in ratios:
+            ratios.append(ratio)
+    return ratios
+
+
+def model_get_enabled(model_id) -> ImageModel:
+    if not isinstance(model_id, str) or not model_id:
+        raise InvalidRequest("'model' is required and must be a string")
+    model = ImageModel.objects.filter(pk=model_id, enabled=True).first()
+    if model is None:
+        raise InvalidRequest(f"Unknown model '{model_id[:64]}'")
+    return model
+
+
+def price_per_image(model: ImageModel, *, quality: str, tier: str) -> int:
+    try:
+        return int(model.prices[tier][quality])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidRequest(f"Quality '{quality}' at {tier} is not available for {model.id}") from None
+
+
+def enabled_models():
+    return ImageModel.objects.filter(enabled=True)

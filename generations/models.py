@@ -1,0 +1,125 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from hub.ids import opaque_id
+
+
+class ImageModel(models.Model):
+    """A catalog row: what a model accepts, what it costs, and which adapter serves it."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    provider = models.CharField(max_length=40, help_text="Who makes the model, shown to clients (e.g. openai)")
+    backend = models.CharField(
+        max_length=40, blank=True, help_text="Adapter that serves it (local, openai); blank = IMAGE_PROVIDER setting"
+    )
+    upstream_model = models.CharField(max_length=64, blank=True, help_text="Provider's model id; blank = same as id")
+    owned_by = models.CharField(max_length=40, default="openai")
+    created = models.PositiveBigIntegerField(default=1767225600)
+    sizes = models.JSONField(help_text='Accepted sizes, e.g. ["auto", "1024x1024"]')
+    qualities = models.JSONField(help_text='e.g. ["auto", "low", "medium", "high"]')
+    # {"1K": {"low": 2, "medium": 4, "high": 8, "auto": 8}, "2K": {...}}
+    prices = models.JSONField(help_text="credits per image by resolution tier and quality")
+    reference_image_limit = models.PositiveIntegerField(default=16)
+    enabled = models.BooleanField(default=True)
+    sort_order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class GenerationStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINISHED = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED)
+
+
+def _generation_id() -> str:
+    return opaque_id("gen")
+
+
+def _image_id() -> str:
+    return opaque_id("img")
+
+
+class Generation(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=_generation_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="generations")
+    api_key = models.ForeignKey("apikeys.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.ForeignKey(ImageModel, on_delete=models.PROTECT, related_name="+")
+    prompt = models.TextField()
+    size = models.CharField(max_length=20)
+    quality = models.CharField(max_length=10)  # requested quality (auto/low/medium/high)
+    n = models.PositiveSmallIntegerField()
+    aspect_ratio = models.CharField(max_length=10)
+    tier = models.CharField(max_length=4)  # resolution tier reported as `quality` in responses
+    is_async = models.BooleanField(default=False)
+    reference_count = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED)
+    price_per_image = models.PositiveIntegerField()
+    credits_requested = models.PositiveIntegerField()
+    credits_refunded = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.CharField(max_length=1000, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    deadline_at = models.DateTimeField()
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)  # null = not yet handed to the broker
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "deadline_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(n__gte=1) & Q(n__lte=4), name="generation_n_1_to_4"),
+            models.CheckConstraint(
+                condition=Q(credits_refunded__lte=models.F("credits_requested")), name="generation_refund_within_charge"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def credits_consumed(self) -> int:
+        if self.status not in FINISHED:
+            return 0
+        return self.credits_requested - self.credits_refunded
+
+
+class GeneratedImage(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=_image_id, editable=False)
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="images")
+    index = models.PositiveSmallIntegerField()
+    storage_key = models.CharField(max_length=300)
+    content_type = models.CharField(max_length=40, default="image/png")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    byte_size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [models.UniqueConstraint(fields=["generation", "index"], name="one_image_per_generation_index")]
+
+
+class ReferenceImage(models.Model):
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="references")
+    index = models.PositiveSmallIntegerField()
+    storage_key = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [models.UniqueConstraint(fields=["generation", "index"], name="one_reference_per_index")]

@@ -1,0 +1,239 @@
+"""Writes of the generation life cycle: create + charge, enqueue, claim, finalize, fail, wait.
+
+State changes are conditional updates on the generation row (queued → running →
+succeeded | failed), so a redelivered or duplicated task cannot finish a generation twice.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.services import account_get_or_create, credits_charge, credits_refund
+from generations import errors
+from generations.catalog import model_get_enabled, price_per_image, size_shape
+from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, ReferenceImage
+from hub.errors import InvalidRequest
+from hub.ids import opaque_id
+from workers import notify, storage
+
+logger = logging.getLogger(__name__)
+
+# How long past its deadline a sync request still waits for the worker's own verdict.
+WAIT_GRACE = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    index: int
+    storage_key: str
+    content_type: str
+    width: int
+    height: int
+    byte_size: int
+
+
+def generation_create(
+    *,
+    owner,
+    api_key,
+    model_id: str,
+    prompt: str,
+    size: str,
+    quality: str,
+    n: int,
+    is_async: bool,
+    references: list[bytes],
+) -> Generation:
+    """Validate against the catalog, charge n × price and persist — all or nothing."""
+    model = model_get_enabled(model_id)
+    if size not in model.sizes:
+        raise InvalidRequest(f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}")
+    if quality not in model.qualities:
+        raise InvalidRequest(f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}")
+    if len(references) > model.reference_image_limit:
+        raise InvalidRequest(f"At most {model.reference_image_limit} reference images are allowed for {model.id}")
+    shape = size_shape(size)
+    price = price_per_image(model, quality=quality, tier=shape.tier)
+    account = account_get_or_create(user=owner)
+    generation_id = opaque_id("gen")
+
+    reference_keys = [
+        storage.object_save(
+            key=storage.reference_key(account_id=account.pk, generation_id=generation_id, index=i),
+            data=data,
+            content_type="image/png",
+        )
+        for i, data in enumerate(references)
+    ]
+    try:
+        with transaction.atomic():
+            now = timezone.now()
+            generation = Generation.objects.create(
+                id=generation_id,
+                owner=owner,
+                api_key=api_key,
+                model=model,
+                prompt=prompt,
+                size=size,
+                quality=quality,
+                n=n,
+                aspect_ratio=shape.aspect_ratio,
+                tier=shape.tier,
+                is_async=is_async,
+                reference_count=len(references),
+                price_per_image=price,
+                credits_requested=n * price,
+                deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
+            )
+            ReferenceImage.objects.bulk_create(
+                ReferenceImage(generation=generation, index=i, storage_key=key) for i, key in enumerate(reference_keys)
+            )
+            credits_charge(account=account, amount=n * price, generation_id=generation_id, memo=f"{n} × {model.id}")
+            transaction.on_commit(lambda: generation_enqueue(generation_id=generation_id))
+    except Exception:
+        for key in reference_keys:
+            storage.object_delete(key)
+        raise
+    logger.info("generation %s created: %s credits charged, async=%s", generation_id, n * price, is_async)
+    generation.refresh_from_db()
+    return generation
+
+
+def generation_enqueue(*, generation_id: str) -> bool:
+    """Hand the generation to the broker. If the broker is down the row stays unsent
+    (`enqueued_at` is null) and the sweeper sends it later — or, for a sync request that is
+    waiting right now, it is failed and refunded at once."""
+    from hub.celery import app
+
+    try:
+        app.send_task(
+            "generations.run",
+            args=[generation_id],
+            task_id=generation_id,
+            queue="generations",
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        )
+    except Exception as exc:  # kombu raises transport-specific errors
+        logger.error("generation %s: broker unavailable: %s", generation_id, exc)
+        generation = Generation.objects.get(pk=generation_id)
+        if not generation.is_async:
+            generation_fail(
+                generation_id=generation_id,
+                code=errors.QUEUE_UNAVAILABLE,
+                message="The generation queue is unavailable right now; your credits were refunded. Please retry.",
+            )
+        return False
+    Generation.objects.filter(pk=generation_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now())
+    return True
+
+
+def generation_claim(*, generation_id: str) -> Generation | None:
+    """Take a queued generation for one attempt; None if it is not ours to run."""
+    now = timezone.now()
+    claimed = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+        status=GenerationStatus.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=now,
+        lease_expires_at=F("deadline_at"),
+    )
+    if not claimed:
+        return None
+    return Generation.objects.select_related("model", "owner").get(pk=generation_id)
+
+
+def generation_finalize(
+    *, generation_id: str, attempt: int, images: list[StoredImage], error: tuple[str, str] | None = None
+) -> Generation:
+    """Record the outcome of one attempt and refund the missing images, exactly once.
+
+    A stale attempt (the sweeper already failed it, or a newer attempt owns it) changes nothing.
+    """
+    with transaction.atomic():
+        generation = Generation.objects.select_for_update().get(pk=generation_id)
+        if generation.status != GenerationStatus.RUNNING or generation.attempts != attempt:
+            logger.warning("generation %s: stale attempt %s ignored", generation_id, attempt)
+            return generation
+        GeneratedImage.objects.bulk_create(
+            GeneratedImage(
+                generation=generation,
+                index=image.index,
+                storage_key=image.storage_key,
+                content_type=image.content_type,
+                width=image.width,
+                height=image.height,
+                byte_size=image.byte_size,
+            )
+            for image in images
+        )
+        missing = generation.n - len(images)
+        generation.status = GenerationStatus.SUCCEEDED if images else GenerationStatus.FAILED
+        if error and generation.status == GenerationStatus.FAILED:
+            generation.error_code, generation.error_message = error[0], error[1][:1000]
+        elif missing:
+            generation.error_code = errors.PROVIDER_ERROR
+            generation.error_message = f"The provider returned {len(images)} of {generation.n} images; the rest was refunded."
+        _refund(generation, missing * generation.price_per_image)
+        generation.finished_at = timezone.now()
+        generation.save(
+            update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"]
+        )
+    transaction.on_commit(lambda: notify.publish_done(generation_id))
+    logger.info("generation %s %s: %s/%s images", generation_id, generation.status, len(images), generation.n)
+    return generation
+
+
+def generation_fail(*, generation_id: str, code: str, message: str) -> bool:
+    """Fail an unfinished generation and refund it in full; False if it had already finished."""
+    with transaction.atomic():
+        generation = Generation.objects.select_for_update().get(pk=generation_id)
+        if generation.status in FINISHED:
+            return False
+        generation.status = GenerationStatus.FAILED
+        generation.error_code, generation.error_message = code, message[:1000]
+        generation.finished_at = timezone.now()
+        _refund(generation, generation.credits_requested)
+        generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
+    transaction.on_commit(lambda: notify.publish_done(generation_id))
+    logger.warning("generation %s failed: %s", generation_id, code)
+    return True
+
+
+def _refund(generation: Generation, amount: int) -> None:
+    if amount <= 0:
+        return
+    credits_refund(
+        account=account_get_or_create(user=generation.owner),
+        generation_id=generation.id,
+        amount=amount,
+        memo=f"refund: {amount // generation.price_per_image} of {generation.n} images not delivered",
+    )
+    generation.credits_refunded = amount
+
+
+def generation_wait(*, generation: Generation) -> Generation:
+    """Block until the generation finishes or its deadline passes (then fail and refund it)."""
+    until = generation.deadline_at + WAIT_GRACE
+    remaining = (until - timezone.now()).total_seconds()
+
+    def finished() -> bool:
+        return Generation.objects.filter(pk=generation.pk, status__in=FINISHED).exists()
+
+    if not notify.wait_done(generation.pk, timeout=remaining, is_finished=finished):
+        generation_fail(
+            generation_id=generation.pk,
+            code=errors.TIMEOUT,
+            message=f"The generation did not finish within {settings.GENERATION_TIMEOUT_SECONDS} s; credits were refunded.",
+        )
+    generation.refresh_from_db()
+    return generation
+
+
+def seconds_until(deadline) -> float:
+    """Monotonic-clock deadline for a wall-clock datetime (for provider calls)."""
+    return time.monotonic() + (deadline - timezone.now()).total_seconds()

@@ -1,0 +1,55 @@
+"""The hub's error vocabulary: each maps to one row of the contract's error table."""
+
+
+class HubError(Exception):
+    status = 400
+    code = "invalid_request"
+    default_message = "Invalid request body"
+
+    def __init__(self, message: str | None = None):
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class InvalidRequest(HubError):
+    pass
+
+
+class MissingApiKey(HubError):
+    status = 401
+    code = "missingApiKey"
+    default_message = "Missing API key: send 'Authorization: Bearer gih_live_…'"
+
+
+class InvalidApiKey(HubError):
+    status = 401
+    code = "invalidApiKey"
+    default_message = "Invalid API key"
+
+
+class ExpiredApiKey(HubError):
+    status = 401
+    code = "expiredApiKey"
+    default_message = "API key has expired"
+
+
+class InsufficientCredits(HubError):
+    status = 402
+    code = "insufficientCredits"
+    default_message = "Not enough credits"
+
+
+class NotFound(HubError):
+    status = 404
+    code = "notFound"
+    default_message = "Resource not found"
+
+
+class GenerationFailed(HubError):
+    status = 500
+    code = "generationFailed"
+    default_message = "Image generation failed"
+
+    def __init__(self, message: str | None = None, *, generation_id: str | None = None):
+        super().__init__(message)
+        self.generation_id = generation_id

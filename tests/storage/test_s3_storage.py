@@ -1,0 +1,195 @@
+"""HubS3Storage against a real S3-protocol server (moto) on loopback; no database needed."""
+
+import urllib.request
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.test import override_settings
+from moto.server import ThreadedMotoServer
+
+from workers import storage as helpers
+from workers.storage_backends import HubS3Storage
+
+KEYS = {"access_key": "testing-key", "secret_key": "testing-secret"}
+PNG = b"\x89PNG\r\n\x1a\n" + b"fake image bytes"
+
+
+@pytest.fixture(autouse=True)
+def fake_aws_env(monkeypatch):
+    # Keep boto3 away from any real credentials, profiles or endpoint overrides on the host.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEYS["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", KEYS["secret_key"])
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(endpoint):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=KEYS["access_key"],
+        aws_secret_access_key=KEYS["secret_key"],
+    )
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"hub-{uuid.uuid4().hex[:12]}"  # a fresh private bucket per test
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def options(endpoint, bucket, **overrides):
+    return {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "default_acl": None,
+        "querystring_auth": True,
+        "querystring_expire": 3600,
+        "file_overwrite": True,
+        "signature_version": "s3v4",
+        "addressing_style": "path",
+        **KEYS,
+        **overrides,
+    }
+
+
+def http_get(url):
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=10) as resp:
+        return resp.read()
+
+
+@pytest.mark.parametrize(
+    "ext, content_type", [("png", "image/png"), ("jpg", "image/jpeg"), ("webp", "image/webp")]
+)
+def test_save_sets_image_type_and_no_checksum_headers(endpoint, bucket, s3, ext, content_type):
+    storage = HubS3Storage(**options(endpoint, bucket))
+    sent = []
+    storage.connection.meta.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **kw: sent.append(dict(request.headers))
+    )
+    key = f"generations/1/gen_x/0.{ext}"
+
+    assert storage.save(key, ContentFile(PNG)) == key
+
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ContentType"] == content_type
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == PNG
+    assert len(sent) == 1
+    checksum_headers = ("x-amz-checksum", "x-amz-sdk-checksum")
+    assert not [h for h in sent[0] if h.lower().startswith(checksum_headers)]
+
+
+def test_content_type_from_content_wins(endpoint, bucket, s3):
+    storage = HubS3Storage(**options(endpoint, bucket))
+    content = ContentFile(PNG)
+    content.content_type = "image/jpeg"
+
+    storage.save("generations/1/gen_x/0.png", content)
+
+    head = s3.head_object(Bucket=bucket, Key="generations/1/gen_x/0.png")
+    assert head["ContentType"] == "image/jpeg"
+
+
+def test_url_is_path_style_sigv4_presign_that_downloads(endpoint, bucket):
+    storage = HubS3Storage(**options(endpoint, bucket, querystring_expire=900))
+    key = "generations/1/gen_x/0.png"
+    storage.save(key, ContentFile(PNG))
+
+    url = storage.url(key)
+
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == endpoint
+    assert parts.path == f"/{bucket}/{key}"
+    query = parse_qs(parts.query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Credential"][0].startswith(f"{KEYS['access_key']}/")
+    assert query["X-Amz-Credential"][0].endswith("/us-east-1/s3/aws4_request")
+    assert query["X-Amz-Signature"][0]
+    assert query["X-Amz-Expires"] == ["900"]
+    assert "Signature" not in query and "AWSAccessKeyId" not in query  # not SigV2
+    assert http_get(url) == PNG
+
+
+def test_presign_lifetime_is_clamped_to_seven_days(endpoint, bucket):
+    storage = HubS3Storage(**options(endpoint, bucket, querystring_expire=30 * 24 * 3600))
+
+    url = storage.url("generations/1/gen_x/0.png")
+    assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["604800"]
+    url = storage.url("generations/1/gen_x/0.png", expire=10**9)
+    assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["604800"]
+
+
+def test_saving_same_key_twice_overwrites(endpoint, bucket, s3):
+    storage = HubS3Storage(**options(endpoint, bucket))
+    key = "generations/1/gen_x/0.png"
+
+    assert storage.save(key, ContentFile(b"first attempt")) == key
+    assert storage.save(key, ContentFile(b"second attempt")) == key
+
+    listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [obj["Key"] for obj in listed] == [key]
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second attempt"
+
+
+def test_custom_domain_url_is_unsigned(endpoint, bucket):
+    storage = HubS3Storage(
+        **options(endpoint, bucket, custom_domain="cdn.example.com", querystring_auth=False)
+    )
+
+    url = storage.url("generations/1/gen_x/0.png")
+
+    assert url == "https://cdn.example.com/generations/1/gen_x/0.png"
+
+
+def test_objects_and_bucket_are_private(endpoint, bucket, s3):
+    # Even a configured public ACL must not reach S3.
+    storage = HubS3Storage(**options(endpoint, bucket, default_acl="public-read"))
+    key = "generations/1/gen_x/0.png"
+    storage.save(key, ContentFile(PNG))
+
+    for acl in (s3.get_object_acl(Bucket=bucket, Key=key), s3.get_bucket_acl(Bucket=bucket)):
+        owner_id = acl["Owner"]["ID"]
+        assert [(g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"]] == [
+            (owner_id, "FULL_CONTROL")
+        ]
+
+
+def test_workers_storage_helpers_use_s3_backend(endpoint, bucket, s3):
+    stores = {
+        "default": {
+            "BACKEND": "workers.storage_backends.HubS3Storage",
+            "OPTIONS": options(endpoint, bucket),
+        },
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    key = helpers.image_key(account_id=7, generation_id="gen_abc", index=0)
+    # override_settings(STORAGES=...) fires Django's storages_changed signal, which drops the
+    # cached default_storage on entry and on exit.
+    with override_settings(STORAGES=stores, USE_S3=True):
+        assert isinstance(default_storage, HubS3Storage)
+        assert default_storage.bucket_name == bucket
+
+        assert helpers.object_save(key=key, data=PNG, content_type="image/png") == key
+        assert helpers.object_read(key) == PNG
+        url = helpers.object_url(key, base_url="http://hub.invalid")
+
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentType"] == "image/png"
+    assert url.startswith(f"{endpoint}/{bucket}/{key}?")
+    assert http_get(url) == PNG

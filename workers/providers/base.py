@@ -1,0 +1,34 @@
+"""The one interface every image provider adapter implements."""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    model: str  # the provider's own model id (catalog `upstream_model`)
+    prompt: str
+    size: str  # "auto" or "WxH"
+    quality: str  # "auto" | "low" | "medium" | "high"
+    n: int
+    deadline: float  # time.monotonic() value by which the call must have returned
+    references: list[bytes] = field(default_factory=list)  # validated, re-encoded PNG bytes
+
+
+class ProviderError(Exception):
+    """A failed provider call.
+
+    `permanent` errors (the request itself is refused: bad prompt, policy) are never retried;
+    temporary ones (429, 5xx, network) may be. `user_message` is safe to show to the user.
+    """
+
+    def __init__(self, user_message: str, *, permanent: bool, detail: str = ""):
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.permanent = permanent
+        self.detail = detail  # for operator logs; never contains credentials
+
+
+class Provider(Protocol):
+    def generate(self, request: ProviderRequest) -> list[bytes]:
+        """Return up to `request.n` encoded images, or raise ProviderError."""

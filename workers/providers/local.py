@@ -1,0 +1,64 @@
+"""Built-in provider: renders real PNGs with Pillow, derived from the prompt.
+
+Test directives in the prompt exercise failure paths from outside:
+`[fail]` provider error · `[partial:K]` only K images · `[sleep:S]` takes S seconds ·
+`[malformed]` returns bytes that are not an image.
+"""
+
+import hashlib
+import io
+import re
+import textwrap
+import time
+
+from PIL import Image, ImageDraw, ImageFont
+
+from workers.providers.base import ProviderError, ProviderRequest
+
+AUTO_SIZE = (1024, 1024)
+_DIRECTIVE = re.compile(r"\[(fail|malformed|partial:(\d+)|sleep:(\d+(?:\.\d+)?))\]")
+
+
+class LocalProvider:
+    def generate(self, request: ProviderRequest) -> list[bytes]:
+        directives = {m.group(1).split(":")[0]: m for m in _DIRECTIVE.finditer(request.prompt)}
+        if "sleep" in directives:
+            self._sleep(float(directives["sleep"].group(3)), request.deadline)
+        if "fail" in directives:
+            raise ProviderError("The image provider failed to generate the image", permanent=False, detail="[fail] directive")
+        count = request.n
+        if "partial" in directives:
+            count = min(count, int(directives["partial"].group(2)))
+        if "malformed" in directives:
+            return [b"this is not an image"] * count
+        size = AUTO_SIZE if request.size == "auto" else tuple(int(v) for v in request.size.split("x"))
+        return [render(request.prompt, size, index, request.references) for index in range(count)]
+
+    @staticmethod
+    def _sleep(seconds: float, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if seconds >= left:
+            time.sleep(max(left, 0))
+            raise ProviderError("The image provider timed out", permanent=False, detail="[sleep] past deadline")
+        time.sleep(seconds)
+
+
+def render(prompt: str, size: tuple[int, int], index: int, references: list[bytes]) -> bytes:
+    """A gradient in colours hashed from the prompt, with the prompt written on it."""
+    digest = hashlib.sha256(f"{prompt}\0{index}".encode()).digest()
+    top, bottom = digest[0:3], digest[3:6]
+    width, height = size
+    gradient = Image.linear_gradient("L").resize((width, height))
+    image = Image.composite(Image.new("RGB", size, tuple(bottom)), Image.new("RGB", size, tuple(top)), gradient)
+    if references:
+        with Image.open(io.BytesIO(references[0])) as ref:
+            thumb = ref.convert("RGB")
+            thumb.thumbnail((width // 3, height // 3))
+            image.paste(thumb, (width - thumb.width - 16, height - thumb.height - 16))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(14, width // 32))
+    text = "\n".join(textwrap.wrap(prompt, width=max(16, width // max(14, width // 32) * 2)))
+    draw.multiline_text((24, 24), text[:600], fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()

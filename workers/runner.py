@@ -1,0 +1,74 @@
+"""One attempt at a generation: claim it, call the provider, store the images, finalize."""
+
+import io
+import logging
+import time
+
+from django.utils import timezone
+from PIL import Image
+
+from generations import errors
+from generations.models import Generation
+from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
+from workers import storage
+from workers.providers import ProviderError, ProviderRequest, provider_for
+
+logger = logging.getLogger(__name__)
+
+# Leave this much of the deadline for storing images and finalizing after the provider returns.
+FINALIZE_MARGIN_SECONDS = 5
+
+
+def generation_run(generation_id: str) -> None:
+    generation = generation_claim(generation_id=generation_id)
+    if generation is None:
+        logger.info("generation %s: not queued (finished or taken); nothing to do", generation_id)
+        return
+    attempt = generation.attempts
+    seconds_left = (generation.deadline_at - timezone.now()).total_seconds() - FINALIZE_MARGIN_SECONDS
+    if seconds_left <= 0:
+        generation_fail(generation_id=generation_id, code=errors.TIMEOUT, message="The generation waited too long in the queue; credits were refunded.")
+        return
+    request = ProviderRequest(
+        model=generation.model.upstream_model or generation.model.id,
+        prompt=generation.prompt,
+        size=generation.size,
+        quality=generation.quality,
+        n=generation.n,
+        deadline=time.monotonic() + seconds_left,
+        references=[storage.object_read(ref.storage_key) for ref in generation.references.all()],
+    )
+    try:
+        outputs = provider_for(generation.model.backend).generate(request)
+    except ProviderError as exc:
+        logger.warning("generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail)
+        code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
+        generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=(code, exc.user_message))
+        return
+    images = _store_valid(generation, outputs[: generation.n])
+    error = None
+    if outputs and not images:
+        error = (errors.NO_VALID_IMAGES, "The provider returned data that is not a valid image; credits were refunded.")
+    elif not outputs:
+        error = (errors.PROVIDER_ERROR, "The provider returned no images; credits were refunded.")
+    generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error)
+
+
+def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredImage]:
+    stored = []
+    for data in outputs:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                fmt, (width, height) = image.format, image.size
+        except Exception:
+            logger.warning("generation %s: provider output is not a valid image; dropped", generation.id)
+            continue
+        ext, content_type = {"JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}.get(fmt, ("png", "image/png"))
+        if fmt not in ("PNG", "JPEG", "WEBP"):
+            continue
+        index = len(stored)
+        key = storage.image_key(account_id=generation.owner_id, generation_id=generation.id, index=index, ext=ext)
+        storage.object_save(key=key, data=data, content_type=content_type)
+        stored.append(StoredImage(index, key, content_type, width, height, len(data)))
+    return stored

@@ -1,0 +1,50 @@
+"""The S3 backend for generated images, for AWS and for S3-compatible servers."""
+
+import posixpath
+
+from botocore.config import Config
+from storages.backends.s3 import S3Storage
+
+# S3 rejects SigV4 presigned URLs valid for longer than 7 days.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+
+IMAGE_CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+}
+
+
+class HubS3Storage(S3Storage):
+    def get_default_settings(self):
+        defaults = super().get_default_settings()
+        # Without this botocore still presigns SigV2 URLs in us-east-1.
+        defaults["signature_version"] = defaults["signature_version"] or "s3v4"
+        return defaults
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        if self.endpoint_url:
+            # Recent botocore sends CRC checksums on every upload, which some S3-compatible
+            # servers reject. Merged underneath so an explicit client_config still wins, and
+            # the Config S3Storage built from signature_version/addressing_style is kept.
+            self.client_config = Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ).merge(self.client_config)
+
+    def _get_write_parameters(self, name, content=None):
+        params = super()._get_write_parameters(name, content)
+        params.pop("ACL", None)  # images are private; they are served by presigned URL or CDN
+        explicit = getattr(content, "content_type", None) or "ContentType" in self.object_parameters
+        if not explicit:
+            # mimetypes' answer (e.g. for .webp) depends on the host's mime.types
+            ext = posixpath.splitext(name)[1].lower()
+            params["ContentType"] = IMAGE_CONTENT_TYPES.get(ext, params["ContentType"])
+        return params
+
+    def url(self, name, parameters=None, expire=None, http_method=None):
+        if expire is None:
+            expire = self.querystring_expire
+        return super().url(name, parameters, min(expire, MAX_PRESIGN_SECONDS), http_method)
