@@ -1,0 +1,78 @@
+import json
+import re
+
+import pytest
+
+from billing.models import CreditAccount, LedgerEntry
+from generations.models import Generation, ReferenceImage
+from tests.factories import bearer, make_key, make_user
+from tests.images import image_bytes, upload
+from workers import storage
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/images/generations"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def test_async_answers_202_queued_and_charges_up_front(api, customer, django_capture_on_commit_callbacks):
+    user, _, auth = customer
+    body = {"model": "gpt-image-2", "prompt": "A cinematic product photo", "size": "1024x1024", "quality": "high", "n": 1, "async": True}
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = api.post(URL, data=json.dumps(body), content_type="application/json", **auth)
+    assert response.status_code == 202
+    data = response.json()
+    assert data["object"] == "image_generation"
+    assert data["id"].startswith("gen_") and len(data["id"]) == 28
+    assert data["status"] == "queued"
+    assert data["model"] == "gpt-image-2"
+    assert data["aspect_ratio"] == "1:1"
+    assert data["quality"] == "1K"
+    assert ISO.match(data["created_at"])
+    assert data["images"] == [] and data["data"] == []
+    assert data["usage"] == {"credits": 0, "credits_requested": 8}
+    assert data["poll_url"] == f"http://testserver/api/v1/generations/{data['id']}"
+    assert CreditAccount.objects.get(user=user).balance == 112
+    charge = LedgerEntry.objects.get(kind="charge", generation_id=data["id"])
+    assert charge.amount == -8
+    assert len(callbacks) == 1  # the task is sent only after the charge commits
+
+
+def test_multipart_form_fields_are_strings(api, customer):
+    form = {"model": "gpt-image-2", "prompt": "p", "size": "1536x1024", "quality": "low", "n": "3", "async": "true"}
+    response = api.post(URL, data=form, format="multipart", **customer[2])
+    assert response.status_code == 202
+    data = response.json()
+    assert (data["aspect_ratio"], data["quality"], data["usage"]["credits_requested"]) == ("3:2", "1K", 6)
+
+
+def test_defaults_size_and_quality_to_auto(api, customer):
+    response = api.post(URL, data={"model": "gpt-image-2", "prompt": "p", "async": True}, format="json", **customer[2])
+    assert response.status_code == 202
+    assert response.json()["aspect_ratio"] == "auto"
+    assert response.json()["usage"]["credits_requested"] == 8
+
+
+def test_reference_images_are_stored_reencoded(api, customer):
+    files = [upload("a.jpg", image_bytes("JPEG"), "image/jpeg"), upload("b.webp", image_bytes("WEBP"), "application/octet-stream")]
+    form = {"model": "gpt-image-2", "prompt": "p", "async": "true", "reference_image": files}
+    response = api.post(URL, data=form, format="multipart", **customer[2])
+    assert response.status_code == 202, response.content
+    refs = ReferenceImage.objects.filter(generation_id=response.json()["id"])
+    assert refs.count() == 2
+    assert all(storage.object_read(ref.storage_key).startswith(b"\x89PNG") for ref in refs)
+
+
+def test_reading_another_users_generation_is_not_found(api, customer):
+    _, _, auth = customer
+    created = api.post(URL, data={"model": "gpt-image-2", "prompt": "p", "async": True}, format="json", **auth).json()
+    assert api.get(f"/api/v1/generations/{created['id']}", **auth).status_code == 200
+    stranger = bearer(make_key(make_user(credits=50)))
+    response = api.get(f"/api/v1/generations/{created['id']}", **stranger)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "notFound"
+    assert api.get("/api/v1/generations/gen_doesnotexist", **auth).json()["error"]["code"] == "notFound"
+
+
+def test_generation_lookup_requires_key(api):
+    assert api.get("/api/v1/generations/gen_x").json()["error"]["code"] == "missingApiKey"
+    assert Generation.objects.count() == 0

@@ -1,0 +1,112 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests.factories import bearer, make_key, make_user
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _catalog(request):
+    """Transactional tests flush the seeded catalog row; put it back for every DB test."""
+    if not request.node.get_closest_marker("django_db"):
+        return
+    request.getfixturevalue("db" if not _is_transactional(request) else "transactional_db")
+    from generations.catalog_seed import seed_catalog
+    from generations.models import ImageModel
+
+    seed_catalog(ImageModel)
+
+
+def _is_transactional(request) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return bool(marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def customer(db):
+    """A PRO user with 120 credits and a key: (user, raw_key, auth headers)."""
+    user = make_user(credits=120, account_type="PRO")
+    raw = make_key(user)
+    return user, raw, bearer(raw)
+
+
+def database_url_for_subprocess() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery -A hub worker` process on the configured broker and the test database."""
+
+    def __init__(self, *, env_overrides: dict | None = None, name: str = "worker", concurrency: int = 8, pool: str = "threads"):
+        self.log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), **(env_overrides or {})}
+        self.args = [
+            sys.executable, "-m", "celery", "-A", "hub", "worker", "--pool", pool, "--concurrency", str(concurrency),
+            "--queues", "generations,housekeeping", "--loglevel", "INFO", "--hostname", f"{name}-{time.monotonic_ns()}@%h",
+            "--without-mingle", "--without-gossip",
+        ]
+        self.proc = None
+
+    def start(self, timeout: float = 30) -> "WorkerProcess":
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text():
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
+def purge_queues() -> None:
+    from hub.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in ("generations", "housekeeping"):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:
+                pass
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """One real worker process for the session (tests using it need transactional_db)."""
+    with django_db_blocker.unblock():
+        purge_queues()
+        worker = WorkerProcess(name="session").start()
+    yield worker
+    worker.stop()

@@ -1,0 +1,281 @@
+"""OpenAIImagesProvider against the local fake OpenAI server, over real HTTP."""
+
+import io
+import logging
+import socket
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.fakes.openai_server import FakeOpenAIServer
+from workers.providers.base import ProviderError, ProviderRequest
+from workers.providers.openai_images import OpenAIImagesProvider
+
+API_KEY = "sk-test-SECRET-0123456789abcdef"
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAIServer(api_key=API_KEY) as srv:
+        yield srv
+
+
+def make_provider(server, **kwargs):
+    kwargs.setdefault("max_retries", 4)
+    return OpenAIImagesProvider(api_key=API_KEY, base_url=server.base_url, backoff_base=0.01, **kwargs)
+
+
+def make_request(*, n=1, size="64x48", quality="low", prompt="a red fox", timeout=10.0, references=()):
+    return ProviderRequest(model="gpt-image-1", prompt=prompt, size=size, quality=quality, n=n,
+                           deadline=time.monotonic() + timeout, references=list(references))
+
+
+def png(width, height, color=(10, 200, 30)):
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_generate_maps_fields(server):
+    images = make_provider(server).generate(make_request(n=2, size="96x64", quality="high", prompt="two owls"))
+
+    assert len(images) == 2
+    [rec] = server.requests
+    assert rec.path == "/v1/images/generations"
+    assert rec.body["model"] == "gpt-image-1"
+    assert rec.body["prompt"] == "two owls"
+    assert rec.body["size"] == "96x64"
+    assert rec.body["quality"] == "high"
+    assert rec.body["n"] == 2
+    assert "response_format" not in rec.body
+    assert rec.headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def test_b64_results_decoded_to_exact_bytes(server):
+    images = make_provider(server).generate(make_request(n=2, size="80x40"))
+
+    assert images == server.requests[0].response_images
+    assert images[0] != images[1]
+    assert Image.open(io.BytesIO(images[0])).size == (80, 40)
+
+
+def test_edit_sends_references_as_image_parts(server):
+    refs = [png(32, 32, (255, 0, 0)), png(16, 24, (0, 0, 255))]
+
+    images = make_provider(server).generate(make_request(n=1, size="auto", quality="medium", references=refs))
+
+    [rec] = server.requests
+    assert rec.path == "/v1/images/edits"
+    assert rec.headers["content-type"].startswith("multipart/form-data")
+    assert rec.image_count == 2
+    assert rec.image_parts == refs
+    assert rec.file_fields == ["image[]", "image[]"]
+    assert rec.body == {"model": "gpt-image-1", "prompt": "a red fox", "size": "auto", "quality": "medium", "n": "1"}
+    assert images == rec.response_images
+
+
+def test_url_results_downloaded(server):
+    server.plan("url")
+
+    images = make_provider(server).generate(make_request(n=2))
+
+    assert images == server.requests[0].response_images
+    assert len(images) == 2
+
+
+def test_429_retry_after_honoured_then_success(server):
+    server.plan("429", retry_after=1)
+
+    start = time.monotonic()
+    images = make_provider(server).generate(make_request())
+    elapsed = time.monotonic() - start
+
+    assert len(images) == 1
+    assert [r.status for r in server.requests] == [429, 200]
+    assert 0.95 <= elapsed < 2.0
+
+
+def test_retry_after_beyond_deadline_fails_fast(server):
+    server.plan("429", retry_after=30)
+
+    start = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        make_provider(server).generate(make_request(timeout=5))
+
+    assert time.monotonic() - start < 1
+    assert info.value.permanent is False
+    assert len(server.requests) == 1
+
+
+def test_500_twice_then_success(server):
+    server.plan("500", times=2)
+
+    images = make_provider(server).generate(make_request())
+
+    assert len(images) == 1
+    assert [r.status for r in server.requests] == [500, 500, 200]
+
+
+def test_500_forever_gives_up_after_max_retries(server):
+    server.plan("500", times=None)
+
+    with pytest.raises(ProviderError) as info:
+        make_provider(server, max_retries=3).generate(make_request())
+
+    assert info.value.permanent is False
+    assert "unavailable" in info.value.user_message
+    assert len(server.requests) == 4
+
+
+def test_dropped_connection_retried(server):
+    server.plan("disconnect")
+
+    images = make_provider(server).generate(make_request())
+
+    assert len(images) == 1
+    assert len(server.requests) == 2
+
+
+def test_connection_refused_gives_up():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    provider = OpenAIImagesProvider(api_key=API_KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=2,
+                                    backoff_base=0.01)
+
+    with pytest.raises(ProviderError) as info:
+        provider.generate(make_request())
+
+    assert info.value.permanent is False
+    assert "gave up after 3 attempts" in info.value.detail
+
+
+@pytest.mark.parametrize("status", ["400", "422"])
+def test_bad_request_is_permanent_with_provider_message(server, status):
+    server.plan(status, message="Your request was rejected by the safety system.", code="moderation_blocked")
+
+    with pytest.raises(ProviderError) as info:
+        make_provider(server).generate(make_request())
+
+    assert info.value.permanent is True
+    assert info.value.user_message == "Provider rejected the request: Your request was rejected by the safety system."
+    assert "moderation_blocked" in info.value.detail
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+def test_auth_failure_is_generic_and_not_retried(server, status):
+    server.plan(status)
+
+    with pytest.raises(ProviderError) as info:
+        make_provider(server).generate(make_request())
+
+    assert info.value.permanent is False
+    assert info.value.user_message == "Image provider authentication failed"
+    assert len(server.requests) == 1
+
+
+def test_other_4xx_not_retried(server):
+    server.plan("404")
+
+    with pytest.raises(ProviderError) as info:
+        make_provider(server).generate(make_request())
+
+    assert info.value.permanent is False
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("behaviour", ["malformed", "missing_data", "bad_base64"])
+def test_malformed_body_is_provider_error(server, behaviour):
+    server.plan(behaviour)
+
+    with pytest.raises(ProviderError) as info:
+        make_provider(server).generate(make_request())
+
+    assert info.value.user_message == "Provider returned a malformed response"
+    assert info.value.permanent is False
+    assert len(server.requests) == 1
+
+
+def test_non_json_content_type_is_malformed(server):
+    server.plan("malformed", body="<html>Bad gateway</html>", content_type="text/html")
+
+    with pytest.raises(ProviderError, match="malformed"):
+        make_provider(server).generate(make_request())
+
+
+def test_slow_answer_times_out_within_deadline(server):
+    server.plan("slow", seconds=5, times=None)
+
+    start = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        make_provider(server).generate(make_request(timeout=1.0))
+
+    assert "timed out" in info.value.user_message
+    assert info.value.permanent is False
+    assert time.monotonic() - start < 2.0
+
+
+def test_deadline_already_passed_sends_nothing(server):
+    with pytest.raises(ProviderError, match="timed out"):
+        make_provider(server).generate(make_request(timeout=-1))
+
+    assert server.requests == []
+
+
+def test_fewer_images_returned_as_is(server):
+    server.plan("fewer", count=1)
+
+    images = make_provider(server).generate(make_request(n=3))
+
+    assert images == server.requests[0].response_images
+    assert len(images) == 1
+
+
+def test_image_content_not_validated(server):
+    server.plan("not_image")
+
+    assert make_provider(server).generate(make_request()) == [b"this is not an image"]
+
+
+def test_configuration_from_environment(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+
+    assert len(OpenAIImagesProvider(backoff_base=0.01).generate(make_request())) == 1
+
+
+def test_api_key_never_in_errors_or_logs(server, caplog):
+    caplog.set_level(logging.DEBUG, logger="workers.providers")
+    provider = make_provider(server, max_retries=1)
+    wrong_key = OpenAIImagesProvider(api_key=API_KEY[::-1], base_url=server.base_url, max_retries=0)
+    scenarios = [
+        (provider, "401", {}),  # the fake echoes the presented key in its message
+        (wrong_key, "ok", {}),  # the fake's own key check: 401 quoting the wrong key
+        (provider, "400", {"message": f"bad key {API_KEY}"}),
+        (provider, "500", {"message": f"oops {API_KEY}", "times": None}),
+        (provider, "malformed", {}),
+        (provider, "slow", {"seconds": 2}),
+    ]
+    for prov, behaviour, params in scenarios:
+        server.reset()
+        server.plan(behaviour, **params)
+        with pytest.raises(ProviderError) as info:
+            prov.generate(make_request(timeout=0.5))
+        err = info.value
+        secrets = (API_KEY, API_KEY[::-1])
+        for text in (str(err), err.user_message, err.detail, repr(err.args)):
+            assert not any(s in text for s in secrets), (behaviour, text)
+        assert err.__cause__ is None and err.__context__ is None  # no chained SDK exception with headers
+    assert API_KEY not in caplog.text and API_KEY[::-1] not in caplog.text
+
+
+def test_fake_server_scriptable_over_http(server):
+    httpx.post(server.root_url + "/_fake/plan", json={"behaviour": "500", "times": 1}).raise_for_status()
+
+    make_provider(server).generate(make_request())
+
+    summary = httpx.get(server.root_url + "/_fake/requests").json()
+    assert [r["status"] for r in summary] == [500, 200]
