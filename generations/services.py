@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.services import account_get_or_create, credits_charge, credits_refund
@@ -116,7 +116,7 @@ def generation_enqueue(*, generation_id: str) -> bool:
             "generations.run",
             args=[generation_id],
             task_id=generation_id,
-            queue="generations",
+            queue=settings.GENERATIONS_QUEUE,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         )
     except Exception as exc:  # kombu raises transport-specific errors
@@ -134,17 +134,51 @@ def generation_enqueue(*, generation_id: str) -> bool:
 
 
 def generation_claim(*, generation_id: str) -> Generation | None:
-    """Take a queued generation for one attempt; None if it is not ours to run."""
+    """Take the generation for one attempt; None if it is not ours to run.
+
+    Claimable: queued, or running under a lease that ran out (its worker died). Each claim
+    bumps `attempts`, the fencing token later writes are checked against. A generation whose
+    workers died `GENERATION_MAX_ATTEMPTS` times is failed and refunded instead (poison message).
+    """
     now = timezone.now()
-    claimed = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+    claimable = Q(status=GenerationStatus.QUEUED) | Q(status=GenerationStatus.RUNNING, lease_expires_at__lt=now)
+    rows = Generation.objects.filter(claimable, pk=generation_id)
+    claimed = rows.filter(attempts__lt=settings.GENERATION_MAX_ATTEMPTS).update(
         status=GenerationStatus.RUNNING,
         attempts=F("attempts") + 1,
         started_at=now,
-        lease_expires_at=F("deadline_at"),
+        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
     )
-    if not claimed:
-        return None
-    return Generation.objects.select_related("model", "owner").get(pk=generation_id)
+    if claimed:
+        return Generation.objects.select_related("model").get(pk=generation_id)
+    if rows.exists():
+        generation_fail(
+            generation_id=generation_id,
+            code=errors.WORKER_LOST,
+            message="The generation crashed its worker repeatedly and was stopped; credits were refunded.",
+        )
+    return None
+
+
+def generation_lease_renew(*, generation_id: str, attempt: int) -> bool:
+    """Extend the running attempt's lease; False once the attempt no longer owns it."""
+    until = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+    return bool(
+        Generation.objects.filter(pk=generation_id, status=GenerationStatus.RUNNING, attempts=attempt).update(
+            lease_expires_at=until
+        )
+    )
+
+
+def generation_requeue(*, generation_id: str, attempt: int) -> bool:
+    """Hand an attempt whose worker died back to the queue (the sweeper's recovery path)."""
+    requeued = Generation.objects.filter(
+        pk=generation_id, status=GenerationStatus.RUNNING, attempts=attempt, lease_expires_at__lt=timezone.now()
+    ).update(status=GenerationStatus.QUEUED, enqueued_at=None)
+    if requeued:
+        logger.warning("generation %s: worker lost during attempt %s; re-queued", generation_id, attempt)
+        generation_enqueue(generation_id=generation_id)
+    return bool(requeued)
 
 
 def generation_finalize(
@@ -232,8 +266,3 @@ def generation_wait(*, generation: Generation) -> Generation:
         )
     generation.refresh_from_db()
     return generation
-
-
-def seconds_until(deadline) -> float:
-    """Monotonic-clock deadline for a wall-clock datetime (for provider calls)."""
-    return time.monotonic() + (deadline - timezone.now()).total_seconds()

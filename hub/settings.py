@@ -164,37 +164,60 @@ IMAGE_PROVIDER = env.str("IMAGE_PROVIDER", default="local")
 GENERATION_TIMEOUT_SECONDS = env.int("GENERATION_TIMEOUT_SECONDS", default=800)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 SWEEPER_INTERVAL_SECONDS = env.int("SWEEPER_INTERVAL_SECONDS", default=60)
+# A running attempt holds a lease it renews every third of this; a crashed worker stops
+# renewing, and the attempt is taken over (or failed) once the lease runs out.
+GENERATION_LEASE_SECONDS = env.int("GENERATION_LEASE_SECONDS", default=30)
+# Attempts before a generation whose worker keeps dying is failed and refunded (poison message).
+GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
+# The sweeper fails unfinished generations this long after their deadline.
+GENERATION_DEADLINE_MARGIN_SECONDS = env.int("GENERATION_DEADLINE_MARGIN_SECONDS", default=30)
 WAIT_POLL_INTERVAL_SECONDS = 0.2  # embedded default only; Redis deployments are notified
 
 # --- Celery ---------------------------------------------------------------------------------
+# All Celery settings are in this block; each says why it is set.
 REDIS_URL = env.str("REDIS_URL", default="")
+GENERATIONS_QUEUE = env.str("HUB_GENERATIONS_QUEUE", default="generations")
+HOUSEKEEPING_QUEUE = env.str("HUB_HOUSEKEEPING_QUEUE", default="housekeeping")
 BROKER_DIR = VAR_DIR / "broker"
-if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Embedded default: a broker that needs no server, shared by processes through a folder.
+    BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(BROKER_DIR), "data_folder_out": str(BROKER_DIR)}
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False  # the filesystem transport has no fanout
+else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than the longest task (hard limit), or Redis hands a running task to a 2nd worker.
+        # Redis re-delivers an unacked message after this long. It must exceed the longest task
+        # (the hard limit below), or a second worker starts a task that is still running.
         "visibility_timeout": GENERATION_TIMEOUT_SECONDS + 600,
     }
-else:
-    BROKER_DIR.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(BROKER_DIR),
-        "data_folder_out": str(BROKER_DIR),
-    }
-CELERY_TASK_IGNORE_RESULT = True  # results live in the database, not the result backend
-CELERY_TASK_SERIALIZER = "json"  # tasks take ids only; JSON keeps messages readable and safe
+CELERY_TASK_IGNORE_RESULT = True  # outcomes live on the generation row, not in a result backend
+CELERY_TASK_SERIALIZER = "json"  # tasks take ids only; JSON is safe to deserialize and readable
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True  # ack after the work, so a crash mid-task redelivers it
-CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...also when the pool child is killed (else acked)
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a slow paid call must not hold queued work hostage
-CELERY_TASK_SOFT_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 30  # finalize/refund before the kill
+CELERY_TASK_ACKS_LATE = True  # ack after the work, so a worker that dies mid-task gets it redelivered
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...also when only the pool child dies (else it is acked and lost)
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a slow paid call must not hold other queued work hostage
+# Derived from the sync limit: the task finalizes and refunds on its own before the soft limit,
+# which leaves room to clean up before the hard kill (enforced by the prefork pool; with the
+# threads pool the task's own provider deadline and the sweeper bound the time).
+CELERY_TASK_SOFT_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 30
 CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
-CELERY_TASK_DEFAULT_QUEUE = "housekeeping"
-CELERY_TASK_ROUTES = {"generations.run": {"queue": "generations"}}
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=8)
+# Paid generation work and cheap housekeeping scale separately and never queue behind each other.
+CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
+CELERY_TASK_ROUTES = {"generations.run": {"queue": GENERATIONS_QUEUE}}
+# Threads: provider calls are network waits, so one process keeps many in flight (see README).
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {
+        "task": "hub.sweep",
+        "schedule": float(SWEEPER_INTERVAL_SECONDS),
+        # A sweep that could not start within its period is superseded by the next one.
+        "options": {"queue": HOUSEKEEPING_QUEUE, "expires": float(SWEEPER_INTERVAL_SECONDS)},
+    },
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apikeys.authentication.ApiKeyAuthentication"],

@@ -11,12 +11,14 @@ from generations import errors
 from generations.models import Generation
 from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
 from workers import storage
+from workers.lease import lease_heartbeat
 from workers.providers import ProviderError, ProviderRequest, provider_for
 
 logger = logging.getLogger(__name__)
 
 # Leave this much of the deadline for storing images and finalizing after the provider returns.
 FINALIZE_MARGIN_SECONDS = 5
+STORED_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
 
 def generation_run(generation_id: str) -> None:
@@ -27,7 +29,11 @@ def generation_run(generation_id: str) -> None:
     attempt = generation.attempts
     seconds_left = (generation.deadline_at - timezone.now()).total_seconds() - FINALIZE_MARGIN_SECONDS
     if seconds_left <= 0:
-        generation_fail(generation_id=generation_id, code=errors.TIMEOUT, message="The generation waited too long in the queue; credits were refunded.")
+        generation_fail(
+            generation_id=generation_id,
+            code=errors.TIMEOUT,
+            message="The generation waited too long in the queue; credits were refunded.",
+        )
         return
     request = ProviderRequest(
         model=generation.model.upstream_model or generation.model.id,
@@ -38,14 +44,15 @@ def generation_run(generation_id: str) -> None:
         deadline=time.monotonic() + seconds_left,
         references=[storage.object_read(ref.storage_key) for ref in generation.references.all()],
     )
-    try:
-        outputs = provider_for(generation.model.backend).generate(request)
-    except ProviderError as exc:
-        logger.warning("generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail)
-        code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
-        generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=(code, exc.user_message))
-        return
-    images = _store_valid(generation, outputs[: generation.n])
+    with lease_heartbeat(generation_id=generation_id, attempt=attempt):
+        try:
+            outputs = provider_for(generation.model.backend).generate(request)
+        except ProviderError as exc:
+            logger.warning("generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail)
+            code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
+            generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=(code, exc.user_message))
+            return
+        images = _store_valid(generation, outputs[: generation.n])
     error = None
     if outputs and not images:
         error = (errors.NO_VALID_IMAGES, "The provider returned data that is not a valid image; credits were refunded.")
@@ -64,9 +71,10 @@ def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredIma
         except Exception:
             logger.warning("generation %s: provider output is not a valid image; dropped", generation.id)
             continue
-        ext, content_type = {"JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}.get(fmt, ("png", "image/png"))
-        if fmt not in ("PNG", "JPEG", "WEBP"):
+        if fmt not in STORED_FORMATS:
+            logger.warning("generation %s: provider returned a %s image; dropped", generation.id, fmt)
             continue
+        ext, content_type = STORED_FORMATS[fmt]
         index = len(stored)
         key = storage.image_key(account_id=generation.owner_id, generation_id=generation.id, index=index, ext=ext)
         storage.object_save(key=key, data=data, content_type=content_type)

@@ -29,6 +29,7 @@ MSG_TIMED_OUT = "Image provider timed out"
 MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
 MSG_RATE_LIMITED = "Image provider is busy, please try again later"
 MSG_AUTH = "Image provider authentication failed"
+MSG_NOT_CONFIGURED = "Image provider is not configured"
 MSG_FAILED = "Image provider request failed"
 MSG_MALFORMED = "Provider returned a malformed response"
 MSG_DOWNLOAD = "Could not download the generated image"
@@ -48,7 +49,10 @@ class OpenAIImagesProvider:
                  backoff_base: float = 0.5):
         # None lets the SDK read OPENAI_API_KEY / OPENAI_BASE_URL. The SDK's own retries are off:
         # ours respect the request deadline and are the only ones that happen.
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        try:
+            self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        except openai.OpenAIError as exc:  # e.g. no OPENAI_API_KEY; callers expect ProviderError
+            raise ProviderError(MSG_NOT_CONFIGURED, permanent=False, detail=str(exc)) from None
         self._max_retries = max_retries
         self._backoff_base = backoff_base
 

@@ -1,0 +1,52 @@
+"""Invariants between the ledger and the generations; each problem is one readable line."""
+
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
+
+from billing.models import LedgerEntry, LedgerKind
+from billing.selectors import ledger_drift
+from generations.models import FINISHED, Generation, GenerationStatus
+
+
+def reconcile() -> list[str]:
+    problems = ledger_drift()
+    movements = defaultdict(dict)
+    for generation_id, kind, amount in LedgerEntry.objects.filter(
+        kind__in=[LedgerKind.CHARGE, LedgerKind.REFUND]
+    ).values_list("generation_id", "kind", "amount"):
+        movements[generation_id][kind] = abs(amount)
+
+    generations = Generation.objects.annotate(image_count=Count("images")).in_bulk(list(movements))
+    overdue = timezone.now() - timedelta(seconds=settings.GENERATION_DEADLINE_MARGIN_SECONDS)
+    for generation_id, moved in movements.items():
+        charged, refunded = moved.get(LedgerKind.CHARGE, 0), moved.get(LedgerKind.REFUND, 0)
+        generation = generations.get(generation_id)
+        if generation is None:
+            problems.append(f"{generation_id}: ledger movement without a generation")
+            continue
+        if refunded > charged:
+            problems.append(f"{generation_id}: refund {refunded} above charge {charged}")
+        if charged != generation.credits_requested:
+            problems.append(f"{generation_id}: charged {charged}, generation says {generation.credits_requested}")
+        if refunded != generation.credits_refunded:
+            problems.append(f"{generation_id}: refunded {refunded}, generation says {generation.credits_refunded}")
+        if generation.status not in FINISHED and generation.deadline_at < overdue:
+            problems.append(f"{generation_id}: charged but still {generation.status} past its deadline")
+        if generation.status == GenerationStatus.FAILED and refunded != charged:
+            problems.append(f"{generation_id}: failed but refunded {refunded} of {charged}")
+        if generation.status == GenerationStatus.SUCCEEDED:
+            expected = (generation.n - generation.image_count) * generation.price_per_image
+            if generation.image_count == 0 or refunded != expected:
+                problems.append(
+                    f"{generation_id}: succeeded with {generation.image_count}/{generation.n} images but refunded {refunded} (expected {expected})"
+                )
+
+    uncharged = Generation.objects.exclude(pk__in=list(movements)).values_list("pk", flat=True)
+    problems += [f"{generation_id}: generation without a charge" for generation_id in uncharged]
+    orphans = Generation.objects.exclude(status=GenerationStatus.SUCCEEDED).filter(images__isnull=False).distinct()
+    problems += [f"{g.pk}: {g.status} but has stored images" for g in orphans]
+    return problems

@@ -1,0 +1,65 @@
+"""Periodic recovery: whatever crashed, every charged generation ends finished, within its
+deadline plus one sweeper period."""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing.services import credits_expire_all_due
+from generations import errors
+from generations.models import Generation, GenerationStatus
+from generations.services import generation_enqueue, generation_fail, generation_requeue
+
+logger = logging.getLogger(__name__)
+
+UNSENT_GRACE = timedelta(seconds=10)  # on_commit normally sends within milliseconds
+
+
+@dataclass
+class SweepReport:
+    timed_out: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    poisoned: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    expired_credits: int = 0
+
+
+def generations_sweep() -> SweepReport:
+    now = timezone.now()
+    report = SweepReport()
+    unfinished = Generation.objects.filter(status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING])
+
+    overdue = now - timedelta(seconds=settings.GENERATION_DEADLINE_MARGIN_SECONDS)
+    for generation_id in unfinished.filter(deadline_at__lt=overdue).values_list("pk", flat=True):
+        if generation_fail(
+            generation_id=generation_id,
+            code=errors.TIMEOUT,
+            message=f"The generation did not finish within {settings.GENERATION_TIMEOUT_SECONDS} s; credits were refunded.",
+        ):
+            report.timed_out.append(generation_id)
+
+    lost = unfinished.filter(status=GenerationStatus.RUNNING, lease_expires_at__lt=now)
+    for generation_id, attempts in lost.values_list("pk", "attempts"):
+        if attempts >= settings.GENERATION_MAX_ATTEMPTS:
+            if generation_fail(
+                generation_id=generation_id,
+                code=errors.WORKER_LOST,
+                message="The generation crashed its worker repeatedly and was stopped; credits were refunded.",
+            ):
+                report.poisoned.append(generation_id)
+        elif generation_requeue(generation_id=generation_id, attempt=attempts):
+            report.requeued.append(generation_id)
+
+    # The outbox: charged and committed, but the broker never took the message.
+    unsent = unfinished.filter(status=GenerationStatus.QUEUED, enqueued_at__isnull=True, created_at__lt=now - UNSENT_GRACE)
+    for generation_id in unsent.values_list("pk", flat=True):
+        if generation_enqueue(generation_id=generation_id):
+            report.sent.append(generation_id)
+
+    report.expired_credits = credits_expire_all_due()
+    if any((report.timed_out, report.requeued, report.poisoned, report.sent)):
+        logger.warning("sweep: %s", report)
+    return report
