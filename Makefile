@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install browsers clean
+.PHONY: run test install chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ install: $(STAMP)
 run: $(STAMP)
 	deploy/run-local.sh
 
-test: $(STAMP)
+# Debian's Chromium for the Playwright browser tests (CI runs on a fresh machine, as root).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: $(STAMP) chromium
 	deploy/test.sh
 
 clean:

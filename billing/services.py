@@ -173,3 +173,24 @@ def credits_expire_all_due() -> int:
         .distinct()
     )
     return sum(credits_expire_due(account=CreditAccount(pk=pk)) for pk in sorted(set(ids)))
+
+
+@transaction.atomic
+def credits_grant_bulk(
+    *,
+    accounts,
+    amount: int,
+    reason: str,
+    actor,
+    expires_at: datetime | None = None,
+    source: str = GrantSource.ADMIN,
+) -> list[CreditGrant]:
+    """One grant per account, all or none. Accounts are locked in id order, so two bulk
+    grants running at once cannot deadlock."""
+    if not reason.strip():
+        raise InvalidRequest("A reason is required")
+    unique = {account.pk: account for account in accounts}
+    return [
+        credits_grant(account=unique[pk], amount=amount, source=source, reason=reason, expires_at=expires_at, actor=actor)
+        for pk in sorted(unique)
+    ]

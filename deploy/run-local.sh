@@ -8,8 +8,11 @@ PORT="${PORT:-8000}"
 $PY manage.py migrate --noinput -v0
 $PY manage.py collectstatic --noinput -v0
 $PY manage.py hub_demo
+$PY manage.py hub_admin
 cat <<EOT
 
+Account:      http://127.0.0.1:${PORT}/account/  (sign up, or sign in as the demo account above)
+Admin:        http://127.0.0.1:${PORT}/admin/    (the admin login above; its password is in ${HUB_VAR_DIR:-var}/admin_password)
 API:          http://127.0.0.1:${PORT}/api/v1/models
 Try:          curl http://127.0.0.1:${PORT}/api/v1/credits -H "Authorization: Bearer <the key above>"
 More keys:    .venv/bin/python manage.py hub_createkey demo@example.com

@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# `make test`: the whole suite, on PostgreSQL + Redis whenever they are reachable.
+# `make test`: the whole suite on PostgreSQL + Redis + an S3-protocol server whenever
+# PostgreSQL and Redis are reachable; on the embedded defaults otherwise (said loudly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export HUB_VAR_DIR="$PWD/.var-test"
 rm -rf "$HUB_VAR_DIR" && mkdir -p "$HUB_VAR_DIR"
-unset DATABASE_URL REDIS_URL AWS_STORAGE_BUCKET_NAME IMAGE_PROVIDER
+unset DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET_NAME AWS_S3_ENDPOINT_URL IMAGE_PROVIDER PUBLIC_BASE_URL
 pg_url="${HUB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 redis_url="${HUB_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 
 if .venv/bin/python deploy/probe_services.py "$pg_url" "$redis_url"; then
     export DATABASE_URL="$pg_url" REDIS_URL="$redis_url"
-    echo "Test suite on PostgreSQL ($pg_url) and Redis ($redis_url)"
+    eval "$(.venv/bin/python -m tests.s3_server "$HUB_VAR_DIR/s3.pid")"
+    trap 'kill "$(cat "$HUB_VAR_DIR/s3.pid")" 2>/dev/null || true' EXIT
+    echo "Test suite on PostgreSQL ($pg_url), Redis ($redis_url) and S3 ($AWS_S3_ENDPOINT_URL)"
 else
-    echo "!!!!!!!! PostgreSQL/Redis NOT reachable: the suite runs on the EMBEDDED DEFAULTS (SQLite, filesystem broker) !!!!!!!!"
+    echo "!!!!!!!! PostgreSQL/Redis NOT reachable: the suite runs on the EMBEDDED DEFAULTS (SQLite, filesystem broker, local files) !!!!!!!!"
     if [ "${HUB_REQUIRE_SERVICES:-0}" = "1" ]; then
         echo "HUB_REQUIRE_SERVICES=1: failing instead." >&2
         exit 1
     fi
 fi
-exec .venv/bin/pytest "$@"
+status=0
+.venv/bin/pytest "$@" || status=$?
+exit $status

@@ -1,10 +1,10 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.static import serve
+from django.views.generic import RedirectView
 
 from generations.apis import CreditsRetrieveApi, GenerationCreateApi, GenerationRetrieveApi, ModelListApi
 from hub.health import healthz
+from hub.media import media
 
 api_v1 = [
     path("models", ModelListApi.as_view(), name="models"),
@@ -16,12 +16,11 @@ api_v1 = [
 urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     path("admin/", admin.site.urls),
+    path("account/", include("accounts.urls")),
+    path("", RedirectView.as_view(pattern_name="accounts:home")),
     path("healthz", healthz),
+    re_path(r"^media/(?P<path>.*)$", media),
 ]
-
-if not settings.USE_S3:
-    # Embedded default: the hub serves its own media (ids in the path are unguessable).
-    urlpatterns.append(re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}))
 
 handler404 = "hub.exception_handler.json_404"
 handler500 = "hub.exception_handler.json_500"

@@ -102,11 +102,60 @@ def purge_queues() -> None:
                 pass
 
 
+OPENAI_TEST_KEY = "sk-test-hub-0123456789"
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker):
-    """One real worker process for the session (tests using it need transactional_db)."""
+def fake_openai():
+    """A local server speaking the OpenAI images protocol (the only stand-in in the suite)."""
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    server = FakeOpenAIServer(api_key=OPENAI_TEST_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, fake_openai):
+    """One real worker process for the session (tests using it need transactional_db).
+
+    Catalog rows whose backend is `openai` reach the fake OpenAI server through the real adapter.
+    """
     with django_db_blocker.unblock():
         purge_queues()
-        worker = WorkerProcess(name="session").start()
+        worker = WorkerProcess(
+            name="session", env_overrides={"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": OPENAI_TEST_KEY}
+        ).start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def openai_model(db, fake_openai):
+    """A second catalog model served by the `openai` adapter: one row, no code."""
+    from generations.models import ImageModel
+
+    fake_openai.reset()
+    return ImageModel.objects.create(
+        id="gpt-image-1",
+        provider="openai",
+        backend="openai",
+        upstream_model="gpt-image-1",
+        sizes=["1024x1024", "1536x1024"],
+        qualities=["low", "medium", "high"],
+        prices={"1K": {"low": 1, "medium": 3, "high": 6}},
+        reference_image_limit=4,
+    )
+
+
+def fetch(api, url: str) -> bytes:
+    """Download an image URL the API returned: served by the hub, or presigned S3."""
+    if url.startswith("http://testserver/"):
+        response = api.get(url.removeprefix("http://testserver"))
+        assert response.status_code == 200
+        return b"".join(response.streaming_content)
+    import httpx
+
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200
+    return response.content

@@ -42,9 +42,12 @@ def wait_done(generation_id: str, *, timeout: float, is_finished: Callable[[], b
     deadline = time.monotonic() + max(timeout, 0)
     if not settings.REDIS_URL:
         return _poll(deadline, is_finished, settings.WAIT_POLL_INTERVAL_SECONDS)
-    pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+    pubsub = _redis().pubsub()
     try:
-        pubsub.subscribe(_channel(generation_id))  # subscribe first, then read: no missed finish
+        # Subscribe and see the confirmation before reading the row, so a finish between the
+        # read and the wait is never missed.
+        pubsub.subscribe(_channel(generation_id))
+        pubsub.get_message(timeout=min(RECHECK_SECONDS, max(timeout, 0.1)))
         while True:
             if is_finished():
                 return True

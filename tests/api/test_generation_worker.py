@@ -9,6 +9,7 @@ from PIL import Image
 from billing.models import CreditAccount, LedgerEntry
 from billing.selectors import ledger_drift
 from generations.models import GeneratedImage, Generation
+from tests.conftest import fetch
 from tests.images import image_bytes, upload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -17,10 +18,7 @@ BODY = {"model": "gpt-image-2", "prompt": "A cinematic product photo with premiu
 
 
 def _download(api, url: str) -> Image.Image:
-    path = url.removeprefix("http://testserver")
-    response = api.get(path)
-    assert response.status_code == 200
-    image = Image.open(io.BytesIO(b"".join(response.streaming_content)))
+    image = Image.open(io.BytesIO(fetch(api, url)))
     image.load()
     return image
 

@@ -247,6 +247,17 @@ def test_configuration_from_environment(server, monkeypatch):
     assert len(OpenAIImagesProvider(backoff_base=0.01).generate(make_request())) == 1
 
 
+def test_missing_api_key_is_provider_error(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(ProviderError) as info:
+        OpenAIImagesProvider()
+
+    assert info.value.permanent is False
+    assert info.value.user_message == "Image provider is not configured"
+
+
 def test_api_key_never_in_errors_or_logs(server, caplog):
     caplog.set_level(logging.DEBUG, logger="workers.providers")
     provider = make_provider(server, max_retries=1)

@@ -1,0 +1,112 @@
+"""The signed-in user's pages. Every read goes through an owner-scoped selector, so another
+user's key or generation id answers 404 exactly like a missing one."""
+
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+
+from accounts.forms import ApiKeyCreateForm, SignUpForm
+from accounts.quickstart import quickstart_commands
+from accounts.services import user_sign_up
+from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner
+from apikeys.services import api_key_create, api_key_revoke
+from billing.selectors import credits_summary, grants_for_account, ledger_for_account
+from billing.services import account_get_or_create, credits_expire_due
+from generations.selectors import generation_get_for_owner, generations_for_owner
+from generations.serializers import base_url
+from hub.errors import NotFound
+
+LEDGER_PAGE_SIZE = 25
+GENERATIONS_PAGE_SIZE = 20
+
+
+def owned(view):
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound:
+            return render(request, "accounts/not_found.html", status=404)
+
+    return wrapper
+
+
+def _current_account(user):
+    """The user's credit account with due grants expired, as GET /api/v1/credits reports it."""
+    account = account_get_or_create(user=user)
+    credits_expire_due(account=account)
+    account.refresh_from_db()
+    return account
+
+
+def sign_up(request):
+    if request.user.is_authenticated:
+        return redirect("accounts:home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = user_sign_up(email=form.cleaned_data["email"], password=form.cleaned_data["password1"])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome! Create an API key to start calling the API.")
+        return redirect("accounts:home")
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+@login_required
+def home(request):
+    account = _current_account(request.user)
+    quickstart = quickstart_commands(api_base=f"{base_url(request)}/api/v1")
+    return render(request, "accounts/home.html", {"summary": credits_summary(account=account), "quickstart": quickstart})
+
+
+@never_cache  # the response to a create carries the raw key: no browser or proxy may keep it
+@login_required
+def api_keys(request):
+    form = ApiKeyCreateForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        key, raw = api_key_create(owner=request.user, name=form.cleaned_data["name"], expires_at=form.expires_at())
+        created = {"key": key, "raw": raw}
+        form = ApiKeyCreateForm()
+    context = {
+        "form": form,
+        "created": created,
+        "keys": api_keys_for_owner(owner=request.user),
+    }
+    return render(request, "accounts/api_keys.html", context)
+
+
+@login_required
+@owned
+def api_key_revoke_confirm(request, key_id: str):
+    key = api_key_get_for_owner(owner=request.user, key_id=key_id)
+    if request.method == "POST":
+        api_key_revoke(key=key)
+        messages.success(request, f"Key {key.display_prefix}… ({key.name}) is revoked; requests with it now fail.")
+        return redirect("accounts:api_keys")
+    return render(request, "accounts/api_key_revoke.html", {"key": key})
+
+
+@login_required
+def credits(request):
+    account = _current_account(request.user)
+    ledger = Paginator(ledger_for_account(account=account), LEDGER_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"summary": credits_summary(account=account), "grants": grants_for_account(account=account), "page": ledger}
+    return render(request, "accounts/credits.html", context)
+
+
+@login_required
+def generations(request):
+    page = Paginator(generations_for_owner(owner=request.user), GENERATIONS_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "accounts/generations.html", {"page": page})
+
+
+@login_required
+@owned
+def generation(request, generation_id: str):
+    found = generation_get_for_owner(owner=request.user, generation_id=generation_id)
+    return render(request, "accounts/generation.html", {"generation": found})

@@ -1,0 +1,34 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from apikeys.models import ApiKey
+from apikeys.services import api_key_revoke
+from billing.admin import ReadOnlyAdmin
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdmin):
+    """Keys are created by their owners; operators see and revoke them. The digest is never
+    shown and the raw key is never stored. No deleting: generations keep pointing at their key."""
+
+    list_display = ["display_prefix", "name", "owner", "created_at", "last_used_at", "expires_at", "status"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at", "created_at"]
+    search_fields = ["id", "name", "display_prefix", "owner__email"]
+    list_select_related = ["owner"]
+    fields = ["id", "owner", "name", "display_prefix", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def has_revoke_permission(self, request):
+        return request.user.has_perm("apikeys.change_apikey")
+
+    @admin.display(description="Status")
+    def status(self, key):
+        return key.status(timezone.now())
+
+    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
+    def revoke(self, request, queryset):
+        keys = list(queryset.filter(revoked_at__isnull=True))
+        for key in keys:
+            api_key_revoke(key=key)
+            self.log_change(request, key, "Revoked")
+        self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)

@@ -1,0 +1,129 @@
+from django import forms
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from billing.admin import ReadOnlyAdmin
+from billing.models import LedgerEntry
+from generations.catalog import size_shape
+from generations.models import GeneratedImage, Generation, ImageModel
+from workers import storage
+
+
+def _image_url(image: GeneratedImage) -> str:
+    # A relative /media/… URL is fine inside the admin; S3 gives an absolute presigned one.
+    return storage.object_url(image.storage_key, base_url="")
+
+
+class ImageModelForm(forms.ModelForm):
+    class Meta:
+        model = ImageModel
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        sizes, qualities, prices = cleaned.get("sizes"), cleaned.get("qualities"), cleaned.get("prices")
+        if not _strings(sizes):
+            self.add_error("sizes", 'A list of sizes such as ["auto", "1024x1024"].')
+            return cleaned
+        try:
+            tiers = {size_shape(size).tier for size in sizes}
+        except ValueError:
+            self.add_error("sizes", 'Each size is "auto" or WIDTHxHEIGHT, e.g. "1536x1024".')
+            return cleaned
+        if not _strings(qualities):
+            self.add_error("qualities", 'A list of qualities such as ["low", "high"].')
+            return cleaned
+        if not isinstance(prices, dict):
+            self.add_error("prices", 'An object such as {"1K": {"low": 2, "high": 8}}.')
+            return cleaned
+        missing = [f"{tier}/{quality}" for tier in sorted(tiers) for quality in qualities if not _price(prices, tier, quality)]
+        if missing:
+            self.add_error("prices", f"A whole number of credits above 0 is needed for: {', '.join(missing)}.")
+        return cleaned
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) and item for item in value)
+
+
+def _price(prices: dict, tier: str, quality: str) -> bool:
+    price = prices.get(tier, {}).get(quality) if isinstance(prices.get(tier), dict) else None
+    return isinstance(price, int) and not isinstance(price, bool) and price > 0
+
+
+@admin.register(ImageModel)
+class ImageModelAdmin(admin.ModelAdmin):
+    form = ImageModelForm
+    list_display = ["id", "provider", "backend", "enabled", "prices_1k", "reference_image_limit", "sort_order"]
+    list_editable = ["enabled", "sort_order"]
+    list_filter = ["enabled", "provider"]
+    actions = ["enable", "disable"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["id"] if obj else []  # clients and generations refer to a model by its id
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # generations keep pointing at their model: disable it instead
+
+    @admin.display(description="Credits per image (1K)")
+    def prices_1k(self, model):
+        return ", ".join(f"{quality} {price}" for quality, price in model.prices.get("1K", {}).items())
+
+    @admin.action(description="Enable the selected models", permissions=["change"])
+    def enable(self, request, queryset):
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable the selected models", permissions=["change"])
+    def disable(self, request, queryset):
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request, queryset, enabled: bool):
+        for model in queryset:
+            model.enabled = enabled
+            model.save(update_fields=["enabled"])
+            self.log_change(request, model, "Enabled" if enabled else "Disabled")
+        self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {queryset.count()} model(s).", messages.SUCCESS)
+
+
+class GeneratedImageInline(admin.TabularInline):
+    model = GeneratedImage
+    fields = ["preview", "index", "id", "width", "height", "byte_size", "content_type", "storage_key"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Image")
+    def preview(self, image):
+        url = _image_url(image)
+        return format_html('<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="" style="height:96px;border-radius:4px"></a>', url, url)
+
+
+@admin.register(Generation)
+class GenerationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "owner", "model", "status", "n", "credits_requested", "credits_refunded", "created_at", "finished_at"]
+    list_filter = ["status", "model", "is_async", "created_at"]
+    search_fields = ["id", "owner__email", "prompt"]
+    list_select_related = ["owner", "model"]
+    date_hierarchy = "created_at"
+    inlines = [GeneratedImageInline]
+    fieldsets = [
+        (None, {"fields": ["id", "owner", "api_key", "status", "error_code", "error_message", "prompt"]}),
+        ("Request", {"fields": ["model", "size", "quality", "n", "aspect_ratio", "tier", "is_async", "reference_count"]}),
+        ("Credits", {"fields": ["price_per_image", "credits_requested", "credits_refunded", "credit_movements"]}),
+        ("Timing", {"fields": ["attempts", "created_at", "enqueued_at", "started_at", "finished_at", "deadline_at"]}),
+    ]
+
+    readonly_fields = ["credit_movements"]
+
+    @admin.display(description="Ledger")
+    def credit_movements(self, generation):
+        entries = LedgerEntry.objects.filter(generation_id=generation.id).order_by("created_at", "id")
+        url = reverse("admin:billing_ledgerentry_changelist")
+        rows = format_html_join(
+            "", "<li>{} {} ({})</li>", ((entry.get_kind_display(), f"{entry.amount:+d}", entry.memo) for entry in entries)
+        )
+        return format_html('<ul style="margin:0;padding-left:1em">{}</ul><a href="{}?q={}">Open in the ledger</a>', rows, url, generation.id)
