@@ -90,6 +90,10 @@ class LedgerEntry(models.Model):
                 name="ledger_generation_movements_name_generation",
             ),
             models.CheckConstraint(condition=Q(balance_after__gte=0), name="ledger_balance_after_not_negative"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["grant", "refund"], amount__gt=0) | Q(kind__in=["charge", "expire", "adjust"], amount__lt=0),
+                name="ledger_amount_sign_matches_kind",
+            ),
         ]
 
     def __str__(self) -> str:

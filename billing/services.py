@@ -100,6 +100,8 @@ def credits_grant(
 @transaction.atomic
 def credits_charge(*, account: CreditAccount, amount: int, generation_id: str, memo: str = "") -> LedgerEntry:
     """Charge a generation up front; raises InsufficientCredits and changes nothing if short."""
+    if amount <= 0:
+        raise InvalidRequest("A charge must be a positive number of credits")
     now = timezone.now()
     account = _lock(account)
     _expire_due(account, now)
@@ -120,7 +122,7 @@ def credits_refund(*, account: CreditAccount, generation_id: str, amount: int, m
     if amount <= 0:
         return None
     account = _lock(account)
-    existing = LedgerEntry.objects.filter(generation_id=generation_id, kind=LedgerKind.REFUND).first()
+    existing = LedgerEntry.objects.filter(account=account, generation_id=generation_id, kind=LedgerKind.REFUND).first()
     if existing is not None:
         return existing
     charge = LedgerEntry.objects.get(account=account, generation_id=generation_id, kind=LedgerKind.CHARGE)

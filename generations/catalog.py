@@ -46,9 +46,12 @@ def model_get_enabled(model_id) -> ImageModel:
 
 def price_per_image(model: ImageModel, *, quality: str, tier: str) -> int:
     try:
-        return int(model.prices[tier][quality])
+        price = int(model.prices[tier][quality])
     except (KeyError, TypeError, ValueError):
-        raise InvalidRequest(f"Quality '{quality}' at {tier} is not available for {model.id}") from None
+        price = 0
+    if price <= 0:
+        raise InvalidRequest(f"Quality '{quality}' at {tier} is not available for {model.id}")
+    return price
 
 
 def enabled_models():

@@ -228,8 +228,8 @@ CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
 # Paid generation work and cheap housekeeping scale separately and never queue behind each other.
 CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
 CELERY_TASK_ROUTES = {"generations.run": {"queue": GENERATIONS_QUEUE}}
-# Threads: provider calls are network waits, so one process keeps many in flight (see README).
-CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+# The pool is chosen on the command line (`--pool threads`, see README): a worker_pool setting
+# would silently override an explicit `--pool prefork`.
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

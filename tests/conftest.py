@@ -55,12 +55,20 @@ def database_url_for_subprocess() -> str:
 class WorkerProcess:
     """A real `celery -A hub worker` process on the configured broker and the test database."""
 
-    def __init__(self, *, env_overrides: dict | None = None, name: str = "worker", concurrency: int = 8, pool: str = "threads"):
+    def __init__(
+        self,
+        *,
+        env_overrides: dict | None = None,
+        name: str = "worker",
+        concurrency: int = 8,
+        pool: str = "threads",
+        queues: str = "generations,housekeeping",
+    ):
         self.log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), **(env_overrides or {})}
         self.args = [
             sys.executable, "-m", "celery", "-A", "hub", "worker", "--pool", pool, "--concurrency", str(concurrency),
-            "--queues", "generations,housekeeping", "--loglevel", "INFO", "--hostname", f"{name}-{time.monotonic_ns()}@%h",
+            "--queues", queues, "--loglevel", "INFO", "--hostname", f"{name}-{time.monotonic_ns()}@%h",
             "--without-mingle", "--without-gossip",
         ]
         self.proc = None
@@ -89,6 +97,10 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log_path.read_text()
+
+    def pool_children(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
 
 
 def purge_queues() -> None:
