@@ -1,4 +1,6 @@
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +13,13 @@ from rest_framework.test import APIClient
 from tests.factories import bearer, make_key, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel kills a test's helper process if the test run itself dies,
+    so a killed run never leaves workers consuming the next run's queue."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +32,23 @@ def _catalog(request):
     from generations.models import ImageModel
 
     seed_catalog(ImageModel)
+
+
+@pytest.fixture(autouse=True)
+def _worker_idle_before_flush(request):
+    """After a test with real workers, let in-flight generations settle before the database is
+    flushed: a TRUNCATE racing a worker's transaction can deadlock."""
+    if not request.node.get_closest_marker("worker"):
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up first, so flushed after this teardown
+    yield
+    from generations.models import Generation
+
+    deadline = time.monotonic() + 15
+    while Generation.objects.filter(status__in=["queued", "running"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)  # a duplicate message being acknowledged touches no rows, but give it a beat
 
 
 def _is_transactional(request) -> bool:
@@ -75,7 +101,15 @@ class WorkerProcess:
 
     def start(self, timeout: float = 30) -> "WorkerProcess":
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "ready." in self.log_path.read_text():
@@ -103,11 +137,11 @@ class WorkerProcess:
         return [int(pid) for pid in out.split()]
 
 
-def purge_queues() -> None:
+def purge_queues(*queues: str) -> None:
     from hub.celery import app
 
     with app.connection_for_write() as conn:
-        for queue in ("generations", "housekeeping"):
+        for queue in queues or ("generations", "housekeeping"):
             try:
                 conn.default_channel.queue_purge(queue)
             except Exception:
@@ -115,6 +149,19 @@ def purge_queues() -> None:
 
 
 OPENAI_TEST_KEY = "sk-test-hub-0123456789"
+
+
+@pytest.fixture
+def unconsumed_queue():
+    """Send generation tasks to a queue no worker reads (tests of charging alone), then drop them."""
+    import uuid
+
+    from django.test import override_settings
+
+    queue = f"unconsumed-{uuid.uuid4().hex[:8]}"
+    with override_settings(GENERATIONS_QUEUE=queue):
+        yield queue
+    purge_queues(queue)
 
 
 @pytest.fixture(scope="session")

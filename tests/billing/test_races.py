@@ -74,7 +74,7 @@ def assert_ledger_is_one_sequence(account) -> None:
     assert CreditAccount.objects.get(pk=account.pk).balance == running
 
 
-def test_100_concurrent_requests_for_a_balance_of_10_charge_exactly_10():
+def test_100_concurrent_requests_for_a_balance_of_10_charge_exactly_10(unconsumed_queue):
     user = make_user(credits=80)  # price 8 each → exactly 10 generations
     auth = bearer(make_key(user))
     account = account_get_or_create(user=user)
