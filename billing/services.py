@@ -2,6 +2,7 @@
 row and updates the cached balance in one transaction."""
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from django.db import transaction
@@ -74,6 +75,16 @@ def _draw(account: CreditAccount, amount: int, now: datetime) -> list[tuple[Cred
     raise InsufficientCredits(f"Not enough credits: {amount} needed, {amount - left} available")
 
 
+def _take(account: CreditAccount, amount: int, shortfall: Callable[[int], str]) -> tuple[CreditAccount, list]:
+    """Lock, expire what is due, then draw `amount` or raise InsufficientCredits (nothing moved)."""
+    now = timezone.now()
+    account = _lock(account)
+    _expire_due(account, now)
+    if account.balance < amount:
+        raise InsufficientCredits(shortfall(account.balance))
+    return account, _draw(account, amount, now)
+
+
 @transaction.atomic
 def credits_grant(
     *,
@@ -102,12 +113,7 @@ def credits_charge(*, account: CreditAccount, amount: int, generation_id: str, m
     """Charge a generation up front; raises InsufficientCredits and changes nothing if short."""
     if amount <= 0:
         raise InvalidRequest("A charge must be a positive number of credits")
-    now = timezone.now()
-    account = _lock(account)
-    _expire_due(account, now)
-    if account.balance < amount:
-        raise InsufficientCredits(f"Not enough credits: {amount} needed, {account.balance} available")
-    draws = _draw(account, amount, now)
+    account, draws = _take(account, amount, lambda have: f"Not enough credits: {amount} needed, {have} available")
     entry = _record(account, kind=LedgerKind.CHARGE, amount=-amount, generation_id=generation_id, memo=memo)
     ChargeAllocation.objects.bulk_create(ChargeAllocation(entry=entry, grant=g, amount=a) for g, a in draws)
     return entry
@@ -152,12 +158,7 @@ def credits_clawback(*, account: CreditAccount, amount: int, actor, reason: str)
         raise InvalidRequest("A claw-back must be a positive number of credits")
     if not reason.strip():
         raise InvalidRequest("A reason is required")
-    now = timezone.now()
-    account = _lock(account)
-    _expire_due(account, now)
-    if account.balance < amount:
-        raise InsufficientCredits(f"Only {account.balance} unspent credits can be clawed back")
-    _draw(account, amount, now)
+    account, _ = _take(account, amount, lambda have: f"Only {have} unspent credits can be clawed back")
     return _record(account, kind=LedgerKind.ADJUST, amount=-amount, actor=actor, memo=reason)
 
 

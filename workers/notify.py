@@ -41,32 +41,31 @@ def wait_done(generation_id: str, *, timeout: float, is_finished: Callable[[], b
     """True once `is_finished()` holds, False if `timeout` seconds pass first."""
     deadline = time.monotonic() + max(timeout, 0)
     if not settings.REDIS_URL:
-        return _poll(deadline, is_finished, settings.WAIT_POLL_INTERVAL_SECONDS)
+        return _until(deadline, is_finished, _sleeping(settings.WAIT_POLL_INTERVAL_SECONDS))
     pubsub = _redis().pubsub()
     try:
         # Subscribe and see the confirmation before reading the row, so a finish between the
         # read and the wait is never missed.
         pubsub.subscribe(_channel(generation_id))
         pubsub.get_message(timeout=min(RECHECK_SECONDS, max(timeout, 0.1)))
-        while True:
-            if is_finished():
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            pubsub.get_message(timeout=min(left, RECHECK_SECONDS))
+        return _until(deadline, is_finished, lambda left: pubsub.get_message(timeout=min(left, RECHECK_SECONDS)))
     except redis.RedisError as exc:
         logger.warning("pub/sub unavailable while waiting for %s (%s); polling", generation_id, exc)
-        return _poll(deadline, is_finished, 1.0)
+        return _until(deadline, is_finished, _sleeping(1.0))
     finally:
         pubsub.close()
 
 
-def _poll(deadline: float, is_finished: Callable[[], bool], interval: float) -> bool:
+def _sleeping(interval: float) -> Callable[[float], None]:
+    return lambda left: time.sleep(min(interval, left))
+
+
+def _until(deadline: float, is_finished: Callable[[], bool], pause: Callable[[float], object]) -> bool:
+    """Check, then pause (at most the time left), until finished or past the deadline."""
     while True:
         if is_finished():
             return True
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        time.sleep(min(interval, left))
+        pause(left)

@@ -1,10 +1,8 @@
-import secrets
-
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from billing.services import account_get_or_create
+from hub.local_secrets import local_password
 
 ADMIN_EMAIL = "admin@example.com"
 
@@ -22,15 +20,6 @@ class Command(BaseCommand):
             user.is_staff = user.is_superuser = user.is_active = True
             user.save(update_fields=["is_staff", "is_superuser", "is_active"])
         account_get_or_create(user=user)
-        self.stdout.write(f"Admin login: {email} / {_stored_password(user)}")
+        password = local_password(user, name="admin_password")
+        self.stdout.write(f"Admin login: {email} / {password}")
 
-
-def _stored_password(user) -> str:
-    """A random password kept in the git-ignored var/ folder, reset if it no longer matches."""
-    path = settings.VAR_DIR / "admin_password"
-    if not path.exists() or not user.check_password(path.read_text().strip()):
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
-        user.set_password(path.read_text().strip())
-        user.save(update_fields=["password"])
-    return path.read_text().strip()

@@ -1,12 +1,10 @@
-import secrets
-
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from apikeys.services import api_key_create
 from billing.models import AccountType, GrantSource
 from billing.services import account_get_or_create, account_set_type, credits_grant
+from hub.local_secrets import local_password
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_CREDITS = 1000
@@ -24,19 +22,9 @@ class Command(BaseCommand):
         account_set_type(account=account, account_type=AccountType.PRO)
         if account.balance < DEMO_CREDITS // 10:
             credits_grant(account=account, amount=DEMO_CREDITS, source=GrantSource.PROMO, reason="demo top-up")
-        password = _demo_password(user)
+        password = local_password(user, name="demo_password")
         _, raw = api_key_create(owner=user, name="make run")
         account.refresh_from_db()
         self.stdout.write(f"Demo account {DEMO_EMAIL} (password {password}) has {account.balance} credits.")
         self.stdout.write(f"Fresh API key (shown once): {raw}")
 
-
-def _demo_password(user) -> str:
-    """A random password kept in the git-ignored var/ folder, so the demo can sign in."""
-    path = settings.VAR_DIR / "demo_password"
-    if not path.exists() or not user.check_password(path.read_text().strip()):
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
-        user.set_password(path.read_text().strip())
-        user.save(update_fields=["password"])
-    return path.read_text().strip()
