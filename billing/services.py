@@ -162,9 +162,12 @@ def credits_clawback(*, account: CreditAccount, amount: int, actor, reason: str)
     return _record(account, kind=LedgerKind.ADJUST, amount=-amount, actor=actor, memo=reason)
 
 
-@transaction.atomic
 def credits_expire_due(*, account: CreditAccount) -> int:
-    return _expire_due(_lock(account), timezone.now())
+    """Expire the account's due grants; a plain read when nothing is due (the common case)."""
+    if not CreditGrant.objects.filter(account=account, remaining__gt=0, expires_at__lte=timezone.now()).exists():
+        return 0
+    with transaction.atomic():
+        return _expire_due(_lock(account), timezone.now())
 
 
 def credits_expire_all_due() -> int:

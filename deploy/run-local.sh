@@ -25,5 +25,5 @@ EOT
 worker=$!
 trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
 
-.venv/bin/gunicorn hub.wsgi --bind "127.0.0.1:${PORT}" --worker-class gthread --threads 32 \
+.venv/bin/gunicorn hub.wsgi --bind "127.0.0.1:${PORT}" --workers "${WEB_CONCURRENCY:-2}" --worker-class gthread --threads 32 \
     --timeout 0 --access-logfile - --graceful-timeout 10
