@@ -16,7 +16,7 @@ from accounts.services import user_sign_up
 from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner
 from apikeys.services import api_key_create, api_key_revoke
 from billing.selectors import credits_summary, grants_for_account, ledger_for_account
-from billing.services import account_get_or_create, credits_expire_due
+from billing.services import account_settled
 from generations.selectors import generation_get_for_owner, generations_for_owner
 from generations.serializers import base_url
 from hub.errors import NotFound
@@ -36,14 +36,6 @@ def owned(view):
     return wrapper
 
 
-def _current_account(user):
-    """The user's credit account with due grants expired, as GET /api/v1/credits reports it."""
-    account = account_get_or_create(user=user)
-    credits_expire_due(account=account)
-    account.refresh_from_db()
-    return account
-
-
 def sign_up(request):
     if request.user.is_authenticated:
         return redirect("accounts:home")
@@ -58,7 +50,7 @@ def sign_up(request):
 
 @login_required
 def home(request):
-    account = _current_account(request.user)
+    account = account_settled(user=request.user)
     quickstart = quickstart_commands(api_base=f"{base_url(request)}/api/v1")
     return render(request, "accounts/home.html", {"summary": credits_summary(account=account), "quickstart": quickstart})
 
@@ -93,7 +85,7 @@ def api_key_revoke_confirm(request, key_id: str):
 
 @login_required
 def credits(request):
-    account = _current_account(request.user)
+    account = account_settled(user=request.user)
     ledger = Paginator(ledger_for_account(account=account), LEDGER_PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"summary": credits_summary(account=account), "grants": grants_for_account(account=account), "page": ledger}
     return render(request, "accounts/credits.html", context)

@@ -27,6 +27,14 @@ def account_get_or_create(*, user) -> CreditAccount:
     return account
 
 
+def account_settled(*, user) -> CreditAccount:
+    """The user's account with due grants expired: the balance as the user should see it."""
+    account = account_get_or_create(user=user)
+    if credits_expire_due(account=account):
+        account.refresh_from_db()
+    return account
+
+
 def account_set_type(*, account: CreditAccount, account_type: str) -> CreditAccount:
     CreditAccount.objects.filter(pk=account.pk).update(account_type=account_type)
     account.refresh_from_db()

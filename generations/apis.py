@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.selectors import credits_summary
-from billing.services import account_get_or_create, credits_expire_due
+from billing.services import account_settled
 from generations.catalog import enabled_models
 from generations.references import reference_images_read
 from generations.selectors import generation_get_for_owner
@@ -25,10 +25,7 @@ class ModelListApi(APIView):
 
 class CreditsRetrieveApi(APIView):
     def get(self, request: Request) -> Response:
-        account = account_get_or_create(user=request.user)
-        credits_expire_due(account=account)
-        account.refresh_from_db()
-        return Response(credits_summary(account=account))
+        return Response(credits_summary(account=account_settled(user=request.user)))
 
 
 class GenerationCreateApi(APIView):
@@ -36,6 +33,8 @@ class GenerationCreateApi(APIView):
         is_multipart = request.content_type.startswith("multipart/")
         params = GenerationInput(request.data, is_multipart=is_multipart).parse()
         files = request.FILES.getlist("reference_image") if is_multipart else []
+        if is_multipart and len(request.data.getlist("reference_image")) != len(files):
+            raise InvalidRequest("reference_image must be a file upload (curl: -F 'reference_image=@./file.png')")
         unknown_files = set(request.FILES) - {"reference_image"} if is_multipart else set()
         if unknown_files:
             raise InvalidRequest(f"Unexpected file field(s): {', '.join(sorted(unknown_files))}")

@@ -117,3 +117,22 @@ def test_insufficient_credits_charges_nothing(api, customer):
     }
     assert Generation.objects.count() == 3
     assert CreditAccount.objects.get(user=user).balance == 24
+
+
+def test_reference_image_sent_as_text_field(api, customer):
+    response = api.post(URL, data={**VALID, "async": "true", "reference_image": "./reference.png"}, format="multipart", **customer[2])
+    _assert_rejected(response, "file upload")
+
+
+def test_reference_over_the_size_cap_stops_the_upload_and_charges_nothing(api, customer, settings):
+    settings.REFERENCE_IMAGE_MAX_BYTES = 64 * 1024
+    big = upload("big.png", image_bytes("PNG", size=(64, 48)) + b"\0" * (200 * 1024))
+    response = api.post(URL, data={**VALID, "async": "true", "reference_image": big}, format="multipart", **customer[2])
+    _assert_rejected(response, "exceeds")
+
+
+def test_decompression_bomb_reference_is_refused(api, customer, settings):
+    settings.REFERENCE_IMAGE_MAX_PIXELS = 1_000_000
+    bomb = upload("bomb.png", image_bytes("PNG", size=(2000, 2000)))
+    response = api.post(URL, data={**VALID, "async": "true", "reference_image": bomb}, format="multipart", **customer[2])
+    _assert_rejected(response, "too large")
