@@ -35,8 +35,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/images/generations"
 BODY = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "high", "n": 1, "async": True}
 # Each thread holds one database connection; PostgreSQL here allows 100 in all (shared with the
-# test's own connection and whoever else uses the server), so 100 requests go through 25 threads.
-THREADS = 25
+# test's own connection, the session worker and whoever else uses the server), so 100 requests
+# go through 50 concurrent connections.
+THREADS = 50
 REQUESTS = 100
 
 
