@@ -6,3 +6,4 @@ TIMEOUT = "timeout"
 QUEUE_UNAVAILABLE = "queue_unavailable"
 WORKER_LOST = "worker_lost"
 NO_VALID_IMAGES = "no_valid_images"
+PARTIAL_RESULT = "partial_result"  # succeeded with fewer images than asked; the rest refunded

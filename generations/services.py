@@ -210,7 +210,7 @@ def generation_finalize(
         if error and generation.status == GenerationStatus.FAILED:
             generation.error_code, generation.error_message = error[0], error[1][:1000]
         elif missing:
-            generation.error_code = errors.PROVIDER_ERROR
+            generation.error_code = errors.PARTIAL_RESULT
             generation.error_message = f"The provider returned {len(images)} of {generation.n} images; the rest was refunded."
         _refund(generation, missing * generation.price_per_image)
         generation.finished_at = timezone.now()

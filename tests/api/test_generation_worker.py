@@ -77,6 +77,7 @@ def test_partial_result_refunds_missing_images(api, customer, celery_worker):
     body = response.json()
     assert len(body["images"]) == 1
     assert body["usage"] == {"credits": 4, "credits_requested": 12, "credits_refunded": 8}
+    assert body["error"]["code"] == "partial_result"
     assert body["balance"]["credits"] == 116
     assert GeneratedImage.objects.filter(generation_id=body["id"]).count() == 1
 
