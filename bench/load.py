@@ -5,6 +5,8 @@
 
 Scenarios: `models` (no auth), `credits` (key lookup + balance), `generate-async` (charge +
 enqueue, 202), `generate-sync` (whole round trip through the worker, 1024x1024 local PNGs).
+`--prompt 'bench [sleep:2]'` makes the local provider take 2 s, like a slow upstream: it shows how
+many provider calls one worker process keeps in flight.
 Targets loopback only; the request count bounds the run.
 """
 
@@ -20,13 +22,14 @@ import httpx
 BODY = {"model": "gpt-image-2", "prompt": "bench", "size": "1024x1024", "quality": "low", "n": 1}
 
 
-def request_for(scenario: str, key: str):
+def request_for(scenario: str, key: str, prompt: str):
     auth = {"Authorization": f"Bearer {key}"}
+    body = {**BODY, "prompt": prompt}
     return {
         "models": ("GET", "/api/v1/models", None, {}),
         "credits": ("GET", "/api/v1/credits", None, auth),
-        "generate-async": ("POST", "/api/v1/images/generations", {**BODY, "async": True}, auth),
-        "generate-sync": ("POST", "/api/v1/images/generations", BODY, auth),
+        "generate-async": ("POST", "/api/v1/images/generations", {**body, "async": True}, auth),
+        "generate-sync": ("POST", "/api/v1/images/generations", body, auth),
     }[scenario]
 
 
@@ -37,11 +40,12 @@ def main() -> int:
     parser.add_argument("--scenario", default="credits", choices=["models", "credits", "generate-async", "generate-sync"])
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--prompt", default="bench", help="e.g. 'bench [sleep:2]' for a slow provider")
     args = parser.parse_args()
     if not args.base_url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         sys.exit("bench targets loopback only")
 
-    method, path, body, headers = request_for(args.scenario, args.key)
+    method, path, body, headers = request_for(args.scenario, args.key, args.prompt)
     latencies: list[float] = []
     statuses: Counter = Counter()
     lock = threading.Lock()
