@@ -20,7 +20,7 @@ Stop:         Ctrl-C
 EOT
 
 .venv/bin/celery -A hub worker --beat --pool threads --concurrency "${CELERY_WORKER_CONCURRENCY:-8}" \
-    --queues generations,housekeeping --loglevel INFO \
+    --queues "${HUB_GENERATIONS_QUEUE:-generations},${HUB_HOUSEKEEPING_QUEUE:-housekeeping}" --loglevel INFO \
     --schedule "${HUB_VAR_DIR:-var}/celerybeat-schedule" &
 worker=$!
 trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM

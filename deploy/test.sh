@@ -4,8 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export HUB_VAR_DIR="$PWD/.var-test"
+# Each run has its own state folder, queues and test database, so two runs on one machine
+# (a developer's and CI's) never consume each other's tasks or drop each other's database.
+run_id="$$"
+mkdir -p .var-test
+find .var-test -mindepth 1 -maxdepth 1 -mmin +180 -exec rm -rf {} +
+export HUB_VAR_DIR="$PWD/.var-test/run-$run_id"
 rm -rf "$HUB_VAR_DIR" && mkdir -p "$HUB_VAR_DIR"
+export HUB_GENERATIONS_QUEUE="generations-test-$run_id" HUB_HOUSEKEEPING_QUEUE="housekeeping-test-$run_id"
+export HUB_TEST_DATABASE_NAME="test_hub_$run_id"
 unset DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET_NAME AWS_S3_ENDPOINT_URL IMAGE_PROVIDER PUBLIC_BASE_URL
 pg_url="${HUB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 redis_url="${HUB_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"

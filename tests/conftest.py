@@ -88,13 +88,13 @@ class WorkerProcess:
         name: str = "worker",
         concurrency: int = 8,
         pool: str = "threads",
-        queues: str = "generations,housekeeping",
+        queues: str = "",
     ):
         self.log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), **(env_overrides or {})}
         self.args = [
             sys.executable, "-m", "celery", "-A", "hub", "worker", "--pool", pool, "--concurrency", str(concurrency),
-            "--queues", queues, "--loglevel", "INFO", "--hostname", f"{name}-{time.monotonic_ns()}@%h",
+            "--queues", queues or f"{settings.GENERATIONS_QUEUE},{settings.HOUSEKEEPING_QUEUE}", "--loglevel", "INFO", "--hostname", f"{name}-{time.monotonic_ns()}@%h",
             "--without-mingle", "--without-gossip",
         ]
         self.proc = None
@@ -141,7 +141,7 @@ def purge_queues(*queues: str) -> None:
     from hub.celery import app
 
     with app.connection_for_write() as conn:
-        for queue in queues or ("generations", "housekeeping"):
+        for queue in queues or (settings.GENERATIONS_QUEUE, settings.HOUSEKEEPING_QUEUE):
             try:
                 conn.default_channel.queue_purge(queue)
             except Exception:
