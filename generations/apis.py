@@ -5,15 +5,13 @@ from rest_framework.views import APIView
 
 from billing.selectors import credits_summary
 from billing.services import account_settled
-from generations.catalog import enabled_models
+from generations.catalog import enabled_models, model_get_enabled, reference_count_check
+from generations.models import GenerationStatus
 from generations.references import reference_images_read
 from generations.selectors import generation_get_for_owner
 from generations.serializers import GenerationInput, generation_output, model_output
 from generations.services import generation_create, generation_wait
 from hub.errors import GenerationFailed, InvalidRequest
-
-MAX_REFERENCE_FILES = 16
-
 
 class ModelListApi(APIView):
     authentication_classes: list = []
@@ -38,14 +36,13 @@ class GenerationCreateApi(APIView):
         unknown_files = set(request.FILES) - {"reference_image"} if is_multipart else set()
         if unknown_files:
             raise InvalidRequest(f"Unexpected file field(s): {', '.join(sorted(unknown_files))}")
-        if len(files) > MAX_REFERENCE_FILES:
-            raise InvalidRequest(f"At most {MAX_REFERENCE_FILES} reference images are allowed")
+        reference_count_check(model_get_enabled(params["model_id"]), len(files))  # before decoding any
         references = reference_images_read(files)
         generation = generation_create(owner=request.user, api_key=request.auth, references=references, **params)
         if params["is_async"]:
             return Response(generation_output(generation, request=request, poll_url=True), status=202)
         generation = generation_wait(generation=generation)
-        if generation.status == "failed":
+        if generation.status == GenerationStatus.FAILED:
             raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
         return Response(generation_output(generation, request=request, balance=True))
 

@@ -44,6 +44,11 @@ def model_get_enabled(model_id) -> ImageModel:
     return model
 
 
+def reference_count_check(model: ImageModel, count: int) -> None:
+    if count > model.reference_image_limit:
+        raise InvalidRequest(f"At most {model.reference_image_limit} reference images are allowed for {model.id}")
+
+
 def price_per_image(model: ImageModel, *, quality: str, tier: str) -> int:
     try:
         price = int(model.prices[tier][quality])

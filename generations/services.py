@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from billing.services import account_get_or_create, credits_charge, credits_refund
 from generations import errors
-from generations.catalog import model_get_enabled, price_per_image, size_shape
+from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, ReferenceImage
 from hub.errors import InvalidRequest
 from hub.ids import opaque_id
@@ -56,8 +56,7 @@ def generation_create(
         raise InvalidRequest(f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}")
     if quality not in model.qualities:
         raise InvalidRequest(f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}")
-    if len(references) > model.reference_image_limit:
-        raise InvalidRequest(f"At most {model.reference_image_limit} reference images are allowed for {model.id}")
+    reference_count_check(model, len(references))
     shape = size_shape(size)
     price = price_per_image(model, quality=quality, tier=shape.tier)
     account = account_get_or_create(user=owner)

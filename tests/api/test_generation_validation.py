@@ -136,3 +136,12 @@ def test_decompression_bomb_reference_is_refused(api, customer, settings):
     bomb = upload("bomb.png", image_bytes("PNG", size=(2000, 2000)))
     response = api.post(URL, data={**VALID, "async": "true", "reference_image": bomb}, format="multipart", **customer[2])
     _assert_rejected(response, "too large")
+
+
+def test_reference_count_is_checked_before_any_file_is_decoded(api, customer):
+    from generations.models import ImageModel
+
+    ImageModel.objects.filter(pk="gpt-image-2").update(reference_image_limit=1)
+    files = [upload("a.png", image_bytes()), upload("b.png", b"not an image")]
+    response = api.post(URL, data={**VALID, "async": "true", "reference_image": files}, format="multipart", **customer[2])
+    _assert_rejected(response, "at most 1")
