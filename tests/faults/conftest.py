@@ -58,16 +58,16 @@ def wait_for_status(generation_id: str, statuses, timeout: float = 30.0) -> Gene
     raise AssertionError(f"{generation_id} still {generation.status} after {timeout} s")
 
 
-def sweep_until_finished(generation_id: str, timeout: float = 40.0) -> Generation:
-    """Run the sweeper (as beat would, here every 0.5 s) until the generation finishes."""
+def sweep_until(generation_id: str, statuses=FINISHED, timeout: float = 40.0) -> Generation:
+    """Run the sweeper (as beat would, here every 0.25 s) until the generation reaches `statuses`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         generations_sweep()
         generation = Generation.objects.get(pk=generation_id)
-        if generation.status in FINISHED:
+        if generation.status in statuses:
             return generation
-        time.sleep(0.5)
-    raise AssertionError(f"{generation_id} not finished: {generation.status}, attempts {generation.attempts}")
+        time.sleep(0.25)
+    raise AssertionError(f"{generation_id} still {generation.status} (attempts {generation.attempts}), wanted {statuses}")
 
 
 def assert_reconciled():

@@ -1,5 +1,7 @@
 """Provider faults end in the right status, refund and message, without leaking secrets."""
 
+import time
+
 import pytest
 
 from billing.models import CreditAccount
@@ -42,8 +44,6 @@ def test_duplicate_delivery_calls_the_provider_once(api, customer, openai_model,
     generation = wait_for_status(generation_id, ["succeeded", "failed"])
     generation_enqueue(generation_id=generation_id)  # a redelivery after it finished
     wait_for_status(generation_id, ["succeeded"])
-    import time
-
     time.sleep(1.0)
     assert generation.status == "succeeded"
     assert len(fake_openai.requests) == 1

@@ -7,7 +7,7 @@ import pytest
 
 from billing.models import CreditAccount, LedgerEntry
 from generations.models import Generation
-from tests.faults.conftest import assert_reconciled, sweep_until_finished, wait_for_status
+from tests.faults.conftest import assert_reconciled, sweep_until, wait_for_status
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 URL = "/api/v1/images/generations"
@@ -28,7 +28,7 @@ def test_killed_pool_child_is_redelivered_and_completes(api, customer, start_wor
     (child,) = worker.pool_children()
     os.kill(child, signal.SIGKILL)
 
-    generation = sweep_until_finished(generation_id)
+    generation = sweep_until(generation_id)
     assert generation.status == "succeeded"
     assert generation.attempts == 2
     assert generation.images.count() == 2
@@ -46,7 +46,7 @@ def test_killed_worker_group_is_recovered_by_the_sweeper(api, customer, start_wo
     worker.proc.wait()
 
     start_worker()  # the replacement pod
-    generation = sweep_until_finished(generation_id)
+    generation = sweep_until(generation_id)
     assert (generation.status, generation.attempts) == ("succeeded", 2)
     assert CreditAccount.objects.get(user=user).balance == 116
     assert_reconciled()
@@ -63,28 +63,13 @@ def test_generation_that_keeps_killing_workers_is_failed_and_refunded(api, custo
         os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()
         if attempt == 1:
-            wait_for_status_after_sweep = sweep_until_queued(generation_id)
-            assert wait_for_status_after_sweep.status == "queued"
+            assert sweep_until(generation_id, ["queued"]).status == "queued"  # re-queued for attempt 2
 
-    generation = sweep_until_finished(generation_id)
+    generation = sweep_until(generation_id)
     assert (generation.status, generation.error_code) == ("failed", "worker_lost")
     assert generation.credits_refunded == 4
     assert CreditAccount.objects.get(user=user).balance == 120
     assert_reconciled()
-
-
-def sweep_until_queued(generation_id: str):
-    import time
-
-    from generations.sweeper import generations_sweep
-
-    for _ in range(80):
-        generations_sweep()
-        generation = Generation.objects.get(pk=generation_id)
-        if generation.status == "queued":
-            return generation
-        time.sleep(0.25)
-    raise AssertionError("not re-queued")
 
 
 def test_sigterm_lets_in_flight_work_finish(api, customer, start_worker):
