@@ -10,7 +10,9 @@ EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"), ("90"
 
 def _email_field(**attrs) -> forms.EmailField:
     return forms.EmailField(
-        label="Email", max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email", "autocapitalize": "none", **attrs})
+        label="Email",
+        max_length=150,
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autocapitalize": "none", **attrs}),
     )
 
 

@@ -7,7 +7,12 @@ from generations.catalog import enabled_models
 
 def quickstart_commands(*, api_base: str) -> dict:
     model = enabled_models().first()
-    body = {"model": model.id if model else "gpt-image-2", "prompt": "A lighthouse at dawn, watercolor", "size": "1024x1024", "quality": "low"}
+    body = {
+        "model": model.id if model else "gpt-image-2",
+        "prompt": "A lighthouse at dawn, watercolor",
+        "size": "1024x1024",
+        "quality": "low",
+    }
     auth = '-H "Authorization: Bearer $GIH_API_KEY"'
     return {
         "base": api_base,

@@ -16,10 +16,10 @@ from accounts.services import user_sign_up
 from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner
 from apikeys.services import api_key_create, api_key_revoke
 from billing.selectors import credits_summary, grants_for_account, ledger_for_account
-from billing.services import account_settled
+from billing.services import account_settle
 from generations.selectors import generation_get_for_owner, generations_for_owner
-from generations.serializers import base_url
 from hub.errors import NotFound
+from hub.public_url import base_url
 
 LEDGER_PAGE_SIZE = 25
 GENERATIONS_PAGE_SIZE = 20
@@ -50,9 +50,11 @@ def sign_up(request):
 
 @login_required
 def home(request):
-    account = account_settled(user=request.user)
+    account = account_settle(user=request.user)
     quickstart = quickstart_commands(api_base=f"{base_url(request)}/api/v1")
-    return render(request, "accounts/home.html", {"summary": credits_summary(account=account), "quickstart": quickstart})
+    return render(
+        request, "accounts/home.html", {"summary": credits_summary(account=account), "quickstart": quickstart}
+    )
 
 
 @never_cache  # the response to a create carries the raw key: no browser or proxy may keep it
@@ -85,9 +87,13 @@ def api_key_revoke_confirm(request, key_id: str):
 
 @login_required
 def credits(request):
-    account = account_settled(user=request.user)
+    account = account_settle(user=request.user)
     ledger = Paginator(ledger_for_account(account=account), LEDGER_PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {"summary": credits_summary(account=account), "grants": grants_for_account(account=account), "page": ledger}
+    context = {
+        "summary": credits_summary(account=account),
+        "grants": grants_for_account(account=account),
+        "page": ledger,
+    }
     return render(request, "accounts/credits.html", context)
 
 

@@ -3,7 +3,7 @@ from django.utils import timezone
 
 from apikeys.models import ApiKey
 from apikeys.services import api_key_revoke
-from billing.admin import ReadOnlyAdmin
+from hub.admin import ReadOnlyAdmin
 
 
 @admin.register(ApiKey)

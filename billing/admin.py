@@ -11,12 +11,12 @@ from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
 from billing.models import CreditAccount, CreditGrant, LedgerEntry
 from billing.selectors import next_expiration
 from billing.services import account_set_type, credits_clawback, credits_grant_bulk
+from hub.admin import ReadOnlyAdmin
 from hub.errors import HubError
 
 REASON_HELP = "Required. Recorded with your name, and shown to the user in their credit history."
@@ -45,19 +45,6 @@ class ClawbackForm(forms.Form):
     reason = forms.CharField(max_length=500, help_text=REASON_HELP)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that only services write: viewable here, never added, edited or deleted."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
     list_display = ["user_email", "account_type", "balance", "next_expiry", "updated_at"]
@@ -84,7 +71,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
         soonest = next_expiration(account=account)
         if soonest is None:
             return "—"
-        return f"{soonest['credits']} credits on {parse_datetime(soonest['expires_at']):%Y-%m-%d %H:%M} UTC"
+        return f"{soonest.credits} credits on {soonest.expires_at:%Y-%m-%d %H:%M} UTC"
 
     @admin.display(description="History")
     def history(self, account):
@@ -175,7 +162,17 @@ class CreditAccountAdmin(admin.ModelAdmin):
 
 @admin.register(CreditGrant)
 class CreditGrantAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "account", "amount", "remaining", "expires_at", "expired_at", "source", "reason", "granted_by"]
+    list_display = [
+        "created_at",
+        "account",
+        "amount",
+        "remaining",
+        "expires_at",
+        "expired_at",
+        "source",
+        "reason",
+        "granted_by",
+    ]
     list_filter = ["source", "created_at", "expires_at"]
     search_fields = ["account__user__email", "reason"]
     list_select_related = ["account__user", "granted_by"]

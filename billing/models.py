@@ -38,7 +38,9 @@ class CreditGrant(models.Model):
     expired_at = models.DateTimeField(null=True, blank=True)  # when its remainder was expired
     source = models.CharField(max_length=20, choices=GrantSource.choices)
     reason = models.CharField(max_length=500, blank=True)
-    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -71,7 +73,9 @@ class LedgerEntry(models.Model):
     balance_after = models.BigIntegerField()
     generation_id = models.CharField(max_length=40, blank=True, db_index=True)
     grant = models.ForeignKey(CreditGrant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     memo = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -91,7 +95,8 @@ class LedgerEntry(models.Model):
             ),
             models.CheckConstraint(condition=Q(balance_after__gte=0), name="ledger_balance_after_not_negative"),
             models.CheckConstraint(
-                condition=Q(kind__in=["grant", "refund"], amount__gt=0) | Q(kind__in=["charge", "expire", "adjust"], amount__lt=0),
+                condition=Q(kind__in=["grant", "refund"], amount__gt=0)
+                | Q(kind__in=["charge", "expire", "adjust"], amount__lt=0),
                 name="ledger_amount_sign_matches_kind",
             ),
         ]

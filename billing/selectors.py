@@ -1,30 +1,54 @@
+"""Reads of credit data. They return data (models, dataclasses); shaping is the caller's."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
-from billing.models import CreditAccount, CreditGrant, LedgerEntry
-from hub.timefmt import iso_z
+from billing.models import CreditAccount, CreditGrant, LedgerEntry, LedgerKind
 
 
-def next_expiration(*, account: CreditAccount) -> dict | None:
+@dataclass(frozen=True)
+class Expiration:
+    credits: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CreditsSummary:
+    credits: int
+    account_type: str
+    next_expiration: Expiration | None
+
+
+@dataclass
+class GenerationMovement:
+    """What the ledger moved for one generation."""
+
+    charged: int = 0
+    refunded: int = 0
+
+
+def next_expiration(*, account: CreditAccount) -> Expiration | None:
     """The soonest upcoming expiry: how many credits and when, or None."""
     live = CreditGrant.objects.filter(account=account, remaining__gt=0, expires_at__gt=timezone.now())
     soonest = live.aggregate(at=Min("expires_at"))["at"]
     if soonest is None:
         return None
     credits = live.filter(expires_at=soonest).aggregate(total=Sum("remaining"))["total"]
-    return {"credits": credits, "expires_at": iso_z(soonest)}
+    return Expiration(credits=credits, expires_at=soonest)
 
 
 def account_for_user(*, user_id: int) -> CreditAccount:
     return CreditAccount.objects.get(user_id=user_id)
 
 
-def credits_summary(*, account: CreditAccount) -> dict:
-    return {
-        "credits": account.balance,
-        "account_type": account.account_type,
-        "next_expiration": next_expiration(account=account),
-    }
+def credits_summary(*, account: CreditAccount) -> CreditsSummary:
+    return CreditsSummary(
+        credits=account.balance, account_type=account.account_type, next_expiration=next_expiration(account=account)
+    )
 
 
 def grants_for_account(*, account: CreditAccount):
@@ -35,10 +59,28 @@ def ledger_for_account(*, account: CreditAccount):
     return LedgerEntry.objects.filter(account=account).order_by("-created_at", "-id")
 
 
+def ledger_for_generation(*, generation_id: str):
+    return LedgerEntry.objects.filter(generation_id=generation_id).order_by("created_at", "id")
+
+
+def generation_movements() -> dict[str, GenerationMovement]:
+    """Charge and refund per generation id, for reconciling the ledger with the generations."""
+    movements: dict[str, GenerationMovement] = defaultdict(GenerationMovement)
+    rows = LedgerEntry.objects.filter(kind__in=[LedgerKind.CHARGE, LedgerKind.REFUND])
+    for generation_id, kind, amount in rows.values_list("generation_id", "kind", "amount"):
+        if kind == LedgerKind.CHARGE:
+            movements[generation_id].charged = -amount
+        else:
+            movements[generation_id].refunded = amount
+    return dict(movements)
+
+
 def ledger_drift() -> list[str]:
     """Every way the cached balances disagree with the ledger and the grants."""
     problems = []
-    ledger_sums = dict(LedgerEntry.objects.values_list("account").annotate(total=Sum("amount")).values_list("account", "total"))
+    ledger_sums = dict(
+        LedgerEntry.objects.values_list("account").annotate(total=Sum("amount")).values_list("account", "total")
+    )
     grant_sums = dict(
         CreditGrant.objects.values_list("account").annotate(total=Sum("remaining")).values_list("account", "total")
     )

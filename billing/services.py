@@ -1,14 +1,16 @@
-"""The only code that moves credits. Every movement locks the account row, writes a ledger
-row and updates the cached balance in one transaction."""
+"""The only code that moves credits. Every movement locks the account row (then grants, in
+the order `lock_objects` writes down), writes a ledger row and updates the cached balance in
+one transaction."""
 
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
+from billing.lock_objects import account_lock, grants_due_lock, grants_spendable_lock
 from billing.models import (
     ChargeAllocation,
     CreditAccount,
@@ -27,7 +29,7 @@ def account_get_or_create(*, user) -> CreditAccount:
     return account
 
 
-def account_settled(*, user) -> CreditAccount:
+def account_settle(*, user) -> CreditAccount:
     """The user's account with due grants expired: the balance as the user should see it."""
     account = account_get_or_create(user=user)
     if credits_expire_due(account=account):
@@ -41,39 +43,27 @@ def account_set_type(*, account: CreditAccount, account_type: str) -> CreditAcco
     return account
 
 
-def _lock(account: CreditAccount) -> CreditAccount:
-    return CreditAccount.objects.select_for_update().get(pk=account.pk)
-
-
 def _record(account: CreditAccount, *, kind: str, amount: int, **fields) -> LedgerEntry:
     account.balance += amount
     CreditAccount.objects.filter(pk=account.pk).update(balance=account.balance, updated_at=timezone.now())
-    return LedgerEntry.objects.create(account=account, kind=kind, amount=amount, balance_after=account.balance, **fields)
-
-
-def _spendable_grants(account: CreditAccount, now: datetime):
-    """Soonest-expiring first, never-expiring last."""
-    return (
-        CreditGrant.objects.select_for_update()
-        .filter(account=account, remaining__gt=0)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .order_by(F("expires_at").asc(nulls_last=True), "created_at", "pk")
+    return LedgerEntry.objects.create(
+        account=account, kind=kind, amount=amount, balance_after=account.balance, **fields
     )
 
 
 def _expire_due(account: CreditAccount, now: datetime) -> int:
     expired = 0
-    due = CreditGrant.objects.select_for_update().filter(account=account, remaining__gt=0, expires_at__lte=now)
-    for grant in due.order_by("pk"):
+    for grant in grants_due_lock(account, now):
         _record(account, kind=LedgerKind.EXPIRE, amount=-grant.remaining, grant=grant, memo="credits expired")
         expired += grant.remaining
         CreditGrant.objects.filter(pk=grant.pk).update(remaining=0, expired_at=now)
     return expired
 
 
-def _draw(account: CreditAccount, amount: int, now: datetime) -> list[tuple[CreditGrant, int]]:
+def _draw_from_grants(account: CreditAccount, amount: int, now: datetime) -> list[tuple[CreditGrant, int]]:
+    """Take `amount` from the spendable grants, soonest-expiring first; (grant, taken) pairs."""
     draws, left = [], amount
-    for grant in _spendable_grants(account, now):
+    for grant in grants_spendable_lock(account, now):
         take = min(left, grant.remaining)
         CreditGrant.objects.filter(pk=grant.pk).update(remaining=grant.remaining - take)
         draws.append((grant, take))
@@ -83,14 +73,14 @@ def _draw(account: CreditAccount, amount: int, now: datetime) -> list[tuple[Cred
     raise InsufficientCredits(f"Not enough credits: {amount} needed, {amount - left} available")
 
 
-def _take(account: CreditAccount, amount: int, shortfall: Callable[[int], str]) -> tuple[CreditAccount, list]:
+def _lock_and_draw(account: CreditAccount, amount: int, shortfall: Callable[[int], str]) -> tuple[CreditAccount, list]:
     """Lock, expire what is due, then draw `amount` or raise InsufficientCredits (nothing moved)."""
     now = timezone.now()
-    account = _lock(account)
+    account = account_lock(account)
     _expire_due(account, now)
     if account.balance < amount:
         raise InsufficientCredits(shortfall(account.balance))
-    return account, _draw(account, amount, now)
+    return account, _draw_from_grants(account, amount, now)
 
 
 @transaction.atomic
@@ -107,9 +97,15 @@ def credits_grant(
         raise InvalidRequest("A grant must be a positive number of credits")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("A grant cannot expire in the past")
-    account = _lock(account)
+    account = account_lock(account)
     grant = CreditGrant.objects.create(
-        account=account, amount=amount, remaining=amount, expires_at=expires_at, source=source, reason=reason, granted_by=actor
+        account=account,
+        amount=amount,
+        remaining=amount,
+        expires_at=expires_at,
+        source=source,
+        reason=reason,
+        granted_by=actor,
     )
     _record(account, kind=LedgerKind.GRANT, amount=amount, grant=grant, actor=actor, memo=reason or source)
     logger.info("granted %s credits to account %s (%s)", amount, account.pk, source)
@@ -121,7 +117,9 @@ def credits_charge(*, account: CreditAccount, amount: int, generation_id: str, m
     """Charge a generation up front; raises InsufficientCredits and changes nothing if short."""
     if amount <= 0:
         raise InvalidRequest("A charge must be a positive number of credits")
-    account, draws = _take(account, amount, lambda have: f"Not enough credits: {amount} needed, {have} available")
+    account, draws = _lock_and_draw(
+        account, amount, lambda have: f"Not enough credits: {amount} needed, {have} available"
+    )
     entry = _record(account, kind=LedgerKind.CHARGE, amount=-amount, generation_id=generation_id, memo=memo)
     ChargeAllocation.objects.bulk_create(ChargeAllocation(entry=entry, grant=g, amount=a) for g, a in draws)
     return entry
@@ -135,7 +133,7 @@ def credits_refund(*, account: CreditAccount, generation_id: str, amount: int, m
     """
     if amount <= 0:
         return None
-    account = _lock(account)
+    account = account_lock(account)
     existing = LedgerEntry.objects.filter(account=account, generation_id=generation_id, kind=LedgerKind.REFUND).first()
     if existing is not None:
         return existing
@@ -166,7 +164,7 @@ def credits_clawback(*, account: CreditAccount, amount: int, actor, reason: str)
         raise InvalidRequest("A claw-back must be a positive number of credits")
     if not reason.strip():
         raise InvalidRequest("A reason is required")
-    account, _ = _take(account, amount, lambda have: f"Only {have} unspent credits can be clawed back")
+    account, _ = _lock_and_draw(account, amount, lambda have: f"Only {have} unspent credits can be clawed back")
     return _record(account, kind=LedgerKind.ADJUST, amount=-amount, actor=actor, memo=reason)
 
 
@@ -175,16 +173,14 @@ def credits_expire_due(*, account: CreditAccount) -> int:
     if not CreditGrant.objects.filter(account=account, remaining__gt=0, expires_at__lte=timezone.now()).exists():
         return 0
     with transaction.atomic():
-        return _expire_due(_lock(account), timezone.now())
+        return _expire_due(account_lock(account), timezone.now())
 
 
 def credits_expire_all_due() -> int:
     """Sweeper: expire every due grant, one account per transaction."""
     now = timezone.now()
     ids = (
-        CreditGrant.objects.filter(remaining__gt=0, expires_at__lte=now)
-        .values_list("account_id", flat=True)
-        .distinct()
+        CreditGrant.objects.filter(remaining__gt=0, expires_at__lte=now).values_list("account_id", flat=True).distinct()
     )
     return sum(credits_expire_due(account=CreditAccount(pk=pk)) for pk in sorted(set(ids)))
 
@@ -205,6 +201,8 @@ def credits_grant_bulk(
         raise InvalidRequest("A reason is required")
     unique = {account.pk: account for account in accounts}
     return [
-        credits_grant(account=unique[pk], amount=amount, source=source, reason=reason, expires_at=expires_at, actor=actor)
+        credits_grant(
+            account=unique[pk], amount=amount, source=source, reason=reason, expires_at=expires_at, actor=actor
+        )
         for pk in sorted(unique)
     ]

@@ -10,7 +10,7 @@ def main(pg_url: str, redis_url: str) -> int:
     try:
         psycopg.connect(pg_url.replace("postgres://", "postgresql://", 1), connect_timeout=3).close()
         redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
-    except Exception as exc:
+    except (psycopg.Error, redis.RedisError, OSError) as exc:
         print(f"service probe failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Lint and format first: a style failure is found in seconds, not after the suite.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
 # Each run has its own state folder, queues and test database, so two runs on one machine
 # (a developer's and CI's) never consume each other's tasks or drop each other's database.
 run_id="$$"

@@ -3,11 +3,11 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from billing.admin import ReadOnlyAdmin
-from billing.models import LedgerEntry
+from billing.selectors import ledger_for_generation
 from generations.catalog import size_shape
 from generations.models import GeneratedImage, Generation, ImageModel
-from workers import storage
+from hub import storage
+from hub.admin import ReadOnlyAdmin
 
 
 def _image_url(image: GeneratedImage) -> str:
@@ -37,7 +37,9 @@ class ImageModelForm(forms.ModelForm):
         if not isinstance(prices, dict):
             self.add_error("prices", 'An object such as {"1K": {"low": 2, "high": 8}}.')
             return cleaned
-        missing = [f"{tier}/{quality}" for tier in sorted(tiers) for quality in qualities if not _price(prices, tier, quality)]
+        missing = [
+            f"{tier}/{quality}" for tier in sorted(tiers) for quality in qualities if not _price(prices, tier, quality)
+        ]
         if missing:
             self.add_error("prices", f"A whole number of credits above 0 is needed for: {', '.join(missing)}.")
         return cleaned
@@ -83,7 +85,9 @@ class ImageModelAdmin(admin.ModelAdmin):
             model.enabled = enabled
             model.save(update_fields=["enabled"])
             self.log_change(request, model, "Enabled" if enabled else "Disabled")
-        self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {queryset.count()} model(s).", messages.SUCCESS)
+        self.message_user(
+            request, f"{'Enabled' if enabled else 'Disabled'} {queryset.count()} model(s).", messages.SUCCESS
+        )
 
 
 class GeneratedImageInline(admin.TabularInline):
@@ -99,12 +103,27 @@ class GeneratedImageInline(admin.TabularInline):
     @admin.display(description="Image")
     def preview(self, image):
         url = _image_url(image)
-        return format_html('<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="" style="height:96px;border-radius:4px"></a>', url, url)
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">'
+            '<img src="{}" alt="" style="height:96px;border-radius:4px"></a>',
+            url,
+            url,
+        )
 
 
 @admin.register(Generation)
 class GenerationAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "model", "status", "n", "credits_requested", "credits_refunded", "created_at", "finished_at"]
+    list_display = [
+        "id",
+        "owner",
+        "model",
+        "status",
+        "n",
+        "credits_requested",
+        "credits_refunded",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["status", "model", "is_async", "created_at"]
     search_fields = ["id", "owner__email", "prompt"]
     list_select_related = ["owner", "model"]
@@ -112,7 +131,10 @@ class GenerationAdmin(ReadOnlyAdmin):
     inlines = [GeneratedImageInline]
     fieldsets = [
         (None, {"fields": ["id", "owner", "api_key", "status", "error_code", "error_message", "prompt"]}),
-        ("Request", {"fields": ["model", "size", "quality", "n", "aspect_ratio", "tier", "is_async", "reference_count"]}),
+        (
+            "Request",
+            {"fields": ["model", "size", "quality", "n", "aspect_ratio", "tier", "is_async", "reference_count"]},
+        ),
         ("Credits", {"fields": ["price_per_image", "credits_requested", "credits_refunded", "credit_movements"]}),
         ("Timing", {"fields": ["attempts", "created_at", "enqueued_at", "started_at", "finished_at", "deadline_at"]}),
     ]
@@ -121,9 +143,16 @@ class GenerationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Ledger")
     def credit_movements(self, generation):
-        entries = LedgerEntry.objects.filter(generation_id=generation.id).order_by("created_at", "id")
+        entries = ledger_for_generation(generation_id=generation.id)
         url = reverse("admin:billing_ledgerentry_changelist")
         rows = format_html_join(
-            "", "<li>{} {} ({})</li>", ((entry.get_kind_display(), f"{entry.amount:+d}", entry.memo) for entry in entries)
+            "",
+            "<li>{} {} ({})</li>",
+            ((entry.get_kind_display(), f"{entry.amount:+d}", entry.memo) for entry in entries),
         )
-        return format_html('<ul style="margin:0;padding-left:1em">{}</ul><a href="{}?q={}">Open in the ledger</a>', rows, url, generation.id)
+        return format_html(
+            '<ul style="margin:0;padding-left:1em">{}</ul><a href="{}?q={}">Open in the ledger</a>',
+            rows,
+            url,
+            generation.id,
+        )

@@ -1,29 +1,23 @@
 """Invariants between the ledger and the generations; each problem is one readable line."""
 
-from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
-from billing.models import LedgerEntry, LedgerKind
-from billing.selectors import ledger_drift
+from billing.selectors import generation_movements, ledger_drift
 from generations.models import FINISHED, Generation, GenerationStatus
 
 
 def reconcile() -> list[str]:
     problems = ledger_drift()
-    movements = defaultdict(dict)
-    for generation_id, kind, amount in LedgerEntry.objects.filter(
-        kind__in=[LedgerKind.CHARGE, LedgerKind.REFUND]
-    ).values_list("generation_id", "kind", "amount"):
-        movements[generation_id][kind] = abs(amount)
+    movements = generation_movements()
 
     generations = Generation.objects.annotate(image_count=Count("images")).in_bulk(list(movements))
     overdue = timezone.now() - timedelta(seconds=settings.GENERATION_DEADLINE_MARGIN_SECONDS)
     for generation_id, moved in movements.items():
-        charged, refunded = moved.get(LedgerKind.CHARGE, 0), moved.get(LedgerKind.REFUND, 0)
+        charged, refunded = moved.charged, moved.refunded
         generation = generations.get(generation_id)
         if generation is None:
             problems.append(f"{generation_id}: ledger movement without a generation")
@@ -42,7 +36,8 @@ def reconcile() -> list[str]:
             expected = (generation.n - generation.image_count) * generation.price_per_image
             if generation.image_count == 0 or refunded != expected:
                 problems.append(
-                    f"{generation_id}: succeeded with {generation.image_count}/{generation.n} images but refunded {refunded} (expected {expected})"
+                    f"{generation_id}: succeeded with {generation.image_count}/{generation.n} images"
+                    f" but refunded {refunded} (expected {expected})"
                 )
 
     uncharged = Generation.objects.exclude(pk__in=list(movements)).values_list("pk", flat=True)

@@ -34,9 +34,7 @@ def _png_from_upload(position: int, file: UploadedFile) -> bytes:
     if file.size > settings.REFERENCE_IMAGE_MAX_BYTES:
         raise too_large(label)
     invalid = InvalidRequest(f"{label} is not a valid PNG, JPEG or WebP image")
-    too_many_pixels = InvalidRequest(
-        f"{label} is too large: more than {settings.REFERENCE_IMAGE_MAX_PIXELS} pixels"
-    )
+    too_many_pixels = InvalidRequest(f"{label} is too large: more than {settings.REFERENCE_IMAGE_MAX_PIXELS} pixels")
     file.seek(0)
     try:
         with Image.open(file, formats=ACCEPTED_FORMATS) as image:

@@ -5,7 +5,6 @@ succeeded | failed), so a redelivered or duplicated task cannot finish a generat
 """
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,11 +17,13 @@ from billing.services import account_get_or_create, credits_charge, credits_refu
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, ReferenceImage
+from hub import completion, storage
 from hub.errors import InvalidRequest
 from hub.ids import opaque_id
-from workers import notify, storage
 
 logger = logging.getLogger(__name__)
+
+RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (workers.tasks)
 
 # How long past its deadline a sync request still waits for the worker's own verdict.
 WAIT_GRACE = timedelta(seconds=10)
@@ -112,13 +113,13 @@ def generation_enqueue(*, generation_id: str) -> bool:
 
     try:
         app.send_task(
-            "generations.run",
+            RUN_TASK_NAME,
             args=[generation_id],
             task_id=generation_id,
             queue=settings.GENERATIONS_QUEUE,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         )
-    except Exception as exc:  # kombu raises transport-specific errors
+    except Exception as exc:  # noqa: BLE001 — kombu raises transport-specific errors; none may lose the row
         logger.error("generation %s: broker unavailable: %s", generation_id, exc)
         generation = Generation.objects.get(pk=generation_id)
         if not generation.is_async:
@@ -151,11 +152,7 @@ def generation_claim(*, generation_id: str) -> Generation | None:
     if claimed:
         return Generation.objects.select_related("model").get(pk=generation_id)
     if rows.exists():
-        generation_fail(
-            generation_id=generation_id,
-            code=errors.WORKER_LOST,
-            message="The generation crashed its worker repeatedly and was stopped; credits were refunded.",
-        )
+        generation_fail(generation_id=generation_id, code=errors.WORKER_LOST, message=errors.WORKER_LOST_MESSAGE)
     return None
 
 
@@ -210,13 +207,13 @@ def generation_finalize(
             generation.error_code, generation.error_message = error[0], error[1][:1000]
         elif missing:
             generation.error_code = errors.PARTIAL_RESULT
-            generation.error_message = f"The provider returned {len(images)} of {generation.n} images; the rest was refunded."
+            generation.error_message = (
+                f"The provider returned {len(images)} of {generation.n} images; the rest was refunded."
+            )
         _refund(generation, missing * generation.price_per_image)
         generation.finished_at = timezone.now()
-        generation.save(
-            update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"]
-        )
-    transaction.on_commit(lambda: notify.publish_done(generation_id))
+        generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
+    _on_finished(generation_id)
     logger.info("generation %s %s: %s/%s images", generation_id, generation.status, len(images), generation.n)
     return generation
 
@@ -232,9 +229,16 @@ def generation_fail(*, generation_id: str, code: str, message: str) -> bool:
         generation.finished_at = timezone.now()
         _refund(generation, generation.credits_requested)
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    transaction.on_commit(lambda: notify.publish_done(generation_id))
+    _on_finished(generation_id)
     logger.warning("generation %s failed: %s", generation_id, code)
     return True
+
+
+def _on_finished(generation_id: str) -> None:
+    """The one step after a generation reaches a final state (succeeded or failed), run after
+    the commit that finished it: wake its sync waiter. Everything else that follows a finish
+    hangs off here, so no finishing path can forget it."""
+    transaction.on_commit(lambda: completion.publish_done(generation_id))
 
 
 def _refund(generation: Generation, amount: int) -> None:
@@ -257,11 +261,7 @@ def generation_wait(*, generation: Generation) -> Generation:
     def finished() -> bool:
         return Generation.objects.filter(pk=generation.pk, status__in=FINISHED).exists()
 
-    if not notify.wait_done(generation.pk, timeout=remaining, is_finished=finished):
-        generation_fail(
-            generation_id=generation.pk,
-            code=errors.TIMEOUT,
-            message=f"The generation did not finish within {settings.GENERATION_TIMEOUT_SECONDS} s; credits were refunded.",
-        )
+    if not completion.wait_done(generation.pk, timeout=remaining, is_finished=finished):
+        generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
     generation.refresh_from_db()
     return generation

@@ -34,27 +34,23 @@ def generations_sweep() -> SweepReport:
 
     overdue = now - timedelta(seconds=settings.GENERATION_DEADLINE_MARGIN_SECONDS)
     for generation_id in unfinished.filter(deadline_at__lt=overdue).values_list("pk", flat=True):
-        if generation_fail(
-            generation_id=generation_id,
-            code=errors.TIMEOUT,
-            message=f"The generation did not finish within {settings.GENERATION_TIMEOUT_SECONDS} s; credits were refunded.",
-        ):
+        if generation_fail(generation_id=generation_id, code=errors.TIMEOUT, message=errors.timeout_message()):
             report.timed_out.append(generation_id)
 
     lost = unfinished.filter(status=GenerationStatus.RUNNING, lease_expires_at__lt=now)
     for generation_id, attempts in lost.values_list("pk", "attempts"):
         if attempts >= settings.GENERATION_MAX_ATTEMPTS:
             if generation_fail(
-                generation_id=generation_id,
-                code=errors.WORKER_LOST,
-                message="The generation crashed its worker repeatedly and was stopped; credits were refunded.",
+                generation_id=generation_id, code=errors.WORKER_LOST, message=errors.WORKER_LOST_MESSAGE
             ):
                 report.poisoned.append(generation_id)
         elif generation_requeue(generation_id=generation_id, attempt=attempts):
             report.requeued.append(generation_id)
 
     # The outbox: charged and committed, but the broker never took the message.
-    unsent = unfinished.filter(status=GenerationStatus.QUEUED, enqueued_at__isnull=True, created_at__lt=now - UNSENT_GRACE)
+    unsent = unfinished.filter(
+        status=GenerationStatus.QUEUED, enqueued_at__isnull=True, created_at__lt=now - UNSENT_GRACE
+    )
     for generation_id in unsent.values_list("pk", flat=True):
         if generation_enqueue(generation_id=generation_id):
             report.sent.append(generation_id)

@@ -15,12 +15,6 @@ class InvalidRequest(HubError):
     pass
 
 
-class MissingApiKey(HubError):
-    status = 401
-    code = "missingApiKey"
-    default_message = "Missing API key: send 'Authorization: Bearer gih_live_…'"
-
-
 class InvalidApiKey(HubError):
     status = 401
     code = "invalidApiKey"

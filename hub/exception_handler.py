@@ -33,30 +33,32 @@ def error_body(code: str, message: str, **extra) -> dict:
 
 
 def handle(exc, context):
+    status, body = _envelope(exc)
+    response = Response(body, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def _envelope(exc) -> tuple[int, dict]:
     if isinstance(exc, HubError):
         extra = {}
         if isinstance(exc, GenerationFailed) and exc.generation_id:
             extra["generation_id"] = exc.generation_id
-        response = Response(error_body(exc.code, exc.message, **extra), status=exc.status)
-        if exc.status == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="api"'
-        return response
+        return exc.status, error_body(exc.code, exc.message, **extra)
     if isinstance(exc, (RequestDataTooBig, TooManyFilesSent)):
-        return Response(error_body("invalid_request", "Request body too large or too many files"), status=400)
+        return 400, error_body("invalid_request", "Request body too large or too many files")
     if isinstance(exc, Http404):
-        return Response(error_body("notFound", "Resource not found"), status=404)
+        return 404, error_body("notFound", "Resource not found")
     if isinstance(exc, PermissionDenied):
-        return Response(error_body("forbidden", "Not allowed"), status=403)
+        return 403, error_body("forbidden", "Not allowed")
     for cls, (status, code, message) in _DRF_ERRORS.items():
         if isinstance(exc, cls):
-            response = Response(error_body(code, message), status=status)
-            if status == 401:
-                response["WWW-Authenticate"] = 'Bearer realm="api"'
-            return response
+            return status, error_body(code, message)
     if isinstance(exc, drf.APIException):
-        return Response(error_body("invalid_request", str(exc.detail)), status=exc.status_code)
+        return exc.status_code, error_body("invalid_request", str(exc.detail))
     logger.exception("unhandled API error")
-    return Response(error_body("internal_error", "Internal server error"), status=500)
+    return 500, error_body("internal_error", "Internal server error")
 
 
 def json_404(request, exception=None):

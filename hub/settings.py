@@ -9,9 +9,23 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def envbool(name: str, *, default: bool) -> bool:
+    """Strict, after healthchecks' envbool: a value that is not a boolean stops start-up,
+    instead of quietly reading as False (django-environ's `env.bool("X")` does that)."""
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE | _FALSE:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use true or false")
+    return raw in _TRUE
+
 
 # Local, git-ignored state of the embedded defaults (database, media, broker folder).
 VAR_DIR = Path(env.str("HUB_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -27,18 +41,20 @@ def _embedded_secret_key() -> str:
     return path.read_text().strip()
 
 
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
+DEBUG = envbool("DJANGO_DEBUG", default=False)
 # Production must set DJANGO_SECRET_KEY; the file fallback exists for the embedded default only.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _embedded_secret_key()
 # Keyed hash for API keys; a separate pepper lets SECRET_KEY rotate without invalidating keys.
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or SECRET_KEY
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
-SECURE_COOKIES = env.bool("HUB_SECURE_COOKIES", default=False)
+SECURE_COOKIES = envbool("HUB_SECURE_COOKIES", default=False)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SESSION_COOKIE_HTTPONLY = True
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("HUB_BEHIND_TLS_PROXY", default=False) else None
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("HUB_BEHIND_TLS_PROXY", default=False) else None
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -162,7 +178,7 @@ if USE_S3:
         "addressing_style": "path" if AWS_S3_ENDPOINT_URL else None,
     }
     STORAGES = {
-        "default": {"BACKEND": "workers.storage_backends.HubS3Storage", "OPTIONS": _s3_options},
+        "default": {"BACKEND": "hub.storage_backends.HubS3Storage", "OPTIONS": _s3_options},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
 else:
@@ -228,8 +244,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a slow paid call must not hold other qu
 CELERY_TASK_SOFT_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 30
 CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
 # Paid generation work and cheap housekeeping scale separately and never queue behind each other.
+# (Generation tasks name their queue when they are sent: generations.services.generation_enqueue.)
 CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
-CELERY_TASK_ROUTES = {"generations.run": {"queue": GENERATIONS_QUEUE}}
 # The pool is chosen on the command line (`--pool threads`, see README): a worker_pool setting
 # would silently override an explicit `--pool prefork`.
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)

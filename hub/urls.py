@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from generations.apis import CreditsRetrieveApi, GenerationCreateApi, GenerationRetrieveApi, ModelListApi
+from billing.apis import CreditsRetrieveApi
+from generations.apis import GenerationCreateApi, GenerationRetrieveApi, ModelListApi
 from hub.health import healthz
 from hub.media import media
 

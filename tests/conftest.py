@@ -45,10 +45,33 @@ def _worker_idle_before_flush(request):
     yield
     from generations.models import Generation
 
-    deadline = time.monotonic() + 15
-    while Generation.objects.filter(status__in=["queued", "running"]).exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.2)  # a duplicate message being acknowledged touches no rows, but give it a beat
+    until(lambda: not Generation.objects.filter(status__in=["queued", "running"]).exists(), timeout=15)
+    # A worker may still be inside a transaction that touches no generation (a duplicate
+    # message's claim, a lease renewal): wait until no other session is mid-transaction.
+    until(lambda: not _other_sessions_in_transaction(), timeout=15)
+
+
+def _other_sessions_in_transaction() -> bool:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return False  # SQLite: a writer holds the file lock, and the flush waits its turn
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND (state = 'active' OR state LIKE 'idle in transaction%')"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def until(condition, *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def _is_transactional(request) -> bool:
@@ -93,9 +116,24 @@ class WorkerProcess:
         self.log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), **(env_overrides or {})}
         self.args = [
-            sys.executable, "-m", "celery", "-A", "hub", "worker", "--pool", pool, "--concurrency", str(concurrency),
-            "--queues", queues or f"{settings.GENERATIONS_QUEUE},{settings.HOUSEKEEPING_QUEUE}", "--loglevel", "INFO", "--hostname", f"{name}-{time.monotonic_ns()}@%h",
-            "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "hub",
+            "worker",
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            queues or f"{settings.GENERATIONS_QUEUE},{settings.HOUSEKEEPING_QUEUE}",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"{name}-{time.monotonic_ns()}@%h",
+            "--without-mingle",
+            "--without-gossip",
         ]
         self.proc = None
 
@@ -142,10 +180,7 @@ def purge_queues(*queues: str) -> None:
 
     with app.connection_for_write() as conn:
         for queue in queues or (settings.GENERATIONS_QUEUE, settings.HOUSEKEEPING_QUEUE):
-            try:
-                conn.default_channel.queue_purge(queue)
-            except Exception:
-                pass
+            conn.default_channel.queue_purge(queue)
 
 
 OPENAI_TEST_KEY = "sk-test-hub-0123456789"

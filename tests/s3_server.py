@@ -10,6 +10,7 @@ import sys
 import time
 
 import boto3
+import botocore.exceptions
 
 BUCKET = "hub-test-images"
 
@@ -23,16 +24,23 @@ def free_port() -> int:
 def main(pid_file: str) -> None:
     port = free_port()
     moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     with open(pid_file, "w") as f:
         f.write(str(proc.pid))
     endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
     for _ in range(100):
         try:
             client.create_bucket(Bucket=BUCKET)
             break
-        except Exception:
+        except botocore.exceptions.EndpointConnectionError:  # not listening yet
             time.sleep(0.1)
     else:
         raise SystemExit("moto server did not start")

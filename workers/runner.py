@@ -10,7 +10,7 @@ from PIL import Image
 from generations import errors
 from generations.models import Generation
 from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
-from workers import storage
+from hub import storage
 from workers.lease import lease_heartbeat
 from workers.providers import ProviderError, ProviderRequest, provider_for
 
@@ -68,7 +68,7 @@ def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredIma
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 fmt, (width, height) = image.format, image.size
-        except Exception:
+        except Exception:  # noqa: BLE001 — untrusted bytes: any decoder failure means "not an image"
             logger.warning("generation %s: provider output is not a valid image; dropped", generation.id)
             continue
         if fmt not in STORED_FORMATS:

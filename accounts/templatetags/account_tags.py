@@ -1,8 +1,8 @@
 from django import template
 from django.utils import timezone
 
-from generations.serializers import base_url
-from workers import storage
+from hub import storage
+from hub.public_url import base_url
 
 register = template.Library()
 

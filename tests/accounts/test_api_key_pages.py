@@ -38,7 +38,9 @@ def test_a_key_can_expire(member):
     assert abs(key.expires_at - (timezone.now() + timedelta(days=30))) < timedelta(minutes=1)
 
 
-@pytest.mark.parametrize("data", [{"name": "", "expires_in": ""}, {"name": "x", "expires_in": "12"}, {"name": "x" * 101}])
+@pytest.mark.parametrize(
+    "data", [{"name": "", "expires_in": ""}, {"name": "x", "expires_in": "12"}, {"name": "x" * 101}]
+)
 def test_an_invalid_key_form_creates_nothing(member, data):
     user, client = member
     response = client.post("/account/keys/", data)

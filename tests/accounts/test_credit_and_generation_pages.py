@@ -6,8 +6,9 @@ from django.utils import timezone
 
 from billing.models import CreditGrant, GrantSource
 from billing.services import account_get_or_create, credits_grant
-from tests.accounts.generations import image_sources, make_generation
+from tests.accounts.pages import image_sources
 from tests.conftest import fetch
+from tests.factories import make_generation
 
 pytestmark = pytest.mark.django_db
 PNG = b"\x89PNG"
@@ -77,7 +78,10 @@ def test_the_generation_page_shows_every_image_and_they_load(member):
     content = client.get(f"/account/generations/{generation.id}/").content.decode()
     assert "2 of 3" in content and "4 used of 6 charged, 2 refunded" in content
     sources = image_sources(content)
-    assert [image.storage_key in src for image, src in zip(generation.images.all(), sources, strict=True)] == [True, True]
+    assert [image.storage_key in src for image, src in zip(generation.images.all(), sources, strict=True)] == [
+        True,
+        True,
+    ]
     assert all(fetch(client, src).startswith(PNG) for src in sources)
 
 

@@ -20,7 +20,10 @@ def strict():
 @pytest.mark.parametrize(
     "path, data",
     [
-        ("/account/signup/", {"email": "x@example.com", "password1": "a long passphrase", "password2": "a long passphrase"}),
+        (
+            "/account/signup/",
+            {"email": "x@example.com", "password1": "a long passphrase", "password2": "a long passphrase"},
+        ),
         ("/account/login/", {"username": "user@example.com", "password": "correct horse battery"}),
         ("/account/password-reset/", {"email": "user@example.com"}),
     ],
@@ -44,9 +47,14 @@ def test_signed_in_forms_refuse_a_post_without_the_csrf_token(strict):
 
 
 def test_production_settings_mark_the_session_and_csrf_cookies_secure():
-    probe = "import django; django.setup(); from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY)"
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s;"
+        " print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY)"
+    )
     env = {**os.environ, "HUB_SECURE_COOKIES": "1", "DJANGO_SETTINGS_MODULE": "hub.settings"}
-    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["True", "True", "True"]
 
 

@@ -21,7 +21,13 @@ def test_repeated_wrong_passwords_lock_out_even_the_right_one(client):
 
 def test_changing_the_case_of_the_email_does_not_reset_the_count(client):
     make_user(email="alice@example.com")
-    for email in ["alice@example.com", "Alice@example.com", "ALICE@example.com", "alice@Example.com", "aLice@example.com"]:
+    for email in [
+        "alice@example.com",
+        "Alice@example.com",
+        "ALICE@example.com",
+        "alice@Example.com",
+        "aLice@example.com",
+    ]:
         _sign_in(client, "guess", email=email)
     assert _sign_in(client, PASSWORD, email="Alice@Example.COM").status_code == 429
 
@@ -37,5 +43,7 @@ def test_the_admin_sign_in_is_throttled_too(client):
     make_user(email="ops@example.com")
     for _ in range(5):
         client.post("/admin/login/", {"username": "ops@example.com", "password": "guess"}, REMOTE_ADDR="203.0.113.9")
-    response = client.post("/admin/login/", {"username": "ops@example.com", "password": PASSWORD}, REMOTE_ADDR="203.0.113.9")
+    response = client.post(
+        "/admin/login/", {"username": "ops@example.com", "password": PASSWORD}, REMOTE_ADDR="203.0.113.9"
+    )
     assert response.status_code == 429

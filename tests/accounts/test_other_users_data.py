@@ -4,8 +4,7 @@ import pytest
 
 from apikeys.services import api_key_create
 from billing.services import account_get_or_create, credits_grant
-from tests.accounts.generations import make_generation
-from tests.factories import bearer, make_user
+from tests.factories import bearer, make_generation, make_user
 
 pytestmark = pytest.mark.django_db
 

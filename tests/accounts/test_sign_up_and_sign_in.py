@@ -35,7 +35,11 @@ def test_sign_up_refuses_an_email_that_exists_in_any_case(client):
 
 @pytest.mark.parametrize(
     "password, again, message",
-    [("short", None, b"too short"), ("a-long enough passphrase", "something else entirely", b"differ"), ("password123", None, b"too common")],
+    [
+        ("short", None, b"too short"),
+        ("a-long enough passphrase", "something else entirely", b"differ"),
+        ("password123", None, b"too common"),
+    ],
 )
 def test_sign_up_refuses_weak_or_mismatched_passwords(client, password, again, message):
     response = _sign_up(client, password=password, again=again)
@@ -63,7 +67,9 @@ def test_sign_out_ends_the_session(client):
     assert client.get("/account/").status_code == 302
 
 
-@pytest.mark.parametrize("path", ["/account/", "/account/keys/", "/account/credits/", "/account/generations/", "/account/generations/gen_x/"])
+@pytest.mark.parametrize(
+    "path", ["/account/", "/account/keys/", "/account/credits/", "/account/generations/", "/account/generations/gen_x/"]
+)
 def test_account_pages_send_strangers_to_sign_in(client, path):
     response = client.get(path)
     assert response.status_code == 302 and response["Location"].startswith("/account/login/?next=")

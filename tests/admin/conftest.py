@@ -1,10 +1,11 @@
 import pytest
-from django.contrib.auth import get_user_model
+
+from accounts.services import user_create
 
 
 @pytest.fixture
 def operator():
-    return get_user_model().objects.create_superuser(username="ops@example.com", email="ops@example.com", password="ops password 1")
+    return user_create(email="ops@example.com", password="ops password 1", is_staff=True)
 
 
 @pytest.fixture

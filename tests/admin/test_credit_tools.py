@@ -28,7 +28,12 @@ def test_granting_credits_with_an_expiry_records_who_and_why(console, operator, 
     )
     assert response.status_code == 302 and response["Location"] == f"{ACCOUNTS}{account.pk}/change/"
     grant = CreditGrant.objects.get(account=account)
-    assert (grant.amount, grant.expires_at, grant.reason, grant.granted_by) == (250, expires, "Pilot customer", operator)
+    assert (grant.amount, grant.expires_at, grant.reason, grant.granted_by) == (
+        250,
+        expires,
+        "Pilot customer",
+        operator,
+    )
     entry = LedgerEntry.objects.get(account=account)
     assert (entry.kind, entry.amount, entry.actor, entry.memo) == ("grant", 250, operator, "Pilot customer")
     assert "Pilot customer" in LogEntry.objects.get(object_id=str(account.pk)).get_change_message()
@@ -57,10 +62,21 @@ def test_the_bulk_action_grants_to_every_selected_account(console, operator):
     form = console.post(ACCOUNTS, {"action": "grant_credits", "_selected_action": selected})
     assert form.status_code == 200 and b"Grant credits to 2 accounts" in form.content
     response = console.post(
-        ACCOUNTS, {"action": "grant_credits", "_selected_action": selected, "amount": "40", "reason": "Beta cohort", "apply": "1"}
+        ACCOUNTS,
+        {
+            "action": "grant_credits",
+            "_selected_action": selected,
+            "amount": "40",
+            "reason": "Beta cohort",
+            "apply": "1",
+        },
     )
     assert response.status_code == 302
-    assert [a.balance for a in CreditAccount.objects.filter(pk__in=[a.pk for a in accounts]).order_by("pk")] == [40, 40, 0]
+    assert [a.balance for a in CreditAccount.objects.filter(pk__in=[a.pk for a in accounts]).order_by("pk")] == [
+        40,
+        40,
+        0,
+    ]
     assert set(CreditGrant.objects.values_list("granted_by", "reason")) == {(operator.pk, "Beta cohort")}
     assert ledger_drift() == []
 
@@ -76,7 +92,9 @@ def test_bulk_grant_service_needs_a_reason_and_grants_once_per_account(operator)
 def test_claw_back_removes_unspent_credits_with_who_and_why(console, operator):
     user = make_user(credits=100)
     account = account_get_or_create(user=user)
-    response = console.post(f"{ACCOUNTS}{account.pk}/clawback/", {"amount": "30", "reason": "Refunded by card", "apply": "1"})
+    response = console.post(
+        f"{ACCOUNTS}{account.pk}/clawback/", {"amount": "30", "reason": "Refunded by card", "apply": "1"}
+    )
     assert response.status_code == 302
     account.refresh_from_db()
     assert account.balance == 70

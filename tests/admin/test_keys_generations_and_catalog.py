@@ -4,8 +4,8 @@ from apikeys.services import api_key_create
 from billing.models import CreditAccount
 from billing.services import account_get_or_create, credits_grant
 from generations.models import ImageModel
-from tests.accounts.generations import image_sources, make_generation
-from tests.factories import bearer, make_user
+from tests.accounts.pages import image_sources
+from tests.factories import bearer, make_generation, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -16,8 +16,15 @@ def test_every_admin_page_opens(console):
     make_generation(user)
     index = console.get("/admin/")
     assert index.status_code == 200 and b"GPT Image Hub admin" in index.content
-    for path in ["auth/user", "billing/creditaccount", "billing/creditgrant", "billing/ledgerentry", "apikeys/apikey",
-                 "generations/generation", "generations/imagemodel"]:
+    for path in [
+        "auth/user",
+        "billing/creditaccount",
+        "billing/creditgrant",
+        "billing/ledgerentry",
+        "apikeys/apikey",
+        "generations/generation",
+        "generations/imagemodel",
+    ]:
         assert console.get(f"/admin/{path}/").status_code == 200, path
     assert console.get(f"/admin/auth/user/{user.pk}/change/").status_code == 200
 
@@ -49,7 +56,9 @@ def test_a_generation_shows_its_status_refund_and_images(console):
 
 
 def test_disabling_a_model_takes_it_off_the_api(console, api):
-    response = console.post("/admin/generations/imagemodel/", {"action": "disable", "_selected_action": ["gpt-image-2"]})
+    response = console.post(
+        "/admin/generations/imagemodel/", {"action": "disable", "_selected_action": ["gpt-image-2"]}
+    )
     assert response.status_code == 302
     assert api.get("/api/v1/models").json()["data"] == []
     console.post("/admin/generations/imagemodel/", {"action": "enable", "_selected_action": ["gpt-image-2"]})
@@ -59,9 +68,17 @@ def test_disabling_a_model_takes_it_off_the_api(console, api):
 def _model_form(**changes) -> dict:
     model = ImageModel.objects.get(pk="gpt-image-2")
     data = {
-        "provider": model.provider, "backend": model.backend, "upstream_model": model.upstream_model, "owned_by": model.owned_by,
-        "created": model.created, "sizes": '["auto", "1024x1024", "1536x1024"]', "qualities": '["low", "high"]',
-        "prices": '{"1K": {"low": 3, "high": 9}}', "reference_image_limit": 8, "enabled": "on", "sort_order": 0,
+        "provider": model.provider,
+        "backend": model.backend,
+        "upstream_model": model.upstream_model,
+        "owned_by": model.owned_by,
+        "created": model.created,
+        "sizes": '["auto", "1024x1024", "1536x1024"]',
+        "qualities": '["low", "high"]',
+        "prices": '{"1K": {"low": 3, "high": 9}}',
+        "reference_image_limit": 8,
+        "enabled": "on",
+        "sort_order": 0,
     }
     return {**data, **changes}
 
@@ -95,8 +112,12 @@ def test_users_show_their_account_type_and_balance_and_new_ones_get_an_account(c
     response = console.post(
         "/admin/auth/user/add/",
         {
-            "username": "new@example.com", "password1": "a long passphrase 1", "password2": "a long passphrase 1",
-            "usable_password": "true", "credit_account-TOTAL_FORMS": "0", "credit_account-INITIAL_FORMS": "0",
+            "username": "new@example.com",
+            "password1": "a long passphrase 1",
+            "password2": "a long passphrase 1",
+            "usable_password": "true",
+            "credit_account-TOTAL_FORMS": "0",
+            "credit_account-INITIAL_FORMS": "0",
         },
     )
     assert response.status_code == 302, response.context["adminform"].form.errors

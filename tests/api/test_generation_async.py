@@ -5,9 +5,9 @@ import pytest
 
 from billing.models import CreditAccount, LedgerEntry
 from generations.models import Generation, ReferenceImage
+from hub import storage
 from tests.factories import bearer, make_key, make_user
 from tests.images import image_bytes, upload
-from workers import storage
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/images/generations"
@@ -16,7 +16,14 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 def test_async_answers_202_queued_and_charges_up_front(api, customer, django_capture_on_commit_callbacks):
     user, _, auth = customer
-    body = {"model": "gpt-image-2", "prompt": "A cinematic product photo", "size": "1024x1024", "quality": "high", "n": 1, "async": True}
+    body = {
+        "model": "gpt-image-2",
+        "prompt": "A cinematic product photo",
+        "size": "1024x1024",
+        "quality": "high",
+        "n": 1,
+        "async": True,
+    }
     with django_capture_on_commit_callbacks() as callbacks:
         response = api.post(URL, data=json.dumps(body), content_type="application/json", **auth)
     assert response.status_code == 202
@@ -53,7 +60,10 @@ def test_defaults_size_and_quality_to_auto(api, customer):
 
 
 def test_reference_images_are_stored_reencoded(api, customer):
-    files = [upload("a.jpg", image_bytes("JPEG"), "image/jpeg"), upload("b.webp", image_bytes("WEBP"), "application/octet-stream")]
+    files = [
+        upload("a.jpg", image_bytes("JPEG"), "image/jpeg"),
+        upload("b.webp", image_bytes("WEBP"), "application/octet-stream"),
+    ]
     form = {"model": "gpt-image-2", "prompt": "p", "async": "true", "reference_image": files}
     response = api.post(URL, data=form, format="multipart", **customer[2])
     assert response.status_code == 202, response.content

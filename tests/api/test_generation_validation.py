@@ -80,7 +80,9 @@ def test_too_many_reference_images(api, customer):
 
     ImageModel.objects.filter(pk="gpt-image-2").update(reference_image_limit=2)
     files = [upload(f"r{i}.png", image_bytes()) for i in range(3)]
-    response = api.post(URL, data={**VALID, "async": "true", "reference_image": files}, format="multipart", **customer[2])
+    response = api.post(
+        URL, data={**VALID, "async": "true", "reference_image": files}, format="multipart", **customer[2]
+    )
     _assert_rejected(response, "at most 2")
 
 
@@ -120,7 +122,9 @@ def test_insufficient_credits_charges_nothing(api, customer):
 
 
 def test_reference_image_sent_as_text_field(api, customer):
-    response = api.post(URL, data={**VALID, "async": "true", "reference_image": "./reference.png"}, format="multipart", **customer[2])
+    response = api.post(
+        URL, data={**VALID, "async": "true", "reference_image": "./reference.png"}, format="multipart", **customer[2]
+    )
     _assert_rejected(response, "file upload")
 
 
@@ -134,7 +138,9 @@ def test_reference_over_the_size_cap_stops_the_upload_and_charges_nothing(api, c
 def test_decompression_bomb_reference_is_refused(api, customer, settings):
     settings.REFERENCE_IMAGE_MAX_PIXELS = 1_000_000
     bomb = upload("bomb.png", image_bytes("PNG", size=(2000, 2000)))
-    response = api.post(URL, data={**VALID, "async": "true", "reference_image": bomb}, format="multipart", **customer[2])
+    response = api.post(
+        URL, data={**VALID, "async": "true", "reference_image": bomb}, format="multipart", **customer[2]
+    )
     _assert_rejected(response, "too large")
 
 
@@ -143,5 +149,7 @@ def test_reference_count_is_checked_before_any_file_is_decoded(api, customer):
 
     ImageModel.objects.filter(pk="gpt-image-2").update(reference_image_limit=1)
     files = [upload("a.png", image_bytes()), upload("b.png", b"not an image")]
-    response = api.post(URL, data={**VALID, "async": "true", "reference_image": files}, format="multipart", **customer[2])
+    response = api.post(
+        URL, data={**VALID, "async": "true", "reference_image": files}, format="multipart", **customer[2]
+    )
     _assert_rejected(response, "at most 1")

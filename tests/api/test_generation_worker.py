@@ -14,7 +14,13 @@ from tests.images import image_bytes, upload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 URL = "/api/v1/images/generations"
-BODY = {"model": "gpt-image-2", "prompt": "A cinematic product photo with premium studio lighting", "size": "1024x1024", "quality": "high", "n": 1}
+BODY = {
+    "model": "gpt-image-2",
+    "prompt": "A cinematic product photo with premium studio lighting",
+    "size": "1024x1024",
+    "quality": "high",
+    "n": 1,
+}
 
 
 def _download(api, url: str) -> Image.Image:
@@ -72,7 +78,9 @@ def test_provider_failure_answers_500_and_refunds(api, customer, celery_worker):
 
 def test_partial_result_refunds_missing_images(api, customer, celery_worker):
     user, _, auth = customer
-    response = api.post(URL, data={**BODY, "prompt": "two only [partial:1]", "n": 3, "quality": "medium"}, format="json", **auth)
+    response = api.post(
+        URL, data={**BODY, "prompt": "two only [partial:1]", "n": 3, "quality": "medium"}, format="json", **auth
+    )
     assert response.status_code == 200
     body = response.json()
     assert len(body["images"]) == 1

@@ -3,7 +3,7 @@
 import pytest
 from django.test import override_settings
 
-from workers import storage
+from hub import storage
 
 LOCAL = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -20,13 +20,19 @@ def test_second_model_is_served_by_the_openai_adapter(api, customer, openai_mode
     assert request.path == "/v1/images/generations"
     assert request.headers["authorization"] == "Bearer sk-test-hub-0123456789"
     assert {k: request.body[k] for k in ("model", "prompt", "size", "quality", "n")} == {
-        "model": "gpt-image-1", "prompt": "a lighthouse", "size": "1536x1024", "quality": "medium", "n": 2
+        "model": "gpt-image-1",
+        "prompt": "a lighthouse",
+        "size": "1536x1024",
+        "quality": "medium",
+        "n": 2,
     }
     assert len(response.json()["images"]) == 2
     assert reconcile() == []
 
 
-def test_provider_rejection_is_refunded_with_the_providers_reason(api, customer, openai_model, fake_openai, celery_worker):
+def test_provider_rejection_is_refunded_with_the_providers_reason(
+    api, customer, openai_model, fake_openai, celery_worker
+):
     user, _, auth = customer
     fake_openai.plan("400", message="Your prompt was rejected by the safety system")
     body = {"model": "gpt-image-1", "prompt": "something", "size": "1024x1024", "quality": "high", "n": 1}

@@ -19,7 +19,16 @@ def _run(*args) -> str:
 
 
 def test_createuser_then_createkey_gives_a_working_key(api):
-    _run("hub_createuser", "Alice@Example.com", "--credits", "250", "--account-type", "PRO", "--password", "s3cret-pass-1")
+    _run(
+        "hub_createuser",
+        "Alice@Example.com",
+        "--credits",
+        "250",
+        "--account-type",
+        "PRO",
+        "--password",
+        "s3cret-pass-1",
+    )
     account = CreditAccount.objects.get(user__email="alice@example.com")
     assert (account.balance, account.account_type) == (250, "PRO")
 
@@ -27,7 +36,11 @@ def test_createuser_then_createkey_gives_a_working_key(api):
     assert raw.startswith("gih_live_") and len(raw) == 41
     key = ApiKey.objects.get(owner__email="alice@example.com")
     assert (key.name, key.expires_at is not None) == ("ci", True)
-    assert api.get("/api/v1/credits", **bearer(raw)).json() == {"credits": 250, "account_type": "PRO", "next_expiration": None}
+    assert api.get("/api/v1/credits", **bearer(raw)).json() == {
+        "credits": 250,
+        "account_type": "PRO",
+        "next_expiration": None,
+    }
 
 
 def test_createuser_again_tops_up_instead_of_duplicating():

@@ -262,8 +262,8 @@ class CreditLedgerMachine(RuleBasedStateMachine):
     @invariant()
     def ledger_is_one_sequence(self):
         running = 0
-        for amount, balance_after in LedgerEntry.objects.filter(account=self.account).order_by("id").values_list(
-            "amount", "balance_after"
+        for amount, balance_after in (
+            LedgerEntry.objects.filter(account=self.account).order_by("id").values_list("amount", "balance_after")
         ):
             running += amount
             assert balance_after == running >= 0

@@ -26,9 +26,9 @@ from billing.models import ChargeAllocation, CreditAccount, CreditGrant, LedgerE
 from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_expire_due, credits_grant
 from generations.models import Generation, GenerationStatus
-from generations.services import generation_create, generation_fail
+from generations.services import generation_fail
 from hub.errors import InsufficientCredits
-from tests.factories import bearer, make_key, make_user
+from tests.factories import bearer, create_generation, make_key, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,10 +139,7 @@ def test_concurrent_grants_spends_refunds_and_expiries_keep_the_ledger_consisten
             for _ in range(15):
                 quality = rng.choice(["low", "high"])
                 try:
-                    generation = generation_create(
-                        owner=user, api_key=None, model_id="gpt-image-2", prompt="p", size="1024x1024",
-                        quality=quality, n=rng.randint(1, 2), is_async=True, references=[],
-                    )
+                    generation = create_generation(user, n=rng.randint(1, 2), quality=quality, prompt="p")
                 except InsufficientCredits:
                     with lock:
                         tally["refused"] += 1
@@ -154,6 +151,7 @@ def test_concurrent_grants_spends_refunds_and_expiries_keep_the_ledger_consisten
                         for q in refund_queues:
                             q.put((generation.id, not_before))
                 time.sleep(rng.uniform(0.02, 0.06))
+
         return run
 
     def refunder(q):
@@ -172,6 +170,7 @@ def test_concurrent_grants_spends_refunds_and_expiries_keep_the_ledger_consisten
                     if refunds:
                         assert generation_id not in refunded, f"{generation_id} failed twice"
                         refunded[generation_id] = charged[generation_id]
+
         return run
 
     def sweeper():
@@ -188,6 +187,7 @@ def test_concurrent_grants_spends_refunds_and_expiries_keep_the_ledger_consisten
                     parties[0] -= 1
                     if parties[0] == 0:
                         event.set()
+
         return run
 
     spenders_left = [3]
@@ -244,4 +244,3 @@ def test_concurrent_grants_spends_refunds_and_expiries_keep_the_ledger_consisten
     for generation_id, amount in refunded.items():
         generation = Generation.objects.get(pk=generation_id)
         assert (generation.status, generation.credits_refunded) == (GenerationStatus.FAILED, amount)
-

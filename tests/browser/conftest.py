@@ -23,7 +23,13 @@ def browser_type_launch_args(browser_type_launch_args):
         **browser_type_launch_args,
         "executable_path": CHROMIUM_PATH,
         "headless": True,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ],
     }
 
 
@@ -35,7 +41,11 @@ def base_url(live_server):
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
     # Granted up front: a grant made after the page opened leaves clipboard writes pending.
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 800}, "permissions": ["clipboard-read", "clipboard-write"]}
+    return {
+        **browser_context_args,
+        "viewport": {"width": 1280, "height": 800},
+        "permissions": ["clipboard-read", "clipboard-write"],
+    }
 
 
 @pytest.fixture

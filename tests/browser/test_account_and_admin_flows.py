@@ -4,10 +4,10 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from accounts.services import user_create
 from hub.timefmt import iso_z
 from tests.browser.conftest import sign_in
 from tests.factories import make_key, make_user
@@ -89,7 +89,7 @@ def test_an_operator_grants_expiring_credits_and_the_user_sees_them(page, browse
     user = make_user(email="grace@example.com")
     raw = make_key(user, name="prod")
     make_user(email="linus@example.com")
-    get_user_model().objects.create_superuser(username="ops@example.com", email="ops@example.com", password=PASSWORD)
+    user_create(email="ops@example.com", password=PASSWORD, is_staff=True)
     expires = (timezone.now() + timedelta(days=45)).replace(second=0, microsecond=0)
 
     page.set_viewport_size({"width": 1440, "height": 900})  # the admin's lists are wide
@@ -124,7 +124,9 @@ def test_an_operator_grants_expiring_credits_and_the_user_sees_them(page, browse
 
     response = _credits(user_page, raw)
     assert response.json() == {
-        "credits": 500, "account_type": "FREE", "next_expiration": {"credits": 500, "expires_at": iso_z(expires)}
+        "credits": 500,
+        "account_type": "FREE",
+        "next_expiration": {"credits": 500, "expires_at": iso_z(expires)},
     }
     customer.close()
 
@@ -134,7 +136,13 @@ def test_an_operator_grants_expiring_credits_and_the_user_sees_them(page, browse
 def test_a_generation_made_with_the_api_shows_up_with_its_images(page, celery_worker, screenshot):
     user = make_user(email="hedy@example.com", credits=100)
     raw = make_key(user)
-    body = {"model": "gpt-image-2", "prompt": "A lighthouse at dawn, watercolor", "size": "1536x1024", "quality": "low", "n": 2}
+    body = {
+        "model": "gpt-image-2",
+        "prompt": "A lighthouse at dawn, watercolor",
+        "size": "1536x1024",
+        "quality": "low",
+        "n": 2,
+    }
     response = page.request.post("/api/v1/images/generations", data=body, headers={"Authorization": f"Bearer {raw}"})
     assert response.status == 200, response.text()
     generation_id = response.json()["id"]

@@ -94,9 +94,15 @@ class _Plan:
     params: dict[str, Any]
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
-                404: "invalid_request_error", 409: "invalid_request_error", 422: "invalid_request_error",
-                429: "requests"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "requests",
+}
 _ERROR_MESSAGES = {
     400: "Invalid request.",
     403: "You are not allowed to sample from this model.",
@@ -132,8 +138,9 @@ class FakeOpenAIServer:
         self._httpd.daemon_threads = True
         self._port = self._httpd.server_address[1]
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -238,7 +245,9 @@ def _parse_size(value: Any) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in str(value).lower().split("x"))
     except ValueError:
-        raise _BadRequest(f"Invalid value: '{value}'. Expected 'auto' or 'WIDTHxHEIGHT'.", "size", "invalid_value")
+        raise _BadRequest(
+            f"Invalid value: '{value}'. Expected 'auto' or 'WIDTHxHEIGHT'.", "size", "invalid_value"
+        ) from None
     if not (16 <= w <= MAX_SIDE and 16 <= h <= MAX_SIDE):
         raise _BadRequest(f"Invalid size '{value}'.", "size", "invalid_value")
     return w, h
@@ -291,8 +300,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         if self._rec is not None:
             self._rec.status = status  # before answering: the client may look as soon as it has the answer
         try:
@@ -311,11 +321,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers=headers)
 
-    def _send_error(self, status: int, message: str, *, type_: str | None = None, param: str | None = None,
-                    code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def _send_error(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         type_ = type_ or _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        self._send_json(status, {"error": {"message": message, "type": type_, "param": param, "code": code}},
-                        headers=headers)
+        self._send_json(
+            status, {"error": {"message": message, "type": type_, "param": param, "code": code}}, headers=headers
+        )
 
     # -- routes -----------------------------------------------------------------------------
 
@@ -323,7 +342,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._rec = None  # handlers are reused across keep-alive requests
         path = self.path.split("?")[0]
         if path.startswith("/files/") and path.endswith(".png"):
-            png = self.fake._file(path[len("/files/"):-len(".png")])
+            png = self.fake._file(path[len("/files/") : -len(".png")])
             if png is None:
                 self._send(404, b"not found", "text/plain")
             else:
@@ -370,7 +389,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 try:
                     rec.body = json.loads(raw)
                 except ValueError:
-                    raise _BadRequest("We could not parse the JSON body of your request.")
+                    raise _BadRequest("We could not parse the JSON body of your request.") from None
                 if not isinstance(rec.body, dict):
                     raise _BadRequest("Expected a JSON object.")
         except _BadRequest as exc:
@@ -379,7 +398,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _check_auth(self) -> str | None:
         auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
         if not token:
             return "You didn't provide an API key."
         if self.fake.api_key is not None and token != self.fake.api_key:
@@ -400,8 +419,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 message = f"Incorrect API key provided: {self.headers.get('Authorization', '')[7:]}."
             if message is None:
                 message = _ERROR_MESSAGES.get(status, "The server had an error while processing your request.")
-            return self._send_error(status, message, type_=params.get("type"), code=params.get("code"),
-                                    headers=headers)
+            return self._send_error(status, message, type_=params.get("type"), code=params.get("code"), headers=headers)
 
         auth_error = self._check_auth()
         if auth_error:
@@ -419,7 +437,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             try:
                 n = int(rec.body.get("n") or 1)
             except (TypeError, ValueError):
-                raise _BadRequest("Invalid type for 'n'.", "n", "invalid_type")
+                raise _BadRequest("Invalid type for 'n'.", "n", "invalid_type") from None
             if not 1 <= n <= 10:
                 raise _BadRequest(f"Invalid 'n': {n}. Expected a value between 1 and 10.", "n", "integer_out_of_range")
         except _BadRequest as exc:
@@ -446,18 +464,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             data = [{"b64_json": base64.b64encode(png).decode()} for png in rec.response_images]
         text_tokens = len(str(rec.body.get("prompt")).split())
-        self._send_json(200, {
-            "created": created,
-            "data": data,
-            "size": f"{width}x{height}",
-            "output_format": "png",
-            "usage": {
-                "input_tokens": text_tokens + 65 * rec.image_count,
-                "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 65 * rec.image_count},
-                "output_tokens": 272 * len(data),
-                "total_tokens": text_tokens + 65 * rec.image_count + 272 * len(data),
+        self._send_json(
+            200,
+            {
+                "created": created,
+                "data": data,
+                "size": f"{width}x{height}",
+                "output_format": "png",
+                "usage": {
+                    "input_tokens": text_tokens + 65 * rec.image_count,
+                    "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 65 * rec.image_count},
+                    "output_tokens": 272 * len(data),
+                    "total_tokens": text_tokens + 65 * rec.image_count + 272 * len(data),
+                },
             },
-        })
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

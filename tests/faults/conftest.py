@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-from django.core.management import call_command
 from django.test import override_settings
 
 from generations.models import FINISHED, Generation
@@ -67,8 +66,6 @@ def sweep_until(generation_id: str, statuses=FINISHED, timeout: float = 40.0) ->
         if generation.status in statuses:
             return generation
         time.sleep(0.25)
-    raise AssertionError(f"{generation_id} still {generation.status} (attempts {generation.attempts}), wanted {statuses}")
-
-
-def assert_reconciled():
-    call_command("hub_reconcile")  # raises CommandError (non-zero exit) on any drift
+    raise AssertionError(
+        f"{generation_id} still {generation.status} (attempts {generation.attempts}), wanted {statuses}"
+    )

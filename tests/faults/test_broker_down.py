@@ -13,7 +13,8 @@ from billing.models import CreditAccount
 from generations import sweeper
 from generations.models import Generation
 from tests.conftest import ROOT, database_url_for_subprocess, die_with_parent
-from tests.faults.conftest import assert_reconciled, wait_for_status
+from tests.faults.conftest import wait_for_status
+from tests.reconcile import assert_reconciled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 BODY = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "high", "n": 1}
@@ -27,8 +28,23 @@ def web_without_broker():
         port = s.getsockname()[1]
     env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "CELERY_BROKER_URL": "redis://127.0.0.1:9/0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "hub.wsgi", "--bind", f"127.0.0.1:{port}", "--threads", "4", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "hub.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--threads",
+            "4",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -45,7 +61,10 @@ def web_without_broker():
 def test_sync_request_gets_a_clear_error_and_its_credits_back(customer, web_without_broker):
     user, raw, _ = customer
     response = httpx.post(
-        f"{web_without_broker}/api/v1/images/generations", json=BODY, headers={"Authorization": f"Bearer {raw}"}, timeout=60
+        f"{web_without_broker}/api/v1/images/generations",
+        json=BODY,
+        headers={"Authorization": f"Bearer {raw}"},
+        timeout=60,
     )
     assert response.status_code == 500
     error = response.json()["error"]

@@ -7,13 +7,16 @@ import pytest
 from billing.models import CreditAccount
 from generations.models import Generation
 from generations.services import generation_enqueue
-from tests.faults.conftest import assert_reconciled, wait_for_status
+from tests.faults.conftest import wait_for_status
+from tests.reconcile import assert_reconciled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 URL = "/api/v1/images/generations"
 
 
-def test_provider_hanging_past_the_deadline_is_failed_and_refunded(api, customer, openai_model, fake_openai, celery_worker, settings):
+def test_provider_hanging_past_the_deadline_is_failed_and_refunded(
+    api, customer, openai_model, fake_openai, celery_worker, settings
+):
     settings.GENERATION_TIMEOUT_SECONDS = 7  # the provider gets 7 - 5 s finalize margin = 2 s
     user, _, auth = customer
     fake_openai.plan("slow", seconds=15)
@@ -25,7 +28,9 @@ def test_provider_hanging_past_the_deadline_is_failed_and_refunded(api, customer
     assert_reconciled()
 
 
-def test_unreachable_provider_is_refunded_without_leaking_the_key(api, customer, openai_model, fake_openai, celery_worker):
+def test_unreachable_provider_is_refunded_without_leaking_the_key(
+    api, customer, openai_model, fake_openai, celery_worker
+):
     fake_openai.plan("500", times=None)  # every attempt fails
     body = {"model": "gpt-image-1", "prompt": "p", "size": "1024x1024", "quality": "low", "n": 2}
     response = api.post(URL, data=body, format="json", **customer[2])

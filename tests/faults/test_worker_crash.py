@@ -7,7 +7,8 @@ import pytest
 
 from billing.models import CreditAccount, LedgerEntry
 from generations.models import Generation
-from tests.faults.conftest import assert_reconciled, sweep_until, wait_for_status
+from tests.faults.conftest import sweep_until, wait_for_status
+from tests.reconcile import assert_reconciled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 URL = "/api/v1/images/generations"

@@ -28,8 +28,15 @@ def make_provider(server, **kwargs):
 
 
 def make_request(*, n=1, size="64x48", quality="low", prompt="a red fox", timeout=10.0, references=()):
-    return ProviderRequest(model="gpt-image-1", prompt=prompt, size=size, quality=quality, n=n,
-                           deadline=time.monotonic() + timeout, references=list(references))
+    return ProviderRequest(
+        model="gpt-image-1",
+        prompt=prompt,
+        size=size,
+        quality=quality,
+        n=n,
+        deadline=time.monotonic() + timeout,
+        references=list(references),
+    )
 
 
 def png(width, height, color=(10, 200, 30)):
@@ -142,8 +149,9 @@ def test_connection_refused_gives_up():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again below: nothing listens there
-    provider = OpenAIImagesProvider(api_key=API_KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=2,
-                                    backoff_base=0.01)
+    provider = OpenAIImagesProvider(
+        api_key=API_KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, backoff_base=0.01
+    )
 
     with pytest.raises(ProviderError) as info:
         provider.generate(make_request())

@@ -11,8 +11,8 @@ from django.core.files.storage import default_storage
 from django.test import override_settings
 from moto.server import ThreadedMotoServer
 
-from workers import storage as helpers
-from workers.storage_backends import HubS3Storage
+from hub import storage as helpers
+from hub.storage_backends import HubS3Storage
 
 KEYS = {"access_key": "testing-key", "secret_key": "testing-secret"}
 PNG = b"\x89PNG\r\n\x1a\n" + b"fake image bytes"
@@ -75,9 +75,7 @@ def http_get(url):
         return resp.read()
 
 
-@pytest.mark.parametrize(
-    "ext, content_type", [("png", "image/png"), ("jpg", "image/jpeg"), ("webp", "image/webp")]
-)
+@pytest.mark.parametrize("ext, content_type", [("png", "image/png"), ("jpg", "image/jpeg"), ("webp", "image/webp")])
 def test_save_sets_image_type_and_no_checksum_headers(endpoint, bucket, s3, ext, content_type):
     storage = HubS3Storage(**options(endpoint, bucket))
     sent = []
@@ -149,9 +147,7 @@ def test_saving_same_key_twice_overwrites(endpoint, bucket, s3):
 
 
 def test_custom_domain_url_is_unsigned(endpoint, bucket):
-    storage = HubS3Storage(
-        **options(endpoint, bucket, custom_domain="cdn.example.com", querystring_auth=False)
-    )
+    storage = HubS3Storage(**options(endpoint, bucket, custom_domain="cdn.example.com", querystring_auth=False))
 
     url = storage.url("generations/1/gen_x/0.png")
 
@@ -166,15 +162,13 @@ def test_objects_and_bucket_are_private(endpoint, bucket, s3):
 
     for acl in (s3.get_object_acl(Bucket=bucket, Key=key), s3.get_bucket_acl(Bucket=bucket)):
         owner_id = acl["Owner"]["ID"]
-        assert [(g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"]] == [
-            (owner_id, "FULL_CONTROL")
-        ]
+        assert [(g["Grantee"].get("ID"), g["Permission"]) for g in acl["Grants"]] == [(owner_id, "FULL_CONTROL")]
 
 
 def test_workers_storage_helpers_use_s3_backend(endpoint, bucket, s3):
     stores = {
         "default": {
-            "BACKEND": "workers.storage_backends.HubS3Storage",
+            "BACKEND": "hub.storage_backends.HubS3Storage",
             "OPTIONS": options(endpoint, bucket),
         },
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

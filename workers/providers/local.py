@@ -25,7 +25,9 @@ class LocalProvider:
         if "sleep" in directives:
             self._sleep(float(directives["sleep"].group(3)), request.deadline)
         if "fail" in directives:
-            raise ProviderError("The image provider failed to generate the image", permanent=False, detail="[fail] directive")
+            raise ProviderError(
+                "The image provider failed to generate the image", permanent=False, detail="[fail] directive"
+            )
         count = request.n
         if "partial" in directives:
             count = min(count, int(directives["partial"].group(2)))

@@ -45,8 +45,14 @@ class _Failure:
 
 
 class OpenAIImagesProvider:
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None, max_retries: int = 4,
-                 backoff_base: float = 0.5):
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 4,
+        backoff_base: float = 0.5,
+    ):
         # None lets the SDK read OPENAI_API_KEY / OPENAI_BASE_URL. The SDK's own retries are off:
         # ours respect the request deadline and are the only ones that happen.
         try:
@@ -62,27 +68,43 @@ class OpenAIImagesProvider:
         for attempt in range(1, attempts + 1):
             remaining = request.deadline - time.monotonic()
             if remaining <= 0:
-                raise self._error(MSG_TIMED_OUT, False, f"deadline passed after {attempt - 1} attempt(s); "
-                                                        f"last: {last.detail}")
-            log.info("openai images: attempt %d/%d %s model=%s n=%d references=%d timeout=%.1fs", attempt,
-                     attempts, "edit" if request.references else "generate", request.model, request.n,
-                     len(request.references), remaining)
+                raise self._error(
+                    MSG_TIMED_OUT, False, f"deadline passed after {attempt - 1} attempt(s); last: {last.detail}"
+                )
+            log.info(
+                "openai images: attempt %d/%d %s model=%s n=%d references=%d timeout=%.1fs",
+                attempt,
+                attempts,
+                "edit" if request.references else "generate",
+                request.model,
+                request.n,
+                len(request.references),
+                remaining,
+            )
             outcome = self._attempt(request, remaining)
             if not isinstance(outcome, _Failure):
                 return outcome
             if not outcome.retryable:
-                log.warning("openai images: attempt %d failed, not retrying: %s", attempt,
-                            self._redact(outcome.detail))
+                log.warning("openai images: attempt %d failed, not retrying: %s", attempt, self._redact(outcome.detail))
                 raise self._error(outcome.message, outcome.permanent, outcome.detail)
             last = outcome
             if attempt == attempts:
                 break
             delay = outcome.retry_after if outcome.retry_after is not None else self._backoff(attempt)
             if time.monotonic() + delay >= request.deadline:
-                raise self._error(outcome.message, False, f"no time left to retry after {attempt} attempt(s) "
-                                                          f"(next delay {delay:.2f}s); last: {outcome.detail}")
-            log.warning("openai images: attempt %d/%d failed (%s), retrying in %.2fs", attempt, attempts,
-                        self._redact(outcome.detail), delay)
+                raise self._error(
+                    outcome.message,
+                    False,
+                    f"no time left to retry after {attempt} attempt(s) "
+                    f"(next delay {delay:.2f}s); last: {outcome.detail}",
+                )
+            log.warning(
+                "openai images: attempt %d/%d failed (%s), retrying in %.2fs",
+                attempt,
+                attempts,
+                self._redact(outcome.detail),
+                delay,
+            )
             time.sleep(delay)
         raise self._error(last.message, False, f"gave up after {attempts} attempts; last: {last.detail}")
 
@@ -105,8 +127,14 @@ class OpenAIImagesProvider:
 
     def _call(self, request: ProviderRequest, timeout: float) -> object:
         # No response_format: gpt-image models reject it and always answer with b64_json.
-        params = dict(model=request.model, prompt=request.prompt, size=request.size, quality=request.quality,
-                      n=request.n, timeout=timeout)
+        params = dict(
+            model=request.model,
+            prompt=request.prompt,
+            size=request.size,
+            quality=request.quality,
+            n=request.n,
+            timeout=timeout,
+        )
         if not request.references:
             return self._client.images.generate(**params)
         images = [(f"reference-{i}.png", data, "image/png") for i, data in enumerate(request.references)]
@@ -130,9 +158,10 @@ class OpenAIImagesProvider:
             else:
                 raise self._error(MSG_MALFORMED, False, f"data[{i}] has neither b64_json nor url")
         if len(images) > request.n:
-            log.warning("openai images: provider returned %d images for n=%d, keeping %d", len(images),
-                        request.n, request.n)
-            images = images[:request.n]
+            log.warning(
+                "openai images: provider returned %d images for n=%d, keeping %d", len(images), request.n, request.n
+            )
+            images = images[: request.n]
         log.info("openai images: received %d/%d image(s)", len(images), request.n)
         return images
 
@@ -164,8 +193,10 @@ class OpenAIImagesProvider:
 
     def _status_failure(self, exc: openai.APIStatusError) -> _Failure:
         status = exc.status_code
-        where = f"HTTP {status} type={_error_field(exc, 'type')} code={_error_field(exc, 'code')} " \
-                f"request_id={exc.request_id}"
+        where = (
+            f"HTTP {status} type={_error_field(exc, 'type')} code={_error_field(exc, 'code')} "
+            f"request_id={exc.request_id}"
+        )
         if status in (401, 403):
             # Our credentials or account, not the user's request. The message may quote the key.
             return _Failure(MSG_AUTH, where)

@@ -1,6 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from accounts.services import user_create
 from billing.services import account_get_or_create
 from hub.local_secrets import local_password
 
@@ -15,11 +16,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, email, **options):
         User = get_user_model()
-        user = User.objects.filter(username=email).first() or User.objects.create_user(username=email, email=email)
+        user = User.objects.filter(username=email).first() or user_create(email=email, is_staff=True)
         if not (user.is_staff and user.is_superuser and user.is_active):
             user.is_staff = user.is_superuser = user.is_active = True
             user.save(update_fields=["is_staff", "is_superuser", "is_active"])
         account_get_or_create(user=user)
         password = local_password(user, name="admin_password")
         self.stdout.write(f"Admin login: {email} / {password}")
-

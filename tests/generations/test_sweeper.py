@@ -8,18 +8,16 @@ from django.utils import timezone
 
 from billing.models import CreditAccount, LedgerEntry
 from generations.models import Generation
-from generations.services import StoredImage, generation_claim, generation_create, generation_finalize
+from generations.services import StoredImage, generation_claim, generation_finalize
 from generations.sweeper import generations_sweep
-from tests.factories import make_user
-from tests.faults.conftest import assert_reconciled
+from tests.factories import create_generation, make_user
+from tests.reconcile import assert_reconciled
 
 pytestmark = pytest.mark.django_db
 
 
 def _create(user, n=2):
-    return generation_create(
-        owner=user, api_key=None, model_id="gpt-image-2", prompt="p", size="1024x1024", quality="high", n=n, is_async=True, references=[]
-    )
+    return create_generation(user, n=n, quality="high", prompt="p")
 
 
 def test_overdue_running_generation_is_failed_and_refunded_once():
@@ -76,7 +74,9 @@ def test_sweeper_expires_due_credit_grants():
     from billing.services import account_get_or_create, credits_grant
 
     user = make_user(credits=10)
-    grant = credits_grant(account=account_get_or_create(user=user), amount=5, expires_at=timezone.now() + timedelta(days=1))
+    grant = credits_grant(
+        account=account_get_or_create(user=user), amount=5, expires_at=timezone.now() + timedelta(days=1)
+    )
     CreditGrant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert generations_sweep().expired_credits == 5
     assert CreditAccount.objects.get(user=user).balance == 10

@@ -1,6 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from accounts.services import user_create
 from apikeys.services import api_key_create
 from billing.models import AccountType, GrantSource
 from billing.services import account_get_or_create, account_set_type, credits_grant
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         User = get_user_model()
         user = User.objects.filter(email=DEMO_EMAIL).first()
         if user is None:
-            user = User.objects.create_user(username=DEMO_EMAIL, email=DEMO_EMAIL)
+            user = user_create(email=DEMO_EMAIL)
         account = account_get_or_create(user=user)
         account_set_type(account=account, account_type=AccountType.PRO)
         if account.balance < DEMO_CREDITS // 10:
@@ -27,4 +28,3 @@ class Command(BaseCommand):
         account.refresh_from_db()
         self.stdout.write(f"Demo account {DEMO_EMAIL} (password {password}) has {account.balance} credits.")
         self.stdout.write(f"Fresh API key (shown once): {raw}")
-

@@ -6,7 +6,7 @@ import time
 import pytest
 from django.conf import settings
 
-from workers import notify
+from hub import completion
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="pub/sub needs Redis; embedded default polls")
 
@@ -23,11 +23,11 @@ def test_waiter_is_woken_by_the_published_completion():
     def finish_later():
         time.sleep(0.5)
         done.set()
-        notify.publish_done("gen_wakeup")
+        completion.publish_done("gen_wakeup")
 
     threading.Thread(target=finish_later).start()
     started = time.monotonic()
-    assert notify.wait_done("gen_wakeup", timeout=30, is_finished=is_finished)
+    assert completion.wait_done("gen_wakeup", timeout=30, is_finished=is_finished)
     elapsed = time.monotonic() - started
     assert elapsed < 2  # woken by the message, long before the 5 s safety re-check
     assert len(checks) == 2  # one read before waiting, one after the message: no poll loop
@@ -35,5 +35,5 @@ def test_waiter_is_woken_by_the_published_completion():
 
 def test_wait_times_out_when_nothing_finishes():
     started = time.monotonic()
-    assert not notify.wait_done("gen_never", timeout=0.6, is_finished=lambda: False)
+    assert not completion.wait_done("gen_never", timeout=0.6, is_finished=lambda: False)
     assert 0.5 < time.monotonic() - started < 3

@@ -2,6 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from accounts.services import user_create
 from billing.models import AccountType, GrantSource
 from billing.services import account_get_or_create, account_set_type, credits_grant
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         user = User.objects.filter(email__iexact=email).first()
         created = user is None
         if created:
-            user = User.objects.create_user(username=email.lower(), email=email.lower(), password=password)
+            user = user_create(email=email, password=password)
         elif password:
             user.set_password(password)
             user.save(update_fields=["password"])

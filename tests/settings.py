@@ -1,0 +1,8 @@
+"""Test settings: the production settings, with a fast password hasher.
+
+PBKDF2 costs ~0.3 s of CPU per password by design; tests create hundreds of users.
+"""
+
+from hub.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
