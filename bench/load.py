@@ -37,7 +37,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", default="http://127.0.0.1:8000")
     parser.add_argument("--key", default="")
-    parser.add_argument("--scenario", default="credits", choices=["models", "credits", "generate-async", "generate-sync"])
+    parser.add_argument(
+        "--scenario", default="credits", choices=["models", "credits", "generate-async", "generate-sync"]
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--prompt", default="bench", help="e.g. 'bench [sleep:2]' for a slow provider")
@@ -78,7 +80,9 @@ def main() -> int:
     print(f"command: {' '.join(sys.argv)}")
     print(f"{args.scenario}: {len(latencies)} requests, concurrency {args.concurrency}, {wall:.2f} s wall")
     print(f"throughput: {len(latencies) / wall:.1f} req/s; statuses: {dict(statuses)}")
-    print(f"latency ms: p50 {q[49] * 1000:.1f}  p90 {q[89] * 1000:.1f}  p99 {q[98] * 1000:.1f}  max {latencies[-1] * 1000:.1f}")
+    print(
+        f"latency ms: p50 {q[49] * 1000:.1f}  p90 {q[89] * 1000:.1f}  p99 {q[98] * 1000:.1f}  max {latencies[-1] * 1000:.1f}"
+    )
     return 0 if set(statuses) <= {200, 202} else 1
 
 
