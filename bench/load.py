@@ -81,7 +81,8 @@ def main() -> int:
     print(f"{args.scenario}: {len(latencies)} requests, concurrency {args.concurrency}, {wall:.2f} s wall")
     print(f"throughput: {len(latencies) / wall:.1f} req/s; statuses: {dict(statuses)}")
     print(
-        f"latency ms: p50 {q[49] * 1000:.1f}  p90 {q[89] * 1000:.1f}  p99 {q[98] * 1000:.1f}  max {latencies[-1] * 1000:.1f}"
+        f"latency ms: p50 {q[49] * 1000:.1f}  p90 {q[89] * 1000:.1f}  p99 {q[98] * 1000:.1f}"
+        f"  max {latencies[-1] * 1000:.1f}"
     )
     return 0 if set(statuses) <= {200, 202} else 1
 
