@@ -19,11 +19,12 @@ More keys:    .venv/bin/python manage.py hub_createkey demo@example.com
 Stop:         Ctrl-C
 EOT
 
-.venv/bin/celery -A hub worker --beat --pool threads --concurrency "${CELERY_WORKER_CONCURRENCY:-8}" \
-    --queues "${HUB_GENERATIONS_QUEUE:-generations},${HUB_HOUSEKEEPING_QUEUE:-housekeeping}" --loglevel INFO \
-    --schedule "${HUB_VAR_DIR:-var}/celerybeat-schedule" &
+# The production processes (deploy/bin): one worker on both queues, the scheduler, the web.
+HUB_WORKER_QUEUES="${HUB_GENERATIONS_QUEUE:-generations},${HUB_HOUSEKEEPING_QUEUE:-housekeeping}" \
+    CELERY_WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-100}" deploy/bin/worker &
 worker=$!
-trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
+deploy/bin/beat &
+beat=$!
+trap 'kill -TERM $worker $beat 2>/dev/null; wait $worker $beat 2>/dev/null' EXIT INT TERM
 
-.venv/bin/gunicorn hub.wsgi --bind "127.0.0.1:${PORT}" --workers "${WEB_CONCURRENCY:-2}" --worker-class gthread --threads 32 \
-    --timeout 0 --access-logfile - --graceful-timeout 10
+HUB_BIND="127.0.0.1:${PORT}" WEB_GRACEFUL_TIMEOUT=10 deploy/bin/web

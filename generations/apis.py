@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from billing.apis import CreditsOutput
 from billing.selectors import CreditsSummary, account_for_user, credits_summary
 from generations.catalog import aspect_ratios, enabled_models, model_get_enabled, reference_count_check
-from generations.models import Generation, GenerationStatus, ImageModel
+from generations.models import FINISHED, Generation, GenerationStatus, ImageModel
 from generations.references import reference_images_read
 from generations.selectors import generation_get_for_owner
 from generations.services import generation_create, generation_wait
@@ -183,6 +183,8 @@ class GenerationCreateApi(APIView):
         if params["is_async"]:
             return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
         generation = generation_wait(generation=generation)
+        if generation.status not in FINISHED:  # the wait itself failed: hand over the poll_url
+            return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
         if generation.status == GenerationStatus.FAILED:
             raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
         balance = credits_summary(account=account_for_user(user_id=generation.owner_id))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -129,7 +129,8 @@ def generation_enqueue(*, generation_id: str) -> bool:
                 message="The generation queue is unavailable right now; your credits were refunded. Please retry.",
             )
         return False
-    Generation.objects.filter(pk=generation_id, enqueued_at__isnull=True).update(enqueued_at=timezone.now())
+    # The last hand-over to the broker: the sweeper re-sends what stays queued long past it.
+    Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(enqueued_at=timezone.now())
     return True
 
 
@@ -156,14 +157,16 @@ def generation_claim(*, generation_id: str) -> Generation | None:
     return None
 
 
-def generation_lease_renew(*, generation_id: str, attempt: int) -> bool:
-    """Extend the running attempt's lease; False once the attempt no longer owns it."""
+def generation_leases_renew(*, attempts: dict[str, int]) -> int:
+    """Extend the leases of running attempts (generation id → attempt) in one UPDATE; the
+    number renewed. An attempt that no longer owns its generation is not renewed."""
+    if not attempts:
+        return 0
+    owned = Q()
+    for generation_id, attempt in attempts.items():
+        owned |= Q(pk=generation_id, attempts=attempt)
     until = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    return bool(
-        Generation.objects.filter(pk=generation_id, status=GenerationStatus.RUNNING, attempts=attempt).update(
-            lease_expires_at=until
-        )
-    )
+    return Generation.objects.filter(owned, status=GenerationStatus.RUNNING).update(lease_expires_at=until)
 
 
 def generation_requeue(*, generation_id: str, attempt: int) -> bool:
@@ -254,14 +257,51 @@ def _refund(generation: Generation, amount: int) -> None:
 
 
 def generation_wait(*, generation: Generation) -> Generation:
-    """Block until the generation finishes or its deadline passes (then fail and refund it)."""
+    """Wait until the generation finishes or its deadline passes (then fail and refund it).
+
+    The wait holds no database connection (it is given back before waiting and after each
+    read) and, under gevent, no thread. It never raises: the credits are already charged, so a
+    failure of the wait itself — notifications, database — must not answer 5xx (an SDK would
+    retry and pay again). The caller gets the generation as last read, possibly unfinished,
+    and answers 202 with its poll_url.
+    """
     until = generation.deadline_at + WAIT_GRACE
     remaining = (until - timezone.now()).total_seconds()
 
     def finished() -> bool:
-        return Generation.objects.filter(pk=generation.pk, status__in=FINISHED).exists()
+        try:
+            return Generation.objects.filter(pk=generation.pk, status__in=FINISHED).exists()
+        finally:
+            _release_connection()
 
-    if not completion.wait_done(generation.pk, timeout=remaining, is_finished=finished):
-        generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
-    generation.refresh_from_db()
+    try:
+        _release_connection()
+        done = completion.wait_done(
+            generation.pk, timeout=remaining, is_finished=finished, finished_among=_finished_among
+        )
+        if not done:
+            generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
+        generation.refresh_from_db()
+    except Exception:  # noqa: BLE001 — see above: charged work is answered, never a 5xx
+        logger.exception("generation %s: the wait failed; answering with the row as it is", generation.pk)
+        return _reread(generation)
     return generation
+
+
+def _reread(generation: Generation) -> Generation:
+    try:
+        generation.refresh_from_db()
+    except DatabaseError:
+        logger.warning("generation %s: could not re-read the row; answering 202", generation.pk)
+    return generation
+
+
+def _finished_among(generation_ids: list[str]) -> list[str]:
+    return list(Generation.objects.filter(pk__in=generation_ids, status__in=FINISHED).values_list("pk", flat=True))
+
+
+def _release_connection() -> None:
+    """Give this thread's database connection back (to the pool on PostgreSQL) before a long
+    wait — unless a caller's transaction is open on it (tests), which must not be cut."""
+    if not connection.in_atomic_block:
+        connection.close()

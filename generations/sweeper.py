@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.services import credits_expire_all_due
@@ -47,11 +48,12 @@ def generations_sweep() -> SweepReport:
         elif generation_requeue(generation_id=generation_id, attempt=attempts):
             report.requeued.append(generation_id)
 
-    # The outbox: charged and committed, but the broker never took the message.
-    unsent = unfinished.filter(
-        status=GenerationStatus.QUEUED, enqueued_at__isnull=True, created_at__lt=now - UNSENT_GRACE
-    )
-    for generation_id in unsent.values_list("pk", flat=True):
+    # The outbox: charged and committed, but the broker never took the message — or took it
+    # and it never led to a claim (a task that failed for good before claiming, a lost
+    # message). A duplicate is harmless: the claim lets one copy run.
+    unsent = Q(enqueued_at__isnull=True, created_at__lt=now - UNSENT_GRACE)
+    stale = Q(enqueued_at__lt=now - timedelta(seconds=settings.GENERATION_RESEND_AFTER_SECONDS))
+    for generation_id in unfinished.filter(unsent | stale, status=GenerationStatus.QUEUED).values_list("pk", flat=True):
         if generation_enqueue(generation_id=generation_id):
             report.sent.append(generation_id)
 

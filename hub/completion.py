@@ -1,31 +1,52 @@
 """'Generation <id> finished' notifications for waiting sync requests.
 
-With Redis the waiter subscribes to a pub/sub channel; on the embedded default (no Redis)
-it polls the database, the only place both processes share.
+A wait is an event, not a thread or a connection: each web process keeps ONE listener that
+wakes all of its local waiters —
+
+- with Redis, one pattern subscription (`hub:generation-done:*`) on one connection;
+- on the embedded default (no Redis), one poller that reads all waiting ids in one query per
+  `WAIT_POLL_INTERVAL_SECONDS` (the database is the only thing the processes share).
+
+The generation row stays the truth: a waiter registers before it reads the row, so a finish
+between the two is never missed, and re-reads it every RECHECK_SECONDS, so a lost message (a
+listener reconnecting) delays a waiter but cannot hang it. The listener is a thread, which under
+gevent (gunicorn's and Celery's gevent workers) is a greenlet.
 """
 
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable
-from functools import cache
+from collections.abc import Callable, Iterable
 
 import redis
 from django.conf import settings
+from django.db import connection
 
 logger = logging.getLogger(__name__)
 
-# A published message can be lost (subscriber reconnecting); re-reading the row this often
+# A published message can be lost (listener reconnecting); re-reading the row this often
 # bounds the damage without turning the wait into a database poll loop.
 RECHECK_SECONDS = 5.0
+CHANNEL_PREFIX = "hub:generation-done:"
+RECONNECT_SECONDS = 1.0
+
+FinishedAmong = Callable[[list[str]], Iterable[str]]
 
 
 def _channel(generation_id: str) -> str:
-    return f"hub:generation-done:{generation_id}"
+    return CHANNEL_PREFIX + generation_id
 
 
-@cache
+_publisher: tuple[int, redis.Redis] | None = None
+
+
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+    """One client per process (its connection pool is thread- and greenlet-safe)."""
+    global _publisher
+    if _publisher is None or _publisher[0] != os.getpid():
+        _publisher = (os.getpid(), redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30))
+    return _publisher[1]
 
 
 def publish_done(generation_id: str) -> None:
@@ -33,39 +54,115 @@ def publish_done(generation_id: str) -> None:
         return
     try:
         _redis().publish(_channel(generation_id), "done")
-    except redis.RedisError as exc:  # waiters fall back to re-reading the row
+    except (redis.RedisError, OSError) as exc:  # waiters fall back to re-reading the row
         logger.warning("could not publish completion of %s: %s", generation_id, exc)
 
 
-def wait_done(generation_id: str, *, timeout: float, is_finished: Callable[[], bool]) -> bool:
-    """True once `is_finished()` holds, False if `timeout` seconds pass first."""
+class _Waiters:
+    """The process's waiting requests by generation id, and the one thread that wakes them."""
+
+    def __init__(self, finished_among: FinishedAmong):
+        self._finished_among = finished_among
+        self._lock = threading.Lock()
+        self._events: dict[str, set[threading.Event]] = {}
+        target = self._listen if settings.REDIS_URL else self._poll
+        self._thread = threading.Thread(target=target, name="completion-listener", daemon=True)
+        self._thread.start()
+
+    def add(self, generation_id: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(generation_id, set()).add(event)
+        return event
+
+    def remove(self, generation_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._events.get(generation_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._events[generation_id]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def _wake(self, generation_id: str) -> None:
+        with self._lock:
+            events = list(self._events.get(generation_id, ()))
+        for event in events:
+            event.set()
+
+    def _listen(self) -> None:
+        while True:
+            pubsub = None
+            try:
+                client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30, client_name=listener_name())
+                pubsub = client.pubsub()
+                pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        self._wake(message["channel"].decode()[len(CHANNEL_PREFIX) :])
+            except Exception as exc:  # noqa: BLE001 — the listener must outlive any failure
+                logger.warning("completion listener: %s; reconnecting in %s s", exc, RECONNECT_SECONDS)
+            finally:
+                if pubsub is not None:
+                    pubsub.close()
+            time.sleep(RECONNECT_SECONDS)
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(settings.WAIT_POLL_INTERVAL_SECONDS)
+            with self._lock:
+                waiting = list(self._events)
+            if not waiting:
+                continue
+            try:
+                for generation_id in self._finished_among(waiting):
+                    self._wake(generation_id)
+            except Exception as exc:  # noqa: BLE001 — waiters still re-read their rows
+                logger.warning("completion poller: %s", exc)
+            finally:
+                connection.close()  # back to the pool (or closed): the poller holds nothing
+
+
+def listener_name() -> str:
+    """The listener's Redis client name (`CLIENT LIST` shows one per web process)."""
+    return f"hub-completion-{os.getpid()}"
+
+
+_waiters: tuple[int, _Waiters] | None = None
+_waiters_lock = threading.Lock()
+
+
+def waiters(finished_among: FinishedAmong) -> _Waiters:
+    """This process's waiters, with their listener started on first use (after any fork)."""
+    global _waiters
+    with _waiters_lock:
+        if _waiters is None or _waiters[0] != os.getpid():
+            _waiters = (os.getpid(), _Waiters(finished_among))
+        return _waiters[1]
+
+
+def wait_done(
+    generation_id: str, *, timeout: float, is_finished: Callable[[], bool], finished_among: FinishedAmong
+) -> bool:
+    """True once `is_finished()` holds, False if `timeout` seconds pass first.
+
+    `is_finished` reads the row; `finished_among(ids)` answers for many ids in one query (the
+    embedded default's poller). Neither is called while holding a lock.
+    """
     deadline = time.monotonic() + max(timeout, 0)
-    if not settings.REDIS_URL:
-        return _until(deadline, is_finished, _sleeping(settings.WAIT_POLL_INTERVAL_SECONDS))
-    pubsub = _redis().pubsub()
+    local = waiters(finished_among)
+    event = local.add(generation_id)  # before the first read: a finish after it wakes us
     try:
-        # Subscribe and see the confirmation before reading the row, so a finish between the
-        # read and the wait is never missed.
-        pubsub.subscribe(_channel(generation_id))
-        pubsub.get_message(timeout=min(RECHECK_SECONDS, max(timeout, 0.1)))
-        return _until(deadline, is_finished, lambda left: pubsub.get_message(timeout=min(left, RECHECK_SECONDS)))
-    except redis.RedisError as exc:
-        logger.warning("pub/sub unavailable while waiting for %s (%s); polling", generation_id, exc)
-        return _until(deadline, is_finished, _sleeping(1.0))
+        while True:
+            if is_finished():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            event.wait(min(left, RECHECK_SECONDS))
+            event.clear()
     finally:
-        pubsub.close()
-
-
-def _sleeping(interval: float) -> Callable[[float], None]:
-    return lambda left: time.sleep(min(interval, left))
-
-
-def _until(deadline: float, is_finished: Callable[[], bool], pause: Callable[[float], object]) -> bool:
-    """Check, then pause (at most the time left), until finished or past the deadline."""
-    while True:
-        if is_finished():
-            return True
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        pause(left)
+        local.remove(generation_id, event)

@@ -117,8 +117,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so worker processes started by the tests see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A bounded pool per process (psycopg_pool, through Django): a request or task borrows a
+    # connection only while it talks to the database and gives it back before it waits — on a
+    # provider call or a completion — so a thousand waits hold no connection, and the whole hub's
+    # connections are (processes × DATABASE_POOL_MAX_SIZE), whatever the concurrency.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # with a pool, "close" returns the connection to it
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        # Under a burst, requests queue here for a connection (a parked greenlet costs
+        # nothing); waiting longer than this is an outage, answered 500 before any charge.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+    }
     if env.str("HUB_TEST_DATABASE_NAME", default=""):  # set per run by deploy/test.sh
         DATABASES["default"]["TEST"] = {"NAME": env.str("HUB_TEST_DATABASE_NAME")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -208,6 +218,9 @@ GENERATION_LEASE_SECONDS = env.int("GENERATION_LEASE_SECONDS", default=30)
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # The sweeper fails unfinished generations this long after their deadline.
 GENERATION_DEADLINE_MARGIN_SECONDS = env.int("GENERATION_DEADLINE_MARGIN_SECONDS", default=30)
+# A queued generation not claimed this long after it was handed to the broker is sent again
+# by the sweeper (its task may have failed for good before claiming, or the message was lost).
+GENERATION_RESEND_AFTER_SECONDS = env.int("GENERATION_RESEND_AFTER_SECONDS", default=120)
 WAIT_POLL_INTERVAL_SECONDS = 0.2  # embedded default only; Redis deployments are notified
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -248,7 +261,9 @@ CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
 CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
 # The pool is chosen on the command line (`--pool threads`, see README): a worker_pool setting
 # would silently override an explicit `--pool prefork`.
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
+# Provider calls in flight per generation worker process (gevent pool: greenlets, not threads);
+# also the size of the provider HTTP client's connection pool.
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=500)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {

@@ -1,6 +1,8 @@
 """The S3 backend for generated images, for AWS and for S3-compatible servers."""
 
+import os
 import posixpath
+import threading
 
 from botocore.config import Config
 from storages.backends.s3 import S3Storage
@@ -25,6 +27,7 @@ class HubS3Storage(S3Storage):
 
     def __init__(self, **settings):
         super().__init__(**settings)
+        self._resources = {}  # (process, OS thread) → boto3 S3 resource
         if self.endpoint_url:
             # Recent botocore sends CRC checksums on every upload, which some S3-compatible
             # servers reject. Merged underneath so an explicit client_config still wins, and
@@ -33,6 +36,18 @@ class HubS3Storage(S3Storage):
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ).merge(self.client_config)
+
+    @property
+    def connection(self):
+        """One boto3 resource per OS thread, not per `threading.local` as django-storages
+        keeps it: under gevent that local is per greenlet, i.e. per request, and each new
+        resource costs ~100 ms of CPU (a boto3 session, its loaders and endpoint data).
+        Greenlets of one thread take turns only at I/O, which is as safe as one thread."""
+        key = (os.getpid(), threading.get_native_id())
+        resource = self._resources.get(key)
+        if resource is None:
+            resource = self._resources[key] = S3Storage.connection.fget(self)
+        return resource
 
     def _get_write_parameters(self, name, content=None):
         params = super()._get_write_parameters(name, content)

@@ -1,6 +1,7 @@
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,7 +103,8 @@ def database_url_for_subprocess() -> str:
 
 
 class WorkerProcess:
-    """A real `celery -A hub worker` process on the configured broker and the test database."""
+    """A real `celery -A hub worker` process on the configured broker and the test database
+    (gevent pool by default, as deploy/bin/worker runs it)."""
 
     def __init__(
         self,
@@ -110,7 +112,7 @@ class WorkerProcess:
         env_overrides: dict | None = None,
         name: str = "worker",
         concurrency: int = 8,
-        pool: str = "threads",
+        pool: str = "gevent",
         queues: str = "",
     ):
         self.log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -173,6 +175,67 @@ class WorkerProcess:
     def pool_children(self) -> list[int]:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebProcess:
+    """The production web server (`deploy/bin/web`: gunicorn, gevent workers) on a free
+    loopback port, on the test database."""
+
+    def __init__(self, *, env_overrides: dict | None = None, processes: int = 1):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(settings.VAR_DIR) / f"web-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_subprocess(),
+            "HUB_BIN": str(Path(sys.executable).parent),
+            "HUB_BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(processes),
+            **(env_overrides or {}),
+        }
+        self.proc = None
+
+    def start(self, timeout: float = 30) -> "WebProcess":
+        import httpx
+
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [str(ROOT / "deploy" / "bin" / "web"), "--log-level", "warning"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"web did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
 
 
 def purge_queues(*queues: str) -> None:

@@ -4,6 +4,7 @@ import io
 import logging
 import time
 
+from django.db import DatabaseError, connection
 from django.utils import timezone
 from PIL import Image
 
@@ -11,7 +12,7 @@ from generations import errors
 from generations.models import Generation
 from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
 from hub import storage
-from workers.lease import lease_heartbeat
+from workers.lease import lease_held
 from workers.providers import ProviderError, ProviderRequest, provider_for
 
 logger = logging.getLogger(__name__)
@@ -21,8 +22,16 @@ FINALIZE_MARGIN_SECONDS = 5
 STORED_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
 
+class ClaimUnavailable(Exception):
+    """The database could not be reached before the attempt was claimed: nothing was done,
+    so the task is retried (with backoff) rather than acknowledged as done."""
+
+
 def generation_run(generation_id: str) -> None:
-    generation = generation_claim(generation_id=generation_id)
+    try:
+        generation = generation_claim(generation_id=generation_id)
+    except DatabaseError as exc:
+        raise ClaimUnavailable(str(exc)) from exc
     if generation is None:
         logger.info("generation %s: not queued (finished or taken); nothing to do", generation_id)
         return
@@ -44,7 +53,8 @@ def generation_run(generation_id: str) -> None:
         deadline=time.monotonic() + seconds_left,
         references=[storage.object_read(ref.storage_key) for ref in generation.references.all()],
     )
-    with lease_heartbeat(generation_id=generation_id, attempt=attempt):
+    connection.close()  # back to the pool: the provider call may take minutes
+    with lease_held(generation_id=generation_id, attempt=attempt):
         try:
             outputs = provider_for(generation.model.backend).generate(request)
         except ProviderError as exc:

@@ -1,13 +1,25 @@
+import random
+
 from celery import shared_task
 
 from generations.services import RUN_TASK_NAME
 from generations.sweeper import generations_sweep
-from workers.runner import generation_run
+from workers.runner import ClaimUnavailable, generation_run
+
+# Retries of a task that could not reach the database before its claim: exponential backoff
+# capped at a minute, with jitter so a recovering database is not hit by every worker at once.
+# After ~15 minutes the deadline has passed and the sweeper has failed (and refunded) it.
+CLAIM_RETRY_CAP_SECONDS = 60
+CLAIM_MAX_RETRIES = 20
 
 
-@shared_task(name=RUN_TASK_NAME)
-def run_generation(generation_id: str) -> None:
-    generation_run(generation_id)
+@shared_task(name=RUN_TASK_NAME, bind=True, max_retries=CLAIM_MAX_RETRIES)
+def run_generation(self, generation_id: str) -> None:
+    try:
+        generation_run(generation_id)
+    except ClaimUnavailable as exc:
+        delay = min(2**self.request.retries, CLAIM_RETRY_CAP_SECONDS) * random.uniform(0.5, 1.0)
+        raise self.retry(exc=exc, countdown=delay) from exc
 
 
 @shared_task(name="hub.sweep")

@@ -1,39 +1,138 @@
-"""The sync wait is woken by a notification, not by polling the database."""
+"""Sync waits are woken by one listener per process — a Redis pattern subscription, or on the
+embedded default one poller reading all waiting ids per query — not by a connection or a
+database poll loop per waiter. And a failure of the wait never turns a charged request into a 5xx."""
 
 import threading
 import time
 
 import pytest
+import redis
 from django.conf import settings
+from django.test import override_settings
 
+from billing.models import CreditAccount
 from hub import completion
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="pub/sub needs Redis; embedded default polls")
 
 
+def _none_finished(ids):
+    return []
+
+
+class FinishLater:
+    """Marks generations finished after a delay and publishes it, as a worker would."""
+
+    def __init__(self):
+        self.done: set[str] = set()
+        self.reads = 0
+        self._lock = threading.Lock()
+
+    def is_finished_for(self, generation_id):
+        def is_finished():
+            with self._lock:
+                self.reads += 1
+                return generation_id in self.done
+
+        return is_finished
+
+    def finish(self, ids, *, after: float):
+        def run():
+            time.sleep(after)
+            with self._lock:
+                self.done.update(ids)
+            for generation_id in ids:
+                completion.publish_done(generation_id)
+
+        threading.Thread(target=run).start()
+
+
+def _wait_all(ids, finisher, *, finished_among=_none_finished, timeout=30):
+    results = {}
+
+    def wait(generation_id):
+        results[generation_id] = completion.wait_done(
+            generation_id,
+            timeout=timeout,
+            is_finished=finisher.is_finished_for(generation_id),
+            finished_among=finished_among,
+        )
+
+    threads = [threading.Thread(target=wait, args=(generation_id,)) for generation_id in ids]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
 @needs_redis
-def test_waiter_is_woken_by_the_published_completion():
-    checks = []
-    done = threading.Event()
-
-    def is_finished():
-        checks.append(time.monotonic())
-        return done.is_set()
-
-    def finish_later():
-        time.sleep(0.5)
-        done.set()
-        completion.publish_done("gen_wakeup")
-
-    threading.Thread(target=finish_later).start()
+def test_fifty_waiters_share_one_subscription_and_are_each_woken_by_their_message():
+    finisher = FinishLater()
+    ids = [f"gen_shared{i}" for i in range(50)]
     started = time.monotonic()
-    assert completion.wait_done("gen_wakeup", timeout=30, is_finished=is_finished)
-    elapsed = time.monotonic() - started
-    assert elapsed < 2  # woken by the message, long before the 5 s safety re-check
-    assert len(checks) == 2  # one read before waiting, one after the message: no poll loop
+    threads, results = _wait_all(ids, finisher)
+    finisher.finish(ids, after=0.5)
+    deadline = time.monotonic() + 0.4
+    while completion.waiters(_none_finished).count() < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert completion.waiters(_none_finished).count() == 50
+    connections = [
+        c for c in redis.Redis.from_url(settings.REDIS_URL).client_list() if c["name"] == completion.listener_name()
+    ]
+    for thread in threads:
+        thread.join()
+    assert results == dict.fromkeys(ids, True)
+    assert time.monotonic() - started < 3  # woken by the messages, long before the 5 s re-check
+    assert finisher.reads == 100  # one read before waiting, one after the message: no poll loop
+    assert [c["psub"] for c in connections] == ["1"]  # one connection, one pattern subscription
+    assert [t.name for t in threading.enumerate()].count("completion-listener") == 1
+
+
+def test_the_embedded_poller_reads_all_waiting_ids_in_one_query(monkeypatch):
+    monkeypatch.setattr(completion, "_waiters", None)  # a fresh listener for the override below
+    finisher = FinishLater()
+    queries = []
+
+    def finished_among(ids):
+        queries.append(sorted(ids))
+        return [generation_id for generation_id in ids if generation_id in finisher.done]
+
+    ids = [f"gen_polled{i}" for i in range(20)]
+    with override_settings(REDIS_URL="", WAIT_POLL_INTERVAL_SECONDS=0.1):
+        started = time.monotonic()
+        threads, results = _wait_all(ids, finisher, finished_among=finished_among)
+        finisher.finish(ids, after=0.5)
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+    monkeypatch.setattr(completion, "_waiters", None)  # the next test gets its own again
+    assert results == dict.fromkeys(ids, True)
+    assert elapsed < 2
+    assert len(queries) <= elapsed / 0.1 + 1  # one query per interval, whatever the number of waiters
+    assert max(len(q) for q in queries) == 20
+    assert finisher.reads == 40  # each waiter: one read before waiting, one after its wake-up
 
 
 def test_wait_times_out_when_nothing_finishes():
     started = time.monotonic()
-    assert not completion.wait_done("gen_never", timeout=0.6, is_finished=lambda: False)
+    assert not completion.wait_done("gen_never", timeout=0.6, is_finished=lambda: False, finished_among=_none_finished)
     assert 0.5 < time.monotonic() - started < 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_wait_answers_202_with_poll_url_after_the_charge(api, customer, unconsumed_queue, monkeypatch):
+    """Seen under load: the notification client raised ValueError/OSError, which became a 500
+    after the charge — and an SDK retries a 500, paying again."""
+    user, _, auth = customer
+
+    def broken(*args, **kwargs):
+        raise ValueError("I/O operation on closed file")
+
+    monkeypatch.setattr(completion, "waiters", broken)
+    body = {"model": "gpt-image-2", "prompt": "a fox", "size": "1024x1024", "quality": "low"}
+    response = api.post("/api/v1/images/generations", body, format="json", **auth)
+    assert response.status_code == 202
+    generation = response.json()
+    assert generation["status"] == "queued"
+    assert generation["poll_url"].endswith(f"/api/v1/generations/{generation['id']}")
+    assert CreditAccount.objects.get(user=user).balance == 120 - 2  # charged once, and kept
+    assert api.get(f"/api/v1/generations/{generation['id']}", **auth).json()["status"] == "queued"

@@ -28,7 +28,7 @@ def start_worker(fault_queue):
     """start_worker(pool=…, concurrency=…, **env) → a running WorkerProcess on the private queue."""
     started = []
 
-    def start(*, pool: str = "threads", concurrency: int = 4, **env) -> WorkerProcess:
+    def start(*, pool: str = "gevent", concurrency: int = 4, **env) -> WorkerProcess:
         worker = WorkerProcess(
             name="fault",
             pool=pool,

@@ -1,18 +1,12 @@
 """No charge without a job: a web process whose broker is unreachable."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 
 from billing.models import CreditAccount
 from generations import sweeper
 from generations.models import Generation
-from tests.conftest import ROOT, database_url_for_subprocess, die_with_parent
+from tests.conftest import WebProcess
 from tests.faults.conftest import wait_for_status
 from tests.reconcile import assert_reconciled
 
@@ -22,40 +16,10 @@ BODY = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "
 
 @pytest.fixture
 def web_without_broker():
-    """A real web process (gunicorn) whose Celery broker points at a closed port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "CELERY_BROKER_URL": "redis://127.0.0.1:9/0"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "hub.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--threads",
-            "4",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base
-    proc.terminate()
-    proc.wait(10)
+    """A real web process (deploy/bin/web) whose Celery broker points at a closed port."""
+    web = WebProcess(env_overrides={"CELERY_BROKER_URL": "redis://127.0.0.1:9/0"}).start()
+    yield web.base_url
+    web.stop()
 
 
 def test_sync_request_gets_a_clear_error_and_its_credits_back(customer, web_without_broker):

@@ -4,6 +4,7 @@ worker cannot finish (or refund) a generation a second time."""
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from billing.models import CreditAccount, LedgerEntry
@@ -80,3 +81,17 @@ def test_sweeper_expires_due_credit_grants():
     CreditGrant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert generations_sweep().expired_credits == 5
     assert CreditAccount.objects.get(user=user).balance == 10
+
+
+def test_a_generation_still_queued_long_after_it_was_sent_is_sent_again(unconsumed_queue):
+    """A task that failed for good before its claim, or a lost message, leaves the row queued
+    with `enqueued_at` set: the sweeper hands it to the broker again."""
+    user = make_user(credits=100)
+    stale, fresh = _create(user, n=1), _create(user, n=1)
+    long_ago = timezone.now() - timedelta(seconds=settings.GENERATION_RESEND_AFTER_SECONDS + 5)
+    Generation.objects.filter(pk=stale.id).update(enqueued_at=long_ago)
+    Generation.objects.filter(pk=fresh.id).update(enqueued_at=timezone.now())
+    report = generations_sweep()
+    assert report.sent == [stale.id]
+    assert Generation.objects.get(pk=stale.id).enqueued_at > long_ago
+    assert generations_sweep().sent == []  # sent again once, not on every sweep

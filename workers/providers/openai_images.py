@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import openai
+from django.conf import settings
 from openai.types import ImagesResponse
 
 from .base import ProviderError, ProviderRequest
@@ -44,6 +45,15 @@ class _Failure:
     retry_after: float | None = None
 
 
+def _shared_http_client() -> httpx.Client:
+    """One HTTP client for the process's provider calls (the adapter is cached per process),
+    with a keep-alive pool as large as the number of calls a worker keeps in flight: httpx's
+    default (100, 20 kept alive) would queue calls or reconnect for each one at concurrency 500.
+    Timeouts are set per call from the generation's deadline."""
+    size = settings.CELERY_WORKER_CONCURRENCY
+    return openai.DefaultHttpxClient(limits=httpx.Limits(max_connections=size, max_keepalive_connections=size))
+
+
 class OpenAIImagesProvider:
     def __init__(
         self,
@@ -56,7 +66,9 @@ class OpenAIImagesProvider:
         # None lets the SDK read OPENAI_API_KEY / OPENAI_BASE_URL. The SDK's own retries are off:
         # ours respect the request deadline and are the only ones that happen.
         try:
-            self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+            self._client = openai.OpenAI(
+                api_key=api_key, base_url=base_url, max_retries=0, http_client=_shared_http_client()
+            )
         except openai.OpenAIError as exc:  # e.g. no OPENAI_API_KEY; callers expect ProviderError
             raise ProviderError(MSG_NOT_CONFIGURED, permanent=False, detail=str(exc)) from None
         self._max_retries = max_retries
