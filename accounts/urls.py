@@ -52,4 +52,5 @@ urlpatterns = [
     path("credits/", views.credits, name="credits"),
     path("generations/", views.generations, name="generations"),
     path("generations/<str:generation_id>/", views.generation, name="generation"),
+    path("generations/<str:generation_id>/cancel/", views.generation_cancel, name="generation_cancel"),
 ]

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from accounts.forms import ApiKeyCreateForm, SignUpForm
 from accounts.quickstart import quickstart_commands
@@ -18,6 +19,7 @@ from apikeys.services import api_key_create, api_key_revoke
 from billing.selectors import credits_summary, grants_for_account, ledger_for_account
 from billing.services import account_settle
 from generations.selectors import generation_get_for_owner, generations_for_owner
+from generations.services import generation_cancel as services_generation_cancel
 from hub.errors import NotFound
 from hub.public_url import base_url
 
@@ -108,3 +110,17 @@ def generations(request):
 def generation(request, generation_id: str):
     found = generation_get_for_owner(owner=request.user, generation_id=generation_id)
     return render(request, "accounts/generation.html", {"generation": found})
+
+
+@require_POST
+@login_required
+@owned
+def generation_cancel(request, generation_id: str):
+    canceled = services_generation_cancel(owner=request.user, generation_id=generation_id)
+    if canceled.status == "canceled":
+        messages.success(
+            request, f"Generation {canceled.id} is canceled; {canceled.credits_refunded} credits were refunded."
+        )
+    else:
+        messages.info(request, f"Generation {canceled.id} had already finished ({canceled.status}).")
+    return redirect("accounts:generation", generation_id=canceled.id)

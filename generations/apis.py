@@ -5,6 +5,9 @@ The shapes are small plain classes rather than DRF serializers: JSON must keep i
 (`"n": "2"` is refused) while multipart fields arrive as strings, which DRF's fields blur.
 """
 
+import base64
+import re
+
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,9 +19,9 @@ from generations.catalog import aspect_ratios, enabled_models, model_get_enabled
 from generations.models import FINISHED, Generation, GenerationStatus, ImageModel
 from generations.references import reference_images_read
 from generations.selectors import generation_get_for_owner
-from generations.services import generation_create, generation_wait
+from generations.services import generation_cancel, generation_create, generation_wait
 from hub import storage
-from hub.errors import GenerationFailed, InvalidRequest
+from hub.errors import GenerationCanceled, GenerationFailed, InvalidRequest, NotFound
 from hub.public_url import base_url
 from hub.timefmt import iso_z
 
@@ -31,7 +34,12 @@ class GenerationOutput:
 
     @staticmethod
     def data(
-        generation: Generation, *, root: str, poll_url: bool = False, balance: CreditsSummary | None = None
+        generation: Generation,
+        *,
+        root: str,
+        poll_url: bool = False,
+        balance: CreditsSummary | None = None,
+        b64_json: bool = False,
     ) -> dict:
         images = [
             {
@@ -62,6 +70,9 @@ class GenerationOutput:
             "created": int(generation.created_at.timestamp()),
             "data": [{"url": image["url"]} for image in images],
         }
+        if b64_json:  # OpenAI's response_format="b64_json": the image bytes, read from storage
+            keys = [image.storage_key for image in generation.images.all()]
+            body["data"] = [{"b64_json": base64.b64encode(storage.object_read(key)).decode()} for key in keys]
         if poll_url:
             body["poll_url"] = f"{root}/api/v1/generations/{generation.id}"
         if balance is not None:
@@ -97,9 +108,12 @@ class GenerationCreateApi(APIView):
     class InputSerializer:
         """Strict parsing of the request; JSON keeps its types, multipart fields are strings.
 
-        Unknown fields are ignored (OpenAI clients send extras such as `response_format`).
-        Reference uploads are counted against the model's limit before any is decoded.
+        Unknown fields are ignored (OpenAI clients send extras such as `user`). Reference
+        uploads are counted against the model's limit before any is decoded.
         """
+
+        FILE_FIELDS: tuple[str, ...] = ("reference_image",)
+        IMAGE_REQUIRED = False
 
         def __init__(self, request: Request):
             self.is_multipart = request.content_type.startswith("multipart/")
@@ -109,8 +123,16 @@ class GenerationCreateApi(APIView):
         def validated(self) -> dict:
             if not hasattr(self.data, "get"):
                 raise InvalidRequest("The request body must be a JSON object")
-            if not self.is_multipart and "reference_image" in self.data:
-                raise InvalidRequest("reference_image is only accepted in multipart/form-data requests")
+            for name in self.FILE_FIELDS:
+                if not self.is_multipart and name in self.data:
+                    raise InvalidRequest(f"{name} is only accepted in multipart/form-data requests", param=name)
+            if "mask" in self.data or (self.files and "mask" in self.files):
+                raise InvalidRequest("mask is not supported: the whole image is edited", param="mask")
+            if self._optional_bool("stream"):
+                raise InvalidRequest(
+                    "stream is not supported: omit it for a sync answer, or send async=true and poll poll_url",
+                    param="stream",
+                )
             params = {
                 "model_id": self._string("model", required=True),
                 "prompt": self._prompt(),
@@ -120,40 +142,50 @@ class GenerationCreateApi(APIView):
                 "is_async": self._bool("async"),
             }
             files = self._reference_files()
+            if self.IMAGE_REQUIRED and not files:
+                raise InvalidRequest("At least one image is required (multipart field 'image')", param="image")
             reference_count_check(model_get_enabled(params["model_id"]), len(files))
             return {**params, "references": reference_images_read(files)}
+
+        def response_format(self) -> str:
+            value = self.data.get("response_format") or "url"
+            if value not in ("url", "b64_json"):
+                raise InvalidRequest("response_format must be 'url' or 'b64_json'", param="response_format")
+            return value
 
         def _reference_files(self) -> list:
             if not self.is_multipart:
                 return []
-            files = self.files.getlist("reference_image")
-            if len(self.data.getlist("reference_image")) != len(files):
-                raise InvalidRequest("reference_image must be a file upload (curl: -F 'reference_image=@./file.png')")
-            unknown = set(self.files) - {"reference_image"}
+            files = [file for name in self.FILE_FIELDS for file in self.files.getlist(name)]
+            texts = sum(len(self.data.getlist(name)) for name in self.FILE_FIELDS)
+            if texts != len(files):
+                name = self.FILE_FIELDS[0]
+                raise InvalidRequest(f"{name} must be a file upload (curl: -F '{name}=@./file.png')", param=name)
+            unknown = set(self.files) - set(self.FILE_FIELDS)
             if unknown:
-                raise InvalidRequest(f"Unexpected file field(s): {', '.join(sorted(unknown))}")
+                raise InvalidRequest(f"Unexpected file field(s): {', '.join(sorted(unknown))}", param=min(unknown))
             return files
 
         def _string(self, name: str, *, required: bool = False, default: str = "") -> str:
             value = self.data.get(name)
             if value is None:
                 if required:
-                    raise InvalidRequest(f"'{name}' is required")
+                    raise InvalidRequest(f"'{name}' is required", param=name)
                 return default
             if not isinstance(value, str):
-                raise InvalidRequest(f"'{name}' must be a string")
+                raise InvalidRequest(f"'{name}' must be a string", param=name)
             return value.strip()
 
         def _prompt(self) -> str:
             prompt = self.data.get("prompt")
             if prompt is None:
-                raise InvalidRequest("'prompt' is required")
+                raise InvalidRequest("'prompt' is required", param="prompt")
             if not isinstance(prompt, str):
-                raise InvalidRequest("'prompt' must be a string")
+                raise InvalidRequest("'prompt' must be a string", param="prompt")
             if not prompt.strip():
-                raise InvalidRequest("'prompt' must not be empty")
+                raise InvalidRequest("'prompt' must not be empty", param="prompt")
             if len(prompt) > PROMPT_MAX_LENGTH:
-                raise InvalidRequest(f"'prompt' is longer than {PROMPT_MAX_LENGTH} characters")
+                raise InvalidRequest(f"'prompt' is longer than {PROMPT_MAX_LENGTH} characters", param="prompt")
             return prompt
 
         def _n(self) -> int:
@@ -161,9 +193,9 @@ class GenerationCreateApi(APIView):
             if self.is_multipart and isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidRequest("'n' must be an integer between 1 and 4")
+                raise InvalidRequest("'n' must be an integer between 1 and 4", param="n")
             if not 1 <= value <= 4:
-                raise InvalidRequest("'n' must be between 1 and 4")
+                raise InvalidRequest("'n' must be between 1 and 4", param="n")
             return value
 
         def _bool(self, name: str) -> bool:
@@ -172,23 +204,85 @@ class GenerationCreateApi(APIView):
                 return value
             if self.is_multipart and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
                 return value.strip().lower() in _TRUE
-            raise InvalidRequest(f"'{name}' must be a boolean")
+            raise InvalidRequest(f"'{name}' must be a boolean", param=name)
+
+        def _optional_bool(self, name: str) -> bool:
+            return name in self.data and self._bool(name)
 
     OutputSerializer = GenerationOutput
 
     def post(self, request: Request) -> Response:
-        params = self.InputSerializer(request).validated()
-        generation = generation_create(owner=request.user, api_key=request.auth, **params)
+        shape = self.InputSerializer(request)
+        params, response_format = shape.validated(), shape.response_format()
+        generation = generation_create(
+            owner=request.user, api_key=request.auth, idempotency_key=_idempotency_key(request), **params
+        )
         root = base_url(request)
         if params["is_async"]:
             return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
-        generation = generation_wait(generation=generation)
-        if generation.status not in FINISHED:  # the wait itself failed: hand over the poll_url
-            return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
+        max_wait = _preferred_wait(request)
+        generation = generation_wait(generation=generation, max_wait=max_wait)
+        headers = {"Preference-Applied": f"wait={max_wait:g}"} if max_wait is not None else None
+        if generation.status not in FINISHED:  # Prefer: wait ran out, or the wait itself failed
+            body = self.OutputSerializer.data(generation, root=root, poll_url=True)
+            return Response(body, status=202, headers=headers)
         if generation.status == GenerationStatus.FAILED:
             raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
+        if generation.status == GenerationStatus.CANCELED:
+            raise GenerationCanceled(generation_id=generation.id)
         balance = credits_summary(account=account_for_user(user_id=generation.owner_id))
-        return Response(self.OutputSerializer.data(generation, root=root, balance=balance))
+        body = self.OutputSerializer.data(
+            generation, root=root, balance=balance, b64_json=response_format == "b64_json"
+        )
+        return Response(body, headers=headers)
+
+
+class ImageEditApi(GenerationCreateApi):
+    """`POST /images/edits`, the OpenAI SDK's `images.edit(image=[…], prompt=…)`: the same
+    generation as `reference_image` uploads, with the SDK's field names."""
+
+    class InputSerializer(GenerationCreateApi.InputSerializer):
+        FILE_FIELDS = ("image", "image[]")
+        IMAGE_REQUIRED = True
+
+
+_PREFER_WAIT = re.compile(r"(?:^|[;,])\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*(?:$|[;,])")
+
+
+def _preferred_wait(request: Request) -> float | None:
+    """`Prefer: wait=N` (RFC 7240, Replicate's convention): wait at most N seconds."""
+    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return float(match.group(1)) if match else None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 printable characters", param="Idempotency-Key")
+    return key
+
+
+class GenerationCancelApi(APIView):
+    OutputSerializer = GenerationOutput
+
+    def post(self, request: Request, generation_id: str) -> Response:
+        generation = generation_cancel(owner=request.user, generation_id=generation_id)
+        generation = generation_get_for_owner(owner=request.user, generation_id=generation.id)
+        return Response(self.OutputSerializer.data(generation, root=base_url(request)))
+
+
+class ModelRetrieveApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    OutputSerializer = ModelListApi.OutputSerializer
+
+    def get(self, request: Request, model_id: str) -> Response:
+        model = enabled_models().filter(pk=model_id).first()
+        if model is None:
+            raise NotFound(f"Model '{model_id[:64]}' not found")
+        return Response(self.OutputSerializer.data(model))
 
 
 class GenerationRetrieveApi(APIView):

@@ -37,16 +37,19 @@ def aspect_ratios(model: ImageModel) -> list[str]:
 
 def model_get_enabled(model_id) -> ImageModel:
     if not isinstance(model_id, str) or not model_id:
-        raise InvalidRequest("'model' is required and must be a string")
+        raise InvalidRequest("'model' is required and must be a string", param="model")
     model = ImageModel.objects.filter(pk=model_id, enabled=True).first()
     if model is None:
-        raise InvalidRequest(f"Unknown model '{model_id[:64]}'")
+        raise InvalidRequest(f"Unknown model '{model_id[:64]}'", param="model")
     return model
 
 
 def reference_count_check(model: ImageModel, count: int) -> None:
     if count > model.reference_image_limit:
-        raise InvalidRequest(f"At most {model.reference_image_limit} reference images are allowed for {model.id}")
+        raise InvalidRequest(
+            f"At most {model.reference_image_limit} reference images are allowed for {model.id}",
+            param="reference_image",
+        )
 
 
 def price_per_image(model: ImageModel, *, quality: str, tier: str) -> int:
@@ -55,7 +58,7 @@ def price_per_image(model: ImageModel, *, quality: str, tier: str) -> int:
     except (KeyError, TypeError, ValueError):
         price = 0
     if price <= 0:
-        raise InvalidRequest(f"Quality '{quality}' at {tier} is not available for {model.id}")
+        raise InvalidRequest(f"Quality '{quality}' at {tier} is not available for {model.id}", param="quality")
     return price
 
 

@@ -9,6 +9,7 @@ TIMEOUT = "timeout"
 QUEUE_UNAVAILABLE = "queue_unavailable"
 WORKER_LOST = "worker_lost"
 NO_VALID_IMAGES = "no_valid_images"
+CANCELED = "canceled"  # canceled by its owner; refunded in full
 PARTIAL_RESULT = "partial_result"  # succeeded with fewer images than asked; the rest refunded
 
 

@@ -36,9 +36,10 @@ class GenerationStatus(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
-FINISHED = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED)
+FINISHED = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELED)
 
 
 def _generation_id() -> str:
@@ -123,3 +124,17 @@ class ReferenceImage(models.Model):
     class Meta:
         ordering = ["index"]
         constraints = [models.UniqueConstraint(fields=["generation", "index"], name="one_reference_per_index")]
+
+
+class IdempotencyKey(models.Model):
+    """An `Idempotency-Key` an account sent with a generation request: a retry with the same
+    key and the same request gets the same generation (charged once); keys live 24 h."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)  # SHA-256 of the parsed request and its references
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="one_idempotency_key_per_owner")]

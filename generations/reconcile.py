@@ -30,8 +30,8 @@ def reconcile() -> list[str]:
             problems.append(f"{generation_id}: refunded {refunded}, generation says {generation.credits_refunded}")
         if generation.status not in FINISHED and generation.deadline_at < overdue:
             problems.append(f"{generation_id}: charged but still {generation.status} past its deadline")
-        if generation.status == GenerationStatus.FAILED and refunded != charged:
-            problems.append(f"{generation_id}: failed but refunded {refunded} of {charged}")
+        if generation.status in (GenerationStatus.FAILED, GenerationStatus.CANCELED) and refunded != charged:
+            problems.append(f"{generation_id}: {generation.status} but refunded {refunded} of {charged}")
         if generation.status == GenerationStatus.SUCCEEDED:
             expected = (generation.n - generation.image_count) * generation.price_per_image
             if generation.image_count == 0 or refunded != expected:

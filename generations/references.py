@@ -28,13 +28,16 @@ def reference_images_read(files: list[UploadedFile]) -> list[bytes]:
 
 
 def _png_from_upload(position: int, file: UploadedFile) -> bytes:
-    label = f"reference_image {position}"
+    field = getattr(file, "field_name", None) or "reference_image"
+    label = f"{field} {position}"
     if not file.size:
-        raise InvalidRequest(f"{label} is empty")
+        raise InvalidRequest(f"{label} is empty", param=field)
     if file.size > settings.REFERENCE_IMAGE_MAX_BYTES:
         raise too_large(label)
-    invalid = InvalidRequest(f"{label} is not a valid PNG, JPEG or WebP image")
-    too_many_pixels = InvalidRequest(f"{label} is too large: more than {settings.REFERENCE_IMAGE_MAX_PIXELS} pixels")
+    invalid = InvalidRequest(f"{label} is not a valid PNG, JPEG or WebP image", param=field)
+    too_many_pixels = InvalidRequest(
+        f"{label} is too large: more than {settings.REFERENCE_IMAGE_MAX_PIXELS} pixels", param=field
+    )
     file.seek(0)
     try:
         with Image.open(file, formats=ACCEPTED_FORMATS) as image:

@@ -4,26 +4,30 @@ State changes are conditional updates on the generation row (queued → running 
 succeeded | failed), so a redelivered or duplicated task cannot finish a generation twice.
 """
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.services import account_get_or_create, credits_charge, credits_refund
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
-from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, ReferenceImage
+from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, IdempotencyKey, ReferenceImage
 from hub import completion, storage
-from hub.errors import InvalidRequest
+from hub.errors import IdempotencyConflict, InvalidRequest, NotFound
 from hub.ids import opaque_id
 
 logger = logging.getLogger(__name__)
 
 RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (workers.tasks)
+
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 
 # How long past its deadline a sync request still waits for the worker's own verdict.
 WAIT_GRACE = timedelta(seconds=10)
@@ -50,13 +54,30 @@ def generation_create(
     n: int,
     is_async: bool,
     references: list[bytes],
+    idempotency_key: str | None = None,
 ) -> Generation:
-    """Validate against the catalog, charge n × price and persist — all or nothing."""
+    """Validate against the catalog, charge n × price and persist — all or nothing.
+
+    With an `idempotency_key`, a repeat of the same request by the same account returns the
+    generation the first one made (charged once, finished or not); the same key with another
+    request raises IdempotencyConflict. Two concurrent requests with one key race on a unique
+    index before anything is charged: the loser rolls back and returns the winner's generation.
+    """
+    request_hash = ""
+    if idempotency_key is not None:
+        request_hash = _request_hash(model_id, prompt, size, quality, n, is_async, references)
+        replay = _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
+        if replay is not None:
+            return replay
     model = model_get_enabled(model_id)
     if size not in model.sizes:
-        raise InvalidRequest(f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}")
+        raise InvalidRequest(
+            f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}", param="size"
+        )
     if quality not in model.qualities:
-        raise InvalidRequest(f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}")
+        raise InvalidRequest(
+            f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}", param="quality"
+        )
     reference_count_check(model, len(references))
     shape = size_shape(size)
     price = price_per_image(model, quality=quality, tier=shape.tier)
@@ -91,17 +112,89 @@ def generation_create(
                 credits_requested=n * price,
                 deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
             )
+            if idempotency_key is not None:
+                _idempotency_key_claim(
+                    owner=owner, key=idempotency_key, request_hash=request_hash, generation=generation
+                )
             ReferenceImage.objects.bulk_create(
                 ReferenceImage(generation=generation, index=i, storage_key=key) for i, key in enumerate(reference_keys)
             )
             credits_charge(account=account, amount=n * price, generation_id=generation_id, memo=f"{n} × {model.id}")
             transaction.on_commit(lambda: generation_enqueue(generation_id=generation_id))
-    except Exception:
+    except Exception as exc:
         for key in reference_keys:
             storage.object_delete(key)
-        raise
+        if not isinstance(exc, _KeyTaken):
+            raise
+        return _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
     logger.info("generation %s created: %s credits charged, async=%s", generation_id, n * price, is_async)
     generation.refresh_from_db()
+    return generation
+
+
+class _KeyTaken(Exception):
+    """A concurrent request with the same Idempotency-Key committed first."""
+
+
+def _request_hash(*fields) -> str:
+    """SHA-256 of the parsed request — references by their own SHA-256."""
+    *params, references = fields
+    digest = hashlib.sha256(json.dumps(params, ensure_ascii=True).encode())
+    for data in references:
+        digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _idempotent_replay(*, owner, key: str, request_hash: str) -> Generation | None:
+    row = IdempotencyKey.objects.select_related("generation").filter(owner=owner, key=key).first()
+    if row is None:
+        return None
+    if row.created_at < timezone.now() - IDEMPOTENCY_KEY_TTL:
+        row.delete()  # expired: the key is free again
+        return None
+    if row.request_hash != request_hash:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was already used with a different request; use a new key for a new request",
+            param="Idempotency-Key",
+        )
+    logger.info("generation %s: replayed for Idempotency-Key", row.generation_id)
+    return row.generation
+
+
+def _idempotency_key_claim(*, owner, key: str, request_hash: str, generation: Generation) -> None:
+    try:
+        with transaction.atomic():  # a savepoint: the unique index decides who was first
+            IdempotencyKey.objects.create(owner=owner, key=key, request_hash=request_hash, generation=generation)
+    except IntegrityError:
+        raise _KeyTaken from None
+
+
+def idempotency_keys_expire() -> int:
+    """Forget keys older than IDEMPOTENCY_KEY_TTL (the sweeper's job)."""
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - IDEMPOTENCY_KEY_TTL).delete()
+    return deleted
+
+
+def generation_cancel(*, owner, generation_id: str) -> Generation:
+    """Stop an unfinished generation of `owner` and refund it in full (nothing was delivered).
+
+    Idempotent: a finished (or already canceled) generation is returned as it is. An attempt
+    still running finds the status changed and its finalize is ignored (the attempt fence).
+    """
+    with transaction.atomic():
+        generation = Generation.objects.select_for_update().filter(pk=generation_id, owner=owner).first()
+        if generation is None:
+            raise NotFound("Generation not found")
+        if generation.status in FINISHED:
+            return generation
+        generation.status = GenerationStatus.CANCELED
+        generation.error_code = errors.CANCELED
+        generation.error_message = "The generation was canceled; credits were refunded."
+        generation.finished_at = timezone.now()
+        _refund(generation, generation.credits_requested)
+        generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
+    _on_finished(generation_id)
+    logger.info("generation %s canceled", generation_id)
     return generation
 
 
@@ -256,8 +349,11 @@ def _refund(generation: Generation, amount: int) -> None:
     generation.credits_refunded = amount
 
 
-def generation_wait(*, generation: Generation) -> Generation:
+def generation_wait(*, generation: Generation, max_wait: float | None = None) -> Generation:
     """Wait until the generation finishes or its deadline passes (then fail and refund it).
+
+    `max_wait` (the client's `Prefer: wait=N`) ends the wait sooner without touching the
+    generation: it is returned unfinished, for a 202 with its poll_url.
 
     The wait holds no database connection (it is given back before waiting and after each
     read) and, under gevent, no thread. It never raises: the credits are already charged, so a
@@ -267,6 +363,7 @@ def generation_wait(*, generation: Generation) -> Generation:
     """
     until = generation.deadline_at + WAIT_GRACE
     remaining = (until - timezone.now()).total_seconds()
+    capped = max_wait is not None and max_wait < remaining
 
     def finished() -> bool:
         try:
@@ -277,9 +374,12 @@ def generation_wait(*, generation: Generation) -> Generation:
     try:
         _release_connection()
         done = completion.wait_done(
-            generation.pk, timeout=remaining, is_finished=finished, finished_among=_finished_among
+            generation.pk,
+            timeout=max_wait if capped else remaining,
+            is_finished=finished,
+            finished_among=_finished_among,
         )
-        if not done:
+        if not done and not capped:
             generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
         generation.refresh_from_db()
     except Exception:  # noqa: BLE001 — see above: charged work is answered, never a 5xx

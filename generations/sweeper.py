@@ -12,7 +12,7 @@ from django.utils import timezone
 from billing.services import credits_expire_all_due
 from generations import errors
 from generations.models import Generation, GenerationStatus
-from generations.services import generation_enqueue, generation_fail, generation_requeue
+from generations.services import generation_enqueue, generation_fail, generation_requeue, idempotency_keys_expire
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def generations_sweep() -> SweepReport:
             report.sent.append(generation_id)
 
     report.expired_credits = credits_expire_all_due()
+    idempotency_keys_expire()
     if any((report.timed_out, report.requeued, report.poisoned, report.sent)):
         logger.warning("sweep: %s", report)
     return report

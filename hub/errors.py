@@ -6,8 +6,9 @@ class HubError(Exception):
     code = "invalid_request"
     default_message = "Invalid request body"
 
-    def __init__(self, message: str | None = None):
+    def __init__(self, message: str | None = None, *, param: str | None = None):
         self.message = message or self.default_message
+        self.param = param  # the request field at fault, shown as OpenAI's `error.param`
         super().__init__(self.message)
 
 
@@ -31,6 +32,22 @@ class InsufficientCredits(HubError):
     status = 402
     code = "insufficientCredits"
     default_message = "Not enough credits"
+
+
+class IdempotencyConflict(HubError):
+    status = 409
+    code = "idempotencyConflict"
+    default_message = "This Idempotency-Key was already used with a different request"
+
+
+class GenerationCanceled(HubError):
+    status = 409
+    code = "generationCanceled"
+    default_message = "The generation was canceled"
+
+    def __init__(self, message: str | None = None, *, generation_id: str | None = None):
+        super().__init__(message)
+        self.generation_id = generation_id
 
 
 class NotFound(HubError):

@@ -7,7 +7,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from hub.errors import GenerationFailed, HubError
+from hub.errors import HubError
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,30 @@ _DRF_ERRORS = {
 }
 
 
-def error_body(code: str, message: str, **extra) -> dict:
-    return {"error": {"message": message, "code": code, **extra}}
+# OpenAI's `error.type` for each status, so the official SDKs raise informative exceptions.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_credits",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    406: "invalid_request_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(code: str, message: str, *, status: int, param: str | None = None, **extra) -> dict:
+    error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "code": code, "type": error_type, "param": param, **extra}}
+
+
+def should_retry(status: int, code: str) -> bool:
+    """What `x-should-retry` says (the OpenAI SDKs honour it over their own rules): a retry of
+    the same request cannot succeed after any 4xx but a rate limit, nor after a generation
+    that ran and failed (it was refunded; a retry is a new, paid attempt the user decides on)."""
+    return status == 429 or (status >= 500 and code != "generationFailed")
 
 
 def handle(exc, context):
@@ -37,37 +59,38 @@ def handle(exc, context):
     response = Response(body, status=status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
+    response["x-should-retry"] = "true" if should_retry(status, body["error"]["code"]) else "false"
     return response
 
 
 def _envelope(exc) -> tuple[int, dict]:
     if isinstance(exc, HubError):
         extra = {}
-        if isinstance(exc, GenerationFailed) and exc.generation_id:
+        if getattr(exc, "generation_id", None):
             extra["generation_id"] = exc.generation_id
-        return exc.status, error_body(exc.code, exc.message, **extra)
+        return exc.status, error_body(exc.code, exc.message, status=exc.status, param=exc.param, **extra)
     if isinstance(exc, (RequestDataTooBig, TooManyFilesSent)):
-        return 400, error_body("invalid_request", "Request body too large or too many files")
+        return 400, error_body("invalid_request", "Request body too large or too many files", status=400)
     if isinstance(exc, Http404):
-        return 404, error_body("notFound", "Resource not found")
+        return 404, error_body("notFound", "Resource not found", status=404)
     if isinstance(exc, PermissionDenied):
-        return 403, error_body("forbidden", "Not allowed")
+        return 403, error_body("forbidden", "Not allowed", status=403)
     for cls, (status, code, message) in _DRF_ERRORS.items():
         if isinstance(exc, cls):
-            return status, error_body(code, message)
+            return status, error_body(code, message, status=status)
     if isinstance(exc, drf.APIException):
-        return exc.status_code, error_body("invalid_request", str(exc.detail))
+        return exc.status_code, error_body("invalid_request", str(exc.detail), status=exc.status_code)
     logger.exception("unhandled API error")
-    return 500, error_body("internal_error", "Internal server error")
+    return 500, error_body("internal_error", "Internal server error", status=500)
 
 
 def json_404(request, exception=None):
-    return JsonResponse(error_body("notFound", "Resource not found"), status=404)
+    return JsonResponse(error_body("notFound", "Resource not found", status=404), status=404)
 
 
 def json_500(request):
-    return JsonResponse(error_body("internal_error", "Internal server error"), status=500)
+    return JsonResponse(error_body("internal_error", "Internal server error", status=500), status=500)
 
 
 def json_400(request, exception=None):
-    return JsonResponse(error_body("invalid_request", "Bad request"), status=400)
+    return JsonResponse(error_body("invalid_request", "Bad request", status=400), status=400)

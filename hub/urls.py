@@ -3,15 +3,25 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from billing.apis import CreditsRetrieveApi
-from generations.apis import GenerationCreateApi, GenerationRetrieveApi, ModelListApi
+from generations.apis import (
+    GenerationCancelApi,
+    GenerationCreateApi,
+    GenerationRetrieveApi,
+    ImageEditApi,
+    ModelListApi,
+    ModelRetrieveApi,
+)
 from hub.health import healthz
 from hub.media import media
 
 api_v1 = [
     path("models", ModelListApi.as_view(), name="models"),
+    path("models/<str:model_id>", ModelRetrieveApi.as_view(), name="model-detail"),
     path("credits", CreditsRetrieveApi.as_view(), name="credits"),
     path("images/generations", GenerationCreateApi.as_view(), name="generation-create"),
+    path("images/edits", ImageEditApi.as_view(), name="image-edit"),
     path("generations/<str:generation_id>", GenerationRetrieveApi.as_view(), name="generation-detail"),
+    path("generations/<str:generation_id>/cancel", GenerationCancelApi.as_view(), name="generation-cancel"),
 ]
 
 urlpatterns = [

@@ -74,19 +74,38 @@ def generation_run(generation_id: str) -> None:
 def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredImage]:
     stored = []
     for data in outputs:
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                fmt, (width, height) = image.format, image.size
-        except Exception:  # noqa: BLE001 — untrusted bytes: any decoder failure means "not an image"
-            logger.warning("generation %s: provider output is not a valid image; dropped", generation.id)
+        shape = image_shape(data)
+        if shape is None:
+            logger.warning(
+                "generation %s: provider output is not a valid PNG, JPEG or WebP image; dropped", generation.id
+            )
             continue
-        if fmt not in STORED_FORMATS:
-            logger.warning("generation %s: provider returned a %s image; dropped", generation.id, fmt)
-            continue
+        fmt, width, height = shape
         ext, content_type = STORED_FORMATS[fmt]
         index = len(stored)
         key = storage.image_key(account_id=generation.owner_id, generation_id=generation.id, index=index, ext=ext)
         storage.object_save(key=key, data=data, content_type=content_type)
         stored.append(StoredImage(index, key, content_type, width, height, len(data)))
     return stored
+
+
+def image_shape(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) of a complete PNG, JPEG or WebP image; None for anything else.
+
+    Checked without decoding the pixels (a full decode of a 1024² PNG costs ~15 ms of CPU, most of
+    the worker's time per image): the header gives format and size, and completeness is checked
+    per format — PNG: every chunk's CRC through IEND (Pillow's verify); JPEG: the end-of-image
+    marker; WebP: the RIFF length. The bytes are stored as sent, never re-encoded.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=tuple(STORED_FORMATS)) as image:
+            fmt, (width, height) = image.format, image.size
+            if fmt == "PNG":
+                image.verify()
+    except Exception:  # noqa: BLE001 — untrusted bytes: any parser failure means "not an image"
+        return None
+    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    if fmt == "WEBP" and int.from_bytes(data[4:8], "little") + 8 != len(data):
+        return None
+    return fmt, width, height

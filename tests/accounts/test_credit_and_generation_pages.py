@@ -8,7 +8,7 @@ from billing.models import CreditGrant, GrantSource
 from billing.services import account_get_or_create, credits_grant
 from tests.accounts.pages import image_sources
 from tests.conftest import fetch
-from tests.factories import make_generation
+from tests.factories import create_generation, make_generation, make_user
 
 pytestmark = pytest.mark.django_db
 PNG = b"\x89PNG"
@@ -91,3 +91,24 @@ def test_the_overview_has_the_quick_start_with_this_hubs_base_url(member):
     assert "http://testserver/api/v1" in content
     assert 'curl http://testserver/api/v1/credits -H "Authorization: Bearer $GIH_API_KEY"' in content
     assert "curl http://testserver/api/v1/images/generations" in content and "gpt-image-2" in content
+
+
+def test_an_unfinished_generation_can_be_canceled_from_its_page(member):
+    user, client = member
+    credits_grant(account=account_get_or_create(user=user), amount=10)
+    queued = create_generation(user, n=2)  # 4 credits charged
+    page = client.get(f"/account/generations/{queued.id}/").content.decode()
+    assert 'data-testid="cancel"' in page
+    answer = client.post(f"/account/generations/{queued.id}/cancel/", follow=True)
+    content = answer.content.decode()
+    assert "badge-canceled" in content and 'data-testid="cancel"' not in content
+    assert account_get_or_create(user=user).balance == 10
+    assert client.get(f"/account/generations/{queued.id}/cancel/").status_code == 405  # POST only
+
+
+def test_another_users_generation_cannot_be_canceled(member):
+    _, client = member
+    owner = make_user(credits=10)
+    queued = create_generation(owner)
+    assert client.post(f"/account/generations/{queued.id}/cancel/").status_code == 404
+    assert account_get_or_create(user=owner).balance == 8

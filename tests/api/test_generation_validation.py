@@ -115,7 +115,12 @@ def test_insufficient_credits_charges_nothing(api, customer):
     response = _post_json(api, auth, {**VALID, "n": 4})  # 120 - 96 = 24 < 32
     assert response.status_code == 402
     assert response.json() == {
-        "error": {"message": "Not enough credits: 32 needed, 24 available", "code": "insufficientCredits"}
+        "error": {
+            "message": "Not enough credits: 32 needed, 24 available",
+            "code": "insufficientCredits",
+            "type": "insufficient_credits",
+            "param": None,
+        }
     }
     assert Generation.objects.count() == 3
     assert CreditAccount.objects.get(user=user).balance == 24

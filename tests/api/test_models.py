@@ -33,7 +33,9 @@ def test_disabled_models_are_not_listed(api):
 def test_unknown_api_path_answers_json_not_found(api):
     response = api.get("/api/v1/nothing-here")
     assert response.status_code == 404
-    assert response.json() == {"error": {"message": "Resource not found", "code": "notFound"}}
+    assert response.json() == {
+        "error": {"message": "Resource not found", "code": "notFound", "type": "not_found_error", "param": None}
+    }
 
 
 def test_wrong_method_answers_envelope(api):

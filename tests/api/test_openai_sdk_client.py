@@ -17,4 +17,9 @@ def test_openai_sdk_lists_models_and_generates(live_server, customer, celery_wor
     assert fetch(api, result.data[0].url.replace(live_server.url, "http://testserver")).startswith(b"\x89PNG")
     with pytest.raises(openai.BadRequestError) as refused:
         client.images.generate(model="nope", prompt="x")
-    assert refused.value.body == {"message": "Unknown model 'nope'", "code": "invalid_request"}
+    assert refused.value.body == {
+        "message": "Unknown model 'nope'",
+        "code": "invalid_request",
+        "type": "invalid_request_error",
+        "param": "model",
+    }

@@ -1,0 +1,120 @@
+"""A fast fake of the OpenAI images API for the benchmarks.
+
+    python -m bench.fake_provider --port 8765 --latency 5 --png-bytes 1572864
+
+`POST /v1/images/generations` and `POST /v1/images/edits` sleep `--latency` seconds and answer
+`{"created", "data": [{"b64_json"}] * n}` with one PNG built at start-up, so an answer costs a
+memory copy, not an encode. It is one asyncio process (uvloop): thousands of requests can sleep
+at once without a thread each, and its CPU stays small next to the hub's. Edits bodies (up to
+16 reference images of ~50 MB) are read in chunks and dropped, never held.
+
+`GET /_bench/stats` counts what arrived (so a run can prove the hub really called it);
+`POST /_bench/reset-peak` restarts the in-flight peak for the next measurement.
+tests/fakes/openai_server.py is the scriptable fake for the tests; this one only has to be cheap.
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import signal
+import time
+
+import uvloop
+from aiohttp import web
+
+from bench.pngs import noise_png
+
+
+class FakeProvider:
+    def __init__(self, latency: float, png_bytes: int):
+        png = noise_png(png_bytes)
+        self.latency = latency
+        self.png_size = len(png)
+        self.item = b'{"b64_json":"' + base64.b64encode(png) + b'"}'
+        self.stats = {
+            "generations": 0,
+            "edits": 0,
+            "answered": 0,
+            "in_flight": 0,
+            "peak_in_flight": 0,
+            "upload_bytes": 0,
+        }
+
+    async def images(self, request: web.Request) -> web.Response:
+        kind = "edits" if request.path.endswith("/edits") else "generations"
+        self.stats[kind] += 1
+        self.stats["in_flight"] += 1
+        self.stats["peak_in_flight"] = max(self.stats["peak_in_flight"], self.stats["in_flight"])
+        try:
+            n = await (self._edits_n(request) if kind == "edits" else self._generations_n(request))
+            await asyncio.sleep(self.latency)
+            body = b'{"created":%d,"data":[%s]}' % (int(time.time()), b",".join([self.item] * n))
+            self.stats["answered"] += 1
+            return web.Response(body=body, content_type="application/json")
+        finally:
+            self.stats["in_flight"] -= 1
+
+    async def _generations_n(self, request: web.Request) -> int:
+        body = await request.read()
+        self.stats["upload_bytes"] += len(body)
+        return _clamp_n(json.loads(body).get("n", 1))
+
+    async def _edits_n(self, request: web.Request) -> int:
+        n = 1
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "n":
+                n = _clamp_n(await part.text())
+                continue
+            while chunk := await part.read_chunk(1 << 20):
+                self.stats["upload_bytes"] += len(chunk)
+        return n
+
+    async def stats_view(self, request: web.Request) -> web.Response:
+        return web.json_response({**self.stats, "png_bytes": self.png_size, "latency": self.latency})
+
+    async def reset_peak(self, request: web.Request) -> web.Response:
+        self.stats["peak_in_flight"] = self.stats["in_flight"]
+        return web.json_response({"ok": True})
+
+
+def _clamp_n(value) -> int:
+    try:
+        return min(max(int(value), 1), 10)
+    except (TypeError, ValueError):
+        return 1
+
+
+async def serve(host: str, port: int, latency: float, png_bytes: int) -> None:
+    fake = FakeProvider(latency, png_bytes)
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", fake.images)
+    app.router.add_post("/v1/images/edits", fake.images)
+    app.router.add_get("/_bench/stats", fake.stats_view)
+    app.router.add_post("/_bench/reset-peak", fake.reset_peak)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=4096).start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    print(f"fake provider on http://{host}:{port}/v1 latency={latency}s png={fake.png_size}B", flush=True)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--png-bytes", type=int, default=64 * 1024, help="approximate size of the PNG")
+    args = parser.parse_args()
+    if not args.host.startswith("127."):
+        raise SystemExit("the fake provider listens on loopback only")
+    uvloop.run(serve(args.host, args.port, args.latency, args.png_bytes))
+
+
+if __name__ == "__main__":
+    main()

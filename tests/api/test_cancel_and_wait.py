@@ -1,0 +1,65 @@
+"""Cancel (owner-only, idempotent, refunded, fenced against a late attempt) and `Prefer: wait=N`."""
+
+import time
+
+import pytest
+
+from billing.models import CreditAccount
+from generations.models import Generation
+from tests.factories import bearer, make_key, make_user
+from tests.reconcile import assert_reconciled
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+URL = "/api/v1/images/generations"
+SLOW = {"model": "gpt-image-2", "prompt": "slow [sleep:3]", "size": "1024x1024", "quality": "low"}
+
+
+def _wait_for(generation_id, statuses, timeout=30):
+    deadline = time.monotonic() + timeout
+    while (generation := Generation.objects.get(pk=generation_id)).status not in statuses:
+        assert time.monotonic() < deadline, generation.status
+        time.sleep(0.1)
+    return generation
+
+
+def test_cancel_refunds_a_running_generation_once_and_a_late_attempt_changes_nothing(api, customer, celery_worker):
+    user, _, auth = customer
+    created = api.post(URL, {**SLOW, "async": True}, format="json", **auth).json()
+    _wait_for(created["id"], {"running"})
+    canceled = api.post(f"/api/v1/generations/{created['id']}/cancel", **auth)
+    assert canceled.status_code == 200
+    body = canceled.json()
+    assert (body["status"], body["usage"]) == (
+        "canceled",
+        {"credits": 0, "credits_requested": 2, "credits_refunded": 2},
+    )
+    again = api.post(f"/api/v1/generations/{created['id']}/cancel", **auth)
+    assert (again.status_code, again.json()["status"]) == (200, "canceled")
+    other = bearer(make_key(make_user()))
+    assert api.post(f"/api/v1/generations/{created['id']}/cancel", **other).status_code == 404
+    time.sleep(3.5)  # the attempt's provider call ends; its finalize is fenced off
+    generation = Generation.objects.get(pk=created["id"])
+    assert (generation.status, generation.images.count()) == ("canceled", 0)
+    assert CreditAccount.objects.get(user=user).balance == 120
+    assert_reconciled()
+
+
+def test_cancel_after_success_answers_the_generation_as_it_is(api, customer, celery_worker):
+    _, _, auth = customer
+    done = api.post(URL, {**SLOW, "prompt": "quick"}, format="json", **auth).json()
+    answer = api.post(f"/api/v1/generations/{done['id']}/cancel", **auth)
+    assert (answer.status_code, answer.json()["status"]) == (200, "succeeded")
+
+
+def test_prefer_wait_hands_over_the_poll_url_without_failing_or_refunding(api, customer, celery_worker):
+    user, _, auth = customer
+    started = time.monotonic()
+    response = api.post(URL, SLOW, format="json", HTTP_PREFER="wait=1", **auth)
+    assert time.monotonic() - started < 2.5
+    assert response.status_code == 202
+    assert response["Preference-Applied"] == "wait=1"
+    body = response.json()
+    assert body["status"] in ("queued", "running") and body["poll_url"].endswith(body["id"])
+    assert _wait_for(body["id"], {"succeeded", "failed"}).status == "succeeded"
+    assert CreditAccount.objects.get(user=user).balance == 118
+    assert_reconciled()
