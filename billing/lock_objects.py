@@ -13,7 +13,7 @@ several accounts (bulk grants) lock the accounts in id order.
 
 from datetime import datetime
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 
 from billing.models import CreditAccount, CreditGrant
 
@@ -31,10 +31,8 @@ def grants_due_lock(account: CreditAccount, now: datetime) -> QuerySet[CreditGra
     return due.select_for_update().order_by(*GRANT_LOCK_ORDER)
 
 
-def grants_spendable_lock(account: CreditAccount, now: datetime) -> QuerySet[CreditGrant]:
-    """The account's unspent, unexpired grants, locked in expiry order — also the order they
-    are spent in."""
-    live = CreditGrant.objects.filter(account=account, remaining__gt=0).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    )
-    return live.select_for_update().order_by(*GRANT_LOCK_ORDER)
+def grants_unspent_lock(account: CreditAccount) -> QuerySet[CreditGrant]:
+    """All the account's grants with credits left — expired or not — locked in expiry order,
+    which is also the order they are spent in."""
+    unspent = CreditGrant.objects.filter(account=account, remaining__gt=0)
+    return unspent.select_for_update().order_by(*GRANT_LOCK_ORDER)

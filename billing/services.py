@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.lock_objects import account_lock, grants_due_lock, grants_spendable_lock
+from billing.lock_objects import account_lock, grants_due_lock, grants_unspent_lock
 from billing.models import (
     ChargeAllocation,
     CreditAccount,
@@ -51,19 +51,23 @@ def _record(account: CreditAccount, *, kind: str, amount: int, **fields) -> Ledg
     )
 
 
-def _expire_due(account: CreditAccount, now: datetime) -> int:
+def _expire(account: CreditAccount, due: list[CreditGrant], now: datetime) -> int:
     expired = 0
-    for grant in grants_due_lock(account, now):
+    for grant in due:
         _record(account, kind=LedgerKind.EXPIRE, amount=-grant.remaining, grant=grant, memo="credits expired")
         expired += grant.remaining
         CreditGrant.objects.filter(pk=grant.pk).update(remaining=0, expired_at=now)
     return expired
 
 
-def _draw_from_grants(account: CreditAccount, amount: int, now: datetime) -> list[tuple[CreditGrant, int]]:
-    """Take `amount` from the spendable grants, soonest-expiring first; (grant, taken) pairs."""
+def _expire_due(account: CreditAccount, now: datetime) -> int:
+    return _expire(account, list(grants_due_lock(account, now)), now)
+
+
+def _draw_from_grants(account: CreditAccount, grants: list[CreditGrant], amount: int) -> list[tuple[CreditGrant, int]]:
+    """Take `amount` from spendable grants (in spending order); (grant, taken) pairs."""
     draws, left = [], amount
-    for grant in grants_spendable_lock(account, now):
+    for grant in grants:
         take = min(left, grant.remaining)
         CreditGrant.objects.filter(pk=grant.pk).update(remaining=grant.remaining - take)
         draws.append((grant, take))
@@ -74,13 +78,19 @@ def _draw_from_grants(account: CreditAccount, amount: int, now: datetime) -> lis
 
 
 def _lock_and_draw(account: CreditAccount, amount: int, shortfall: Callable[[int], str]) -> tuple[CreditAccount, list]:
-    """Lock, expire what is due, then draw `amount` or raise InsufficientCredits (nothing moved)."""
+    """Lock, expire what is due, then draw `amount` or raise InsufficientCredits (nothing moved).
+
+    The account's unspent grants are read and locked in one query; those past their expiry
+    are expired first, the rest are spent soonest-expiring first (the lock order is the
+    spending order)."""
     now = timezone.now()
     account = account_lock(account)
-    _expire_due(account, now)
+    grants = list(grants_unspent_lock(account))
+    due = [grant for grant in grants if grant.expires_at is not None and grant.expires_at <= now]
+    _expire(account, due, now)
     if account.balance < amount:
         raise InsufficientCredits(shortfall(account.balance))
-    return account, _draw_from_grants(account, amount, now)
+    return account, _draw_from_grants(account, [grant for grant in grants if grant not in due], amount)
 
 
 @transaction.atomic

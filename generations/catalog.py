@@ -1,7 +1,10 @@
 """Reading the model catalog: sizes → aspect ratio and resolution tier, and prices."""
 
+import time
 from dataclasses import dataclass
 from math import gcd
+
+from django.conf import settings
 
 from generations.models import ImageModel
 from hub.errors import InvalidRequest
@@ -38,7 +41,7 @@ def aspect_ratios(model: ImageModel) -> list[str]:
 def model_get_enabled(model_id) -> ImageModel:
     if not isinstance(model_id, str) or not model_id:
         raise InvalidRequest("'model' is required and must be a string", param="model")
-    model = ImageModel.objects.filter(pk=model_id, enabled=True).first()
+    model = _enabled_catalog().get(model_id)
     if model is None:
         raise InvalidRequest(f"Unknown model '{model_id[:64]}'", param="model")
     return model
@@ -64,3 +67,17 @@ def price_per_image(model: ImageModel, *, quality: str, tier: str) -> int:
 
 def enabled_models():
     return ImageModel.objects.filter(enabled=True)
+
+
+_catalog: tuple[float, dict[str, ImageModel]] | None = None
+
+
+def _enabled_catalog() -> dict[str, ImageModel]:
+    """The enabled models, read at most every CATALOG_CACHE_SECONDS per process: the catalog
+    is read on every generation request and changes when an operator edits it (which other
+    processes then see within that many seconds)."""
+    global _catalog
+    now = time.monotonic()
+    if _catalog is None or now - _catalog[0] >= settings.CATALOG_CACHE_SECONDS:
+        _catalog = (now, {model.id: model for model in ImageModel.objects.filter(enabled=True)})
+    return _catalog[1]

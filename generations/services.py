@@ -111,6 +111,9 @@ def generation_create(
                 price_per_image=price,
                 credits_requested=n * price,
                 deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
+                # Sent right after the commit; if that fails, generation_enqueue clears it. A
+                # crash in between leaves it set: the sweeper's stale re-send covers that too.
+                enqueued_at=now,
             )
             if idempotency_key is not None:
                 _idempotency_key_claim(
@@ -120,7 +123,7 @@ def generation_create(
                 ReferenceImage(generation=generation, index=i, storage_key=key) for i, key in enumerate(reference_keys)
             )
             credits_charge(account=account, amount=n * price, generation_id=generation_id, memo=f"{n} × {model.id}")
-            transaction.on_commit(lambda: generation_enqueue(generation_id=generation_id))
+            transaction.on_commit(lambda: generation_enqueue(generation_id=generation_id, stamp=False))
     except Exception as exc:
         for key in reference_keys:
             storage.object_delete(key)
@@ -128,7 +131,6 @@ def generation_create(
             raise
         return _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
     logger.info("generation %s created: %s credits charged, async=%s", generation_id, n * price, is_async)
-    generation.refresh_from_db()
     return generation
 
 
@@ -198,10 +200,11 @@ def generation_cancel(*, owner, generation_id: str) -> Generation:
     return generation
 
 
-def generation_enqueue(*, generation_id: str) -> bool:
-    """Hand the generation to the broker. If the broker is down the row stays unsent
-    (`enqueued_at` is null) and the sweeper sends it later — or, for a sync request that is
-    waiting right now, it is failed and refunded at once."""
+def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
+    """Hand the generation to the broker and stamp `enqueued_at` (the creating transaction
+    stamps it already: `stamp=False` saves a query on the hot path). If the broker is down the
+    row is marked unsent (`enqueued_at` null) and the sweeper sends it later — or, for a sync
+    request that is waiting right now, it is failed and refunded at once."""
     from hub.celery import app
 
     try:
@@ -214,6 +217,7 @@ def generation_enqueue(*, generation_id: str) -> bool:
         )
     except Exception as exc:  # noqa: BLE001 — kombu raises transport-specific errors; none may lose the row
         logger.error("generation %s: broker unavailable: %s", generation_id, exc)
+        Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
         generation = Generation.objects.get(pk=generation_id)
         if not generation.is_async:
             generation_fail(
@@ -222,8 +226,8 @@ def generation_enqueue(*, generation_id: str) -> bool:
                 message="The generation queue is unavailable right now; your credits were refunded. Please retry.",
             )
         return False
-    # The last hand-over to the broker: the sweeper re-sends what stays queued long past it.
-    Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(enqueued_at=timezone.now())
+    if stamp:  # the last hand-over to the broker: the sweeper re-sends what stays queued long past it
+        Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(enqueued_at=timezone.now())
     return True
 
 
@@ -365,11 +369,16 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
     remaining = (until - timezone.now()).total_seconds()
     capped = max_wait is not None and max_wait < remaining
 
+    latest = [generation]
+
     def finished() -> bool:
         try:
-            return Generation.objects.filter(pk=generation.pk, status__in=FINISHED).exists()
+            row = Generation.objects.filter(pk=generation.pk, status__in=FINISHED).first()
         finally:
             _release_connection()
+        if row is not None:
+            latest[0] = row  # the finished row: no second read to answer with it
+        return row is not None
 
     try:
         _release_connection()
@@ -379,7 +388,9 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
             is_finished=finished,
             finished_among=_finished_among,
         )
-        if not done and not capped:
+        if done:
+            return latest[0]
+        if not capped:
             generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
         generation.refresh_from_db()
     except Exception:  # noqa: BLE001 — see above: charged work is answered, never a 5xx

@@ -221,6 +221,8 @@ GENERATION_DEADLINE_MARGIN_SECONDS = env.int("GENERATION_DEADLINE_MARGIN_SECONDS
 # A queued generation not claimed this long after it was handed to the broker is sent again
 # by the sweeper (its task may have failed for good before claiming, or the message was lost).
 GENERATION_RESEND_AFTER_SECONDS = env.int("GENERATION_RESEND_AFTER_SECONDS", default=120)
+# Each process reads the model catalog at most this often (an admin edit shows within it).
+CATALOG_CACHE_SECONDS = env.float("CATALOG_CACHE_SECONDS", default=5.0)
 WAIT_POLL_INTERVAL_SECONDS = 0.2  # embedded default only; Redis deployments are notified
 
 # --- Celery ---------------------------------------------------------------------------------

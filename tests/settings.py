@@ -6,3 +6,6 @@ PBKDF2 costs ~0.3 s of CPU per password by design; tests create hundreds of user
 from hub.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Tests edit the catalog directly and expect to see it at once.
+CATALOG_CACHE_SECONDS = 0

@@ -51,7 +51,9 @@ def generation_run(generation_id: str) -> None:
         quality=generation.quality,
         n=generation.n,
         deadline=time.monotonic() + seconds_left,
-        references=[storage.object_read(ref.storage_key) for ref in generation.references.all()],
+        references=[storage.object_read(ref.storage_key) for ref in generation.references.all()]
+        if generation.reference_count
+        else [],
     )
     connection.close()  # back to the pool: the provider call may take minutes
     with lease_held(generation_id=generation_id, attempt=attempt):
