@@ -9,6 +9,9 @@ app_name = "accounts"
 urlpatterns = [
     path("", views.home, name="home"),
     path("signup/", views.sign_up, name="signup"),
+    path("signup/sent/", views.sign_up_sent, name="signup_sent"),
+    path("verify-email/resend/", views.verify_email_resend, name="verify_email_resend"),
+    path("verify-email/<str:token>/", views.verify_email, name="verify_email"),
     path(
         "login/",
         auth_views.LoginView.as_view(
@@ -48,9 +51,9 @@ urlpatterns = [
         name="password_reset_complete",
     ),
     path("keys/", views.api_keys, name="api_keys"),
-    path("keys/<str:key_id>/revoke/", views.api_key_revoke_confirm, name="api_key_revoke"),
+    path("keys/<id:key_id>/revoke/", views.api_key_revoke_confirm, name="api_key_revoke"),
     path("credits/", views.credits, name="credits"),
     path("generations/", views.generations, name="generations"),
-    path("generations/<str:generation_id>/", views.generation, name="generation"),
-    path("generations/<str:generation_id>/cancel/", views.generation_cancel, name="generation_cancel"),
+    path("generations/<id:generation_id>/", views.generation, name="generation"),
+    path("generations/<id:generation_id>/cancel/", views.generation_cancel, name="generation_cancel"),
 ]

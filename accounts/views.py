@@ -3,8 +3,8 @@ user's key or generation id answers 404 exactly like a missing one."""
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
@@ -13,8 +13,9 @@ from django.views.decorators.http import require_POST
 
 from accounts.forms import ApiKeyCreateForm, SignUpForm
 from accounts.quickstart import quickstart_commands
-from accounts.services import user_sign_up
-from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner
+from accounts.services import email_verification_send, user_email_confirm, user_sign_up
+from accounts.throttle import client_ip, sign_up_attempt_allowed
+from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner, email_verification_pending
 from apikeys.services import api_key_create, api_key_revoke
 from billing.selectors import credits_summary, grants_for_account, ledger_for_account
 from billing.services import account_settle
@@ -25,6 +26,7 @@ from hub.public_url import base_url
 
 LEDGER_PAGE_SIZE = 25
 GENERATIONS_PAGE_SIZE = 20
+SIGNED_UP_EMAIL = "signed_up_email"  # session key: the address the "check your inbox" page names
 
 
 def owned(view):
@@ -39,24 +41,54 @@ def owned(view):
 
 
 def sign_up(request):
+    """The same answer whether or not the address already has an account (user_sign_up): the
+    "check your inbox" page, reached by a redirect, and an email to the address."""
     if request.user.is_authenticated:
         return redirect("accounts:home")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = user_sign_up(email=form.cleaned_data["email"], password=form.cleaned_data["password1"])
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, "Welcome! Create an API key to start calling the API.")
-        return redirect("accounts:home")
+        if not sign_up_attempt_allowed(ip_address=client_ip(request)):
+            form.add_error(None, "Too many accounts were created from your network in the last hour; try again later.")
+            return render(request, "accounts/signup.html", {"form": form}, status=429)
+        email = form.cleaned_data["email"]
+        user_sign_up(email=email, password=form.cleaned_data["password1"], site_url=base_url(request))
+        request.session[SIGNED_UP_EMAIL] = email
+        return redirect("accounts:signup_sent")
     return render(request, "accounts/signup.html", {"form": form})
+
+
+def sign_up_sent(request):
+    email = request.session.get(SIGNED_UP_EMAIL)
+    if email is None:
+        return redirect("accounts:signup")
+    context = {"email": email, "required": settings.REQUIRE_EMAIL_VERIFICATION}
+    return render(request, "accounts/signup_sent.html", context)
+
+
+def verify_email(request, token: str):
+    user = user_email_confirm(token=token)
+    return render(request, "accounts/verify_email.html", {"confirmed": user}, status=200 if user else 400)
+
+
+@require_POST
+@login_required
+def verify_email_resend(request):
+    if email_verification_pending(owner=request.user):
+        email_verification_send(user=request.user, site_url=base_url(request))
+        messages.success(request, f"We sent a new confirmation link to {request.user.email}.")
+    return redirect("accounts:home")
 
 
 @login_required
 def home(request):
     account = account_settle(user=request.user)
     quickstart = quickstart_commands(api_base=f"{base_url(request)}/api/v1")
-    return render(
-        request, "accounts/home.html", {"summary": credits_summary(account=account), "quickstart": quickstart}
-    )
+    context = {
+        "summary": credits_summary(account=account),
+        "quickstart": quickstart,
+        "unconfirmed": settings.REQUIRE_EMAIL_VERIFICATION and email_verification_pending(owner=request.user),
+    }
+    return render(request, "accounts/home.html", context)
 
 
 @never_cache  # the response to a create carries the raw key: no browser or proxy may keep it

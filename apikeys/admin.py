@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from apikeys.models import ApiKey
-from apikeys.services import api_key_revoke
+from apikeys.models import ApiKey, EmailVerification
+from apikeys.services import api_key_revoke, email_verification_confirm
 from hub.admin import ReadOnlyAdmin
 
 
@@ -32,3 +32,25 @@ class ApiKeyAdmin(ReadOnlyAdmin):
             api_key_revoke(key=key)
             self.log_change(request, key, "Revoked")
         self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)
+
+
+@admin.register(EmailVerification)
+class EmailVerificationAdmin(ReadOnlyAdmin):
+    """Sign-ups' email confirmations; an operator can confirm one by hand."""
+
+    list_display = ["owner", "created_at", "verified_at"]
+    list_filter = [("verified_at", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["owner__email"]
+    list_select_related = ["owner"]
+    actions = ["confirm"]
+
+    def has_confirm_permission(self, request):
+        return request.user.has_perm("apikeys.change_emailverification")
+
+    @admin.action(description="Confirm the selected email addresses", permissions=["confirm"])
+    def confirm(self, request, queryset):
+        pending = list(queryset.filter(verified_at__isnull=True).select_related("owner"))
+        for verification in pending:
+            email_verification_confirm(owner=verification.owner)
+            self.log_change(request, verification, "Confirmed")
+        self.message_user(request, f"Confirmed {len(pending)} address(es).", messages.SUCCESS)

@@ -3,6 +3,10 @@ from django.db import models
 
 from hub.ids import opaque_id
 
+KEY_PREFIX = "gih_live_"
+KEY_RANDOM_LENGTH = 32
+DISPLAY_LENGTH = len(KEY_PREFIX) + 4  # the stored, shown leading part of a key
+
 
 def _key_id() -> str:
     return opaque_id("key")
@@ -32,3 +36,21 @@ class ApiKey(models.Model):
         if self.expires_at and self.expires_at <= now:
             return "expired"
         return "active"
+
+
+class EmailVerification(models.Model):
+    """Whether a self-service sign-up confirmed its email address (a signed link it was sent).
+
+    While REQUIRE_EMAIL_VERIFICATION is on, the keys of an owner whose row is unconfirmed are
+    refused (`emailNotVerified`). Owners without a row — created by operators, or before this
+    existed — count as confirmed.
+    """
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="email_verification"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.owner} ({'confirmed' if self.verified_at else 'unconfirmed'})"

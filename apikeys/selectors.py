@@ -1,4 +1,4 @@
-from apikeys.models import ApiKey
+from apikeys.models import DISPLAY_LENGTH, KEY_PREFIX, ApiKey, EmailVerification
 from hub.errors import NotFound
 
 
@@ -6,8 +6,30 @@ def api_keys_for_owner(*, owner):
     return ApiKey.objects.filter(owner=owner).order_by("-created_at")
 
 
+def api_keys_matching(*, text: str):
+    """The active keys an operator's `text` names: a key id (`key_…`), or a key's leading part —
+    its display prefix (`gih_live_AbC4`), less of it, or more (only the prefix is stored, so
+    only it is compared)."""
+    active = ApiKey.objects.filter(revoked_at__isnull=True).select_related("owner").order_by("created_at")
+    if text.startswith("key_"):
+        return active.filter(pk=text)
+    if not text.startswith(KEY_PREFIX) or len(text) == len(KEY_PREFIX):
+        return active.none()
+    if len(text) >= DISPLAY_LENGTH:
+        return active.filter(display_prefix=text[:DISPLAY_LENGTH])
+    return active.filter(display_prefix__startswith=text)
+
+
 def api_key_get_for_owner(*, owner, key_id: str) -> ApiKey:
     key = ApiKey.objects.filter(owner=owner, pk=key_id).first()
     if key is None:
         raise NotFound("API key not found")
     return key
+
+
+def email_verification_pending(*, owner) -> bool:
+    """True for a sign-up that has not confirmed its address yet (operators' users never are)."""
+    try:
+        return owner.email_verification.verified_at is None
+    except EmailVerification.DoesNotExist:
+        return False

@@ -6,13 +6,11 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from apikeys.models import ApiKey
-from hub.errors import ExpiredApiKey, InvalidApiKey
+from apikeys.models import DISPLAY_LENGTH, KEY_PREFIX, KEY_RANDOM_LENGTH, ApiKey, EmailVerification
+from apikeys.selectors import email_verification_pending
+from hub.errors import EmailNotVerified, ExpiredApiKey, InvalidApiKey
 from hub.ids import random_token
 
-KEY_PREFIX = "gih_live_"
-KEY_RANDOM_LENGTH = 32
-DISPLAY_LENGTH = len(KEY_PREFIX) + 4
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -44,7 +42,7 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
     if not raw_key.startswith(KEY_PREFIX) or len(raw_key) != len(KEY_PREFIX) + KEY_RANDOM_LENGTH:
         raise InvalidApiKey()
     digest = key_digest(raw_key)
-    key = ApiKey.objects.select_related("owner").filter(digest=digest).first()
+    key = ApiKey.objects.select_related("owner", "owner__email_verification").filter(digest=digest).first()
     if key is None or not hmac.compare_digest(key.digest, digest):
         raise InvalidApiKey()
     if key.revoked_at is not None or not key.owner.is_active:
@@ -52,6 +50,8 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
     now = timezone.now()
     if key.expires_at is not None and key.expires_at <= now:
         raise ExpiredApiKey()
+    if settings.REQUIRE_EMAIL_VERIFICATION and email_verification_pending(owner=key.owner):
+        raise EmailNotVerified()
     _touch_last_used(key, now)
     return key
 
@@ -64,3 +64,13 @@ def _touch_last_used(key: ApiKey, now: datetime) -> None:
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
     ).update(last_used_at=now)
     key.last_used_at = now
+
+
+def email_verification_start(*, owner) -> EmailVerification:
+    """A sign-up's address is unconfirmed until email_verification_confirm."""
+    verification, _ = EmailVerification.objects.get_or_create(owner=owner)
+    return verification
+
+
+def email_verification_confirm(*, owner) -> None:
+    EmailVerification.objects.filter(owner=owner, verified_at__isnull=True).update(verified_at=timezone.now())

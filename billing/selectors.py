@@ -45,6 +45,11 @@ def account_for_user(*, user_id: int) -> CreditAccount:
     return CreditAccount.objects.get(user_id=user_id)
 
 
+def credits_balance(*, user) -> int:
+    """The cached balance, read without a lock (0 without an account)."""
+    return CreditAccount.objects.filter(user=user).values_list("balance", flat=True).first() or 0
+
+
 def credits_summary(*, account: CreditAccount) -> CreditsSummary:
     return CreditsSummary(
         credits=account.balance, account_type=account.account_type, next_expiration=next_expiration(account=account)

@@ -16,6 +16,7 @@ Admin:        http://127.0.0.1:${PORT}/admin/    (the admin login above; its pas
 API:          http://127.0.0.1:${PORT}/api/v1/models
 Try:          curl http://127.0.0.1:${PORT}/api/v1/credits -H "Authorization: Bearer <the key above>"
 More keys:    .venv/bin/python manage.py hub_createkey demo@example.com
+Revoke one:   .venv/bin/python manage.py hub_revokekey gih_live_AbC4   (its display prefix)
 Stop:         Ctrl-C
 EOT
 
@@ -25,6 +26,16 @@ HUB_WORKER_QUEUES="${HUB_GENERATIONS_QUEUE:-generations},${HUB_HOUSEKEEPING_QUEU
 worker=$!
 deploy/bin/beat &
 beat=$!
-trap 'kill -TERM $worker $beat 2>/dev/null; wait $worker $beat 2>/dev/null' EXIT INT TERM
+HUB_BIND="127.0.0.1:${PORT}" WEB_GRACEFUL_TIMEOUT=10 deploy/bin/web &
+web=$!
 
-HUB_BIND="127.0.0.1:${PORT}" WEB_GRACEFUL_TIMEOUT=10 deploy/bin/web
+# Ctrl-C (or SIGTERM) is a clean stop: every process gets SIGTERM and is waited for, and the
+# script exits 0, so `make run` ends without "make: *** Error". A web server that dies on its
+# own ends the script with its status (and stops the others).
+stop() {
+    kill -TERM "$web" "$worker" "$beat" 2>/dev/null || true
+    wait "$web" "$worker" "$beat" 2>/dev/null || true
+}
+trap stop EXIT
+trap 'stop; exit 0' INT TERM
+wait "$web"

@@ -18,6 +18,9 @@ rm -rf "$HUB_VAR_DIR" && mkdir -p "$HUB_VAR_DIR"
 export HUB_GENERATIONS_QUEUE="generations-test-$run_id" HUB_HOUSEKEEPING_QUEUE="housekeeping-test-$run_id"
 export HUB_TEST_DATABASE_NAME="test_hub_$run_id"
 unset DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET_NAME AWS_S3_ENDPOINT_URL IMAGE_PROVIDER PUBLIC_BASE_URL
+# On PostgreSQL the hub refuses to start without a shared secret, and with the built-in `local`
+# provider unless it is allowed (hub/settings.py, workers/checks.py): the suite uses both.
+export DJANGO_SECRET_KEY="test-$run_id-$(head -c 36 /dev/urandom | base64 | tr -d '/+=\n')" HUB_ALLOW_LOCAL_PROVIDER=true
 pg_url="${HUB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 redis_url="${HUB_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 

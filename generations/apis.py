@@ -8,6 +8,7 @@ The shapes are small plain classes rather than DRF serializers: JSON must keep i
 import base64
 import re
 
+from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,18 +16,30 @@ from rest_framework.views import APIView
 
 from billing.apis import CreditsOutput
 from billing.selectors import CreditsSummary, account_for_user, credits_summary
-from generations.catalog import aspect_ratios, enabled_models, model_get_enabled, reference_count_check
+from generations import schema
+from generations.catalog import aspect_ratios, enabled_models
 from generations.models import FINISHED, Generation, GenerationStatus, ImageModel
 from generations.references import reference_images_read
 from generations.selectors import generation_get_for_owner
-from generations.services import generation_cancel, generation_create, generation_wait
+from generations.services import generation_cancel, generation_create, generation_precheck, generation_wait
 from hub import storage
 from hub.errors import GenerationCanceled, GenerationFailed, InvalidRequest, NotFound
+from hub.openapi import SHOULD_RETRY, errors
 from hub.public_url import base_url
 from hub.timefmt import iso_z
 
 PROMPT_MAX_LENGTH = 32000
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+
+def _text(value, name: str) -> str:
+    """A string the database can store: PostgreSQL refuses NUL, and a lone surrogate (which
+    JSON's `\\ud800` escape produces) cannot be encoded as UTF-8 at all."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be a string", param=name)
+    if "\x00" in value or not value.isprintable() and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise InvalidRequest(f"'{name}' contains a NUL character or an unpaired surrogate", param=name)
+    return value
 
 
 class GenerationOutput:
@@ -100,6 +113,7 @@ class ModelListApi(APIView):
                 "credits_per_image": model.prices.get("1K", {}),
             }
 
+    @extend_schema(operation_id="models_list", responses={200: schema.ModelListSerializer}, auth=[])
     def get(self, request: Request) -> Response:
         return Response({"object": "list", "data": [self.OutputSerializer.data(m) for m in enabled_models()]})
 
@@ -144,8 +158,7 @@ class GenerationCreateApi(APIView):
             files = self._reference_files()
             if self.IMAGE_REQUIRED and not files:
                 raise InvalidRequest("At least one image is required (multipart field 'image')", param="image")
-            reference_count_check(model_get_enabled(params["model_id"]), len(files))
-            return {**params, "references": reference_images_read(files)}
+            return {**params, "files": files}
 
         def response_format(self) -> str:
             value = self.data.get("response_format") or "url"
@@ -172,16 +185,13 @@ class GenerationCreateApi(APIView):
                 if required:
                     raise InvalidRequest(f"'{name}' is required", param=name)
                 return default
-            if not isinstance(value, str):
-                raise InvalidRequest(f"'{name}' must be a string", param=name)
-            return value.strip()
+            return _text(value, name).strip()
 
         def _prompt(self) -> str:
             prompt = self.data.get("prompt")
             if prompt is None:
                 raise InvalidRequest("'prompt' is required", param="prompt")
-            if not isinstance(prompt, str):
-                raise InvalidRequest("'prompt' must be a string", param="prompt")
+            prompt = _text(prompt, "prompt")
             if not prompt.strip():
                 raise InvalidRequest("'prompt' must not be empty", param="prompt")
             if len(prompt) > PROMPT_MAX_LENGTH:
@@ -190,7 +200,7 @@ class GenerationCreateApi(APIView):
 
         def _n(self) -> int:
             value = self.data.get("n", 1)
-            if self.is_multipart and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            if self.is_multipart and isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value.strip()):
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidRequest("'n' must be an integer between 1 and 4", param="n")
@@ -211,11 +221,30 @@ class GenerationCreateApi(APIView):
 
     OutputSerializer = GenerationOutput
 
+    @extend_schema(
+        request={
+            "application/json": schema.GenerationJSONSerializer,
+            "multipart/form-data": schema.GenerationMultipartSerializer,
+        },
+        responses={
+            200: schema.GenerationSerializer,
+            202: schema.GenerationSerializer,
+            **errors(400, 401, 402, 409, 500),
+        },
+        parameters=[*schema.HEADERS, SHOULD_RETRY],
+    )
     def post(self, request: Request) -> Response:
         shape = self.InputSerializer(request)
         params, response_format = shape.validated(), shape.response_format()
+        files, idempotency_key = params.pop("files"), _idempotency_key(request)
+        priced = {name: params[name] for name in ("model_id", "size", "quality", "n")}
+        generation_precheck(owner=request.user, reference_count=len(files), idempotency_key=idempotency_key, **priced)
         generation = generation_create(
-            owner=request.user, api_key=request.auth, idempotency_key=_idempotency_key(request), **params
+            owner=request.user,
+            api_key=request.auth,
+            idempotency_key=idempotency_key,
+            references=reference_images_read(files),
+            **params,
         )
         root = base_url(request)
         if params["is_async"]:
@@ -245,6 +274,18 @@ class ImageEditApi(GenerationCreateApi):
         FILE_FIELDS = ("image", "image[]")
         IMAGE_REQUIRED = True
 
+    @extend_schema(
+        request={"multipart/form-data": schema.ImageEditSerializer},
+        responses={
+            200: schema.GenerationSerializer,
+            202: schema.GenerationSerializer,
+            **errors(400, 401, 402, 409, 500),
+        },
+        parameters=[*schema.HEADERS, SHOULD_RETRY],
+    )
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,])\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*(?:$|[;,])")
 
@@ -267,6 +308,9 @@ def _idempotency_key(request: Request) -> str | None:
 class GenerationCancelApi(APIView):
     OutputSerializer = GenerationOutput
 
+    @extend_schema(
+        request=None, responses={200: schema.GenerationSerializer, **errors(401, 404)}, parameters=[SHOULD_RETRY]
+    )
     def post(self, request: Request, generation_id: str) -> Response:
         generation = generation_cancel(owner=request.user, generation_id=generation_id)
         generation = generation_get_for_owner(owner=request.user, generation_id=generation.id)
@@ -278,6 +322,7 @@ class ModelRetrieveApi(APIView):
     permission_classes = [AllowAny]
     OutputSerializer = ModelListApi.OutputSerializer
 
+    @extend_schema(responses={200: schema.ModelSerializer, **errors(404)}, auth=[])
     def get(self, request: Request, model_id: str) -> Response:
         model = enabled_models().filter(pk=model_id).first()
         if model is None:
@@ -288,6 +333,7 @@ class ModelRetrieveApi(APIView):
 class GenerationRetrieveApi(APIView):
     OutputSerializer = GenerationOutput
 
+    @extend_schema(responses={200: schema.GenerationSerializer, **errors(401, 404)}, parameters=[SHOULD_RETRY])
     def get(self, request: Request, generation_id: str) -> Response:
         generation = generation_get_for_owner(owner=request.user, generation_id=generation_id)
         return Response(self.OutputSerializer.data(generation, root=base_url(request)))

@@ -1,6 +1,7 @@
 """Reference images: validate untrusted uploads by content and re-encode them as clean PNGs."""
 
 import io
+import threading
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -15,37 +16,75 @@ from hub.errors import InvalidRequest
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
+# One decoded reference at a time per process: a decoded 40 MP image is ~160 MB, and a burst of
+# upload requests must not multiply that (a thread, or a greenlet under gevent, waits its turn).
+_decoding = threading.BoundedSemaphore(1)
+
+
 def reference_images_read(files: list[UploadedFile]) -> list[bytes]:
     """Each upload decoded, EXIF-oriented and re-encoded as PNG (no metadata, no trailing bytes).
 
-    Raises InvalidRequest naming the 1-based position of the first unacceptable file.
+    Every file's header is checked first (type, pixels each and in sum) before any is decoded,
+    so a request that would be refused costs no decoding. Raises InvalidRequest naming the
+    1-based position of the first unacceptable file.
     """
     # Pillow reads this module-global flag deep inside its decoders; with it set, truncated
     # files decode "successfully" padded with grey, so refuse to run rather than accept them.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise ImproperlyConfigured("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    total = sum(_pixels(position, file) for position, file in enumerate(files, start=1))
+    if total > settings.REFERENCE_IMAGE_MAX_TOTAL_PIXELS:
+        raise InvalidRequest(
+            f"The reference images are too large together: {total} pixels, at most "
+            f"{settings.REFERENCE_IMAGE_MAX_TOTAL_PIXELS}",
+            param=_field(files[0]),
+        )
     return [_png_from_upload(position, file) for position, file in enumerate(files, start=1)]
 
 
-def _png_from_upload(position: int, file: UploadedFile) -> bytes:
-    field = getattr(file, "field_name", None) or "reference_image"
+def _field(file: UploadedFile) -> str:
+    return getattr(file, "field_name", None) or "reference_image"
+
+
+def _errors(position: int, file: UploadedFile) -> tuple[InvalidRequest, InvalidRequest]:
+    field = _field(file)
+    label = f"{field} {position}"
+    invalid = InvalidRequest(f"{label} is not a valid PNG, JPEG or WebP image", param=field)
+    too_many_pixels = InvalidRequest(
+        f"{label} is too large: more than {settings.REFERENCE_IMAGE_MAX_PIXELS} pixels", param=field
+    )
+    return invalid, too_many_pixels
+
+
+def _pixels(position: int, file: UploadedFile) -> int:
+    """The file's pixel count from its header alone (nothing decoded), within the per-image cap."""
+    field = _field(file)
     label = f"{field} {position}"
     if not file.size:
         raise InvalidRequest(f"{label} is empty", param=field)
     if file.size > settings.REFERENCE_IMAGE_MAX_BYTES:
         raise too_large(label)
-    invalid = InvalidRequest(f"{label} is not a valid PNG, JPEG or WebP image", param=field)
-    too_many_pixels = InvalidRequest(
-        f"{label} is too large: more than {settings.REFERENCE_IMAGE_MAX_PIXELS} pixels", param=field
-    )
+    invalid, too_many_pixels = _errors(position, file)
     file.seek(0)
     try:
         with Image.open(file, formats=ACCEPTED_FORMATS) as image:
-            # open() parsed the header only. Check the size ourselves before decoding: Pillow
-            # merely warns below 2 * MAX_IMAGE_PIXELS, and warning filters are process-global.
             width, height = image.size
-            if width * height > settings.REFERENCE_IMAGE_MAX_PIXELS:
-                raise too_many_pixels
+    except Image.DecompressionBombError:
+        raise too_many_pixels from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise invalid from None
+    # Checked here, not by Pillow: it merely warns below 2 * MAX_IMAGE_PIXELS, and warning
+    # filters are process-global.
+    if width * height > settings.REFERENCE_IMAGE_MAX_PIXELS:
+        raise too_many_pixels
+    return width * height
+
+
+def _png_from_upload(position: int, file: UploadedFile) -> bytes:
+    invalid, too_many_pixels = _errors(position, file)
+    file.seek(0)
+    try:
+        with _decoding, Image.open(file, formats=ACCEPTED_FORMATS) as image:
             # A full decode, not verify(): verify() passes e.g. a truncated JPEG. For animated
             # files this decodes the current frame, which right after open() is the first.
             image.load()

@@ -15,12 +15,13 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from billing.selectors import credits_balance
 from billing.services import account_get_or_create, credits_charge, credits_refund
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, IdempotencyKey, ReferenceImage
 from hub import completion, storage
-from hub.errors import IdempotencyConflict, InvalidRequest, NotFound
+from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 
 logger = logging.getLogger(__name__)
@@ -69,24 +70,13 @@ def generation_create(
         replay = _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
         if replay is not None:
             return replay
-    model = model_get_enabled(model_id)
-    if size not in model.sizes:
-        raise InvalidRequest(
-            f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}", param="size"
-        )
-    if quality not in model.qualities:
-        raise InvalidRequest(
-            f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}", param="quality"
-        )
-    reference_count_check(model, len(references))
-    shape = size_shape(size)
-    price = price_per_image(model, quality=quality, tier=shape.tier)
+    model, shape, price = _priced(model_id, size, quality, len(references))
     account = account_get_or_create(user=owner)
     generation_id = opaque_id("gen")
 
     reference_keys = [
         storage.object_save(
-            key=storage.reference_key(account_id=account.pk, generation_id=generation_id, index=i),
+            key=storage.reference_key(generation_id=generation_id, index=i),
             data=data,
             content_type="image/png",
         )
@@ -122,7 +112,13 @@ def generation_create(
             ReferenceImage.objects.bulk_create(
                 ReferenceImage(generation=generation, index=i, storage_key=key) for i, key in enumerate(reference_keys)
             )
-            credits_charge(account=account, amount=n * price, generation_id=generation_id, memo=f"{n} × {model.id}")
+            credits_charge(
+                account=account,
+                amount=n * price,
+                generation_id=generation_id,
+                memo=f"{n} × {model.id}",
+                savepoint=False,
+            )
             transaction.on_commit(lambda: generation_enqueue(generation_id=generation_id, stamp=False))
     except Exception as exc:
         for key in reference_keys:
@@ -132,6 +128,36 @@ def generation_create(
         return _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
     logger.info("generation %s created: %s credits charged, async=%s", generation_id, n * price, is_async)
     return generation
+
+
+def _priced(model_id: str, size: str, quality: str, reference_count: int):
+    """(model, size shape, price per image) for a request the catalog accepts."""
+    model = model_get_enabled(model_id)
+    if size not in model.sizes:
+        raise InvalidRequest(
+            f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}", param="size"
+        )
+    if quality not in model.qualities:
+        raise InvalidRequest(
+            f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}", param="quality"
+        )
+    reference_count_check(model, reference_count)
+    shape = size_shape(size)
+    return model, shape, price_per_image(model, quality=quality, tier=shape.tier)
+
+
+def generation_precheck(
+    *, owner, model_id: str, size: str, quality: str, n: int, reference_count: int, idempotency_key: str | None
+) -> None:
+    """The cheap refusals, before any upload is decoded: the catalog's rules, and a balance
+    that cannot cover n × price (a read without a lock; the charge itself decides). A retry
+    under a known Idempotency-Key is left to generation_create, which replays it."""
+    _, _, price = _priced(model_id, size, quality, reference_count)
+    if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
+        return
+    balance = credits_balance(user=owner)
+    if balance < n * price:
+        raise InsufficientCredits(f"Not enough credits: {n * price} needed, {balance} available")
 
 
 class _KeyTaken(Exception):

@@ -1,5 +1,12 @@
 from django.apps import AppConfig
+from django.urls import register_converter
 
 
 class HubConfig(AppConfig):
     name = "hub"
+
+    def ready(self):
+        from hub import openapi  # noqa: F401 — registers the API-key security scheme
+        from hub.converters import IdentifierConverter
+
+        register_converter(IdentifierConverter, "id")  # `<id:…>` in every app's URLs

@@ -1,9 +1,26 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 
 app = Celery("hub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _refuse_unsafe_start(**kwargs) -> None:
+    """Workers and beat refuse to start on unsafe settings (hub.startup). Celery logs and ignores
+    an exception a signal handler raises, so this one ends the process."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from hub.startup import refuse_unsafe_start
+
+    try:
+        refuse_unsafe_start()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"Refusing to start: {exc}") from exc
+
+
+signals.worker_init.connect(_refuse_unsafe_start, weak=False)
+signals.beat_init.connect(_refuse_unsafe_start, weak=False)

@@ -28,6 +28,15 @@ class ExpiredApiKey(HubError):
     default_message = "API key has expired"
 
 
+class EmailNotVerified(HubError):
+    status = 401
+    code = "emailNotVerified"
+    default_message = (
+        "Confirm your email address before using API keys: open the link we emailed you at sign-up,"
+        " or ask for a new one on your account page"
+    )
+
+
 class InsufficientCredits(HubError):
     status = 402
     code = "insufficientCredits"

@@ -42,19 +42,36 @@ def _embedded_secret_key() -> str:
 
 
 DEBUG = envbool("DJANGO_DEBUG", default=False)
-# Production must set DJANGO_SECRET_KEY; the file fallback exists for the embedded default only.
+_DATABASE = env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'hub.sqlite3'}")
+# On a shared database (PostgreSQL) the hub runs as several processes and replicas: they must
+# share one secret — it signs sessions and image URLs and is the default API-key pepper — so
+# production never invents one; the file fallback exists for the embedded default only.
+SHARED_DATABASE = _DATABASE["ENGINE"] != "django.db.backends.sqlite3"
+if SHARED_DATABASE and not env.str("DJANGO_SECRET_KEY", default=""):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set: it is required when DATABASE_URL points at PostgreSQL (every process and"
+        " replica must share it; a per-process secret would reject the other replicas' API keys)"
+    )
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _embedded_secret_key()
 # Keyed hash for API keys; a separate pepper lets SECRET_KEY rotate without invalidating keys.
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or SECRET_KEY
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
-SECURE_COOKIES = envbool("HUB_SECURE_COOKIES", default=False)
+# Production runs behind a TLS-terminating proxy: trust its X-Forwarded-Proto, redirect plain
+# HTTP to HTTPS (not the health probes, which reach the process directly), send HSTS (hosts
+# under the hub's own name included) and keep the cookies HTTPS-only. `manage.py check --deploy`
+# is clean with these on.
+BEHIND_TLS_PROXY = envbool("HUB_BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+SECURE_SSL_REDIRECT = envbool("HUB_SSL_REDIRECT", default=BEHIND_TLS_PROXY)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.int("HUB_HSTS_SECONDS", default=365 * 24 * 3600 if BEHIND_TLS_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SECURE_COOKIES = envbool("HUB_SECURE_COOKIES", default=BEHIND_TLS_PROXY)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SESSION_COOKIE_HTTPONLY = True
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("HUB_BEHIND_TLS_PROXY", default=False) else None
-)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -64,6 +81,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by the hub itself (no CDN)
     "hub",
     "apikeys",
     "billing",
@@ -75,6 +94,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "hub.csp.ContentSecurityPolicyMiddleware",  # the account pages and the admin
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves the admin's and the account pages' CSS
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -105,7 +125,7 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'hub.sqlite3'}")}
+DATABASES = {"default": _DATABASE}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # Writers take the lock when the transaction begins, so two concurrent charges queue
@@ -145,6 +165,11 @@ AXES_USERNAME_CALLABLE = "accounts.throttle.login_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_VERBOSE = False  # no banner on every start; failures and lockouts are still logged
+AXES_CLIENT_IP_CALLABLE = "accounts.throttle.client_ip"  # behind the TLS proxy: the address it saw
+# Self-service sign-ups: at most this many per client address per hour (0: no limit).
+SIGNUPS_PER_IP_PER_HOUR = env.int("HUB_SIGNUPS_PER_IP_PER_HOUR", default=5)
+# New sign-ups' API keys work only once they open the link emailed to them (emailNotVerified).
+REQUIRE_EMAIL_VERIFICATION = envbool("HUB_REQUIRE_EMAIL_VERIFICATION", default=False)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -200,6 +225,8 @@ else:
 # --- Uploads --------------------------------------------------------------------------------
 REFERENCE_IMAGE_MAX_BYTES = 50 * 1024 * 1024
 REFERENCE_IMAGE_MAX_PIXELS = env.int("REFERENCE_IMAGE_MAX_PIXELS", default=40_000_000)
+# All of one request's references together: decoding is bounded per request, not only per file.
+REFERENCE_IMAGE_MAX_TOTAL_PIXELS = env.int("REFERENCE_IMAGE_MAX_TOTAL_PIXELS", default=100_000_000)
 FILE_UPLOAD_HANDLERS = ["generations.uploads.CappedTemporaryFileUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # every upload streams to a temporary file
 FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default="") or None
@@ -208,6 +235,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # JSON bodies and form fields, not fi
 
 # --- Generations ----------------------------------------------------------------------------
 IMAGE_PROVIDER = env.str("IMAGE_PROVIDER", default="local")
+# The built-in `local` provider renders placeholder PNGs and obeys test directives in prompts. On a
+# shared database (production) it is refused — at start-up and for every generation
+# (workers.checks) — unless this says the hub is a demo or a test run.
+ALLOW_LOCAL_PROVIDER = envbool("HUB_ALLOW_LOCAL_PROVIDER", default=not SHARED_DATABASE)
 GENERATION_TIMEOUT_SECONDS = env.int("GENERATION_TIMEOUT_SECONDS", default=800)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 SWEEPER_INTERVAL_SECONDS = env.int("SWEEPER_INTERVAL_SECONDS", default=60)
@@ -280,14 +311,25 @@ CELERY_BEAT_SCHEDULE = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apikeys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
-    ],
+    # The contract takes JSON and multipart only: a form-urlencoded body is refused (400).
+    "DEFAULT_PARSER_CLASSES": ["hub.parsers.JSONObjectParser", "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "hub.exception_handler.handle",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+}
+
+# The OpenAPI schema (/api/v1/openapi.json) and its docs page (/api/docs), from the code.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "GPT Image Hub API",
+    "DESCRIPTION": "Credit-metered image generation; OpenAI SDK compatible. See docs/api.md.",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "generations.schema.catalog_enums"],
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

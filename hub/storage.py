@@ -1,16 +1,29 @@
-"""Where generated and reference images live: Django's default storage (local files or S3)."""
+"""Where generated and reference images live: Django's default storage (local files or S3).
+
+Keys derive only from the generation's opaque id, so nothing in a URL counts users or
+accounts. Images the hub serves itself (the embedded default, no S3) are fetched through
+signed, expiring URLs — as S3's presigned ones are — checked by hub/media.py; reference
+images are never served to anyone.
+"""
+
+import time
 
 from django.conf import settings
+from django.core import signing
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils.http import urlencode
+
+IMAGES_PREFIX = "generations/"
+_MEDIA_SALT = "hub.media"
 
 
-def image_key(*, account_id: int, generation_id: str, index: int, ext: str = "png") -> str:
-    return f"generations/{account_id}/{generation_id}/{index}.{ext}"
+def image_key(*, generation_id: str, index: int, ext: str = "png") -> str:
+    return f"{IMAGES_PREFIX}{generation_id}/{index}.{ext}"
 
 
-def reference_key(*, account_id: int, generation_id: str, index: int) -> str:
-    return f"references/{account_id}/{generation_id}/{index}.png"
+def reference_key(*, generation_id: str, index: int) -> str:
+    return f"references/{generation_id}/{index}.png"
 
 
 def object_save(*, key: str, data: bytes, content_type: str) -> str:
@@ -30,11 +43,30 @@ def object_read(key: str) -> bytes:
 
 
 def object_url(key: str, *, base_url: str) -> str:
-    """An absolute URL a client can fetch: presigned (S3), CDN, or served by the hub itself."""
+    """An absolute URL a client can fetch: presigned (S3), CDN, or served by the hub itself
+    (then signed, valid for AWS_QUERYSTRING_EXPIRE seconds)."""
     url = default_storage.url(key)
     if url.startswith("/"):
-        return base_url.rstrip("/") + url
+        expires = int(time.time()) + settings.AWS_QUERYSTRING_EXPIRE
+        query = urlencode({"expires": expires, "signature": local_url_signature(key, expires=expires)})
+        return f"{base_url.rstrip('/')}{url}?{query}"
     return url
+
+
+def local_url_signature(key: str, *, expires: int) -> str:
+    """HMAC (SECRET_KEY) over the storage key and the expiry: a URL cannot be derived from
+    another one, nor kept past its expiry."""
+    return signing.Signer(salt=_MEDIA_SALT).signature(f"{key}\n{expires}")
+
+
+def local_url_signature_valid(key: str, *, expires: int, signature: str) -> bool:
+    """Checked in constant time, against SECRET_KEY and SECRET_KEY_FALLBACKS."""
+    signer = signing.Signer(salt=_MEDIA_SALT)
+    try:
+        signer.unsign(f"{key}\n{expires}{signer.sep}{signature}")
+    except signing.BadSignature:
+        return False
+    return True
 
 
 def object_delete(key: str) -> None:

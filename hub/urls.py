@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
 from billing.apis import CreditsRetrieveApi
 from generations.apis import (
@@ -14,18 +16,22 @@ from generations.apis import (
 from hub.health import healthz
 from hub.media import media
 
+PUBLIC = {"authentication_classes": [], "permission_classes": [AllowAny]}  # the schema and its docs page
+
 api_v1 = [
     path("models", ModelListApi.as_view(), name="models"),
-    path("models/<str:model_id>", ModelRetrieveApi.as_view(), name="model-detail"),
+    path("models/<id:model_id>", ModelRetrieveApi.as_view(), name="model-detail"),
     path("credits", CreditsRetrieveApi.as_view(), name="credits"),
     path("images/generations", GenerationCreateApi.as_view(), name="generation-create"),
     path("images/edits", ImageEditApi.as_view(), name="image-edit"),
-    path("generations/<str:generation_id>", GenerationRetrieveApi.as_view(), name="generation-detail"),
-    path("generations/<str:generation_id>/cancel", GenerationCancelApi.as_view(), name="generation-cancel"),
+    path("generations/<id:generation_id>", GenerationRetrieveApi.as_view(), name="generation-detail"),
+    path("generations/<id:generation_id>/cancel", GenerationCancelApi.as_view(), name="generation-cancel"),
+    path("openapi.json", SpectacularJSONAPIView.as_view(**PUBLIC), name="openapi"),
 ]
 
 urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="v1:openapi", **PUBLIC), name="api-docs"),
     path("admin/", admin.site.urls),
     path("account/", include("accounts.urls")),
     path("", RedirectView.as_view(pattern_name="accounts:home")),

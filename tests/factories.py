@@ -54,11 +54,10 @@ def make_generation(owner, *, n: int = 1, delivered: int | None = None, prompt: 
     them stored (default all), through the real claim and finalize."""
     generation = create_generation(owner, n=n, prompt=prompt)
     attempt = generation_claim(generation_id=generation.id).attempts
-    account = account_get_or_create(user=owner)
     images = []
     for index in range(n if delivered is None else delivered):
         data = image_bytes(size=(32, 32), color=(40, 90 + 40 * index, 200))
-        key = storage.image_key(account_id=account.pk, generation_id=generation.id, index=index)
+        key = storage.image_key(generation_id=generation.id, index=index)
         storage.object_save(key=key, data=data, content_type="image/png")
         images.append(
             StoredImage(

@@ -85,7 +85,7 @@ def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredIma
         fmt, width, height = shape
         ext, content_type = STORED_FORMATS[fmt]
         index = len(stored)
-        key = storage.image_key(account_id=generation.owner_id, generation_id=generation.id, index=index, ext=ext)
+        key = storage.image_key(generation_id=generation.id, index=index, ext=ext)
         storage.object_save(key=key, data=data, content_type=content_type)
         stored.append(StoredImage(index, key, content_type, width, height, len(data)))
     return stored

@@ -15,22 +15,30 @@ def _sign_up(client, email="New.User@Example.com", password="a-long enough passp
     return client.post("/account/signup/", {"email": email, "password1": password, "password2": again or password})
 
 
-def test_sign_up_creates_a_signed_in_user_with_an_empty_credit_account(client):
+def test_sign_up_creates_a_user_with_an_empty_credit_account_who_signs_in(client):
     response = _sign_up(client)
-    assert response.status_code == 302 and response["Location"] == "/account/"
+    assert response.status_code == 302 and response["Location"] == "/account/signup/sent/"
     user = get_user_model().objects.get()
     assert (user.username, user.email) == ("new.user@example.com", "new.user@example.com")
     assert CreditAccount.objects.get(user=user).balance == 0
+    sent = client.get("/account/signup/sent/")
+    assert b"Check your inbox" in sent.content and b"new.user@example.com" in sent.content
+    (email,) = mail.outbox
+    assert email.to == ["new.user@example.com"] and "/account/verify-email/" in email.body
+    signed_in = client.post(
+        "/account/login/", {"username": "new.user@example.com", "password": "a-long enough passphrase"}
+    )
+    assert signed_in.status_code == 302
     home = client.get("/account/")
     assert home.status_code == 200 and b"new.user@example.com" in home.content
 
 
-def test_sign_up_refuses_an_email_that_exists_in_any_case(client):
+def test_sign_up_with_a_taken_email_in_any_case_creates_nothing(client):
     make_user(email="taken@example.com")
     response = _sign_up(client, email="Taken@Example.com")
-    assert response.status_code == 200
-    assert b"already exists" in response.content
+    assert response.status_code == 302 and response["Location"] == "/account/signup/sent/"
     assert get_user_model().objects.count() == 1
+    assert get_user_model().objects.get().check_password(PASSWORD)
 
 
 @pytest.mark.parametrize(

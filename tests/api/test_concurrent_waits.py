@@ -35,7 +35,7 @@ def _connections(application_name: str) -> int:
 def _finish(generation_id: str, data: bytes) -> None:
     """What a worker would do: claim, store one image, finalize (which publishes the finish)."""
     attempt = generation_claim(generation_id=generation_id).attempts
-    key = storage.image_key(account_id=0, generation_id=generation_id, index=0)
+    key = storage.image_key(generation_id=generation_id, index=0)
     storage.object_save(key=key, data=data, content_type="image/png")
     image = StoredImage(index=0, storage_key=key, content_type="image/png", width=8, height=8, byte_size=len(data))
     generation_finalize(generation_id=generation_id, attempt=attempt, images=[image])

@@ -1,4 +1,4 @@
-"""Operator commands: hub_createuser, hub_createkey (last stdout line is the raw key), hub_reconcile."""
+"""Operator commands: hub_createuser, hub_createkey (last stdout line is the raw key), hub_revokekey, hub_reconcile."""
 
 from io import StringIO
 
@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 
 from apikeys.models import ApiKey
 from billing.models import CreditAccount
-from tests.factories import bearer
+from tests.factories import bearer, make_key, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +68,55 @@ def test_demo_prints_a_fresh_working_key_each_time(api):
     assert first != second
     for raw in (first, second):
         assert api.get("/api/v1/credits", **bearer(raw)).json()["credits"] == 1000
+
+
+def test_revokekey_revokes_the_key_its_display_prefix_names(api):
+    alice, bob = make_user(email="alice@example.com"), make_user(email="bob@example.com")
+    doomed, kept = make_key(alice, name="ci"), make_key(bob)
+    key = ApiKey.objects.get(owner=alice)
+    out = _run("hub_revokekey", key.display_prefix)
+    assert f"Revoked {key.display_prefix}… (ci) of alice@example.com" in out
+    assert api.get("/api/v1/credits", **bearer(doomed)).json()["error"]["code"] == "invalidApiKey"
+    assert api.get("/api/v1/credits", **bearer(kept)).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["whole key", "longer leading part", "id"])
+def test_revokekey_also_takes_the_whole_key_a_longer_part_or_the_id(how):
+    raw = make_key(make_user())
+    key = ApiKey.objects.get()
+    _run("hub_revokekey", {"whole key": raw, "longer leading part": raw[:20], "id": key.pk}[how])
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_revokekey_refuses_a_prefix_that_names_several_keys():
+    user = make_user(email="alice@example.com")
+    make_key(user, name="one")
+    make_key(user, name="two")
+    ApiKey.objects.update(display_prefix="gih_live_AbC4")
+    with pytest.raises(CommandError, match="matches 2 active keys") as refused:
+        _run("hub_revokekey", "gih_live_AbC4")
+    assert all(key.pk in str(refused.value) for key in ApiKey.objects.all())
+    with pytest.raises(CommandError, match="matches 2 active keys"):
+        _run("hub_revokekey", "gih_live_Ab")
+    assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
+
+
+@pytest.mark.parametrize("text", ["gih_live_", "gih_live_zzzz", "AbC4", "key_unknown"])
+def test_revokekey_refuses_what_names_no_active_key(text):
+    make_key(make_user())
+    ApiKey.objects.update(display_prefix="gih_live_AbC4")
+    with pytest.raises(CommandError, match="No active API key matches"):
+        _run("hub_revokekey", text)
+    assert ApiKey.objects.get().revoked_at is None
+
+
+def test_revokekey_does_not_count_revoked_keys():
+    user = make_user()
+    make_key(user, name="old")
+    make_key(user, name="new")
+    ApiKey.objects.update(display_prefix="gih_live_AbC4")
+    old = ApiKey.objects.get(name="old")
+    _run("hub_revokekey", old.pk)
+    _run("hub_revokekey", "gih_live_AbC4")
+    assert ApiKey.objects.filter(revoked_at__isnull=True).count() == 0

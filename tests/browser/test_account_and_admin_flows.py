@@ -41,6 +41,11 @@ def test_sign_up_create_a_key_call_the_api_and_revoke_the_key(page, screenshot):
     page.get_by_label("Password again").fill("analytical engine 1843")
     screenshot(page, "sign-up")
     page.get_by_role("button", name="Create account").click()
+    # The same answer whether or not the address has an account: a link is in the inbox.
+    expect(page.get_by_role("heading")).to_have_text("Check your inbox")
+    screenshot(page, "sign-up-sent")
+    page.get_by_role("link", name="Sign in").click()
+    sign_in(page, "ada@example.com", "analytical engine 1843")
 
     expect(page.get_by_test_id("balance")).to_have_text("0")
     expect(page.locator("#qs-credits")).to_contain_text("/api/v1/credits")

@@ -173,7 +173,7 @@ def test_workers_storage_helpers_use_s3_backend(endpoint, bucket, s3):
         },
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
-    key = helpers.image_key(account_id=7, generation_id="gen_abc", index=0)
+    key = helpers.image_key(generation_id="gen_abc", index=0)
     # override_settings(STORAGES=...) fires Django's storages_changed signal, which drops the
     # cached default_storage on entry and on exit.
     with override_settings(STORAGES=stores, USE_S3=True):

@@ -7,12 +7,13 @@ from django.utils.module_loading import import_string
 
 from workers.providers.base import Provider, ProviderError, ProviderRequest
 
+LOCAL = "local"
 ADAPTERS = {
-    "local": "workers.providers.local.LocalProvider",
+    LOCAL: "workers.providers.local.LocalProvider",
     "openai": "workers.providers.openai_images.OpenAIImagesProvider",
 }
 
-__all__ = ["Provider", "ProviderError", "ProviderRequest", "provider_for"]
+__all__ = ["LOCAL", "Provider", "ProviderError", "ProviderRequest", "backend_name", "provider_for"]
 
 
 @cache
@@ -22,6 +23,21 @@ def _adapter(name: str) -> Provider:
     return import_string(ADAPTERS[name])()
 
 
+def backend_name(backend: str) -> str:
+    """The adapter that serves a catalog row: its backend; blank means the IMAGE_PROVIDER setting."""
+    return backend or settings.IMAGE_PROVIDER
+
+
 def provider_for(backend: str) -> Provider:
-    """The adapter for a catalog row's backend; blank means the IMAGE_PROVIDER setting."""
-    return _adapter(backend or settings.IMAGE_PROVIDER)
+    """The adapter for a catalog row's backend. The placeholder `local` adapter is refused unless
+    ALLOW_LOCAL_PROVIDER (not on a shared database by default): checked here, at every generation,
+    as well as at start-up (workers.checks), since the catalog can be edited while the hub runs."""
+    name = backend_name(backend)
+    if name == LOCAL and not settings.ALLOW_LOCAL_PROVIDER:
+        raise ProviderError(
+            "This model is not available right now",
+            permanent=False,
+            detail="the local provider is refused here: set IMAGE_PROVIDER or the model's backend "
+            "(or HUB_ALLOW_LOCAL_PROVIDER=true for a demo or a test run)",
+        )
+    return _adapter(name)

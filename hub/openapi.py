@@ -1,0 +1,52 @@
+"""OpenAPI pieces every API shares: the error envelope, the responses each status means, the
+headers the hub reads and sends, and the API-key security scheme (drf-spectacular)."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    code = serializers.CharField(help_text="invalid_request, missingApiKey, insufficientCredits, notFound, …")
+    type = serializers.CharField(help_text="OpenAI's error type, e.g. invalid_request_error")
+    param = serializers.CharField(allow_null=True, help_text="the request field at fault, if any")
+    generation_id = serializers.CharField(required=False, help_text="with generationFailed/generationCanceled")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+_MEANINGS = {
+    400: "invalid_request: invalid body, field or header (nothing charged)",
+    401: "missingApiKey, invalidApiKey, expiredApiKey or emailNotVerified",
+    402: "insufficientCredits (nothing charged)",
+    404: "notFound (also: someone else's generation)",
+    405: "methodNotAllowed",
+    409: "idempotencyConflict, or generationCanceled",
+    500: "generationFailed (credits refunded) or internal_error",
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {status: OpenApiResponse(ErrorSerializer, description=_MEANINGS[status]) for status in statuses}
+
+
+SHOULD_RETRY = OpenApiParameter(
+    "x-should-retry",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=True,
+    enum=["true", "false"],
+    description="Whether retrying the same request can succeed (the OpenAI SDKs honour it); on errors",
+)
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "apikeys.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An API key: `Authorization: Bearer gih_live_…`"}

@@ -1,0 +1,63 @@
+"""Running the hub on one machine: `make run` stops cleanly on Ctrl-C, and two hubs side by side
+do not share gunicorn's control socket."""
+
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, WebProcess, die_with_parent, free_port, until
+
+SERVICES = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL")
+
+
+def _serves(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_ctrl_c_ends_make_run_without_an_error(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVICES}  # make run: the embedded defaults
+    env.update(HUB_VAR_DIR=str(tmp_path), PORT=str(port))
+    run = subprocess.Popen(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],  # -o: no reinstall
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        assert until(lambda: _serves(f"http://127.0.0.1:{port}"), timeout=90)
+        os.killpg(run.pid, signal.SIGINT)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert "make: ***" not in output, output[-3000:]
+    assert run.returncode in (0, -signal.SIGINT)  # GNU make re-raises the SIGINT it got itself
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-g", str(run.pid)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []
+
+
+@pytest.mark.django_db
+def test_two_hubs_on_one_machine_share_no_gunicorn_control_socket(tmp_path):
+    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": ""}  # gunicorn's default: $HOME/.gunicorn/gunicorn.ctl
+    first = WebProcess(env_overrides=env).start()
+    second = WebProcess(env_overrides=env).start()
+    try:
+        assert _serves(first.base_url) and _serves(second.base_url)
+        assert not (tmp_path / ".gunicorn").exists()
+    finally:
+        first.stop()
+        second.stop()
