@@ -20,7 +20,7 @@ from billing.services import account_get_or_create, credits_charge, credits_refu
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, IdempotencyKey, ReferenceImage
-from hub import completion, storage
+from hub import completion, shutdown, storage
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 
@@ -419,6 +419,9 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
         if not capped:
             generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
         generation.refresh_from_db()
+    except shutdown.Stopping:
+        logger.info("generation %s: this process is stopping; answering with its poll_url", generation.pk)
+        return _reread(generation)
     except Exception:  # noqa: BLE001 — see above: charged work is answered, never a 5xx
         logger.exception("generation %s: the wait failed; answering with the row as it is", generation.pk)
         return _reread(generation)

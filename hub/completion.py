@@ -23,6 +23,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from hub import shutdown
+
 logger = logging.getLogger(__name__)
 
 # A published message can be lost (listener reconnecting); re-reading the row this often
@@ -68,6 +70,13 @@ class _Waiters:
         target = self._listen if settings.REDIS_URL else self._poll
         self._thread = threading.Thread(target=target, name="completion-listener", daemon=True)
         self._thread.start()
+        shutdown.on_stop(self._wake_all)  # waiters re-check at once against the stop deadline
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            events = [event for waiting in self._events.values() for event in waiting]
+        for event in events:
+            event.set()
 
     def add(self, generation_id: str) -> threading.Event:
         event = threading.Event()
@@ -162,6 +171,11 @@ def wait_done(
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
+            stop_left = shutdown.seconds_left()
+            if stop_left is not None:  # the process is stopping: answer before it is killed
+                if stop_left <= 0:
+                    raise shutdown.Stopping(generation_id)
+                left = min(left, stop_left)
             event.wait(min(left, RECHECK_SECONDS))
             event.clear()
     finally:

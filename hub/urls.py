@@ -13,7 +13,7 @@ from generations.apis import (
     ModelListApi,
     ModelRetrieveApi,
 )
-from hub.health import healthz
+from hub.health import healthz, readyz
 from hub.media import media
 
 PUBLIC = {"authentication_classes": [], "permission_classes": [AllowAny]}  # the schema and its docs page
@@ -36,6 +36,7 @@ urlpatterns = [
     path("account/", include("accounts.urls")),
     path("", RedirectView.as_view(pattern_name="accounts:home")),
     path("healthz", healthz),
+    path("readyz", readyz),
     re_path(r"^media/(?P<path>.*)$", media),
 ]
 
