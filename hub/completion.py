@@ -8,9 +8,10 @@ wakes all of its local waiters —
   `WAIT_POLL_INTERVAL_SECONDS` (the database is the only thing the processes share).
 
 The generation row stays the truth: a waiter registers before it reads the row, so a finish
-between the two is never missed, and re-reads it every RECHECK_SECONDS, so a lost message (a
-listener reconnecting) delays a waiter but cannot hang it. The listener is a thread, which under
-gevent (gunicorn's and Celery's gevent workers) is a greenlet.
+between the two is never missed, and the process re-reads all waiting rows in one query every
+RECHECK_SECONDS, so a lost message (a listener reconnecting) delays a waiter but cannot hang it.
+The listener and the poller are threads, which under gevent (gunicorn's and Celery's gevent
+workers) are greenlets.
 """
 
 import logging
@@ -27,9 +28,12 @@ from hub import shutdown
 
 logger = logging.getLogger(__name__)
 
-# A published message can be lost (listener reconnecting); re-reading the row this often
-# bounds the damage without turning the wait into a database poll loop.
+# A published message can be lost (listener reconnecting): the poller re-reads all waiting
+# rows of the process this often, in one query — not one query per waiter (at a thousand
+# waits, 200 queries a second).
 RECHECK_SECONDS = 5.0
+# Each waiter also re-reads its own row this often, should the poller itself be stuck.
+BACKSTOP_SECONDS = 60.0
 CHANNEL_PREFIX = "hub:generation-done:"
 RECONNECT_SECONDS = 1.0
 
@@ -67,9 +71,13 @@ class _Waiters:
         self._finished_among = finished_among
         self._lock = threading.Lock()
         self._events: dict[str, set[threading.Event]] = {}
-        target = self._listen if settings.REDIS_URL else self._poll
-        self._thread = threading.Thread(target=target, name="completion-listener", daemon=True)
-        self._thread.start()
+        # With Redis: the subscription wakes waiters at once, and the poller re-reads every
+        # waiting row every RECHECK_SECONDS in one query (a message lost while the listener
+        # reconnects delays a waiter by at most that). Without: the poller is the only way.
+        interval = RECHECK_SECONDS if settings.REDIS_URL else settings.WAIT_POLL_INTERVAL_SECONDS
+        if settings.REDIS_URL:
+            threading.Thread(target=self._listen, name="completion-listener", daemon=True).start()
+        threading.Thread(target=self._poll, args=(interval,), name="completion-poller", daemon=True).start()
         shutdown.on_stop(self._wake_all)  # waiters re-check at once against the stop deadline
 
     def _wake_all(self) -> None:
@@ -119,9 +127,9 @@ class _Waiters:
                     pubsub.close()
             time.sleep(RECONNECT_SECONDS)
 
-    def _poll(self) -> None:
+    def _poll(self, interval: float) -> None:
         while True:
-            time.sleep(settings.WAIT_POLL_INTERVAL_SECONDS)
+            time.sleep(interval)
             with self._lock:
                 waiting = list(self._events)
             if not waiting:
@@ -129,7 +137,7 @@ class _Waiters:
             try:
                 for generation_id in self._finished_among(waiting):
                     self._wake(generation_id)
-            except Exception as exc:  # noqa: BLE001 — waiters still re-read their rows
+            except Exception as exc:  # noqa: BLE001 — waiters still re-read their rows (BACKSTOP_SECONDS)
                 logger.warning("completion poller: %s", exc)
             finally:
                 connection.close()  # back to the pool (or closed): the poller holds nothing
@@ -176,7 +184,7 @@ def wait_done(
                 if stop_left <= 0:
                     raise shutdown.Stopping(generation_id)
                 left = min(left, stop_left)
-            event.wait(min(left, RECHECK_SECONDS))
+            event.wait(min(left, BACKSTOP_SECONDS))
             event.clear()
     finally:
         local.remove(generation_id, event)

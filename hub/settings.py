@@ -296,7 +296,7 @@ CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
 # would silently override an explicit `--pool prefork`.
 # Provider calls in flight per generation worker process (gevent pool: greenlets, not threads);
 # also the size of the provider HTTP client's connection pool.
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=500)
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1000)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {

@@ -136,3 +136,25 @@ def test_a_failing_wait_answers_202_with_poll_url_after_the_charge(api, customer
     assert generation["poll_url"].endswith(f"/api/v1/generations/{generation['id']}")
     assert CreditAccount.objects.get(user=user).balance == 120 - 2  # charged once, and kept
     assert api.get(f"/api/v1/generations/{generation['id']}", **auth).json()["status"] == "queued"
+
+
+@needs_redis
+def test_a_lost_message_delays_a_waiter_by_one_recheck_not_forever(monkeypatch):
+    """No message is published at all (as when the listener was reconnecting): the process's
+    poller re-reads every waiting row in one query each RECHECK_SECONDS and wakes the waiter."""
+    monkeypatch.setattr(completion, "_waiters", None)
+    monkeypatch.setattr(completion, "RECHECK_SECONDS", 0.3)
+    done, queries = set(), []
+
+    def finished_among(ids):
+        queries.append(list(ids))
+        return [generation_id for generation_id in ids if generation_id in done]
+
+    threading.Timer(0.5, done.add, args=("gen_lost",)).start()  # finishes, but nobody publishes
+    started = time.monotonic()
+    assert completion.wait_done(
+        "gen_lost", timeout=10, is_finished=lambda: "gen_lost" in done, finished_among=finished_among
+    )
+    monkeypatch.setattr(completion, "_waiters", None)
+    assert time.monotonic() - started < 2  # not the 60 s backstop
+    assert ["gen_lost"] in queries
