@@ -158,3 +158,20 @@ def test_fuzzed_multipart_fields_never_fail_the_server(api, customer, fields, fi
     data = {**fields, **({file_field: file} if file is not None else {})}
     response = api.post(URL, data, format="multipart", HTTP_PREFER="wait=0", **auth)
     _assert_answer(response, before)
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer gih_live_\x00" + "a" * 31, "Bearer gih_live_" + "a" * 31 + "\r", "Bearer \x00"]
+)
+def test_control_characters_in_the_authorization_header_are_a_401_envelope(api, header):
+    response = api.get("/api/v1/credits", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalidApiKey"
+
+
+def test_errors_outside_the_api_answer_in_the_envelope(api):
+    for path in ("/media/generations/nope.png", "/media/references/x/0.png"):
+        response = api.get(path)
+        assert response.status_code in (403, 404)
+        assert set(response.json()["error"]) >= {"message", "code", "type"}
+    assert api.get("/healthz").json() == {"status": "ok"}
