@@ -49,14 +49,18 @@ class IdempotencyConflict(HubError):
     default_message = "This Idempotency-Key was already used with a different request"
 
 
-class GenerationCanceled(HubError):
-    status = 409
-    code = "generationCanceled"
-    default_message = "The generation was canceled"
+class _AboutGeneration(HubError):
+    """An error about one generation: the envelope names it (`generation_id`)."""
 
     def __init__(self, message: str | None = None, *, generation_id: str | None = None):
         super().__init__(message)
         self.generation_id = generation_id
+
+
+class GenerationCanceled(_AboutGeneration):
+    status = 409
+    code = "generationCanceled"
+    default_message = "The generation was canceled"
 
 
 class NotFound(HubError):
@@ -65,11 +69,7 @@ class NotFound(HubError):
     default_message = "Resource not found"
 
 
-class GenerationFailed(HubError):
+class GenerationFailed(_AboutGeneration):
     status = 500
     code = "generationFailed"
     default_message = "Image generation failed"
-
-    def __init__(self, message: str | None = None, *, generation_id: str | None = None):
-        super().__init__(message)
-        self.generation_id = generation_id

@@ -102,7 +102,30 @@ def database_url_for_subprocess() -> str:
     return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
-class WorkerProcess:
+class ChildProcess:
+    """A server process a test starts (in its own session, dying with the run): stop, log, children."""
+
+    proc: subprocess.Popen | None = None
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def pool_children(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+
+class WorkerProcess(ChildProcess):
     """A real `celery -A hub worker` process on the configured broker and the test database
     (gevent pool by default, as deploy/bin/worker runs it)."""
 
@@ -159,23 +182,6 @@ class WorkerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
 
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self.log.close()
-
-    def output(self) -> str:
-        return self.log_path.read_text()
-
-    def pool_children(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(pid) for pid in out.split()]
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -183,7 +189,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class WebProcess:
+class WebProcess(ChildProcess):
     """The production web server (`deploy/bin/web`: gunicorn, gevent workers) on a free
     loopback port, on the test database."""
 
@@ -224,18 +230,7 @@ class WebProcess:
         raise RuntimeError(f"web did not start:\n{self.log_path.read_text()[-3000:]}")
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(pid) for pid in out.split()]
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self.log.close()
+        return self.pool_children()
 
 
 def purge_queues(*queues: str) -> None:
