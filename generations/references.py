@@ -1,7 +1,8 @@
 """Reference images: validate untrusted uploads by content and re-encode them as clean PNGs."""
 
-import io
+import tempfile
 import threading
+from typing import IO
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -21,8 +22,10 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 _decoding = threading.BoundedSemaphore(1)
 
 
-def reference_images_read(files: list[UploadedFile]) -> list[bytes]:
-    """Each upload decoded, EXIF-oriented and re-encoded as PNG (no metadata, no trailing bytes).
+def reference_images_read(files: list[UploadedFile]) -> list[IO[bytes]]:
+    """Each upload decoded, EXIF-oriented and re-encoded as PNG (no metadata, no trailing bytes)
+    into a temporary file, rewound: a request holds at most one decoded image in memory, never
+    all the re-encoded ones (16 references of 50 MB would be gigabytes otherwise).
 
     Every file's header is checked first (type, pixels each and in sum) before any is decoded,
     so a request that would be refused costs no decoding. Raises InvalidRequest naming the
@@ -80,7 +83,7 @@ def _pixels(position: int, file: UploadedFile) -> int:
     return width * height
 
 
-def _png_from_upload(position: int, file: UploadedFile) -> bytes:
+def _png_from_upload(position: int, file: UploadedFile) -> IO[bytes]:
     invalid, too_many_pixels = _errors(position, file)
     file.seek(0)
     try:
@@ -92,9 +95,10 @@ def _png_from_upload(position: int, file: UploadedFile) -> bytes:
             clean = upright.convert("RGBA" if upright.has_transparency_data else "RGB")
             # Keep pixels only: no EXIF/GPS, text chunks or ICC profile reach the PNG.
             clean.info = {}
-            out = io.BytesIO()
+            out = tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR)
             clean.save(out, format="PNG")
-            return out.getvalue()
+            out.seek(0)
+            return out
     except Image.DecompressionBombError:
         raise too_many_pixels from None
     except (OSError, SyntaxError, ValueError, EOFError):

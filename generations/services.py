@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import IO
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -54,7 +55,7 @@ def generation_create(
     quality: str,
     n: int,
     is_async: bool,
-    references: list[bytes],
+    references: list[IO[bytes]],
     idempotency_key: str | None = None,
 ) -> Generation:
     """Validate against the catalog, charge n × price and persist — all or nothing.
@@ -168,8 +169,9 @@ def _request_hash(*fields) -> str:
     """SHA-256 of the parsed request — references by their own SHA-256."""
     *params, references = fields
     digest = hashlib.sha256(json.dumps(params, ensure_ascii=True).encode())
-    for data in references:
-        digest.update(hashlib.sha256(data).digest())
+    for file in references:
+        digest.update(hashlib.file_digest(file, "sha256").digest())
+        file.seek(0)
     return digest.hexdigest()
 
 

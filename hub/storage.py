@@ -7,10 +7,11 @@ images are never served to anyone.
 """
 
 import time
+from typing import IO
 
 from django.conf import settings
 from django.core import signing
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils.http import urlencode
 
@@ -26,9 +27,10 @@ def reference_key(*, generation_id: str, index: int) -> str:
     return f"references/{generation_id}/{index}.png"
 
 
-def object_save(*, key: str, data: bytes, content_type: str) -> str:
-    """Store bytes under a deterministic key, overwriting what a previous attempt left there."""
-    content = ContentFile(data)
+def object_save(*, key: str, data: bytes | IO[bytes], content_type: str) -> str:
+    """Store bytes, or a file, under a deterministic key, overwriting what a previous attempt
+    left there."""
+    content = ContentFile(data) if isinstance(data, bytes) else File(data)
     content.content_type = content_type  # read by the S3 backend for the object's Content-Type
     if not settings.USE_S3 and default_storage.exists(key):
         default_storage.delete(key)  # FileSystemStorage would otherwise pick a new name

@@ -51,9 +51,9 @@ class HubS3Storage(S3Storage):
         return resource
 
     def _save(self, name, content):
-        """One PutObject through the shared client. django-storages' upload_fileobj goes through
-        s3transfer's thread pool and builds a boto3 resource per object — ~10 ms of CPU for an
-        image that fits in one request anyway (images are at most a few MB)."""
+        """One PutObject through the shared client (one object in memory at a time).
+        django-storages' upload_fileobj goes through s3transfer's thread pool and builds a boto3
+        resource per object — ~10 ms of CPU for an image that fits one request anyway."""
         cleaned = clean_name(name)
         key = self._normalize_name(cleaned)
         content.seek(0)

@@ -1,6 +1,7 @@
 """Stored images: opaque keys everywhere; on the embedded default (no S3) the hub serves generated
 images only through signed, expiring URLs, and never serves the references users upload."""
 
+import io
 import time
 import types
 
@@ -133,7 +134,7 @@ def test_stored_keys_carry_only_the_generation_id(customer, unconsumed_queue):
         quality="low",
         n=2,
         is_async=True,
-        references=[image_bytes()],
+        references=[io.BytesIO(image_bytes())],
     )
     generation_run(generation.id)
     generation.refresh_from_db()
