@@ -283,13 +283,18 @@ def _int_settings(stack: Stack, *names: str) -> list[int]:
 
 def run_upload(s: Scenario, ctx: Context) -> Table:
     with ctx.stack(s) as stack:
-        max_bytes, max_pixels = _int_settings(stack, "REFERENCE_IMAGE_MAX_BYTES", "REFERENCE_IMAGE_MAX_PIXELS")
+        max_bytes, max_pixels, max_total = _int_settings(
+            stack, "REFERENCE_IMAGE_MAX_BYTES", "REFERENCE_IMAGE_MAX_PIXELS", "REFERENCE_IMAGE_MAX_TOTAL_PIXELS"
+        )
         models = http("GET", f"{stack.base_url}/api/v1/models")[1]["data"]
         limit = next(m for m in models if m["id"] == BODY["model"])["reference_image_limit"]
-        target = max_bytes - 64 * 1024  # just under the cap
+        # The largest request the hub accepts: each file just under the byte cap, unless the
+        # pixels of all files together (REFERENCE_IMAGE_MAX_TOTAL_PIXELS) bind first.
+        budget = min(max_pixels, max_total // limit)
+        target = min(max_bytes - 64 * 1024, int(budget * 3 * 0.97))  # noise RGB PNG ≈ 3 bytes/pixel
         side = side_for(target)
-        if side * side > max_pixels:
-            raise RuntimeError(f"a {target}-byte noise PNG would have {side * side} pixels, over {max_pixels}")
+        if side * side > budget:
+            raise RuntimeError(f"a {target}-byte noise PNG would have {side * side} pixels, over {budget}")
         reference = stack.tmp / "reference.png"
         reference.write_bytes(noise_png(target))
         size = reference.stat().st_size
