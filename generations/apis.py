@@ -313,7 +313,6 @@ class GenerationCancelApi(APIView):
     )
     def post(self, request: Request, generation_id: str) -> Response:
         generation = generation_cancel(owner=request.user, generation_id=generation_id)
-        generation = generation_get_for_owner(owner=request.user, generation_id=generation.id)
         return Response(self.OutputSerializer.data(generation, root=base_url(request)))
 
 

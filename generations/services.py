@@ -211,20 +211,18 @@ def generation_cancel(*, owner, generation_id: str) -> Generation:
     Idempotent: a finished (or already canceled) generation is returned as it is. An attempt
     still running finds the status changed and its finalize is ignored (the attempt fence).
     """
-    with transaction.atomic():
-        generation = Generation.objects.select_for_update().filter(pk=generation_id, owner=owner).first()
-        if generation is None:
-            raise NotFound("Generation not found")
-        if generation.status in FINISHED:
-            return generation
-        generation.status = GenerationStatus.CANCELED
-        generation.error_code = errors.CANCELED
-        generation.error_message = "The generation was canceled; credits were refunded."
-        generation.finished_at = timezone.now()
-        _refund(generation, generation.credits_requested)
-        generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    _on_finished(generation_id)
-    logger.info("generation %s canceled", generation_id)
+    try:
+        generation, ended = _end_refunded(
+            Generation.objects.filter(owner=owner),
+            generation_id=generation_id,
+            status=GenerationStatus.CANCELED,
+            code=errors.CANCELED,
+            message="The generation was canceled; credits were refunded.",
+        )
+    except Generation.DoesNotExist:
+        raise NotFound("Generation not found") from None
+    if ended:
+        logger.info("generation %s canceled", generation_id)
     return generation
 
 
@@ -348,23 +346,36 @@ def generation_finalize(
 
 def generation_fail(*, generation_id: str, code: str, message: str) -> bool:
     """Fail an unfinished generation and refund it in full; False if it had already finished."""
+    _, ended = _end_refunded(
+        Generation.objects, generation_id=generation_id, status=GenerationStatus.FAILED, code=code, message=message
+    )
+    if ended:
+        logger.warning("generation %s failed: %s", generation_id, code)
+    return ended
+
+
+def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: str) -> tuple[Generation, bool]:
+    """End an unfinished generation (one of `rows`) with `status` and refund it in full.
+
+    (generation, True) when this call ended it; (generation, False) when it had already
+    finished. Raises Generation.DoesNotExist when it is not among `rows`.
+    """
     with transaction.atomic():
-        generation = Generation.objects.select_for_update().get(pk=generation_id)
+        generation = rows.select_for_update().get(pk=generation_id)
         if generation.status in FINISHED:
-            return False
-        generation.status = GenerationStatus.FAILED
+            return generation, False
+        generation.status = status
         generation.error_code, generation.error_message = code, message[:1000]
         generation.finished_at = timezone.now()
         _refund(generation, generation.credits_requested)
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
     _on_finished(generation_id)
-    logger.warning("generation %s failed: %s", generation_id, code)
-    return True
+    return generation, True
 
 
 def _on_finished(generation_id: str) -> None:
-    """The one step after a generation reaches a final state (succeeded or failed), run after
-    the commit that finished it: wake its sync waiter. Everything else that follows a finish
+    """The one step after a generation reaches a final state (succeeded, failed, canceled), run
+    after the commit that finished it: wake its sync waiter. Everything else that follows a finish
     hangs off here, so no finishing path can forget it."""
     transaction.on_commit(lambda: completion.publish_done(generation_id))
 

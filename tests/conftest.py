@@ -106,6 +106,32 @@ class ChildProcess:
     """A server process a test starts (in its own session, dying with the run): stop, log, children."""
 
     proc: subprocess.Popen | None = None
+    args: list[str]
+    env: dict
+    log_path: Path
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30):
+        """Start the process and return once `ready()`; raise with its log's tail if it dies or
+        is not ready within `timeout` seconds."""
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"{type(self).__name__} did not start:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self, timeout: float = 15) -> None:
         if self.proc and self.proc.poll() is None:
@@ -162,25 +188,8 @@ class WorkerProcess(ChildProcess):
         ]
         self.proc = None
 
-    def start(self, timeout: float = 30) -> "WorkerProcess":
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            self.args,
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ready." in self.log_path.read_text():
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
+    def ready(self) -> bool:
+        return "ready." in self.log_path.read_text()
 
 
 def free_port() -> int:
@@ -205,29 +214,16 @@ class WebProcess(ChildProcess):
             "WEB_CONCURRENCY": str(processes),
             **(env_overrides or {}),
         }
+        self.args = [str(ROOT / "deploy" / "bin" / "web"), "--log-level", "warning"]
         self.proc = None
 
-    def start(self, timeout: float = 30) -> "WebProcess":
+    def ready(self) -> bool:
         import httpx
 
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [str(ROOT / "deploy" / "bin" / "web"), "--log-level", "warning"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"web did not start:\n{self.log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def worker_pids(self) -> list[int]:
         return self.pool_children()

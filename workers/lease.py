@@ -10,6 +10,7 @@ process, so a forked pool child gets its own.
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -38,8 +39,8 @@ class _LeaseKeeper:
                     del self._running[generation_id]
 
     def _renew_forever(self) -> None:
-        stop = threading.Event()  # never set: the loop lives as long as the process
-        while not stop.wait(settings.GENERATION_LEASE_SECONDS / 3):
+        while True:  # as long as the process lives
+            time.sleep(settings.GENERATION_LEASE_SECONDS / 3)
             with self._lock:
                 running = dict(self._running)
             if not running:
