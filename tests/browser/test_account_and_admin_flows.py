@@ -15,9 +15,16 @@ from tests.factories import make_key, make_user
 PASSWORD = "correct horse battery"  # the factories' password
 
 
-def _loaded_image_widths(page, selector: str) -> list[int]:
-    page.wait_for_function(f"[...document.querySelectorAll('{selector}')].every(img => img.complete)")
-    return page.locator(selector).evaluate_all("imgs => imgs.map(img => img.naturalWidth)")
+def _expect_image_widths(page, selector: str, widths: list[int]) -> None:
+    """Each image loads with its width; polled by Playwright's expect.
+
+    Not ``wait_for_function``: once its first check fails it re-evaluates the predicate with
+    ``eval`` in the page, which the pages' CSP (``script-src 'self'``) rightly refuses.
+    """
+    images = page.locator(selector)
+    expect(images).to_have_count(len(widths))
+    for index, width in enumerate(widths):
+        expect(images.nth(index)).to_have_js_property("naturalWidth", width)
 
 
 def _credits(page, raw_key: str):
@@ -157,11 +164,11 @@ def test_a_generation_made_with_the_api_shows_up_with_its_images(page, celery_wo
     row = page.locator("#generations tbody tr", has_text=generation_id)
     expect(row.locator(".badge")).to_have_text("succeeded")
     expect(row).to_contain_text("gpt-image-2")
-    assert _loaded_image_widths(page, "#generations img.thumb") == [1536]
+    _expect_image_widths(page, "#generations img.thumb", [1536])
     screenshot(page, "generations")
 
     row.get_by_role("link", name=generation_id, exact=True).click()
-    assert _loaded_image_widths(page, ".gallery img") == [1536, 1536]
+    _expect_image_widths(page, ".gallery img", [1536, 1536])
     screenshot(page, "generation")
 
     page.goto("/account/credits/")
