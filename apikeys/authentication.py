@@ -1,3 +1,4 @@
+import structlog
 from rest_framework.authentication import BaseAuthentication
 
 from apikeys.services import api_key_authenticate
@@ -15,6 +16,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidApiKey()
         key = api_key_authenticate(token.strip())
+        structlog.contextvars.bind_contextvars(account_id=key.owner_id)  # on the request's log lines
         return key.owner, key
 
     def authenticate_header(self, request):

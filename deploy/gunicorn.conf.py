@@ -7,11 +7,44 @@ its generation far longer than that, so the worker's SIGTERM handler also tells 
 still waiting then is answered 202 with its poll_url instead of being cut.
 """
 
+import glob
+import os
 import signal
+import tempfile
 import threading
+
+from hub.logs import formatter
+
+# Metrics across the worker processes (hub/metrics.py): each process writes its counters to
+# files in this directory and /metrics adds them up. Set before any worker imports
+# prometheus_client; its files are removed at start (a previous run's would be counted again).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hub-metrics-"))
+
+# gunicorn's own lines (start, worker restarts) in the hub's log format; the hub logs each
+# request itself (hub.observability), so gunicorn's access log stays off.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"structured": formatter(os.environ.get("LOG_FORMAT", "json"))},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "loggers": {"gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}
 
 # What a waiting request needs, after its deadline, to re-read its row and answer.
 STOP_MARGIN_SECONDS = 3.0
+
+
+def on_starting(server):
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

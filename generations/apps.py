@@ -3,3 +3,9 @@ from django.apps import AppConfig
 
 class GenerationsConfig(AppConfig):
     name = "generations"
+
+    def ready(self):
+        from generations.metrics import UnfinishedCollector
+        from hub.metrics import SCRAPE_COLLECTORS
+
+        SCRAPE_COLLECTORS.append(UnfinishedCollector())

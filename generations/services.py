@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO
 
+import structlog
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
@@ -21,7 +22,7 @@ from billing.services import account_get_or_create, credits_charge, credits_refu
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, IdempotencyKey, ReferenceImage
-from hub import completion, shutdown, storage
+from hub import completion, metrics, shutdown, storage
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 
@@ -74,6 +75,7 @@ def generation_create(
     model, shape, price = _priced(model_id, size, quality, len(references))
     account = account_get_or_create(user=owner)
     generation_id = opaque_id("gen")
+    structlog.contextvars.bind_contextvars(generation_id=generation_id)
 
     reference_keys = [
         storage.object_save(
@@ -120,7 +122,7 @@ def generation_create(
                 memo=f"{n} × {model.id}",
                 savepoint=False,
             )
-            transaction.on_commit(lambda: generation_enqueue(generation_id=generation_id, stamp=False))
+            transaction.on_commit(lambda: _on_created(generation_id, n * price))
     except Exception as exc:
         for key in reference_keys:
             storage.object_delete(key)
@@ -129,6 +131,12 @@ def generation_create(
         return _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
     logger.info("generation %s created: %s credits charged, async=%s", generation_id, n * price, is_async)
     return generation
+
+
+def _on_created(generation_id: str, credits: int) -> None:
+    """After the charge commits: count it and hand the generation to the broker."""
+    metrics.CREDITS.labels("charged").inc(credits)
+    generation_enqueue(generation_id=generation_id, stamp=False)
 
 
 def _priced(model_id: str, size: str, quality: str, reference_count: int):
@@ -239,6 +247,8 @@ def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
             args=[generation_id],
             task_id=generation_id,
             queue=settings.GENERATIONS_QUEUE,
+            # The worker's log lines for this generation carry the request id it was made under.
+            headers={"request_id": structlog.contextvars.get_contextvars().get("request_id")},
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         )
     except Exception as exc:  # noqa: BLE001 — kombu raises transport-specific errors; none may lose the row
@@ -339,7 +349,7 @@ def generation_finalize(
         _refund(generation, missing * generation.price_per_image)
         generation.finished_at = timezone.now()
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    _on_finished(generation_id)
+    _on_finished(generation)
     logger.info("generation %s %s: %s/%s images", generation_id, generation.status, len(images), generation.n)
     return generation
 
@@ -369,15 +379,25 @@ def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: 
         generation.finished_at = timezone.now()
         _refund(generation, generation.credits_requested)
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    _on_finished(generation_id)
+    _on_finished(generation)
     return generation, True
 
 
-def _on_finished(generation_id: str) -> None:
+def _on_finished(generation: Generation) -> None:
     """The one step after a generation reaches a final state (succeeded, failed, canceled), run
-    after the commit that finished it: wake its sync waiter. Everything else that follows a finish
-    hangs off here, so no finishing path can forget it."""
-    transaction.on_commit(lambda: completion.publish_done(generation_id))
+    after the commit that finished it: wake its sync waiter, count it. Everything else that
+    follows a finish hangs off here, so no finishing path can forget it."""
+    model, status, refunded = generation.model_id, generation.status, generation.credits_refunded
+    seconds = (generation.finished_at - generation.created_at).total_seconds()
+
+    def finished() -> None:
+        completion.publish_done(generation.pk)
+        metrics.GENERATIONS_FINISHED.labels(model, status).inc()
+        metrics.GENERATION_LATENCY.labels(model, status).observe(seconds)
+        if refunded:
+            metrics.CREDITS.labels("refunded").inc(refunded)
+
+    transaction.on_commit(finished)
 
 
 def _refund(generation: Generation, amount: int) -> None:
@@ -421,12 +441,13 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
 
     try:
         _release_connection()
-        done = completion.wait_done(
-            generation.pk,
-            timeout=max_wait if capped else remaining,
-            is_finished=finished,
-            finished_among=_finished_among,
-        )
+        with metrics.SYNC_WAITS.track_inprogress():
+            done = completion.wait_done(
+                generation.pk,
+                timeout=max_wait if capped else remaining,
+                is_finished=finished,
+                finished_among=_finished_among,
+            )
         if done:
             return latest[0]
         if not capped:

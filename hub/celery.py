@@ -22,5 +22,13 @@ def _refuse_unsafe_start(**kwargs) -> None:
         raise SystemExit(f"Refusing to start: {exc}") from exc
 
 
+def _serve_metrics(**kwargs) -> None:
+    """A worker's own /metrics (HUB_METRICS_PORT), once it is ready; beat counts nothing."""
+    from hub.metrics import serve_worker_metrics
+
+    serve_worker_metrics()
+
+
 signals.worker_init.connect(_refuse_unsafe_start, weak=False)
+signals.worker_ready.connect(_serve_metrics, weak=False)
 signals.beat_init.connect(_refuse_unsafe_start, weak=False)

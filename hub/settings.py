@@ -11,6 +11,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from hub.logs import formatter as log_formatter
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -93,6 +95,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hub.observability.RequestObservabilityMiddleware",  # request id, access log line, metrics
     "django.middleware.security.SecurityMiddleware",
     "hub.csp.ContentSecurityPolicyMiddleware",  # the account pages and the admin
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves the admin's and the account pages' CSS
@@ -338,11 +341,22 @@ LOGIN_URL = "/account/login/"
 LOGIN_REDIRECT_URL = "/account/"
 LOGOUT_REDIRECT_URL = "/account/login/"
 
+# Prometheus metrics (hub/metrics.py): off unless a token is set; scrapers send it as a bearer
+# token. The web serves /metrics; each Celery worker serves its own on HUB_METRICS_PORT.
+METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
+METRICS_PORT = env.int("HUB_METRICS_PORT", default=0)
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("HUB_METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+
+# One JSON object per line by default (hub/logs.py); `plain` for reading in a terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"structured": log_formatter(LOG_FORMAT)},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -4,6 +4,7 @@ import io
 import logging
 import time
 
+import structlog
 from django.db import DatabaseError, connection
 from django.utils import timezone
 from PIL import Image
@@ -11,7 +12,7 @@ from PIL import Image
 from generations import errors
 from generations.models import Generation
 from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
-from hub import storage
+from hub import metrics, storage
 from workers.lease import lease_held
 from workers.providers import ProviderError, ProviderRequest, provider_for
 
@@ -35,6 +36,7 @@ def generation_run(generation_id: str) -> None:
     if generation is None:
         logger.info("generation %s: not queued (finished or taken); nothing to do", generation_id)
         return
+    structlog.contextvars.bind_contextvars(account_id=generation.owner_id)
     attempt = generation.attempts
     seconds_left = (generation.deadline_at - timezone.now()).total_seconds() - FINALIZE_MARGIN_SECONDS
     if seconds_left <= 0:
@@ -60,6 +62,7 @@ def generation_run(generation_id: str) -> None:
         try:
             outputs = provider_for(generation.model.backend).generate(request)
         except ProviderError as exc:
+            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
             logger.warning("generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail)
             code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
             generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=(code, exc.user_message))

@@ -1,5 +1,6 @@
 import random
 
+import structlog
 from celery import shared_task
 
 from generations.services import RUN_TASK_NAME
@@ -15,6 +16,8 @@ CLAIM_MAX_RETRIES = 20
 
 @shared_task(name=RUN_TASK_NAME, bind=True, max_retries=CLAIM_MAX_RETRIES)
 def run_generation(self, generation_id: str) -> None:
+    structlog.contextvars.clear_contextvars()  # a pool thread or greenlet runs many tasks
+    structlog.contextvars.bind_contextvars(generation_id=generation_id, request_id=self.request.get("request_id"))
     try:
         generation_run(generation_id)
     except ClaimUnavailable as exc:

@@ -323,6 +323,14 @@ def test_every_port_is_the_one_the_web_binds(production):
     assert [p["containerPort"] for p in _container(production, "hub-web")["ports"]] == [default_port]
 
 
+def test_workers_expose_the_metrics_port_they_serve(production):
+    port = int(_one(production, "ConfigMap")["data"]["HUB_METRICS_PORT"])
+    for name in ("hub-worker", "hub-housekeeping"):
+        assert {p["name"]: p["containerPort"] for p in _container(production, name)["ports"]} == {"metrics": port}
+    for name in ("worker", "housekeeping"):
+        assert int(compose_config()["services"][name]["environment"]["HUB_METRICS_PORT"]) == port
+
+
 def probe_paths(production) -> set[str]:
     paths = set()
     for workload in _workloads(production):

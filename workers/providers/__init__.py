@@ -19,7 +19,12 @@ __all__ = ["LOCAL", "Provider", "ProviderError", "ProviderRequest", "backend_nam
 @cache
 def _adapter(name: str) -> Provider:
     if name not in ADAPTERS:
-        raise ProviderError("This model is not available right now", permanent=True, detail=f"unknown backend {name!r}")
+        raise ProviderError(
+            "This model is not available right now",
+            permanent=True,
+            detail=f"unknown backend {name!r}",
+            kind="not_configured",
+        )
     return import_string(ADAPTERS[name])()
 
 
@@ -39,5 +44,6 @@ def provider_for(backend: str) -> Provider:
             permanent=False,
             detail="the local provider is refused here: set IMAGE_PROVIDER or the model's backend "
             "(or HUB_ALLOW_LOCAL_PROVIDER=true for a demo or a test run)",
+            kind="not_configured",
         )
     return _adapter(name)

@@ -20,13 +20,16 @@ class ProviderError(Exception):
 
     `permanent` errors (the request itself is refused: bad prompt, policy) are never retried;
     temporary ones (429, 5xx, network) may be. `user_message` is safe to show to the user.
+    `kind` labels the provider-errors metric: timeout, unavailable, rate_limited, auth,
+    not_configured, malformed, download, rejected (a permanent refusal) or failed.
     """
 
-    def __init__(self, user_message: str, *, permanent: bool, detail: str = ""):
+    def __init__(self, user_message: str, *, permanent: bool, detail: str = "", kind: str = ""):
         super().__init__(user_message)
         self.user_message = user_message
         self.permanent = permanent
         self.detail = detail  # for operator logs; never contains credentials
+        self.kind = kind or ("rejected" if permanent else "failed")
 
 
 class Provider(Protocol):

@@ -41,7 +41,9 @@ class LocalProvider:
         left = deadline - time.monotonic()
         if seconds >= left:
             time.sleep(max(left, 0))
-            raise ProviderError("The image provider timed out", permanent=False, detail="[sleep] past deadline")
+            raise ProviderError(
+                "The image provider timed out", permanent=False, detail="[sleep] past deadline", kind="timeout"
+            )
         time.sleep(seconds)
 
 

@@ -34,6 +34,17 @@ MSG_NOT_CONFIGURED = "Image provider is not configured"
 MSG_FAILED = "Image provider request failed"
 MSG_MALFORMED = "Provider returned a malformed response"
 MSG_DOWNLOAD = "Could not download the generated image"
+# The provider-errors metric's kind of each failure (ProviderError.kind); a permanent refusal is
+# "rejected", whatever its message.
+KINDS = {
+    MSG_TIMED_OUT: "timeout",
+    MSG_UNAVAILABLE: "unavailable",
+    MSG_RATE_LIMITED: "rate_limited",
+    MSG_AUTH: "auth",
+    MSG_NOT_CONFIGURED: "not_configured",
+    MSG_MALFORMED: "malformed",
+    MSG_DOWNLOAD: "download",
+}
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class OpenAIImagesProvider:
                 api_key=api_key, base_url=base_url, max_retries=0, http_client=_shared_http_client()
             )
         except openai.OpenAIError as exc:  # e.g. no OPENAI_API_KEY; callers expect ProviderError
-            raise ProviderError(MSG_NOT_CONFIGURED, permanent=False, detail=str(exc)) from None
+            raise ProviderError(MSG_NOT_CONFIGURED, permanent=False, detail=str(exc), kind="not_configured") from None
         self._max_retries = max_retries
         self._backoff_base = backoff_base
 
@@ -226,7 +237,8 @@ class OpenAIImagesProvider:
         return _Failure(MSG_FAILED, detail)
 
     def _error(self, user_message: str, permanent: bool, detail: str) -> ProviderError:
-        return ProviderError(self._redact(user_message), permanent=permanent, detail=self._redact(detail))
+        kind = "rejected" if permanent else KINDS.get(user_message, "failed")
+        return ProviderError(self._redact(user_message), permanent=permanent, detail=self._redact(detail), kind=kind)
 
     def _redact(self, text: str) -> str:
         key = self._client.api_key

@@ -1,0 +1,50 @@
+"""Logs: one JSON object per line, from every logger of every process (structlog renders the
+standard library's records, so Django's, Celery's and gunicorn's lines are JSON too).
+
+Each line carries the ids bound for the work at hand (structlog contextvars, one context per
+request greenlet or task): `request_id` (hub.observability), `account_id` (the API key's owner),
+`generation_id` (set where a generation is created, read or run — the worker's lines for a
+generation carry the request id it was created under). Secrets never reach a line: keys are
+logged by display prefix at most, prompts' images never; `redact` is a last net for the
+Authorization header's scheme in free text.
+"""
+
+import re
+
+import structlog
+
+# A bearer token or an API key in a message that quotes a header or a URL by mistake.
+_SECRET = re.compile(r"(Bearer\s+|gih_(?:live|test)_|sk-|whsec_)[A-Za-z0-9_\-+/=.]{4,}")
+
+
+def redact(_, __, event_dict: dict) -> dict:
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = _SECRET.sub(lambda m: m.group(1) + "[redacted]", event)
+    return event_dict
+
+
+PRE_CHAIN = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.ExtraAdder(),
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def formatter(log_format: str) -> dict:
+    """The `formatters` entry of Django's LOGGING for LOG_FORMAT (json, or plain for a terminal)."""
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+    )
+    processors = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact]
+    if log_format == "json":
+        processors.append(structlog.processors.dict_tracebacks)
+    return {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "foreign_pre_chain": PRE_CHAIN,
+        "processors": [*processors, renderer],
+    }
