@@ -19,8 +19,10 @@ from django.conf import settings
 
 from tests.conftest import free_port
 from tests.deploy.containers import ROOT, compose_bin, remove_images, run, stack_images, unavailable
+from tests.test_observability import log_lines, samples, value
 
 pytestmark = pytest.mark.timeout(1200)
+METRICS_TOKEN = uuid.uuid4().hex
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
 
 
@@ -50,6 +52,7 @@ def stack(dockerd, tmp_path):
         # A killed worker's attempt is taken over within seconds, not a minute and a half.
         "GENERATION_LEASE_SECONDS": "6",
         "SWEEPER_INTERVAL_SECONDS": "2",
+        "HUB_METRICS_TOKEN": METRICS_TOKEN,
     }
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     project = f"hubtest-{run_id}"
@@ -126,6 +129,7 @@ def test_compose_stack_serves_generations_through_worker_restarts(stack):
     download = "import sys, urllib.request; sys.stdout.write(str(len(urllib.request.urlopen(sys.argv[1]).read())))"
     fetched = stack.run("exec", "-T", "web", "python3", "-c", download, body["data"][0]["url"]).stdout
     assert int(fetched) > 1000
+    _metrics_and_logs_follow(stack, body["id"])
 
     # Async, worker restarted with time to finish: SIGTERM, the running generation completes.
     graceful = _start_async(stack, key, "compose graceful restart [sleep:4]")
@@ -150,6 +154,24 @@ def test_compose_stack_serves_generations_through_worker_restarts(stack):
     consumed = sum(stack.http.get(url, headers=_auth(key)).json()["usage"]["credits"] for url in (graceful, killed))
     assert credits == 100 - body["usage"]["credits"] - consumed
     assert "OK" in stack.manage("hub_reconcile")
+
+
+def _metrics_and_logs_follow(stack: Stack, generation_id: str) -> None:
+    """The web's /metrics (multiprocess files in the read-only container's tmpfs), the worker's
+    own port, and JSON log lines naming the generation in both containers."""
+    at_web = samples(stack.http.get("/metrics", headers=_auth(METRICS_TOKEN)).text)
+    route = "api/v1/images/generations"
+    assert value(at_web, "hub_http_requests_total", route=route, method="POST", status="200") == 1
+    scrape = (
+        "import sys, urllib.request; request = urllib.request.Request('http://127.0.0.1:9100/metrics', "
+        "headers={'Authorization': 'Bearer ' + sys.argv[1]}); "
+        "sys.stdout.write(urllib.request.urlopen(request).read().decode())"
+    )
+    at_worker = samples(stack.run("exec", "-T", "worker", "python3", "-c", scrape, METRICS_TOKEN).stdout)
+    assert value(at_worker, "hub_generations_finished_total", model="gpt-image-2", status="succeeded") == 1
+    for service in ("web", "worker"):
+        output = stack.run("logs", "--no-color", "--no-log-prefix", service, timeout=60).stdout
+        assert any(line.get("generation_id") == generation_id for line in log_lines(output)), service
 
 
 def _start_async(stack: Stack, key: str, prompt: str) -> str:
