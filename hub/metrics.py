@@ -81,6 +81,21 @@ class _QueueCollector:
 SCRAPE_COLLECTORS.append(_QueueCollector())
 
 
+class _Guarded:
+    """A scrape-time collector whose service is down yields nothing (and says so in the log),
+    so the process's own counters are still scraped."""
+
+    def __init__(self, collector):
+        self.collector = collector
+
+    def collect(self):
+        try:
+            return list(self.collector.collect())
+        except Exception as exc:  # noqa: BLE001 — any client error of the database or the broker
+            logger.warning("metrics: %s skipped: %s", type(self.collector).__name__, exc)
+            return []
+
+
 def exposition(*, with_shared: bool) -> bytes:
     """This process's metrics (all web processes' in multiprocess mode), in the text format."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -92,7 +107,7 @@ def exposition(*, with_shared: bool) -> bytes:
     if with_shared:
         shared = CollectorRegistry()
         for collector in SCRAPE_COLLECTORS:
-            shared.register(collector)
+            shared.register(_Guarded(collector))
         body += generate_latest(shared)
     return body
 
@@ -139,9 +154,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 def serve_worker_metrics() -> WSGIServer | None:
     """Serve /metrics for a Celery worker on HUB_METRICS_PORT (off when unset or no token)."""
-    if not settings.METRICS_PORT or not settings.METRICS_TOKEN:
+    if not settings.METRICS_PORT:
         return None
-    server = make_server("0.0.0.0", settings.METRICS_PORT, _worker_app, handler_class=_QuietHandler)
+    if not settings.METRICS_TOKEN:
+        logger.warning("metrics: HUB_METRICS_PORT is set but HUB_METRICS_TOKEN is not; not serving metrics")
+        return None
+    try:
+        server = make_server("0.0.0.0", settings.METRICS_PORT, _worker_app, handler_class=_QuietHandler)
+    except OSError as exc:  # e.g. two workers on one host with one port: generations still run
+        logger.error("metrics: cannot serve on port %s: %s", settings.METRICS_PORT, exc)
+        return None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     logger.info("metrics served on port %s", settings.METRICS_PORT)
     return server

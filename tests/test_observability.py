@@ -180,3 +180,20 @@ def test_web_and_worker_metrics_and_logs_follow_a_generation(stack):
     )
     assert raw not in web.output() + worker.output()
     assert_reconciled()
+
+
+@pytest.mark.django_db
+def test_a_scrape_skips_what_is_down_and_still_answers(client, settings):
+    from hub.celery import app
+
+    settings.METRICS_TOKEN = TOKEN
+    broker = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:9/0"  # nothing listens there
+    try:
+        response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    finally:
+        app.conf.broker_url = broker
+    assert response.status_code == 200
+    metrics = samples(response.content.decode())
+    assert not any(name == "hub_queue_depth" for name, _ in metrics)
+    assert ("hub_generations_unfinished", (("status", "running"),)) in metrics
