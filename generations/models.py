@@ -80,7 +80,7 @@ class Generation(models.Model):
     # request reached, so the payload's image URLs are absolute exactly as the API answers them.
     webhook_url = models.CharField(max_length=2048, blank=True)
     webhook_events = models.JSONField(default=list, blank=True)
-    webhook_base_url = models.CharField(max_length=300, blank=True)
+    webhook_base_url = models.CharField(max_length=2048, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

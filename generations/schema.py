@@ -83,6 +83,7 @@ class _GenerationFields(serializers.Serializer):
     webhook_events = serializers.ListField(
         child=serializers.ChoiceField(["completed", "started"]),
         required=False,
+        min_length=1,
         help_text="which events to POST (default [completed]); multipart: repeated or comma-separated",
     )
 

@@ -15,6 +15,7 @@ from generations import webhooks as webhook_services
 from generations.models import Generation, WebhookAttempt, WebhookDelivery
 from generations.services import generation_claim
 from generations.webhooks import webhook_delivery_claim, webhook_delivery_redeliver, webhook_secret_get_or_create
+from tests.conftest import free_port
 from tests.factories import create_generation, make_generation, make_user
 from tests.reconcile import assert_reconciled
 from tests.webhooks.receiver import Receiver
@@ -143,7 +144,7 @@ def test_a_receiver_slower_than_the_timeout_is_a_timeout():
 
 @NO_WAIT
 def test_a_connection_error_is_retried():
-    port = Receiver().server.server_address[1]  # bound, never listening: the connection is refused
+    port = free_port()  # nothing listens there: the connection is refused
     _, delivery = finished(f"http://127.0.0.1:{port}/hook")
     webhook_deliver(delivery.id)
     [attempt] = attempts(delivery)
