@@ -42,8 +42,9 @@ TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
 ADDRESS_REFUSED = "address_refused"
 
-# A claimed attempt holds its delivery this long past its three timeouts (connect, send, answer):
-# a worker that dies mid-attempt leaves it due again after that, and the sweeper resends it.
+# A claimed attempt holds its delivery this long past its timeout (DNS resolution is not under
+# the timeout): a worker that dies mid-attempt leaves it due again after that, and the sweeper
+# resends it.
 CLAIM_MARGIN = timedelta(seconds=30)
 # on_commit hands a delivery to the broker within milliseconds; the sweeper sends what is due
 # longer than this (a broker that was down, a lost message, a worker that died mid-attempt).
@@ -107,7 +108,7 @@ def webhook_delivery_claim(*, delivery_id: str) -> WebhookDelivery | None:
     yet, or another worker holds it). The claim numbers the attempt (`attempts`), the fence its
     outcome is recorded against."""
     now = timezone.now()
-    hold = now + 3 * timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS) + CLAIM_MARGIN
+    hold = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS) + CLAIM_MARGIN
     claimed = WebhookDelivery.objects.filter(
         pk=delivery_id, status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
     ).update(attempts=F("attempts") + 1, next_attempt_at=hold)

@@ -257,7 +257,7 @@ CATALOG_CACHE_SECONDS = env.float("CATALOG_CACHE_SECONDS", default=5.0)
 WAIT_POLL_INTERVAL_SECONDS = 0.2  # embedded default only; Redis deployments are notified
 
 # --- Webhooks -------------------------------------------------------------------------------
-# Each phase of a delivery attempt (connect, send, the receiver's answer) gets this long.
+# A webhook attempt, from connecting to the receiver's status line, gets this long in all.
 WEBHOOK_TIMEOUT_SECONDS = env.float("HUB_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 # SSRF: a webhook is only ever sent to a public unicast address (checked on the address each
 # attempt connects to). Loopback is allowed besides only where the hub and its user are one

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import socket
+import threading
 import time
 
 import httpcore
@@ -73,7 +74,23 @@ def _embedded_ipv4(ip) -> list:
 
 
 class _GuardedBackend(httpcore.SyncBackend):
-    """httpcore's network backend with the SSRF check at the one place a connection is made."""
+    """httpcore's network backend with the SSRF check at the one place a connection is made,
+    and the attempt's overall deadline: httpx's timeouts bound each read and write, so a
+    receiver dribbling its answer a byte at a time would hold the worker thread for ever;
+    `cut()` (a timer's) shuts the connection down, and the blocked read ends at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.sockets: list[socket.socket] = []
+        self.was_cut = False
+
+    def cut(self) -> None:
+        self.was_cut = True
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         try:
@@ -85,17 +102,19 @@ class _GuardedBackend(httpcore.SyncBackend):
             reason = address_refusal(address)
             if reason:  # one refused address refuses the host: which one a client gets is not ours to pick
                 raise AddressRefused(f"{host} resolves to {address}: {reason}")
-        return super().connect_tcp(
+        stream = super().connect_tcp(
             addresses[0], port, timeout=timeout, local_address=local_address, socket_options=socket_options
         )
+        self.sockets.append(stream.get_extra_info("socket"))
+        return stream
 
 
-def _guarded_transport() -> httpx.HTTPTransport:
+def _guarded_transport(backend: _GuardedBackend) -> httpx.HTTPTransport:
     transport = httpx.HTTPTransport(retries=0)
     # httpx does not take a network backend; its pool does. The pool is replaced with the same
     # one httpx builds, plus the guarded backend.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=_GuardedBackend(), retries=0
+        ssl_context=httpx.create_ssl_context(), network_backend=backend, retries=0
     )
     return transport
 
@@ -133,15 +152,20 @@ def webhook_deliver(delivery_id: str) -> None:
 
 
 def _post(url: str, *, body: str, headers: dict, started_at) -> AttemptOutcome:
-    """POST once; the outcome, never an exception. The answer's body is not read."""
+    """POST once, within WEBHOOK_TIMEOUT_SECONDS from connect to the answer's status line and
+    headers (the body is not read); the outcome, never an exception."""
     start = time.monotonic()
 
     def outcome(**fields) -> AttemptOutcome:
         return AttemptOutcome(started_at=started_at, latency_ms=int((time.monotonic() - start) * 1000), **fields)
 
+    backend = _GuardedBackend()
+    deadline = threading.Timer(settings.WEBHOOK_TIMEOUT_SECONDS, backend.cut)
+    deadline.daemon = True
+    deadline.start()
     try:
         with httpx.Client(
-            transport=_guarded_transport(),
+            transport=_guarded_transport(backend),
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
             follow_redirects=False,
             trust_env=False,
@@ -153,4 +177,8 @@ def _post(url: str, *, body: str, headers: dict, started_at) -> AttemptOutcome:
     except httpx.TimeoutException as exc:
         return outcome(error=TIMEOUT, detail=type(exc).__name__)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        if backend.was_cut:
+            return outcome(error=TIMEOUT, detail=f"no answer within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s")
         return outcome(error=CONNECTION_ERROR, detail=f"{type(exc).__name__}: {exc}")
+    finally:
+        deadline.cancel()

@@ -13,8 +13,9 @@ class Received:
 
 
 class Receiver:
-    """Answers each POST with the next of `answers` (an HTTP status, or ("sleep", seconds)
-    before a 200; 200 once the script runs out), `location` with a 3xx, and records each one."""
+    """Answers each POST with the next of `answers` — an HTTP status; ("sleep", seconds) before a
+    200; ("dribble", seconds): headers one byte every 0.1 s, so no single read waits long; 200
+    once the script runs out — `location` with a 3xx, and records each one."""
 
     def __init__(self, *answers, location: str = ""):
         self.answers = list(answers)
@@ -27,6 +28,13 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.received.append(Received(dict(self.headers), body))
                 answer = receiver.answers.pop(0) if receiver.answers else 200
+                if isinstance(answer, tuple) and answer[0] == "dribble":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    for _ in range(int(answer[1] * 10)):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    return
                 if isinstance(answer, tuple):
                     time.sleep(answer[1])
                     answer = 200

@@ -143,6 +143,16 @@ def test_a_receiver_slower_than_the_timeout_is_a_timeout():
 
 
 @NO_WAIT
+@override_settings(WEBHOOK_TIMEOUT_SECONDS=0.5)
+def test_the_timeout_bounds_the_whole_attempt_not_each_read():
+    with Receiver(("dribble", 3)) as receiver:
+        _, delivery = finished(receiver.url)
+        webhook_deliver(delivery.id)
+    [attempt] = attempts(delivery)
+    assert attempt.error == "timeout" and attempt.latency_ms < 2000
+
+
+@NO_WAIT
 def test_a_connection_error_is_retried():
     port = free_port()  # nothing listens there: the connection is refused
     _, delivery = finished(f"http://127.0.0.1:{port}/hook")
