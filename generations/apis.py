@@ -246,7 +246,7 @@ class GenerationCreateApi(APIView):
                     "webhook_url must have no credentials, spaces or control characters, and a port above 0",
                     param="webhook_url",
                 )
-            return {"webhook_url": url, "webhook_events": events or [WebhookEvent.COMPLETED]}
+            return {"webhook_url": url, "webhook_events": events}
 
         def _webhook_events(self) -> list[str] | None:
             """A JSON list of event names; in multipart, repeated fields or one comma-separated."""

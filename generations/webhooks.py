@@ -114,7 +114,7 @@ def webhook_delivery_claim(*, delivery_id: str) -> WebhookDelivery | None:
     ).update(attempts=F("attempts") + 1, next_attempt_at=hold)
     if not claimed:
         return None
-    return WebhookDelivery.objects.select_related("generation").get(pk=delivery_id)
+    return WebhookDelivery.objects.select_related("generation__owner").get(pk=delivery_id)
 
 
 @dataclass(frozen=True)
@@ -172,8 +172,13 @@ def webhook_attempt_record(*, delivery: WebhookDelivery, outcome: AttemptOutcome
         # countdown of hours would sit unacknowledged in Redis past its visibility timeout).
         if decided and delay is not None and delay < settings.SWEEPER_INTERVAL_SECONDS:
             transaction.on_commit(lambda: webhook_delivery_enqueue(delivery_id=delivery.pk, countdown=delay))
-    log = logger.info if status != WebhookDeliveryStatus.FAILED else logger.warning
-    log("webhook %s attempt %s: %s → %s", delivery.pk, number, code or outcome.error, status)
+    if not decided:
+        logger.info(
+            "webhook %s attempt %s: %s, superseded by a later attempt", delivery.pk, number, code or outcome.error
+        )
+    else:
+        log = logger.info if status != WebhookDeliveryStatus.FAILED else logger.warning
+        log("webhook %s attempt %s: %s → %s", delivery.pk, number, code or outcome.error, status)
     delivery.refresh_from_db()
     return delivery
 
