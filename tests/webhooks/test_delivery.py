@@ -13,7 +13,7 @@ from standardwebhooks import Webhook
 
 from generations import webhooks as webhook_services
 from generations.models import Generation, WebhookAttempt, WebhookDelivery
-from generations.services import generation_claim
+from generations.services import generation_cancel, generation_claim
 from generations.webhooks import webhook_delivery_claim, webhook_delivery_redeliver, webhook_secret_get_or_create
 from tests.conftest import free_port
 from tests.factories import create_generation, make_generation, make_user
@@ -260,3 +260,17 @@ def test_the_sweeper_sends_what_is_due_and_was_not_taken(monkeypatch):
     assert webhook_services.webhook_deliveries_send_due() == [due.id]
     assert sent == [{"delivery_id": due.id}]
     assert fresh.id not in [s["delivery_id"] for s in sent]
+
+
+def test_a_canceled_generation_is_reported_as_completed():
+    owner = make_user(credits=100)
+    generation = create_generation(owner, webhook_url="https://hooks.example.test/")
+    generation_cancel(owner=owner, generation_id=generation.id)
+    delivery = WebhookDelivery.objects.get(generation=generation)
+    assert delivery.event == "completed" and delivery.status == "pending"
+    assert_reconciled()
+
+
+def test_no_webhook_no_delivery():
+    generation = make_generation(make_user(credits=100))
+    assert not WebhookDelivery.objects.filter(generation=generation).exists()
