@@ -48,9 +48,10 @@ class AddressRefused(Exception):
 def address_refusal(address: str) -> str | None:
     """Why a webhook may not be sent to `address`, or None when it may.
 
-    Only public unicast addresses may receive one — not private, shared (CGNAT), link-local
-    (169.254.169.254 and fd00:ec2::254, the cloud metadata services, are among them), multicast,
-    reserved or unspecified ones — and loopback only with WEBHOOK_ALLOW_LOOPBACK. An IPv6 address
+    Only public unicast addresses may receive one — not private (unique-local fd00:ec2::254 among
+    them), shared (CGNAT), link-local (169.254.169.254 among them: with the former, the cloud
+    metadata services), multicast, reserved or unspecified ones — and loopback only with
+    WEBHOOK_ALLOW_LOOPBACK. An IPv6 address
     that carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) is judged by that one too.
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone id (fe80::1%eth0) is no part of it
