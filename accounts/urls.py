@@ -51,6 +51,7 @@ urlpatterns = [
         name="password_reset_complete",
     ),
     path("keys/", views.api_keys, name="api_keys"),
+    path("webhooks/rotate/", views.webhook_secret_rotate_view, name="webhook_secret_rotate"),
     path("keys/<id:key_id>/revoke/", views.api_key_revoke_confirm, name="api_key_revoke"),
     path("credits/", views.credits, name="credits"),
     path("generations/", views.generations, name="generations"),

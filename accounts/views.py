@@ -19,8 +19,13 @@ from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner, email_v
 from apikeys.services import api_key_create, api_key_revoke
 from billing.selectors import credits_summary, grants_for_account, ledger_for_account
 from billing.services import account_settle
-from generations.selectors import generation_get_for_owner, generations_for_owner
+from generations.selectors import (
+    generation_get_for_owner,
+    generations_for_owner,
+    webhook_deliveries_for_generation,
+)
 from generations.services import generation_cancel as services_generation_cancel
+from generations.webhooks import webhook_secret_get_or_create, webhook_secret_rotate
 from hub.errors import NotFound
 from hub.public_url import base_url
 
@@ -79,6 +84,7 @@ def verify_email_resend(request):
     return redirect("accounts:home")
 
 
+@never_cache  # it shows the webhook signing secret: no browser or proxy may keep it
 @login_required
 def home(request):
     account = account_settle(user=request.user)
@@ -87,8 +93,17 @@ def home(request):
         "summary": credits_summary(account=account),
         "quickstart": quickstart,
         "unconfirmed": settings.REQUIRE_EMAIL_VERIFICATION and email_verification_pending(owner=request.user),
+        "webhook_secret": webhook_secret_get_or_create(user=request.user).secret,
     }
     return render(request, "accounts/home.html", context)
+
+
+@require_POST
+@login_required
+def webhook_secret_rotate_view(request):
+    webhook_secret_rotate(user=request.user)
+    messages.success(request, "Your webhook signing secret was replaced; the old one no longer verifies.")
+    return redirect("accounts:home")
 
 
 @never_cache  # the response to a create carries the raw key: no browser or proxy may keep it
@@ -141,7 +156,8 @@ def generations(request):
 @owned
 def generation(request, generation_id: str):
     found = generation_get_for_owner(owner=request.user, generation_id=generation_id)
-    return render(request, "accounts/generation.html", {"generation": found})
+    context = {"generation": found, "deliveries": webhook_deliveries_for_generation(generation=found)}
+    return render(request, "accounts/generation.html", context)
 
 
 @require_POST

@@ -5,7 +5,8 @@ from django.utils.html import format_html, format_html_join
 
 from billing.selectors import ledger_for_generation
 from generations.catalog import size_shape
-from generations.models import GeneratedImage, Generation, ImageModel
+from generations.models import GeneratedImage, Generation, ImageModel, WebhookAttempt, WebhookDelivery
+from generations.webhooks import webhook_delivery_redeliver
 from hub import storage
 from hub.admin import ReadOnlyAdmin
 
@@ -111,6 +112,25 @@ class GeneratedImageInline(admin.TabularInline):
         )
 
 
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    fields = ["delivery", "event", "status", "attempts", "next_attempt_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="webhook-id")
+    def delivery(self, delivery):
+        return delivery.id
+
+
 @admin.register(Generation)
 class GenerationAdmin(ReadOnlyAdmin):
     list_display = [
@@ -128,7 +148,7 @@ class GenerationAdmin(ReadOnlyAdmin):
     search_fields = ["id", "owner__email", "prompt"]
     list_select_related = ["owner", "model"]
     date_hierarchy = "created_at"
-    inlines = [GeneratedImageInline]
+    inlines = [GeneratedImageInline, WebhookDeliveryInline]
     fieldsets = [
         (None, {"fields": ["id", "owner", "api_key", "status", "error_code", "error_message", "prompt"]}),
         (
@@ -137,6 +157,7 @@ class GenerationAdmin(ReadOnlyAdmin):
         ),
         ("Credits", {"fields": ["price_per_image", "credits_requested", "credits_refunded", "credit_movements"]}),
         ("Timing", {"fields": ["attempts", "created_at", "enqueued_at", "started_at", "finished_at", "deadline_at"]}),
+        ("Webhook", {"fields": ["webhook_url", "webhook_events"]}),
     ]
 
     readonly_fields = ["credit_movements"]
@@ -156,3 +177,42 @@ class GenerationAdmin(ReadOnlyAdmin):
             url,
             generation.id,
         )
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["number", "started_at", "status_code", "error", "detail", "latency_ms"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """Deliveries and their attempts as the workers wrote them; an operator may only redeliver."""
+
+    list_display = ["id", "generation", "event", "status", "attempts", "next_attempt_at", "created_at"]
+    list_filter = ["status", "event", "created_at"]
+    search_fields = ["id", "generation__id", "generation__owner__email"]
+    list_select_related = ["generation"]
+    fields = ["id", "generation", "event", "status", "attempts", "schedule_step", "next_attempt_at", "created_at"]
+    inlines = [WebhookAttemptInline]
+    actions = ["redeliver"]
+
+    def has_redeliver_permission(self, request):
+        return request.user.has_perm("generations.change_webhookdelivery")
+
+    @admin.action(
+        description="Redeliver: a fresh attempt now, retry schedule from the start", permissions=["redeliver"]
+    )
+    def redeliver(self, request, queryset):
+        for delivery in queryset:
+            webhook_delivery_redeliver(delivery_id=delivery.id)
+            self.log_change(request, delivery, "Redelivered")
+        self.message_user(request, f"Redelivering {queryset.count()} webhook(s).", messages.SUCCESS)

@@ -7,6 +7,7 @@ The shapes are small plain classes rather than DRF serializers: JSON must keep i
 
 import base64
 import re
+from urllib.parse import urlsplit
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
@@ -18,7 +19,7 @@ from billing.apis import CreditsOutput
 from billing.selectors import CreditsSummary, account_for_user, credits_summary
 from generations import schema
 from generations.catalog import aspect_ratios, enabled_models
-from generations.models import FINISHED, Generation, GenerationStatus, ImageModel
+from generations.models import FINISHED, Generation, GenerationStatus, ImageModel, WebhookEvent
 from generations.references import reference_images_read
 from generations.selectors import generation_get_for_owner
 from generations.services import generation_cancel, generation_create, generation_precheck, generation_wait
@@ -29,6 +30,7 @@ from hub.public_url import base_url
 from hub.timefmt import iso_z
 
 PROMPT_MAX_LENGTH = 32000
+WEBHOOK_URL_MAX_LENGTH = 2048
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
@@ -154,6 +156,7 @@ class GenerationCreateApi(APIView):
                 "quality": self._string("quality", default="auto"),
                 "n": self._n(),
                 "is_async": self._bool("async"),
+                **self._webhook(),
             }
             files = self._reference_files()
             if self.IMAGE_REQUIRED and not files:
@@ -216,6 +219,56 @@ class GenerationCreateApi(APIView):
                 return value.strip().lower() in _TRUE
             raise InvalidRequest(f"'{name}' must be a boolean", param=name)
 
+        def _webhook(self) -> dict:
+            """`webhook_url` and `webhook_events`. Only a plainly unusable URL is refused here
+            (not http(s), no host, too long): where its host resolves is checked by every
+            delivery attempt, on the address it connects to (workers.webhooks) — a check now
+            would prove nothing about the address at delivery time."""
+            url = self._string("webhook_url")
+            events = self._webhook_events()
+            if not url:
+                if events is not None:
+                    raise InvalidRequest("webhook_events needs a webhook_url", param="webhook_events")
+                return {}
+            if len(url) > WEBHOOK_URL_MAX_LENGTH:
+                raise InvalidRequest(
+                    f"webhook_url is longer than {WEBHOOK_URL_MAX_LENGTH} characters", param="webhook_url"
+                )
+            try:
+                parts = urlsplit(url)
+                port = parts.port  # a port that is no number raises here
+            except ValueError:
+                parts, port = None, None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise InvalidRequest("webhook_url must be an http:// or https:// URL with a host", param="webhook_url")
+            if port == 0 or parts.username is not None or not url.isprintable() or " " in url:
+                raise InvalidRequest(
+                    "webhook_url must have no credentials, spaces or control characters, and a port above 0",
+                    param="webhook_url",
+                )
+            return {"webhook_url": url, "webhook_events": events}
+
+        def _webhook_events(self) -> list[str] | None:
+            """A JSON list of event names; in multipart, repeated fields or one comma-separated."""
+            if "webhook_events" not in self.data:
+                return None
+            if self.is_multipart:
+                value = [event.strip() for item in self.data.getlist("webhook_events") for event in item.split(",")]
+            else:
+                value = self.data["webhook_events"]
+            choices = WebhookEvent.values
+            if not isinstance(value, list) or not value or not all(isinstance(event, str) for event in value):
+                raise InvalidRequest(
+                    f"webhook_events must be a non-empty list of: {', '.join(choices)}", param="webhook_events"
+                )
+            unknown = sorted({event for event in value if event not in choices})
+            if unknown:
+                raise InvalidRequest(
+                    f"Unknown webhook event(s) {', '.join(map(repr, unknown))[:200]}; known: {', '.join(choices)}",
+                    param="webhook_events",
+                )
+            return sorted(set(value))
+
         def _optional_bool(self, name: str) -> bool:
             return name in self.data and self._bool(name)
 
@@ -239,14 +292,15 @@ class GenerationCreateApi(APIView):
         files, idempotency_key = params.pop("files"), _idempotency_key(request)
         priced = {name: params[name] for name in ("model_id", "size", "quality", "n")}
         generation_precheck(owner=request.user, reference_count=len(files), idempotency_key=idempotency_key, **priced)
+        root = base_url(request)
         generation = generation_create(
             owner=request.user,
             api_key=request.auth,
             idempotency_key=idempotency_key,
             references=reference_images_read(files),
+            webhook_base_url=root,
             **params,
         )
-        root = base_url(request)
         if params["is_async"]:
             return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
         max_wait = _preferred_wait(request)

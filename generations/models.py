@@ -76,6 +76,11 @@ class Generation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Signed webhooks (generations.webhooks): where to POST which events, and the hub origin the
+    # request reached, so the payload's image URLs are absolute exactly as the API answers them.
+    webhook_url = models.CharField(max_length=2048, blank=True)
+    webhook_events = models.JSONField(default=list, blank=True)
+    webhook_base_url = models.CharField(max_length=2048, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -138,3 +143,76 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["owner", "key"], name="one_idempotency_key_per_owner")]
+
+
+def _webhook_message_id() -> str:
+    return opaque_id("msg")
+
+
+class WebhookSecret(models.Model):
+    """An account's Standard Webhooks signing secret (`whsec_` + base64 of 32 random bytes).
+    Stored as is: the hub must sign with it, so a digest would not do; it is never logged."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+
+class WebhookEvent(models.TextChoices):
+    COMPLETED = "completed"  # the generation reached a final state (succeeded, failed, canceled)
+    STARTED = "started"  # a worker started running it
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retries exhausted, or the URL resolved to a refused address
+    GONE = "gone"  # the receiver answered 410: it does not want this webhook any more
+
+
+class WebhookDelivery(models.Model):
+    """One event of one generation to its webhook URL. Its id is the `webhook-id` header, the
+    same on every attempt, so a receiver can drop duplicates."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=_webhook_message_id, editable=False)
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=10, choices=WebhookEvent.choices)
+    status = models.CharField(
+        max_length=10, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
+    )
+    # When the next attempt is due (null once the delivery has ended). A claimed attempt pushes it
+    # past its own timeout: if the worker dies mid-attempt, the sweeper sends it again after that.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)  # every attempt ever; the fence of its outcome
+    schedule_step = models.PositiveSmallIntegerField(default=0)  # failed attempts since the schedule (re)started
+    created_at = models.DateTimeField(auto_now_add=True)  # the event's time (payload `timestamp`)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        constraints = [models.UniqueConstraint(fields=["generation", "event"], name="one_delivery_per_event")]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery (or its refusal): what happened, for the account page and the admin."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts_made")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)  # the receiver's HTTP status
+    error = models.CharField(max_length=40, blank=True)  # timeout, connection_error, address_refused
+    detail = models.CharField(max_length=300, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["started_at", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="one_attempt_per_number")]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

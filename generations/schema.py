@@ -75,6 +75,17 @@ class _GenerationFields(serializers.Serializer):
     quality = serializers.ChoiceField(["auto", "low", "medium", "high"], required=False, default="auto")
     n = serializers.IntegerField(min_value=1, max_value=4, required=False, default=1)
     response_format = serializers.ChoiceField(["url", "b64_json"], required=False, default="url")
+    webhook_url = serializers.URLField(
+        required=False,
+        max_length=2048,
+        help_text="http(s) URL the hub POSTs the generation to, signed per Standard Webhooks (README Webhooks)",
+    )
+    webhook_events = serializers.ListField(
+        child=serializers.ChoiceField(["completed", "started"]),
+        required=False,
+        min_length=1,
+        help_text="which events to POST (default [completed]); multipart: repeated or comma-separated",
+    )
 
 
 # `async` is a Python keyword, so the field is declared through the class namespace.

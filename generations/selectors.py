@@ -1,4 +1,4 @@
-from generations.models import Generation
+from generations.models import Generation, WebhookDelivery
 from hub.errors import NotFound
 
 
@@ -17,3 +17,8 @@ def generation_get_for_owner(*, owner, generation_id: str) -> Generation:
 
 def generations_for_owner(*, owner):
     return Generation.objects.filter(owner=owner).select_related("model").prefetch_related("images")
+
+
+def webhook_deliveries_for_generation(*, generation: Generation) -> list[WebhookDelivery]:
+    """The generation's webhook deliveries (one per event), each with its attempts."""
+    return list(WebhookDelivery.objects.filter(generation=generation).prefetch_related("attempts_made"))

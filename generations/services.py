@@ -21,7 +21,16 @@ from billing.selectors import credits_balance
 from billing.services import account_get_or_create, credits_charge, credits_refund
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
-from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, IdempotencyKey, ReferenceImage
+from generations.models import (
+    FINISHED,
+    GeneratedImage,
+    Generation,
+    GenerationStatus,
+    IdempotencyKey,
+    ReferenceImage,
+    WebhookEvent,
+)
+from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
@@ -58,6 +67,9 @@ def generation_create(
     is_async: bool,
     references: list[IO[bytes]],
     idempotency_key: str | None = None,
+    webhook_url: str = "",
+    webhook_events: list[str] | None = None,
+    webhook_base_url: str = "",
 ) -> Generation:
     """Validate against the catalog, charge n × price and persist — all or nothing.
 
@@ -65,10 +77,18 @@ def generation_create(
     generation the first one made (charged once, finished or not); the same key with another
     request raises IdempotencyConflict. Two concurrent requests with one key race on a unique
     index before anything is charged: the loser rolls back and returns the winner's generation.
+
+    With a `webhook_url`, the `webhook_events` (default: completed) are POSTed there, signed
+    (generations.webhooks); `webhook_base_url` is the hub origin the request reached, for the
+    payload's image URLs.
     """
+    webhook_events = (webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else []
     request_hash = ""
     if idempotency_key is not None:
-        request_hash = _request_hash(model_id, prompt, size, quality, n, is_async, references)
+        # The webhook joins the hash only when there is one: keys stored before webhooks existed
+        # keep their hashes.
+        webhook = [webhook_url, sorted(webhook_events)] if webhook_url else []
+        request_hash = _request_hash(model_id, prompt, size, quality, n, is_async, *webhook, references)
         replay = _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
         if replay is not None:
             return replay
@@ -107,6 +127,9 @@ def generation_create(
                 # Sent right after the commit; if that fails, generation_enqueue clears it. A
                 # crash in between leaves it set: the sweeper's stale re-send covers that too.
                 enqueued_at=now,
+                webhook_url=webhook_url,
+                webhook_events=webhook_events,
+                webhook_base_url=webhook_base_url if webhook_url else "",
             )
             if idempotency_key is not None:
                 _idempotency_key_claim(
@@ -273,18 +296,22 @@ def generation_claim(*, generation_id: str) -> Generation | None:
     Claimable: queued, or running under a lease that ran out (its worker died). Each claim
     bumps `attempts`, the fencing token later writes are checked against. A generation whose
     workers died `GENERATION_MAX_ATTEMPTS` times is failed and refunded instead (poison message).
+    The claim is the `started` webhook event: recorded in the claim's transaction, once.
     """
     now = timezone.now()
     claimable = Q(status=GenerationStatus.QUEUED) | Q(status=GenerationStatus.RUNNING, lease_expires_at__lt=now)
     rows = Generation.objects.filter(claimable, pk=generation_id)
-    claimed = rows.filter(attempts__lt=settings.GENERATION_MAX_ATTEMPTS).update(
-        status=GenerationStatus.RUNNING,
-        attempts=F("attempts") + 1,
-        started_at=now,
-        lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
-    )
-    if claimed:
-        return Generation.objects.select_related("model").get(pk=generation_id)
+    with transaction.atomic():
+        claimed = rows.filter(attempts__lt=settings.GENERATION_MAX_ATTEMPTS).update(
+            status=GenerationStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS),
+        )
+        if claimed:
+            generation = Generation.objects.select_related("model").get(pk=generation_id)
+            webhook_delivery_create(generation=generation, event=WebhookEvent.STARTED)
+            return generation
     if rows.exists():
         generation_fail(generation_id=generation_id, code=errors.WORKER_LOST, message=errors.WORKER_LOST_MESSAGE)
     return None
@@ -349,7 +376,7 @@ def generation_finalize(
         _refund(generation, missing * generation.price_per_image)
         generation.finished_at = timezone.now()
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    _on_finished(generation)
+        _on_finished(generation)
     logger.info("generation %s %s: %s/%s images", generation_id, generation.status, len(images), generation.n)
     return generation
 
@@ -379,25 +406,29 @@ def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: 
         generation.finished_at = timezone.now()
         _refund(generation, generation.credits_requested)
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    _on_finished(generation)
+        _on_finished(generation)
     return generation, True
 
 
 def _on_finished(generation: Generation) -> None:
-    """The one step after a generation reaches a final state (succeeded, failed, canceled), run
-    after the commit that finished it: wake its sync waiter, count it. Everything else that
-    follows a finish hangs off here, so no finishing path can forget it."""
-    model, status, refunded = generation.model_id, generation.status, generation.credits_refunded
+    """The one step when a generation reaches a final state (succeeded, failed, canceled), called
+    inside the transaction that finished it: after the commit, wake its sync waiter and count it;
+    and record its `completed` webhook in that same transaction (sent after the commit), so a
+    crash cannot keep the finish and lose the webhook. Everything else that follows a finish
+    hangs off here, so no finishing path can forget it."""
+    generation_id, model, status = generation.id, generation.model_id, generation.status
+    refunded = generation.credits_refunded
     seconds = (generation.finished_at - generation.created_at).total_seconds()
 
     def finished() -> None:
-        completion.publish_done(generation.pk)
+        completion.publish_done(generation_id)
         metrics.GENERATIONS_FINISHED.labels(model, status).inc()
         metrics.GENERATION_LATENCY.labels(model, status).observe(seconds)
         if refunded:
             metrics.CREDITS.labels("refunded").inc(refunded)
 
     transaction.on_commit(finished)
+    webhook_delivery_create(generation=generation, event=WebhookEvent.COMPLETED)
 
 
 def _refund(generation: Generation, amount: int) -> None:
@@ -434,13 +465,13 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
         try:
             row = Generation.objects.filter(pk=generation.pk, status__in=FINISHED).first()
         finally:
-            _release_connection()
+            connection_release()
         if row is not None:
             latest[0] = row  # the finished row: no second read to answer with it
         return row is not None
 
     try:
-        _release_connection()
+        connection_release()
         with metrics.SYNC_WAITS.track_inprogress():
             done = completion.wait_done(
                 generation.pk,
@@ -474,7 +505,7 @@ def _finished_among(generation_ids: list[str]) -> list[str]:
     return list(Generation.objects.filter(pk__in=generation_ids, status__in=FINISHED).values_list("pk", flat=True))
 
 
-def _release_connection() -> None:
+def connection_release() -> None:
     """Give this thread's database connection back (to the pool on PostgreSQL) before a long
     wait — unless a caller's transaction is open on it (tests), which must not be cut."""
     if not connection.in_atomic_block:

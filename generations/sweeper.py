@@ -13,6 +13,7 @@ from billing.services import credits_expire_all_due
 from generations import errors
 from generations.models import Generation, GenerationStatus
 from generations.services import generation_enqueue, generation_fail, generation_requeue, idempotency_keys_expire
+from generations.webhooks import webhook_deliveries_send_due
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     poisoned: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
+    webhooks_sent: list[str] = field(default_factory=list)
     expired_credits: int = 0
 
 
@@ -57,6 +59,8 @@ def generations_sweep() -> SweepReport:
         if generation_enqueue(generation_id=generation_id):
             report.sent.append(generation_id)
 
+    # Webhook deliveries due: retries after long waits, and what the broker never took.
+    report.webhooks_sent = webhook_deliveries_send_due()
     report.expired_credits = credits_expire_all_due()
     idempotency_keys_expire()
     if any((report.timed_out, report.requeued, report.poisoned, report.sent)):

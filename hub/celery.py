@@ -29,6 +29,14 @@ def _serve_metrics(**kwargs) -> None:
     serve_worker_metrics()
 
 
+def _fresh_log_context(**kwargs) -> None:
+    """A pool thread or greenlet runs many tasks: no task's log lines carry the ids of the last."""
+    import structlog
+
+    structlog.contextvars.clear_contextvars()
+
+
 signals.worker_init.connect(_refuse_unsafe_start, weak=False)
+signals.task_prerun.connect(_fresh_log_context, weak=False)
 signals.worker_ready.connect(_serve_metrics, weak=False)
 signals.beat_init.connect(_refuse_unsafe_start, weak=False)

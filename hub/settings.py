@@ -259,6 +259,17 @@ GENERATION_RESEND_AFTER_SECONDS = env.int("GENERATION_RESEND_AFTER_SECONDS", def
 CATALOG_CACHE_SECONDS = env.float("CATALOG_CACHE_SECONDS", default=5.0)
 WAIT_POLL_INTERVAL_SECONDS = 0.2  # embedded default only; Redis deployments are notified
 
+# --- Webhooks -------------------------------------------------------------------------------
+# A webhook attempt, from connecting to the receiver's status line, gets this long in all.
+WEBHOOK_TIMEOUT_SECONDS = env.float("HUB_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# SSRF: a webhook is only ever sent to a public unicast address (checked on the address each
+# attempt connects to). Loopback is allowed besides only where the hub and its user are one
+# machine — the embedded default — or for tests; production (PostgreSQL) refuses it.
+WEBHOOK_ALLOW_LOOPBACK = envbool("HUB_WEBHOOK_ALLOW_LOOPBACK", default=not SHARED_DATABASE)
+# Waits after each failed attempt (Svix's schedule), each lengthened by up to 25 % of jitter: with
+# the first try, 8 attempts over at least 27.6 h — a receiver down for a day still gets it.
+WEBHOOK_RETRY_DELAYS_SECONDS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
 # --- Celery ---------------------------------------------------------------------------------
 # All Celery settings are in this block; each says why it is set.
 REDIS_URL = env.str("REDIS_URL", default="")

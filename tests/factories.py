@@ -33,9 +33,10 @@ def bearer(raw_key: str) -> dict:
     return {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
 
 
-def create_generation(owner, *, n: int = 1, quality: str = "low", prompt: str = "A lighthouse at dawn"):
+def create_generation(owner, *, n: int = 1, quality: str = "low", prompt: str = "A lighthouse at dawn", **webhook):
     """A charged, queued async generation (non-transactional tests never run on_commit, so
-    nothing reaches the broker). gpt-image-2 at 1024x1024: low 2, high 8 credits per image."""
+    nothing reaches the broker). gpt-image-2 at 1024x1024: low 2, high 8 credits per image.
+    `webhook`: generation_create's webhook_url / webhook_events / webhook_base_url."""
     return generation_create(
         owner=owner,
         api_key=None,
@@ -46,13 +47,16 @@ def create_generation(owner, *, n: int = 1, quality: str = "low", prompt: str = 
         n=n,
         is_async=True,
         references=[],
+        **webhook,
     )
 
 
-def make_generation(owner, *, n: int = 1, delivered: int | None = None, prompt: str = "A lighthouse at dawn"):
+def make_generation(
+    owner, *, n: int = 1, delivered: int | None = None, prompt: str = "A lighthouse at dawn", **webhook
+):
     """A finished generation: n images requested (low quality, 2 credits each), `delivered` of
     them stored (default all), through the real claim and finalize."""
-    generation = create_generation(owner, n=n, prompt=prompt)
+    generation = create_generation(owner, n=n, prompt=prompt, **webhook)
     attempt = generation_claim(generation_id=generation.id).attempts
     images = []
     for index in range(n if delivered is None else delivered):

@@ -9,3 +9,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # Tests edit the catalog directly and expect to see it at once.
 CATALOG_CACHE_SECONDS = 0
+
+# The tests' webhook receivers listen on loopback (production refuses it; tests/webhooks checks
+# the refusal with this turned off).
+WEBHOOK_ALLOW_LOOPBACK = True

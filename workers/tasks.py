@@ -5,7 +5,9 @@ from celery import shared_task
 
 from generations.services import RUN_TASK_NAME
 from generations.sweeper import generations_sweep
+from generations.webhooks import DELIVER_TASK_NAME
 from workers.runner import ClaimUnavailable, generation_run
+from workers.webhooks import webhook_deliver
 
 # Retries of a task that could not reach the database before its claim: exponential backoff
 # capped at a minute, with jitter so a recovering database is not hit by every worker at once.
@@ -16,7 +18,6 @@ CLAIM_MAX_RETRIES = 20
 
 @shared_task(name=RUN_TASK_NAME, bind=True, max_retries=CLAIM_MAX_RETRIES)
 def run_generation(self, generation_id: str) -> None:
-    structlog.contextvars.clear_contextvars()  # a pool thread or greenlet runs many tasks
     structlog.contextvars.bind_contextvars(generation_id=generation_id, request_id=self.request.get("request_id"))
     try:
         generation_run(generation_id)
@@ -28,3 +29,10 @@ def run_generation(self, generation_id: str) -> None:
 @shared_task(name="hub.sweep")
 def sweep() -> None:
     generations_sweep()
+
+
+@shared_task(name=DELIVER_TASK_NAME)
+def deliver_webhook(delivery_id: str) -> None:
+    """One attempt of a webhook delivery (housekeeping queue). A failure to reach the database
+    is not retried here: the delivery stays due and the sweeper sends it again."""
+    webhook_deliver(delivery_id)

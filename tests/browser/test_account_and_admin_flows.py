@@ -173,3 +173,20 @@ def test_a_generation_made_with_the_api_shows_up_with_its_images(page, celery_wo
 
     page.goto("/account/credits/")
     expect(page.get_by_test_id("balance")).to_have_text("96")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copy_and_rotate_the_webhook_secret(page, screenshot):
+    make_user(email="hooks@example.com")
+    sign_in(page, "hooks@example.com", PASSWORD)
+    secret = page.locator("#webhook-secret").inner_text().strip()
+    assert secret.startswith("whsec_")
+    copy = page.locator("#webhooks-title ~ .code-block button.copy")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    screenshot(page, "webhook-secret")
+    page.get_by_role("button", name="Rotate secret").click()
+    expect(page.get_by_role("status")).to_contain_text("no longer verifies")
+    rotated = page.locator("#webhook-secret").inner_text().strip()
+    assert rotated.startswith("whsec_") and rotated != secret

@@ -1,0 +1,185 @@
+"""One webhook attempt: claim it, sign the payload (Standard Webhooks), POST it through a
+connection that can only reach an address the SSRF rules allow, and record the outcome
+(generations.webhooks decides what follows: success, a retry, or the end).
+
+SSRF: the host is resolved once per attempt, every address it resolves to is checked, and the
+connection is made to the checked address itself — so the address judged is the address
+connected to, and a second lookup (DNS rebinding) has nothing to change. TLS runs on top of
+that connection with the URL's host name (SNI and the certificate check). No redirect is
+followed and no proxy from the environment is used: either would connect somewhere unchecked.
+"""
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+
+import httpcore
+import httpx
+from django.conf import settings
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+from generations.apis import GenerationOutput
+from generations.services import connection_release
+from generations.webhooks import (
+    ADDRESS_REFUSED,
+    CONNECTION_ERROR,
+    TIMEOUT,
+    AttemptOutcome,
+    webhook_attempt_record,
+    webhook_delivery_claim,
+    webhook_secret_get_or_create,
+)
+from hub.timefmt import iso_z
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "GPT-Image-Hub-Webhooks/1"
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class AddressRefused(Exception):
+    """The webhook's host resolves to an address no webhook may reach; nothing was sent."""
+
+
+def address_refusal(address: str) -> str | None:
+    """Why a webhook may not be sent to `address`, or None when it may.
+
+    Only public unicast addresses may receive one — not private (unique-local fd00:ec2::254 among
+    them), shared (CGNAT), link-local (169.254.169.254 among them: with the former, the cloud
+    metadata services), multicast, reserved or unspecified ones — and loopback only with
+    WEBHOOK_ALLOW_LOOPBACK. An IPv6 address
+    that carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) is judged by that one too.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone id (fe80::1%eth0) is no part of it
+    for candidate in (ip, *_embedded_ipv4(ip)):
+        if candidate.is_loopback:
+            if settings.WEBHOOK_ALLOW_LOOPBACK:
+                continue
+            return f"{address} is a loopback address"
+        if candidate.is_multicast or not candidate.is_global:
+            return f"{address} is not a public unicast address"
+    return None
+
+
+def _embedded_ipv4(ip) -> list:
+    if ip.version != 6:
+        return []
+    embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+    if ip in _NAT64:
+        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [address for address in embedded if address is not None]
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore's network backend with the SSRF check at the one place a connection is made,
+    and the attempt's overall deadline: httpx's timeouts bound each read and write, so a
+    receiver dribbling its answer a byte at a time would hold the worker thread for ever;
+    `cut()` (a timer's) shuts the connection down, and the blocked read ends at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.sockets: list[socket.socket] = []
+        self.was_cut = False
+
+    def cut(self) -> None:
+        self.was_cut = True
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        try:
+            resolved = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = list(dict.fromkeys(info[4][0] for info in resolved))
+        for address in addresses:
+            reason = address_refusal(address)
+            if reason:  # one refused address refuses the host: which one a client gets is not ours to pick
+                raise AddressRefused(f"{host} resolves to {address}: {reason}")
+        stream = super().connect_tcp(
+            addresses[0], port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+        self.sockets.append(stream.get_extra_info("socket"))
+        return stream
+
+
+def _guarded_transport(backend: _GuardedBackend) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(retries=0)
+    # httpx does not take a network backend; its pool does. The pool is replaced with the same
+    # one httpx builds, plus the guarded backend.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(), network_backend=backend, retries=0
+    )
+    return transport
+
+
+def webhook_deliver(delivery_id: str) -> None:
+    """Make the delivery's next attempt if it is due and ours (a duplicate message finds
+    nothing to do). The payload is the generation as `GET /generations/{id}` answers it now
+    (fresh image URLs), in the event's envelope; it is signed at send time with the account's
+    current secret and the attempt's own timestamp."""
+    delivery = webhook_delivery_claim(delivery_id=delivery_id)
+    if delivery is None:
+        logger.info("webhook %s: not due, or taken by another attempt; nothing to do", delivery_id)
+        return
+    generation = delivery.generation
+    body = json.dumps(
+        {
+            "type": f"generation.{delivery.event}",
+            "timestamp": iso_z(delivery.created_at),
+            "data": GenerationOutput.data(generation, root=generation.webhook_base_url),
+        },
+        separators=(",", ":"),
+    )
+    secret = webhook_secret_get_or_create(user=generation.owner).secret
+    connection_release()  # back to the pool: the receiver may take its full timeout
+    started_at = timezone.now()
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": delivery.id,
+        "webhook-timestamp": str(int(started_at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(delivery.id, started_at, body),
+    }
+    outcome = _post(generation.webhook_url, body=body, headers=headers, started_at=started_at)
+    webhook_attempt_record(delivery=delivery, outcome=outcome)
+
+
+def _post(url: str, *, body: str, headers: dict, started_at) -> AttemptOutcome:
+    """POST once, within WEBHOOK_TIMEOUT_SECONDS from connect to the answer's status line and
+    headers (the body is not read); the outcome, never an exception."""
+    start = time.monotonic()
+
+    def outcome(**fields) -> AttemptOutcome:
+        return AttemptOutcome(started_at=started_at, latency_ms=int((time.monotonic() - start) * 1000), **fields)
+
+    backend = _GuardedBackend()
+    deadline = threading.Timer(settings.WEBHOOK_TIMEOUT_SECONDS, backend.cut)
+    deadline.daemon = True
+    deadline.start()
+    try:
+        with httpx.Client(
+            transport=_guarded_transport(backend),
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            follow_redirects=False,
+            trust_env=False,
+        ) as client:
+            with client.stream("POST", url, content=body.encode(), headers=headers) as response:
+                return outcome(status_code=response.status_code)
+    except AddressRefused as exc:
+        return outcome(error=ADDRESS_REFUSED, detail=str(exc))
+    except httpx.TimeoutException as exc:
+        return outcome(error=TIMEOUT, detail=type(exc).__name__)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        if backend.was_cut:
+            return outcome(error=TIMEOUT, detail=f"no answer within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s")
+        return outcome(error=CONNECTION_ERROR, detail=f"{type(exc).__name__}: {exc}")
+    finally:
+        deadline.cancel()
