@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import IO
 
 from django.conf import settings
@@ -16,10 +16,12 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apikeys.services import api_key_usage_charge, api_key_usage_refund
 from billing.selectors import credits_balance
 from billing.services import account_get_or_create, credits_charge, credits_refund
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
+from generations.limits import limits_check_charged, limits_effective, limits_model_check, limits_take, slot_release
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, IdempotencyKey, ReferenceImage
 from hub import completion, shutdown, storage
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
@@ -73,17 +75,21 @@ def generation_create(
             return replay
     model, shape, price = _priced(model_id, size, quality, len(references))
     account = account_get_or_create(user=owner)
+    limits = limits_effective(api_key=api_key, account_type=account.account_type)
+    limits_model_check(limits=limits, model_id=model.id)
     generation_id = opaque_id("gen")
+    hold = limits_take(api_key=api_key, limits=limits, generation_id=generation_id, n=n)
 
-    reference_keys = [
-        storage.object_save(
-            key=storage.reference_key(generation_id=generation_id, index=i),
-            data=data,
-            content_type="image/png",
-        )
-        for i, data in enumerate(references)
-    ]
+    reference_keys = []
     try:
+        reference_keys.extend(
+            storage.object_save(
+                key=storage.reference_key(generation_id=generation_id, index=i),
+                data=data,
+                content_type="image/png",
+            )
+            for i, data in enumerate(references)
+        )
         with transaction.atomic():
             now = timezone.now()
             generation = Generation.objects.create(
@@ -120,8 +126,12 @@ def generation_create(
                 memo=f"{n} × {model.id}",
                 savepoint=False,
             )
+            if api_key is not None:
+                api_key_usage_charge(api_key_id=api_key.pk, day=_day(generation), images=n, credits=n * price)
+                limits_check_charged(generation=generation, limits=limits)
             transaction.on_commit(lambda: generation_enqueue(generation_id=generation_id, stamp=False))
     except Exception as exc:
+        hold.give_back()
         for key in reference_keys:
             storage.object_delete(key)
         if not isinstance(exc, _KeyTaken):
@@ -148,12 +158,23 @@ def _priced(model_id: str, size: str, quality: str, reference_count: int):
 
 
 def generation_precheck(
-    *, owner, model_id: str, size: str, quality: str, n: int, reference_count: int, idempotency_key: str | None
+    *,
+    owner,
+    api_key,
+    model_id: str,
+    size: str,
+    quality: str,
+    n: int,
+    reference_count: int,
+    idempotency_key: str | None,
 ) -> None:
-    """The cheap refusals, before any upload is decoded: the catalog's rules, and a balance
+    """The cheap refusals, before any upload is decoded: the catalog's rules, a model the key
+    may not use, and a balance
     that cannot cover n × price (a read without a lock; the charge itself decides). A retry
     under a known Idempotency-Key is left to generation_create, which replays it."""
-    _, _, price = _priced(model_id, size, quality, reference_count)
+    model, _, price = _priced(model_id, size, quality, reference_count)
+    account = account_get_or_create(user=owner)
+    limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
     if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
         return
     balance = credits_balance(user=owner)
@@ -339,7 +360,7 @@ def generation_finalize(
         _refund(generation, missing * generation.price_per_image)
         generation.finished_at = timezone.now()
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    _on_finished(generation_id)
+    _on_finished(generation)
     logger.info("generation %s %s: %s/%s images", generation_id, generation.status, len(images), generation.n)
     return generation
 
@@ -369,27 +390,37 @@ def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: 
         generation.finished_at = timezone.now()
         _refund(generation, generation.credits_requested)
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
-    _on_finished(generation_id)
+    _on_finished(generation)
     return generation, True
 
 
-def _on_finished(generation_id: str) -> None:
+def _on_finished(generation: Generation) -> None:
     """The one step after a generation reaches a final state (succeeded, failed, canceled), run
-    after the commit that finished it: wake its sync waiter. Everything else that follows a finish
-    hangs off here, so no finishing path can forget it."""
+    after the commit that finished it: free its key's concurrency slot and wake its sync waiter.
+    Everything else that follows a finish hangs off here, so no finishing path can forget it."""
+    generation_id, api_key_id = generation.id, generation.api_key_id
+    transaction.on_commit(lambda: slot_release(api_key_id=api_key_id, generation_id=generation_id))
     transaction.on_commit(lambda: completion.publish_done(generation_id))
 
 
 def _refund(generation: Generation, amount: int) -> None:
     if amount <= 0:
         return
+    images = amount // generation.price_per_image
     credits_refund(
         account=account_get_or_create(user=generation.owner),
         generation_id=generation.id,
         amount=amount,
-        memo=f"refund: {amount // generation.price_per_image} of {generation.n} images not delivered",
+        memo=f"refund: {images} of {generation.n} images not delivered",
     )
+    if generation.api_key_id is not None:
+        api_key_usage_refund(api_key_id=generation.api_key_id, day=_day(generation), images=images, credits=amount)
     generation.credits_refunded = amount
+
+
+def _day(generation: Generation):
+    """The UTC day a generation's usage counts on (its creation), for its charge and refund alike."""
+    return generation.created_at.astimezone(UTC).date()
 
 
 def generation_wait(*, generation: Generation, max_wait: float | None = None) -> Generation:
