@@ -24,11 +24,12 @@ from django.utils import timezone
 
 from apikeys.models import ApiKey
 from apikeys.selectors import api_key_month_credits
-from apikeys.services import api_key_rate_give_back_db, api_key_rate_take_db
+from apikeys.services import api_key_limits_set, api_key_rate_give_back_db, api_key_rate_take_db
 from billing.selectors import account_type_limits
-from generations.models import Generation, GenerationStatus
+from billing.services import account_get_or_create
+from generations.models import Generation, GenerationStatus, ImageModel
 from hub import ratelimit
-from hub.errors import ModelNotAllowed, MonthlyCreditCapReached, RateLimited
+from hub.errors import InvalidRequest, ModelNotAllowed, MonthlyCreditCapReached, RateLimited
 from hub.limits import Limits
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,30 @@ def limits_effective(*, api_key, account_type: str) -> Limits:
     if api_key is None:
         return Limits()
     return Limits.of(api_key).over(account_type_limits(account_type=account_type))
+
+
+def key_limits_set(*, key, within_defaults: bool, **changes) -> ApiKey:
+    """Change a key's limits (None clears one) as a person asked: model ids must be in the catalog. An owner
+    (`within_defaults`, the account page) may only tighten what the account type grants — a
+    limit above the default, or a model outside it, would lift the plan's own limit; operators
+    (admin, hub_keylimits) may set anything."""
+    models = changes.get("allowed_models")
+    if models:
+        unknown = sorted(set(models) - set(ImageModel.objects.filter(pk__in=models).values_list("pk", flat=True)))
+        if unknown:
+            raise InvalidRequest(f"Unknown model(s): {', '.join(unknown)}", param="allowed_models")
+    if within_defaults:  # clearing is always fine: the key then falls back to the default
+        account_type = account_get_or_create(user=key.owner).account_type
+        defaults = account_type_limits(account_type=account_type)
+        if models and defaults.allowed_models and not set(models) <= set(defaults.allowed_models):
+            raise InvalidRequest(
+                f"Your plan allows {', '.join(defaults.allowed_models)}; choose among them", param="allowed_models"
+            )
+        for name in ("images_per_minute", "concurrency", "monthly_credits"):
+            default, value = getattr(defaults, name), changes.get(name)
+            if value is not None and default is not None and value > default:
+                raise InvalidRequest(f"Your plan allows at most {default} for {name}", param=name)
+    return api_key_limits_set(key=key, **changes)
 
 
 def limits_model_check(*, limits: Limits, model_id: str) -> None:
