@@ -55,10 +55,10 @@ class UsageListApi(APIView):
                 "api_key_id": row.api_key_id,
                 "api_key_prefix": row.api_key.display_prefix,
                 "api_key_name": row.api_key.name,
-                "images": row.images - row.images_refunded,
+                "images": row.images_net,
                 "credits_charged": row.credits_charged,
                 "credits_refunded": row.credits_refunded,
-                "credits": row.credits_charged - row.credits_refunded,
+                "credits": row.credits_net,
             }
 
     @extend_schema(

@@ -86,6 +86,15 @@ class ApiKeyUsage(models.Model):
             ),
         ]
 
+    @property
+    def images_net(self) -> int:
+        """Images charged for and not refunded: delivered, or still to come."""
+        return self.images - self.images_refunded
+
+    @property
+    def credits_net(self) -> int:
+        return self.credits_charged - self.credits_refunded
+
 
 class ApiKeyRateWindow(models.Model):
     """Images a key was let through in one minute — the images-per-minute limit without Redis
