@@ -3,6 +3,7 @@ import hmac
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -111,11 +112,18 @@ def api_key_limits_set(*, key: ApiKey, **changes) -> ApiKey:
 
 
 def api_key_usage_charge(*, api_key_id: str, day: date, images: int, credits: int) -> None:
-    """Count a charge against the key (inside the charging transaction)."""
-    ApiKeyUsage.objects.bulk_create([ApiKeyUsage(api_key_id=api_key_id, day=day)], ignore_conflicts=True)
-    ApiKeyUsage.objects.filter(api_key_id=api_key_id, day=day).update(
-        images=F("images") + images, credits_charged=F("credits_charged") + credits
-    )
+    """Count a charge against the key, inside the charging transaction and after its account
+    lock (the order refunds take them in too: account, then usage row). One upsert — the
+    statement runs while the account row is locked, so a round trip less is throughput."""
+    table = ApiKeyUsage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (api_key_id, day, images, images_refunded, credits_charged, credits_refunded)"
+            " VALUES (%s, %s, %s, 0, %s, 0) ON CONFLICT (api_key_id, day) DO UPDATE"
+            f" SET images = {table}.images + excluded.images,"
+            f" credits_charged = {table}.credits_charged + excluded.credits_charged",
+            [api_key_id, day, images, credits],
+        )
 
 
 def api_key_usage_refund(*, api_key_id: str, day: date, images: int, credits: int) -> None:
