@@ -56,3 +56,11 @@ def usage_for_owner(*, owner, today: date, days: int):
         .select_related("api_key")
         .order_by("-day", "api_key__created_at")
     )
+
+
+def usage_counters() -> dict[tuple[str, date], tuple[int, int, int, int]]:
+    """Every usage row: (key id, day) → (images, images refunded, credits charged, refunded)."""
+    rows = ApiKeyUsage.objects.values_list(
+        "api_key_id", "day", "images", "images_refunded", "credits_charged", "credits_refunded"
+    )
+    return {(key_id, day): tuple(totals) for key_id, day, *totals in rows}

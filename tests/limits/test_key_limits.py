@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from django.core.management import CommandError
 from django.db import connection
 
 from apikeys.models import ApiKey, ApiKeyUsage
@@ -184,3 +185,14 @@ def test_sweeper_releases_slots_of_finished_and_vanished_generations(api, uncons
     assert generations_sweep().released_slots == 2
     members = {m.decode() for m in client.zrange(f"hub:rl:slots:{key.pk}", 0, -1)}
     assert members == {kept, "gen_committing"}
+
+
+@pytest.mark.django_db
+def test_reconcile_reports_key_usage_that_drifts_from_the_generations(api):
+    user = make_user(credits=100)
+    key, auth = _key(user)
+    assert _post(api, auth, n=2).status_code == 202
+    assert_reconciled()
+    ApiKeyUsage.objects.filter(api_key=key).update(credits_charged=1)
+    with pytest.raises(CommandError, match="1 problem"):
+        assert_reconciled()
