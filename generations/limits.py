@@ -48,10 +48,10 @@ def limits_effective(*, api_key, account_type: str) -> Limits:
 
 
 def key_limits_set(*, key, within_defaults: bool, **changes) -> ApiKey:
-    """Change a key's limits (None clears one) as a person asked: model ids must be in the catalog. An owner
-    (`within_defaults`, the account page) may only tighten what the account type grants — a
-    limit above the default, or a model outside it, would lift the plan's own limit; operators
-    (admin, hub_keylimits) may set anything."""
+    """Change a key's limits (None clears one) as a person asked: model ids must be in the
+    catalog. An owner (`within_defaults`, the account page) may only tighten what the account
+    type grants — a limit above the default, or a model outside it, would lift the plan's own
+    limit; operators (admin, hub_keylimits) may set anything."""
     models = changes.get("allowed_models")
     if models:
         unknown = sorted(set(models) - set(ImageModel.objects.filter(pk__in=models).values_list("pk", flat=True)))

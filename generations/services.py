@@ -169,9 +169,10 @@ def generation_precheck(
     idempotency_key: str | None,
 ) -> None:
     """The cheap refusals, before any upload is decoded: the catalog's rules, a model the key
-    may not use, and a balance
-    that cannot cover n × price (a read without a lock; the charge itself decides). A retry
-    under a known Idempotency-Key is left to generation_create, which replays it."""
+    may not use, and a balance that cannot cover n × price (a read without a lock; the charge
+    itself decides). A retry under a known Idempotency-Key is left to generation_create, which
+    replays it. The rate and concurrency limits are taken by generation_create only: taking
+    them here too would count one request twice."""
     model, _, price = _priced(model_id, size, quality, reference_count)
     account = account_get_or_create(user=owner)
     limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
