@@ -58,16 +58,22 @@ def key_limits_set(*, key, within_defaults: bool, **changes) -> ApiKey:
         if unknown:
             raise InvalidRequest(f"Unknown model(s): {', '.join(unknown)}", param="allowed_models")
     if within_defaults:  # clearing is always fine: the key then falls back to the default
+        # What an operator granted the key beyond the plan stays allowed: saving the form unchanged
+        # must not fail.
         account_type = account_get_or_create(user=key.owner).account_type
         defaults = account_type_limits(account_type=account_type)
-        if models and defaults.allowed_models and not set(models) <= set(defaults.allowed_models):
+        granted = set(defaults.allowed_models or ()) | set(key.allowed_models or ())
+        if models and defaults.allowed_models and not set(models) <= granted:
             raise InvalidRequest(
                 f"Your plan allows {', '.join(defaults.allowed_models)}; choose among them", param="allowed_models"
             )
         for name in ("images_per_minute", "concurrency", "monthly_credits"):
             default, value = getattr(defaults, name), changes.get(name)
-            if value is not None and default is not None and value > default:
-                raise InvalidRequest(f"Your plan allows at most {default} for {name}", param=name)
+            if value is None or default is None:
+                continue
+            most = max(default, getattr(key, name) or 0)
+            if value > most:
+                raise InvalidRequest(f"Your plan allows at most {most} for {name}", param=name)
     return api_key_limits_set(key=key, **changes)
 
 

@@ -55,6 +55,18 @@ def test_owner_sets_and_clears_a_keys_limits_within_the_plan(member):
     assert "20/min" in client.get("/account/keys/").content.decode()
 
 
+def test_what_an_operator_granted_beyond_the_plan_survives_saving_the_form(member):
+    user, client = member
+    AccountTypeLimits.objects.create(account_type="FREE", images_per_minute=20)
+    key, _ = api_key_create(owner=user, name="ci")
+    ApiKey.objects.filter(pk=key.pk).update(images_per_minute=100)
+    url = f"/account/keys/{key.pk}/limits/"
+    assert client.post(url, {"images_per_minute": "100", "concurrency": "1"}).status_code == 302
+    assert "at most 100" in client.post(url, {"images_per_minute": "101"}).content.decode()
+    key.refresh_from_db()
+    assert (key.images_per_minute, key.concurrency) == (100, 1)
+
+
 def test_another_users_key_limits_page_is_not_found(member):
     _, client = member
     other_key, _ = api_key_create(owner=make_user(), name="theirs")
