@@ -69,6 +69,11 @@ class Decision:
     reset_ms: int = 0
 
 
+def _run(script: str, *, key: str, args: list):
+    """Run a script by its SHA (EVALSHA; loaded once per Redis server), not its whole text."""
+    return redis_client().register_script(script)(keys=[key], args=args)
+
+
 def _window_key(name: str) -> str:
     return f"{PREFIX}img:{name}"
 
@@ -79,7 +84,7 @@ def _slots_key(name: str) -> str:
 
 def window_take(*, name: str, token: str, cost: int, limit: int) -> Decision:
     """Take `cost` from the sliding minute of `name` if it fits under `limit`."""
-    result = redis_client().eval(_WINDOW_TAKE, 1, _window_key(name), WINDOW_MS, limit, cost, token)
+    result = _run(_WINDOW_TAKE, key=_window_key(name), args=[WINDOW_MS, limit, cost, token])
     if result[0]:
         return Decision(True, int(result[1]), reset_ms=int(result[2]))
     return Decision(False, int(result[1]), retry_after_ms=int(result[2]), reset_ms=int(result[3]))
@@ -92,7 +97,7 @@ def window_give_back(*, name: str, token: str, cost: int) -> None:
 
 def slot_take(*, name: str, member: str, limit: int, max_age_seconds: int) -> Decision:
     """Hold one of `limit` slots of `name` for `member`; taking a held slot again is a no-op."""
-    result = redis_client().eval(_SLOT_TAKE, 1, _slots_key(name), limit, member, max_age_seconds * 1000)
+    result = _run(_SLOT_TAKE, key=_slots_key(name), args=[limit, member, max_age_seconds * 1000])
     return Decision(bool(result[0]), int(result[1]))
 
 
