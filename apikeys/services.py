@@ -133,7 +133,7 @@ def api_key_usage_refund(*, api_key_id: str, day: date, images: int, credits: in
     )
 
 
-def api_key_rate_take_db(*, api_key_id: str, cost: int, limit: int) -> tuple[Decision, object]:
+def api_key_rate_take_db(*, api_key_id: str, cost: int, limit: int) -> tuple[Decision, datetime]:
     """The images-per-minute limit without Redis: a fixed minute (a sliding log costs a row per
     request here), taken by one conditional UPDATE. (decision, the window to give back to)."""
     now = timezone.now()
@@ -150,7 +150,7 @@ def api_key_rate_take_db(*, api_key_id: str, cost: int, limit: int) -> tuple[Dec
     return Decision(False, used, retry_after_ms=reset_ms, reset_ms=reset_ms), start
 
 
-def api_key_rate_give_back_db(*, api_key_id: str, window_start, cost: int) -> None:
+def api_key_rate_give_back_db(*, api_key_id: str, window_start: datetime, cost: int) -> None:
     ApiKeyRateWindow.objects.filter(api_key_id=api_key_id, window_start=window_start, used__gte=cost).update(
         used=F("used") - cost
     )
