@@ -60,3 +60,31 @@ class ApiKeyCreateForm(forms.Form):
     def expires_at(self):
         days = self.cleaned_data["expires_in"]
         return timezone.now() + timedelta(days=int(days)) if days else None
+
+
+class ApiKeyLimitsForm(forms.Form):
+    """A key's own limits; a blank field means the plan's default (shown as the placeholder)."""
+
+    allowed_models = forms.MultipleChoiceField(
+        label="Allowed models",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every model your plan allows.",
+    )
+    images_per_minute = forms.IntegerField(label="Images per minute", min_value=1, required=False)
+    concurrency = forms.IntegerField(
+        label="Generations at once", min_value=1, required=False, help_text="Queued and running together."
+    )
+    monthly_credits = forms.IntegerField(
+        label="Credits per month", min_value=0, required=False, help_text="Charged minus refunded, per UTC month."
+    )
+
+    def __init__(self, *args, model_ids: list[str], defaults, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].choices = [(model_id, model_id) for model_id in model_ids]
+        for name in ("images_per_minute", "concurrency", "monthly_credits"):
+            default = getattr(defaults, name)
+            self.fields[name].widget.attrs["placeholder"] = f"plan: {default}" if default is not None else "no limit"
+
+    def limits(self) -> dict:
+        return {**self.cleaned_data, "allowed_models": self.cleaned_data["allowed_models"] or None}

@@ -53,6 +53,7 @@ urlpatterns = [
     path("keys/", views.api_keys, name="api_keys"),
     path("webhooks/rotate/", views.webhook_secret_rotate_view, name="webhook_secret_rotate"),
     path("keys/<id:key_id>/revoke/", views.api_key_revoke_confirm, name="api_key_revoke"),
+    path("keys/<id:key_id>/limits/", views.api_key_limits, name="api_key_limits"),
     path("credits/", views.credits, name="credits"),
     path("generations/", views.generations, name="generations"),
     path("generations/<id:generation_id>/", views.generation, name="generation"),

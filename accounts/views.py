@@ -1,6 +1,7 @@
 """The signed-in user's pages. Every read goes through an owner-scoped selector, so another
 user's key or generation id answers 404 exactly like a missing one."""
 
+from datetime import UTC
 from functools import wraps
 
 from django.conf import settings
@@ -8,17 +9,20 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts.forms import ApiKeyCreateForm, SignUpForm
+from accounts.forms import ApiKeyCreateForm, ApiKeyLimitsForm, SignUpForm
 from accounts.quickstart import quickstart_commands
 from accounts.services import email_verification_send, user_email_confirm, user_sign_up
 from accounts.throttle import client_ip, sign_up_attempt_allowed
-from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner, email_verification_pending
+from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner, email_verification_pending, usage_for_owner
 from apikeys.services import api_key_create, api_key_revoke
-from billing.selectors import credits_summary, grants_for_account, ledger_for_account
+from billing.selectors import account_type_limits, credits_summary, grants_for_account, ledger_for_account
 from billing.services import account_settle
+from generations.catalog import enabled_models
+from generations.limits import key_limits_set, limits_effective
 from generations.selectors import (
     generation_get_for_owner,
     generations_for_owner,
@@ -26,9 +30,10 @@ from generations.selectors import (
 )
 from generations.services import generation_cancel as services_generation_cancel
 from generations.webhooks import webhook_secret_get_or_create, webhook_secret_rotate
-from hub.errors import NotFound
+from hub.errors import HubError, NotFound
 from hub.public_url import base_url
 
+USAGE_DAYS = 30
 LEDGER_PAGE_SIZE = 25
 GENERATIONS_PAGE_SIZE = 20
 SIGNED_UP_EMAIL = "signed_up_email"  # session key: the address the "check your inbox" page names
@@ -115,12 +120,47 @@ def api_keys(request):
         key, raw = api_key_create(owner=request.user, name=form.cleaned_data["name"], expires_at=form.expires_at())
         created = {"key": key, "raw": raw}
         form = ApiKeyCreateForm()
+    account_type = account_settle(user=request.user).account_type
+    keys = list(api_keys_for_owner(owner=request.user))
+    for key in keys:
+        key.limits = limits_effective(api_key=key, account_type=account_type)
     context = {
         "form": form,
         "created": created,
-        "keys": api_keys_for_owner(owner=request.user),
+        "keys": keys,
+        "usage": usage_for_owner(owner=request.user, today=timezone.now().astimezone(UTC).date(), days=USAGE_DAYS),
+        "usage_days": USAGE_DAYS,
     }
     return render(request, "accounts/api_keys.html", context)
+
+
+@login_required
+@owned
+def api_key_limits(request, key_id: str):
+    """A key's own limits; an owner can only tighten what the plan allows (key_limits_set)."""
+    key = api_key_get_for_owner(owner=request.user, key_id=key_id)
+    defaults = account_type_limits(account_type=account_settle(user=request.user).account_type)
+    model_ids = [
+        model.id for model in enabled_models() if not defaults.allowed_models or model.id in defaults.allowed_models
+    ]
+    initial = {
+        "allowed_models": key.allowed_models or [],
+        "images_per_minute": key.images_per_minute,
+        "concurrency": key.concurrency,
+        "monthly_credits": key.monthly_credits,
+    }
+    form = ApiKeyLimitsForm(
+        request.POST if request.method == "POST" else None, initial=initial, model_ids=model_ids, defaults=defaults
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            key_limits_set(key=key, within_defaults=True, **form.limits())
+        except HubError as error:
+            form.add_error(error.param if error.param in form.fields else None, error.message)
+        else:
+            messages.success(request, f"Limits of {key.display_prefix}… ({key.name}) saved.")
+            return redirect("accounts:api_keys")
+    return render(request, "accounts/api_key_limits.html", {"key": key, "form": form, "defaults": defaults})
 
 
 @login_required

@@ -2,21 +2,57 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from apikeys.models import ApiKey, EmailVerification
-from apikeys.services import api_key_revoke, email_verification_confirm
-from hub.admin import ReadOnlyAdmin
+from apikeys.services import api_key_limits_set, api_key_revoke, email_verification_confirm
+from hub.admin import LIMITS_FIELDSET, LIMITS_FORMFIELDS, ReadOnlyAdmin
+from hub.limits import LIMIT_NAMES
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyAdmin):
-    """Keys are created by their owners; operators see and revoke them. The digest is never
-    shown and the raw key is never stored. No deleting: generations keep pointing at their key."""
+    """Keys are created by their owners; operators see and revoke them, and set their limits
+    (empty = the account type's default, see Account type limits). The digest is never shown
+    and the raw key is never stored. No deleting: generations keep pointing at their key."""
 
-    list_display = ["display_prefix", "name", "owner", "created_at", "last_used_at", "expires_at", "status"]
+    list_display = [
+        "display_prefix",
+        "name",
+        "owner",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "status",
+        "images_per_minute",
+        "concurrency",
+        "monthly_credits",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at", "created_at"]
     search_fields = ["id", "name", "display_prefix", "owner__email"]
     list_select_related = ["owner"]
-    fields = ["id", "owner", "name", "display_prefix", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    fieldsets = [
+        (None, {"fields": ["id", "owner", "name", "display_prefix", "created_at", "last_used_at", "expires_at"]}),
+        (None, {"fields": ["revoked_at"]}),
+        LIMITS_FIELDSET,
+    ]
+    readonly_fields = [
+        "id",
+        "owner",
+        "name",
+        "display_prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    formfield_overrides = LIMITS_FORMFIELDS
     actions = ["revoke"]
+
+    def has_change_permission(self, request, obj=None):
+        """Only the limits are editable (readonly_fields holds the rest)."""
+        return request.user.has_perm("apikeys.change_apikey")
+
+    def save_model(self, request, obj, form, change):
+        # Through the service, never obj.save(): that would write back a stale last_used_at.
+        api_key_limits_set(key=obj, **{name: form.cleaned_data[name] for name in LIMIT_NAMES})
 
     def has_revoke_permission(self, request):
         return request.user.has_perm("apikeys.change_apikey")

@@ -1,4 +1,8 @@
-from apikeys.models import DISPLAY_LENGTH, KEY_PREFIX, ApiKey, EmailVerification
+from datetime import date, timedelta
+
+from django.db.models import F, Sum
+
+from apikeys.models import DISPLAY_LENGTH, KEY_PREFIX, ApiKey, ApiKeyUsage, EmailVerification
 from hub.errors import NotFound
 
 
@@ -33,3 +37,30 @@ def email_verification_pending(*, owner) -> bool:
         return owner.email_verification.verified_at is None
     except EmailVerification.DoesNotExist:
         return False
+
+
+def api_key_month_credits(*, api_key_id: str, today: date) -> int:
+    """Credits the key was charged minus refunded in today's calendar month (UTC): at most 31
+    usage rows, found by the (api_key, day) unique index."""
+    rows = ApiKeyUsage.objects.filter(api_key_id=api_key_id, day__gte=today.replace(day=1), day__lte=today)
+    total = rows.aggregate(net=Sum(F("credits_charged") - F("credits_refunded")))["net"]
+    return total or 0
+
+
+def usage_for_owner(*, owner, today: date, days: int):
+    """The owner's usage per key and day for the last `days` days (today included), newest
+    first; only the owner's keys, through the key's owner."""
+    since = today - timedelta(days=days - 1)
+    return (
+        ApiKeyUsage.objects.filter(api_key__owner=owner, day__gte=since)
+        .select_related("api_key")
+        .order_by("-day", "api_key__created_at")
+    )
+
+
+def usage_counters() -> dict[tuple[str, date], tuple[int, int, int, int]]:
+    """Every usage row: (key id, day) → (images, images refunded, credits charged, refunded)."""
+    rows = ApiKeyUsage.objects.values_list(
+        "api_key_id", "day", "images", "images_refunded", "credits_charged", "credits_refunded"
+    )
+    return {(key_id, day): tuple(totals) for key_id, day, *totals in rows}

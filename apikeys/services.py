@@ -1,15 +1,26 @@
 import hashlib
 import hmac
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import connection
+from django.db.models import F, Q
 from django.utils import timezone
 
-from apikeys.models import DISPLAY_LENGTH, KEY_PREFIX, KEY_RANDOM_LENGTH, ApiKey, EmailVerification
+from apikeys.models import (
+    DISPLAY_LENGTH,
+    KEY_PREFIX,
+    KEY_RANDOM_LENGTH,
+    ApiKey,
+    ApiKeyRateWindow,
+    ApiKeyUsage,
+    EmailVerification,
+)
 from apikeys.selectors import email_verification_pending
-from hub.errors import EmailNotVerified, ExpiredApiKey, InvalidApiKey
+from hub.errors import EmailNotVerified, ExpiredApiKey, InvalidApiKey, InvalidRequest
 from hub.ids import random_token
+from hub.limits import LIMIT_NAMES
+from hub.ratelimit import WINDOW_MS, Decision
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -74,3 +85,80 @@ def email_verification_start(*, owner) -> EmailVerification:
 
 def email_verification_confirm(*, owner) -> None:
     EmailVerification.objects.filter(owner=owner, verified_at__isnull=True).update(verified_at=timezone.now())
+
+
+def api_key_limits_set(*, key: ApiKey, **changes) -> ApiKey:
+    """Set (a value) or clear (None) some of the key's limits; the others stay as they are.
+
+    Model ids are not checked against the catalog here (it is a higher layer): callers that
+    take them from people — the account page, hub_keylimits — check them first.
+    """
+    unknown = set(changes) - set(LIMIT_NAMES)
+    if unknown:
+        raise InvalidRequest(f"Unknown limit(s): {', '.join(sorted(unknown))}")
+    models = changes.get("allowed_models")
+    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)):
+        raise InvalidRequest("allowed_models must be a list of model ids", param="allowed_models")
+    if "allowed_models" in changes and not models:
+        changes["allowed_models"] = None  # an empty list would allow nothing: say "no limit" instead
+    for name in ("images_per_minute", "concurrency"):
+        if changes.get(name) is not None and changes[name] < 1:
+            raise InvalidRequest(f"{name} must be at least 1 (or none)", param=name)
+    if changes.get("monthly_credits") is not None and changes["monthly_credits"] < 0:
+        raise InvalidRequest("monthly_credits must not be negative", param="monthly_credits")
+    ApiKey.objects.filter(pk=key.pk).update(**changes)
+    key.refresh_from_db()
+    return key
+
+
+def api_key_usage_charge(*, api_key_id: str, day: date, images: int, credits: int) -> None:
+    """Count a charge against the key, inside the charging transaction and after its account
+    lock (the order refunds take them in too: account, then usage row). One upsert — the
+    statement runs while the account row is locked, so a round trip less is throughput."""
+    table = ApiKeyUsage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (api_key_id, day, images, images_refunded, credits_charged, credits_refunded)"
+            " VALUES (%s, %s, %s, 0, %s, 0) ON CONFLICT (api_key_id, day) DO UPDATE"
+            f" SET images = {table}.images + excluded.images,"
+            f" credits_charged = {table}.credits_charged + excluded.credits_charged",
+            [api_key_id, day, images, credits],
+        )
+
+
+def api_key_usage_refund(*, api_key_id: str, day: date, images: int, credits: int) -> None:
+    """Count a refund on the day its generation was charged (inside the refunding transaction)."""
+    ApiKeyUsage.objects.filter(api_key_id=api_key_id, day=day).update(
+        images_refunded=F("images_refunded") + images, credits_refunded=F("credits_refunded") + credits
+    )
+
+
+def api_key_rate_take_db(*, api_key_id: str, cost: int, limit: int) -> tuple[Decision, datetime]:
+    """The images-per-minute limit without Redis: a fixed minute (a sliding log costs a row per
+    request here), taken by one conditional UPDATE. (decision, the window to give back to)."""
+    now = timezone.now()
+    start = now.replace(second=0, microsecond=0)
+    reset_ms = WINDOW_MS - int((now - start).total_seconds() * 1000)
+    window = ApiKeyRateWindow.objects.filter(api_key_id=api_key_id, window_start=start)
+    ApiKeyRateWindow.objects.bulk_create(
+        [ApiKeyRateWindow(api_key_id=api_key_id, window_start=start)], ignore_conflicts=True
+    )
+    taken = window.filter(used__lte=limit - cost).update(used=F("used") + cost)
+    used = window.values_list("used", flat=True).first() or 0
+    if taken:
+        return Decision(True, used, reset_ms=reset_ms), start
+    return Decision(False, used, retry_after_ms=reset_ms, reset_ms=reset_ms), start
+
+
+def api_key_rate_give_back_db(*, api_key_id: str, window_start: datetime, cost: int) -> None:
+    ApiKeyRateWindow.objects.filter(api_key_id=api_key_id, window_start=window_start, used__gte=cost).update(
+        used=F("used") - cost
+    )
+
+
+def api_key_rate_windows_expire() -> int:
+    """Delete the minutes that are over (the sweeper's job)."""
+    deleted, _ = ApiKeyRateWindow.objects.filter(
+        window_start__lt=timezone.now() - timedelta(milliseconds=2 * WINDOW_MS)
+    ).delete()
+    return deleted

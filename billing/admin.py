@@ -13,10 +13,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.models import CreditAccount, CreditGrant, LedgerEntry
+from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, LedgerEntry
 from billing.selectors import next_expiration
 from billing.services import account_set_type, credits_clawback, credits_grant_bulk
-from hub.admin import ReadOnlyAdmin
+from hub.admin import LIMITS_FIELDSET, LIMITS_FORMFIELDS, ReadOnlyAdmin
 from hub.errors import HubError
 
 REASON_HELP = "Required. Recorded with your name, and shown to the user in their credit history."
@@ -186,3 +186,12 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     search_fields = ["account__user__email", "generation_id", "memo"]
     list_select_related = ["account__user", "actor"]
     date_hierarchy = "created_at"
+
+
+@admin.register(AccountTypeLimits)
+class AccountTypeLimitsAdmin(admin.ModelAdmin):
+    """The limits of every key of an account type that sets none of its own (empty = no limit)."""
+
+    list_display = ["account_type", "allowed_models", "images_per_minute", "concurrency", "monthly_credits"]
+    fieldsets = [(None, {"fields": ["account_type"]}), LIMITS_FIELDSET]
+    formfield_overrides = LIMITS_FORMFIELDS

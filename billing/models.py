@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from hub.limits import LimitFields
+
 
 class AccountType(models.TextChoices):
     FREE = "FREE"
@@ -111,3 +113,16 @@ class ChargeAllocation(models.Model):
     entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="allocations")
     grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="allocations")
     amount = models.PositiveIntegerField()
+
+
+class AccountTypeLimits(LimitFields):
+    """The limits every key of an account type gets unless the key sets its own (admin)."""
+
+    account_type = models.CharField(max_length=20, choices=AccountType.choices, unique=True)
+
+    class Meta:
+        verbose_name = "account type limits"
+        verbose_name_plural = "account type limits"
+
+    def __str__(self) -> str:
+        return f"{self.account_type} limits"

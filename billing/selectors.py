@@ -7,7 +7,8 @@ from datetime import datetime
 from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
-from billing.models import CreditAccount, CreditGrant, LedgerEntry, LedgerKind
+from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, LedgerEntry, LedgerKind
+from hub.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,8 @@ def ledger_drift() -> list[str]:
     overdrawn = CreditGrant.objects.filter(Q(remaining__lt=0))
     problems += [f"grant {g.pk}: negative remaining {g.remaining}" for g in overdrawn]
     return problems
+
+
+def account_type_limits(*, account_type: str) -> Limits:
+    """The default limits of an account type's keys (none when the admin set none)."""
+    return Limits.of(AccountTypeLimits.objects.filter(account_type=account_type).first())

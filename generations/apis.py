@@ -25,7 +25,7 @@ from generations.selectors import generation_get_for_owner
 from generations.services import generation_cancel, generation_create, generation_precheck, generation_wait
 from hub import storage
 from hub.errors import GenerationCanceled, GenerationFailed, InvalidRequest, NotFound
-from hub.openapi import SHOULD_RETRY, errors
+from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
 from hub.public_url import base_url
 from hub.timefmt import iso_z
 
@@ -282,16 +282,22 @@ class GenerationCreateApi(APIView):
         responses={
             200: schema.GenerationSerializer,
             202: schema.GenerationSerializer,
-            **errors(400, 401, 402, 409, 500),
+            **errors(400, 401, 402, 403, 409, 429, 500),
         },
-        parameters=[*schema.HEADERS, SHOULD_RETRY],
+        parameters=[*schema.HEADERS, SHOULD_RETRY, *RATE_LIMIT_HEADERS],
     )
     def post(self, request: Request) -> Response:
         shape = self.InputSerializer(request)
         params, response_format = shape.validated(), shape.response_format()
         files, idempotency_key = params.pop("files"), _idempotency_key(request)
         priced = {name: params[name] for name in ("model_id", "size", "quality", "n")}
-        generation_precheck(owner=request.user, reference_count=len(files), idempotency_key=idempotency_key, **priced)
+        generation_precheck(
+            owner=request.user,
+            api_key=request.auth,
+            reference_count=len(files),
+            idempotency_key=idempotency_key,
+            **priced,
+        )
         root = base_url(request)
         generation = generation_create(
             owner=request.user,
@@ -333,9 +339,9 @@ class ImageEditApi(GenerationCreateApi):
         responses={
             200: schema.GenerationSerializer,
             202: schema.GenerationSerializer,
-            **errors(400, 401, 402, 409, 500),
+            **errors(400, 401, 402, 403, 409, 429, 500),
         },
-        parameters=[*schema.HEADERS, SHOULD_RETRY],
+        parameters=[*schema.HEADERS, SHOULD_RETRY, *RATE_LIMIT_HEADERS],
     )
     def post(self, request: Request) -> Response:
         return super().post(request)

@@ -1,11 +1,13 @@
 """Invariants between the ledger and the generations; each problem is one readable line."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, F, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from apikeys.selectors import usage_counters
 from billing.selectors import generation_movements, ledger_drift
 from generations.models import FINISHED, Generation, GenerationStatus
 
@@ -44,4 +46,28 @@ def reconcile() -> list[str]:
     problems += [f"{generation_id}: generation without a charge" for generation_id in uncharged]
     orphans = Generation.objects.exclude(status=GenerationStatus.SUCCEEDED).filter(images__isnull=False).distinct()
     problems += [f"{g.pk}: {g.status} but has stored images" for g in orphans]
-    return problems
+    return problems + _key_usage_drift()
+
+
+def _key_usage_drift() -> list[str]:
+    """Each key's usage counters (its monthly cap and usage table) equal what its generations
+    were charged and refunded, per UTC day of creation."""
+    sums = (
+        Generation.objects.filter(api_key__isnull=False)
+        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values_list("api_key_id", "day")
+        .annotate(
+            images=Sum("n"),
+            images_refunded=Sum(F("credits_refunded") / F("price_per_image")),
+            credits_charged=Sum("credits_requested"),
+            credits_refunded=Sum("credits_refunded"),
+        )
+        .order_by()
+    )
+    expected = {(key_id, day): tuple(totals) for key_id, day, *totals in sums}
+    counted = usage_counters()
+    return [
+        f"key {key} on {day}: usage counts {counted.get((key, day))}, generations say {expected.get((key, day))}"
+        for key, day in sorted(set(expected) | set(counted))
+        if expected.get((key, day)) != counted.get((key, day))
+    ]

@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import IO
 
 import structlog
@@ -17,10 +17,12 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apikeys.services import api_key_usage_charge, api_key_usage_refund
 from billing.selectors import credits_balance
 from billing.services import account_get_or_create, credits_charge, credits_refund
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
+from generations.limits import limits_check_charged, limits_effective, limits_model_check, limits_take, slot_release
 from generations.models import (
     FINISHED,
     GeneratedImage,
@@ -94,18 +96,22 @@ def generation_create(
             return replay
     model, shape, price = _priced(model_id, size, quality, len(references))
     account = account_get_or_create(user=owner)
+    limits = limits_effective(api_key=api_key, account_type=account.account_type)
+    limits_model_check(limits=limits, model_id=model.id)
     generation_id = opaque_id("gen")
     structlog.contextvars.bind_contextvars(generation_id=generation_id)
+    hold = limits_take(api_key=api_key, limits=limits, generation_id=generation_id, n=n)
 
-    reference_keys = [
-        storage.object_save(
-            key=storage.reference_key(generation_id=generation_id, index=i),
-            data=data,
-            content_type="image/png",
-        )
-        for i, data in enumerate(references)
-    ]
+    reference_keys = []
     try:
+        reference_keys.extend(
+            storage.object_save(
+                key=storage.reference_key(generation_id=generation_id, index=i),
+                data=data,
+                content_type="image/png",
+            )
+            for i, data in enumerate(references)
+        )
         with transaction.atomic():
             now = timezone.now()
             generation = Generation.objects.create(
@@ -145,8 +151,12 @@ def generation_create(
                 memo=f"{n} × {model.id}",
                 savepoint=False,
             )
+            if api_key is not None:
+                api_key_usage_charge(api_key_id=api_key.pk, day=_day(generation), images=n, credits=n * price)
+                limits_check_charged(generation=generation, limits=limits)
             transaction.on_commit(lambda: _on_created(generation_id, n * price))
     except Exception as exc:
+        hold.give_back()
         for key in reference_keys:
             storage.object_delete(key)
         if not isinstance(exc, _KeyTaken):
@@ -179,12 +189,24 @@ def _priced(model_id: str, size: str, quality: str, reference_count: int):
 
 
 def generation_precheck(
-    *, owner, model_id: str, size: str, quality: str, n: int, reference_count: int, idempotency_key: str | None
+    *,
+    owner,
+    api_key,
+    model_id: str,
+    size: str,
+    quality: str,
+    n: int,
+    reference_count: int,
+    idempotency_key: str | None,
 ) -> None:
-    """The cheap refusals, before any upload is decoded: the catalog's rules, and a balance
-    that cannot cover n × price (a read without a lock; the charge itself decides). A retry
-    under a known Idempotency-Key is left to generation_create, which replays it."""
-    _, _, price = _priced(model_id, size, quality, reference_count)
+    """The cheap refusals, before any upload is decoded: the catalog's rules, a model the key
+    may not use, and a balance that cannot cover n × price (a read without a lock; the charge
+    itself decides). A retry under a known Idempotency-Key is left to generation_create, which
+    replays it. The rate and concurrency limits are taken by generation_create only: taking
+    them here too would count one request twice."""
+    model, _, price = _priced(model_id, size, quality, reference_count)
+    account = account_get_or_create(user=owner)
+    limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
     if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
         return
     balance = credits_balance(user=owner)
@@ -412,15 +434,16 @@ def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: 
 
 def _on_finished(generation: Generation) -> None:
     """The one step when a generation reaches a final state (succeeded, failed, canceled), called
-    inside the transaction that finished it: after the commit, wake its sync waiter and count it;
-    and record its `completed` webhook in that same transaction (sent after the commit), so a
-    crash cannot keep the finish and lose the webhook. Everything else that follows a finish
-    hangs off here, so no finishing path can forget it."""
-    generation_id, model, status = generation.id, generation.model_id, generation.status
-    refunded = generation.credits_refunded
+    inside the transaction that finished it: after the commit, free its key's concurrency slot,
+    wake its sync waiter and count it; and record its `completed` webhook in that same
+    transaction (sent after the commit), so a crash cannot keep the finish and lose the webhook.
+    Everything else that follows a finish hangs off here, so no finishing path can forget it."""
+    generation_id, api_key_id = generation.id, generation.api_key_id
+    model, status, refunded = generation.model_id, generation.status, generation.credits_refunded
     seconds = (generation.finished_at - generation.created_at).total_seconds()
 
     def finished() -> None:
+        slot_release(api_key_id=api_key_id, generation_id=generation_id)
         completion.publish_done(generation_id)
         metrics.GENERATIONS_FINISHED.labels(model, status).inc()
         metrics.GENERATION_LATENCY.labels(model, status).observe(seconds)
@@ -434,13 +457,21 @@ def _on_finished(generation: Generation) -> None:
 def _refund(generation: Generation, amount: int) -> None:
     if amount <= 0:
         return
+    images = amount // generation.price_per_image
     credits_refund(
         account=account_get_or_create(user=generation.owner),
         generation_id=generation.id,
         amount=amount,
-        memo=f"refund: {amount // generation.price_per_image} of {generation.n} images not delivered",
+        memo=f"refund: {images} of {generation.n} images not delivered",
     )
+    if generation.api_key_id is not None:
+        api_key_usage_refund(api_key_id=generation.api_key_id, day=_day(generation), images=images, credits=amount)
     generation.credits_refunded = amount
+
+
+def _day(generation: Generation):
+    """The UTC day a generation's usage counts on (its creation), for its charge and refund alike."""
+    return generation.created_at.astimezone(UTC).date()
 
 
 def generation_wait(*, generation: Generation, max_wait: float | None = None) -> Generation:

@@ -9,8 +9,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from apikeys.services import api_key_rate_windows_expire
 from billing.services import credits_expire_all_due
 from generations import errors
+from generations.limits import slots_reconcile
 from generations.models import Generation, GenerationStatus
 from generations.services import generation_enqueue, generation_fail, generation_requeue, idempotency_keys_expire
 from generations.webhooks import webhook_deliveries_send_due
@@ -28,6 +30,7 @@ class SweepReport:
     sent: list[str] = field(default_factory=list)
     webhooks_sent: list[str] = field(default_factory=list)
     expired_credits: int = 0
+    released_slots: int = 0
 
 
 def generations_sweep() -> SweepReport:
@@ -63,6 +66,9 @@ def generations_sweep() -> SweepReport:
     report.webhooks_sent = webhook_deliveries_send_due()
     report.expired_credits = credits_expire_all_due()
     idempotency_keys_expire()
+    # After the steps above, so the slots of what they just failed are already free.
+    report.released_slots = slots_reconcile()
+    api_key_rate_windows_expire()
     if any((report.timed_out, report.requeued, report.poisoned, report.sent)):
         logger.warning("sweep: %s", report)
     return report

@@ -47,8 +47,9 @@ def _channel(generation_id: str) -> str:
 _publisher: tuple[int, redis.Redis] | None = None
 
 
-def _redis() -> redis.Redis:
-    """One client per process (its connection pool is thread- and greenlet-safe)."""
+def redis_client() -> redis.Redis:
+    """One client per process (its connection pool is thread- and greenlet-safe), shared with
+    the API keys' limits (hub.ratelimit)."""
     global _publisher
     if _publisher is None or _publisher[0] != os.getpid():
         _publisher = (os.getpid(), redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30))
@@ -59,7 +60,7 @@ def publish_done(generation_id: str) -> None:
     if not settings.REDIS_URL:
         return
     try:
-        _redis().publish(_channel(generation_id), "done")
+        redis_client().publish(_channel(generation_id), "done")
     except (redis.RedisError, OSError) as exc:  # waiters fall back to re-reading the row
         logger.warning("could not publish completion of %s: %s", generation_id, exc)
 

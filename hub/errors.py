@@ -73,3 +73,39 @@ class GenerationFailed(_AboutGeneration):
     status = 500
     code = "generationFailed"
     default_message = "Image generation failed"
+
+
+class ModelNotAllowed(HubError):
+    """The key may not use this model: a permission, not a rate — retrying cannot help."""
+
+    status = 403
+    code = "modelNotAllowed"
+    default_message = "This API key may not use this model"
+
+
+class RateLimited(HubError):
+    """A limit of the key ran out for now. `limit`, `remaining` and `reset` (seconds until it
+    refills) become the `x-ratelimit-*` headers and `retry_after` the `Retry-After` header, which
+    the OpenAI SDKs wait for before they retry."""
+
+    status = 429
+    code = "rateLimited"
+    default_message = "Rate limit reached"
+
+    def __init__(self, message: str | None = None, *, limit: int, remaining: int, reset: int, retry_after: int):
+        super().__init__(message)
+        self.headers = {
+            "Retry-After": str(max(1, retry_after)),
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(max(0, remaining)),
+            "x-ratelimit-reset": str(max(1, reset)),
+        }
+
+
+class MonthlyCreditCapReached(RateLimited):
+    """The key's monthly credit cap is spent. Still a 429 (OpenAI answers an exhausted quota
+    with 429 too, so SDK users look there), but its own code and `x-should-retry: false`: a
+    retry cannot pass before the month ends, which `Retry-After` names (in seconds)."""
+
+    code = "monthlyCreditCapReached"
+    default_message = "This API key's monthly credit cap is reached"

@@ -7,7 +7,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from hub.errors import HubError
+from hub.errors import HubError, MonthlyCreditCapReached, RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,15 @@ def error_body(code: str, message: str, *, status: int, param: str | None = None
 
 def should_retry(status: int, code: str) -> bool:
     """What `x-should-retry` says (the OpenAI SDKs honour it over their own rules): a retry of
-    the same request cannot succeed after any 4xx but a rate limit, nor after a generation
-    that ran and failed (it was refunded; a retry is a new, paid attempt the user decides on)."""
-    return status == 429 or (status >= 500 and code != "generationFailed")
+    the same request cannot succeed after any 4xx but a rate limit (not a monthly cap, which
+    lasts until the month ends), nor after a generation that ran and failed (it was refunded; a
+    retry is a new, paid attempt the user decides on)."""
+    return (status == 429 and code != MonthlyCreditCapReached.code) or (status >= 500 and code != "generationFailed")
 
 
 def handle(exc, context):
     status, body = _envelope(exc)
-    response = Response(body, status=status)
+    response = Response(body, status=status, headers=exc.headers if isinstance(exc, RateLimited) else None)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     response["x-should-retry"] = "true" if should_retry(status, body["error"]["code"]) else "false"

@@ -23,9 +23,12 @@ _MEANINGS = {
     400: "invalid_request: invalid body, field or header (nothing charged)",
     401: "missingApiKey, invalidApiKey, expiredApiKey or emailNotVerified",
     402: "insufficientCredits (nothing charged)",
+    403: "modelNotAllowed: the API key's limits do not include this model (nothing charged)",
     404: "notFound (also: someone else's generation)",
     405: "methodNotAllowed",
     409: "idempotencyConflict, or generationCanceled",
+    429: "rateLimited (images per minute or concurrency of the key; retry after Retry-After), or"
+    " monthlyCreditCapReached (x-should-retry: false); nothing charged",
     500: "generationFailed (credits refunded) or internal_error",
 }
 
@@ -42,6 +45,23 @@ SHOULD_RETRY = OpenApiParameter(
     enum=["true", "false"],
     description="Whether retrying the same request can succeed (the OpenAI SDKs honour it); on errors",
 )
+
+
+RATE_LIMIT_HEADERS = [
+    OpenApiParameter(
+        name,
+        OpenApiTypes.INT,
+        OpenApiParameter.HEADER,
+        response=[429],
+        description=description,
+    )
+    for name, description in (
+        ("Retry-After", "seconds to wait before a retry can pass"),
+        ("x-ratelimit-limit", "the limit that was reached (images a minute, generations at once, credits a month)"),
+        ("x-ratelimit-remaining", "what is left of it now"),
+        ("x-ratelimit-reset", "seconds until it refills"),
+    )
+]
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
+from apikeys.apis import UsageListApi
 from billing.apis import CreditsRetrieveApi
 from generations.apis import (
     GenerationCancelApi,
@@ -23,6 +24,7 @@ api_v1 = [
     path("models", ModelListApi.as_view(), name="models"),
     path("models/<id:model_id>", ModelRetrieveApi.as_view(), name="model-detail"),
     path("credits", CreditsRetrieveApi.as_view(), name="credits"),
+    path("usage", UsageListApi.as_view(), name="usage"),
     path("images/generations", GenerationCreateApi.as_view(), name="generation-create"),
     path("images/edits", ImageEditApi.as_view(), name="image-edit"),
     path("generations/<id:generation_id>", GenerationRetrieveApi.as_view(), name="generation-detail"),

@@ -22,6 +22,7 @@ OPERATIONS = {
     "GET /api/v1/models",
     "GET /api/v1/models/{model_id}",
     "GET /api/v1/credits",
+    "GET /api/v1/usage",
     "POST /api/v1/images/generations",
     "POST /api/v1/images/edits",
     "GET /api/v1/generations/{generation_id}",
@@ -39,7 +40,13 @@ def test_the_schema_and_its_docs_page_are_served(api):
     }
     generate = schema["paths"]["/api/v1/images/generations"]["post"]
     assert {p["name"] for p in generate["parameters"]} >= {"Idempotency-Key", "Prefer"}
-    assert set(generate["responses"]) == {"200", "202", "400", "401", "402", "409", "500"}
+    assert set(generate["responses"]) == {"200", "202", "400", "401", "402", "403", "409", "429", "500"}
+    assert set(generate["responses"]["429"]["headers"]) >= {
+        "Retry-After",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    }
     docs = api.get("/api/docs")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
 

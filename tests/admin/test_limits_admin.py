@@ -1,0 +1,48 @@
+"""Operators set a key's limits and the defaults of each account type in the admin."""
+
+import pytest
+
+from apikeys.models import ApiKey
+from apikeys.services import api_key_create
+from billing.models import AccountTypeLimits
+from tests.factories import make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def test_operator_sets_and_clears_a_keys_limits(console):
+    key, raw = api_key_create(owner=make_user(), name="ci")
+    url = f"/admin/apikeys/apikey/{key.pk}/change/"
+    page = console.get(url).content.decode()
+    assert "Images per minute" in page and key.digest not in page and raw not in page
+    limits = {"allowed_models": "gpt-image-2, gpt-image-1", "images_per_minute": "10", "concurrency": "3"}
+    assert console.post(url, {**limits, "monthly_credits": ""}).status_code == 302
+    key.refresh_from_db()
+    assert (key.allowed_models, key.images_per_minute, key.concurrency, key.monthly_credits) == (
+        ["gpt-image-2", "gpt-image-1"],
+        10,
+        3,
+        None,
+    )
+    assert "gpt-image-2, gpt-image-1" in console.get(url).content.decode()
+    empty = {"allowed_models": "", "images_per_minute": "", "concurrency": "", "monthly_credits": "500"}
+    assert console.post(url, empty).status_code == 302
+    key = ApiKey.objects.get(pk=key.pk)
+    assert (key.allowed_models, key.images_per_minute, key.monthly_credits, key.name) == (None, None, 500, "ci")
+
+
+def test_operator_sets_the_defaults_of_an_account_type(console):
+    assert console.get("/admin/billing/accounttypelimits/").status_code == 200
+    response = console.post(
+        "/admin/billing/accounttypelimits/add/",
+        {
+            "account_type": "FREE",
+            "allowed_models": "",
+            "images_per_minute": "5",
+            "concurrency": "1",
+            "monthly_credits": "",
+        },
+    )
+    assert response.status_code == 302
+    free = AccountTypeLimits.objects.get(account_type="FREE")
+    assert (free.allowed_models, free.images_per_minute, free.concurrency, free.monthly_credits) == (None, 5, 1, None)
