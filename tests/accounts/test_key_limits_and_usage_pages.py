@@ -1,6 +1,8 @@
 """The API keys page: each key's effective limits, a limits form (owners only tighten their
 plan), and the usage table per key and day — another user's keys never appear."""
 
+import re
+
 import pytest
 
 from apikeys.models import ApiKey
@@ -85,6 +87,7 @@ def test_usage_table_shows_each_of_the_owners_keys_per_day(member):
     _generate(stranger, theirs, 2)
 
     page = client.get("/account/keys/").content.decode()
+    assert re.search(r"<title>API Keys\b[^<]*</title>", page) and page.count('id="usage"') == 1
     usage = page[page.index('id="usage"') :]
     assert f'data-key-id="{ci.pk}"' in usage and "<td>3</td>" in usage and "<td>6</td>" in usage
     assert theirs.pk not in usage and "stranger-key" not in page
