@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, LedgerEntry, LedgerKind
 from hub.limits import Limits
+from hub.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,6 @@ def next_expiration(*, account: CreditAccount) -> Expiration | None:
 
 def account_for_user(*, user_id: int) -> CreditAccount:
     return CreditAccount.objects.get(user_id=user_id)
-
-
-def credits_balance(*, user) -> int:
-    """The cached balance, read without a lock (0 without an account)."""
-    return CreditAccount.objects.filter(user=user).values_list("balance", flat=True).first() or 0
 
 
 def credits_summary(*, account: CreditAccount) -> CreditsSummary:
@@ -102,6 +98,10 @@ def ledger_drift() -> list[str]:
     return problems
 
 
+# Every account type's defaults (hub.snapshot: read on every generation request, edited rarely).
+_type_limits = Snapshot(lambda: {row.account_type: Limits.of(row) for row in AccountTypeLimits.objects.all()})
+
+
 def account_type_limits(*, account_type: str) -> Limits:
     """The default limits of an account type's keys (none when the admin set none)."""
-    return Limits.of(AccountTypeLimits.objects.filter(account_type=account_type).first())
+    return _type_limits.get().get(account_type) or Limits()

@@ -56,6 +56,9 @@ class GenerationOutput:
         balance: CreditsSummary | None = None,
         b64_json: bool = False,
     ) -> dict:
+        # Only a finalize that delivered images marks a generation succeeded: no other has any
+        # to read (a query saved on every submit and every poll of an unfinished one).
+        stored = list(generation.images.all()) if generation.status == GenerationStatus.SUCCEEDED else []
         images = [
             {
                 "id": image.id,
@@ -63,7 +66,7 @@ class GenerationOutput:
                 "url": storage.object_url(image.storage_key, base_url=root),
                 "created_at": iso_z(image.created_at),
             }
-            for image in generation.images.all()
+            for image in stored
         ]
         usage = {"credits": generation.credits_consumed, "credits_requested": generation.credits_requested}
         if generation.credits_refunded:
@@ -86,8 +89,9 @@ class GenerationOutput:
             "data": [{"url": image["url"]} for image in images],
         }
         if b64_json:  # OpenAI's response_format="b64_json": the image bytes, read from storage
-            keys = [image.storage_key for image in generation.images.all()]
-            body["data"] = [{"b64_json": base64.b64encode(storage.object_read(key)).decode()} for key in keys]
+            body["data"] = [
+                {"b64_json": base64.b64encode(storage.object_read(image.storage_key)).decode()} for image in stored
+            ]
         if poll_url:
             body["poll_url"] = f"{root}/api/v1/generations/{generation.id}"
         if balance is not None:

@@ -1,13 +1,11 @@
 """Reading the model catalog: sizes → aspect ratio and resolution tier, and prices."""
 
-import time
 from dataclasses import dataclass
 from math import gcd
 
-from django.conf import settings
-
 from generations.models import ImageModel
 from hub.errors import InvalidRequest
+from hub.snapshot import Snapshot
 
 TIER_LIMITS = [("1K", 1.6e6), ("2K", 4.2e6)]  # megapixel ceilings; anything larger is 4K
 
@@ -69,15 +67,9 @@ def enabled_models():
     return ImageModel.objects.filter(enabled=True)
 
 
-_catalog: tuple[float, dict[str, ImageModel]] | None = None
+# The enabled models by id (hub.snapshot: read on every generation request, edited rarely).
+_catalog = Snapshot(lambda: {model.id: model for model in ImageModel.objects.filter(enabled=True)})
 
 
 def _enabled_catalog() -> dict[str, ImageModel]:
-    """The enabled models, read at most every CATALOG_CACHE_SECONDS per process: the catalog
-    is read on every generation request and changes when an operator edits it (which other
-    processes then see within that many seconds)."""
-    global _catalog
-    now = time.monotonic()
-    if _catalog is None or now - _catalog[0] >= settings.CATALOG_CACHE_SECONDS:
-        _catalog = (now, {model.id: model for model in ImageModel.objects.filter(enabled=True)})
-    return _catalog[1]
+    return _catalog.get()

@@ -18,7 +18,6 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apikeys.services import api_key_usage_charge, api_key_usage_refund
-from billing.selectors import credits_balance
 from billing.services import account_get_or_create, credits_charge, credits_refund
 from generations import errors
 from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
@@ -205,11 +204,11 @@ def generation_precheck(
     replays it. The rate and concurrency limits are taken by generation_create only: taking
     them here too would count one request twice."""
     model, _, price = _priced(model_id, size, quality, reference_count)
-    account = account_get_or_create(user=owner)
+    account = account_get_or_create(user=owner)  # its cached balance: a read without a lock
     limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
     if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
         return
-    balance = credits_balance(user=owner)
+    balance = account.balance
     if balance < n * price:
         raise InsufficientCredits(f"Not enough credits: {n * price} needed, {balance} available")
 
