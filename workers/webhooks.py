@@ -18,6 +18,7 @@ import time
 
 import httpcore
 import httpx
+import structlog
 from django.conf import settings
 from django.utils import timezone
 from standardwebhooks import Webhook
@@ -130,6 +131,7 @@ def webhook_deliver(delivery_id: str) -> None:
         logger.info("webhook %s: not due, or taken by another attempt; nothing to do", delivery_id)
         return
     generation = delivery.generation
+    structlog.contextvars.bind_contextvars(generation_id=generation.id, account_id=generation.owner_id)
     body = json.dumps(
         {
             "type": f"generation.{delivery.event}",
