@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -22,6 +22,10 @@ from billing.models import (
 from hub.errors import InsufficientCredits, InvalidRequest
 
 logger = logging.getLogger(__name__)
+
+# Databases whose charges write in one statement (_charge_write_pg); elsewhere the ORM writes the
+# same rows (tests/billing/test_charge_paths.py holds the two to that).
+ONE_STATEMENT_CHARGE = {"postgresql"}
 
 
 def account_get_or_create(*, user) -> CreditAccount:
@@ -64,12 +68,12 @@ def _expire_due(account: CreditAccount, now: datetime) -> int:
     return _expire(account, list(grants_due_lock(account, now)), now)
 
 
-def _draw_from_grants(account: CreditAccount, grants: list[CreditGrant], amount: int) -> list[tuple[CreditGrant, int]]:
-    """Take `amount` from spendable grants (in spending order); (grant, taken) pairs."""
+def _draw_plan(grants: list[CreditGrant], amount: int) -> list[tuple[CreditGrant, int]]:
+    """What to take from spendable grants (in spending order) to make `amount`: (grant, taken)
+    pairs; InsufficientCredits when they hold less. Nothing is written."""
     draws, left = [], amount
     for grant in grants:
         take = min(left, grant.remaining)
-        CreditGrant.objects.filter(pk=grant.pk).update(remaining=grant.remaining - take)
         draws.append((grant, take))
         left -= take
         if left == 0:
@@ -77,8 +81,14 @@ def _draw_from_grants(account: CreditAccount, grants: list[CreditGrant], amount:
     raise InsufficientCredits(f"Not enough credits: {amount} needed, {amount - left} available")
 
 
+def _draws_apply(draws: list[tuple[CreditGrant, int]]) -> None:
+    for grant, take in draws:
+        CreditGrant.objects.filter(pk=grant.pk).update(remaining=grant.remaining - take)
+
+
 def _lock_and_draw(account: CreditAccount, amount: int, shortfall: Callable[[int], str]) -> tuple[CreditAccount, list]:
-    """Lock, expire what is due, then draw `amount` or raise InsufficientCredits (nothing moved).
+    """Lock, expire what is due, then plan drawing `amount` (the caller writes it) or raise
+    InsufficientCredits (nothing moved).
 
     The account's unspent grants are read and locked in one query; those past their expiry
     are expired first, the rest are spent soonest-expiring first (the lock order is the
@@ -90,7 +100,7 @@ def _lock_and_draw(account: CreditAccount, amount: int, shortfall: Callable[[int
     _expire(account, due, now)
     if account.balance < amount:
         raise InsufficientCredits(shortfall(account.balance))
-    return account, _draw_from_grants(account, [grant for grant in grants if grant not in due], amount)
+    return account, _draw_plan([grant for grant in grants if grant not in due], amount)
 
 
 @transaction.atomic
@@ -137,9 +147,60 @@ def credits_charge(
         account, draws = _lock_and_draw(
             account, amount, lambda have: f"Not enough credits: {amount} needed, {have} available"
         )
+        if connection.vendor in ONE_STATEMENT_CHARGE:
+            return _charge_write_pg(account, amount=amount, draws=draws, generation_id=generation_id, memo=memo)
+        _draws_apply(draws)
         entry = _record(account, kind=LedgerKind.CHARGE, amount=-amount, generation_id=generation_id, memo=memo)
         ChargeAllocation.objects.bulk_create(ChargeAllocation(entry=entry, grant=g, amount=a) for g, a in draws)
         return entry
+
+
+def _charge_write_pg(
+    account: CreditAccount, *, amount: int, draws: list[tuple[CreditGrant, int]], generation_id: str, memo: str
+) -> LedgerEntry:
+    """The charge's writes — the grants drawn, the cached balance, the ledger row and its
+    allocations, exactly what the ORM path writes — in one data-modifying statement on
+    PostgreSQL. Why: the account row stays locked until the commit and every charge of the
+    account queues behind it; under load each round trip made while holding it costs the
+    lock-holder a turn of the event loop (bench async-c32: 15 of 20 backends waiting on it, the
+    machine 74 % busy). Four round trips become one. The table constraints check every row as
+    they do for the ORM's writes."""
+    now = timezone.now()
+    account.balance -= amount
+    drawn = ", ".join(["(%s::bigint, %s::integer)"] * len(draws))
+    sql = f"""
+        WITH drawn (grant_id, amount) AS (VALUES {drawn}),
+        grants AS (
+            UPDATE billing_creditgrant AS g SET remaining = g.remaining - drawn.amount
+            FROM drawn WHERE g.id = drawn.grant_id
+        ),
+        account AS (UPDATE billing_creditaccount SET balance = %s, updated_at = %s WHERE id = %s),
+        entry AS (
+            INSERT INTO billing_ledgerentry
+                (account_id, kind, amount, balance_after, generation_id, grant_id, actor_id, memo, created_at)
+            VALUES (%s, %s, %s, %s, %s, NULL, NULL, %s, %s)
+            RETURNING id
+        )
+        INSERT INTO billing_chargeallocation (entry_id, grant_id, amount)
+        SELECT entry.id, drawn.grant_id, drawn.amount FROM entry, drawn
+        RETURNING entry_id
+    """
+    params = [value for grant, take in draws for value in (grant.pk, take)]
+    params += [account.balance, now, account.pk]
+    params += [account.pk, LedgerKind.CHARGE, -amount, account.balance, generation_id, memo, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        entry_id = cursor.fetchone()[0]
+    return LedgerEntry(
+        pk=entry_id,
+        account=account,
+        kind=LedgerKind.CHARGE,
+        amount=-amount,
+        balance_after=account.balance,
+        generation_id=generation_id,
+        memo=memo,
+        created_at=now,
+    )
 
 
 @transaction.atomic
@@ -181,7 +242,8 @@ def credits_clawback(*, account: CreditAccount, amount: int, actor, reason: str)
         raise InvalidRequest("A claw-back must be a positive number of credits")
     if not reason.strip():
         raise InvalidRequest("A reason is required")
-    account, _ = _lock_and_draw(account, amount, lambda have: f"Only {have} unspent credits can be clawed back")
+    account, draws = _lock_and_draw(account, amount, lambda have: f"Only {have} unspent credits can be clawed back")
+    _draws_apply(draws)
     return _record(account, kind=LedgerKind.ADJUST, amount=-amount, actor=actor, memo=reason)
 
 
