@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT="${PORT:-8000}"
+# A person reads this terminal: plain log lines unless asked otherwise (production: JSON).
+export LOG_FORMAT="${LOG_FORMAT:-plain}"
 
 $PY manage.py migrate --noinput -v0
 $PY manage.py collectstatic --noinput -v0
