@@ -121,7 +121,7 @@ def authorized(authorization: str | None) -> bool:
 
 
 def metrics_view(request):
-    """GET /metrics on the web server."""
+    """/metrics on the web server (served by hub.observability, ahead of the URL routes)."""
     from django.http import HttpResponse, JsonResponse
 
     from hub.exception_handler import error_body

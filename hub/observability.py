@@ -12,7 +12,7 @@ import uuid
 
 import structlog
 
-from hub.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from hub.metrics import HTTP_LATENCY, HTTP_REQUESTS, metrics_view
 
 logger = logging.getLogger("hub.access")
 
@@ -36,6 +36,11 @@ class RequestObservabilityMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.path_info == "/metrics":
+            # Answered before Django's host check and HTTPS redirect: Prometheus scrapes each web
+            # pod by its IP over the cluster network (through a Service it would see one pod's
+            # counts per scrape). The bearer token is the guard; a scrape is not counted itself.
+            return metrics_view(request)
         started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         request_id = request_id_of(request.headers.get("X-Request-ID"))

@@ -16,7 +16,6 @@ from generations.apis import (
 )
 from hub.health import healthz, readyz
 from hub.media import media
-from hub.metrics import metrics_view
 
 PUBLIC = {"authentication_classes": [], "permission_classes": [AllowAny]}  # the schema and its docs page
 
@@ -40,7 +39,6 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="accounts:home")),
     path("healthz", healthz),
     path("readyz", readyz),
-    path("metrics", metrics_view),
     re_path(r"^media/(?P<path>.*)$", media),
 ]
 

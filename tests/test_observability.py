@@ -72,6 +72,16 @@ def test_metrics_with_the_token(client, settings):
     assert ("hub_queue_depth", (("queue", settings.GENERATIONS_QUEUE),)) in metrics
 
 
+@pytest.mark.django_db
+def test_metrics_answer_a_scrape_by_pod_address_over_plain_http(client, settings):
+    settings.METRICS_TOKEN = TOKEN
+    settings.SECURE_SSL_REDIRECT = True  # production behind the TLS proxy; a scraper comes in plain HTTP
+    response = client.get("/metrics", HTTP_HOST="10.42.0.17:8000", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    assert b"hub_http_requests_total" in response.content
+    assert client.get("/api/v1/models", HTTP_HOST="10.42.0.17:8000").status_code == 400  # the rest still checks
+
+
 @pytest.mark.parametrize(
     ("sent", "kept"),
     [("lb-7f3a.2", True), ("0af7651916cd43dd8448eb211c80319c", True), ("has space", False), ("x" * 129, False)],
