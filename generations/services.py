@@ -35,6 +35,7 @@ from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
+from hub.observability import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
             task_id=generation_id,
             queue=settings.GENERATIONS_QUEUE,
             # The worker's log lines for this generation carry the request id it was made under.
-            headers={"request_id": structlog.contextvars.get_contextvars().get("request_id")},
+            headers={"request_id": current_request_id()},
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         )
     except Exception as exc:  # noqa: BLE001 — kombu raises transport-specific errors; none may lose the row
