@@ -1,7 +1,6 @@
 """The signed-in user's pages. Every read goes through an owner-scoped selector, so another
 user's key or generation id answers 404 exactly like a missing one."""
 
-from datetime import UTC
 from functools import wraps
 
 from django.conf import settings
@@ -32,6 +31,7 @@ from generations.services import generation_cancel as services_generation_cancel
 from generations.webhooks import webhook_secret_get_or_create, webhook_secret_rotate
 from hub.errors import HubError, NotFound
 from hub.public_url import base_url
+from hub.timefmt import utc_day
 
 USAGE_DAYS = 30
 LEDGER_PAGE_SIZE = 25
@@ -128,7 +128,7 @@ def api_keys(request):
         "form": form,
         "created": created,
         "keys": keys,
-        "usage": usage_for_owner(owner=request.user, today=timezone.now().astimezone(UTC).date(), days=USAGE_DAYS),
+        "usage": usage_for_owner(owner=request.user, today=utc_day(timezone.now()), days=USAGE_DAYS),
         "usage_days": USAGE_DAYS,
     }
     return render(request, "accounts/api_keys.html", context)

@@ -1,7 +1,5 @@
 """`GET /api/v1/usage`: what each of the caller's keys was charged, per UTC day."""
 
-from datetime import UTC
-
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,6 +11,7 @@ from rest_framework.views import APIView
 from apikeys.selectors import usage_for_owner
 from hub.errors import InvalidRequest
 from hub.openapi import SHOULD_RETRY, errors
+from hub.timefmt import utc_day
 
 USAGE_MAX_DAYS = 366
 
@@ -73,5 +72,5 @@ class UsageListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         days = self.InputSerializer.days(request)
-        rows = usage_for_owner(owner=request.user, today=timezone.now().astimezone(UTC).date(), days=days)
+        rows = usage_for_owner(owner=request.user, today=utc_day(timezone.now()), days=days)
         return Response({"object": "list", "days": days, "data": [self.OutputSerializer.data(row) for row in rows]})

@@ -31,6 +31,7 @@ from generations.models import Generation, GenerationStatus, ImageModel
 from hub import ratelimit
 from hub.errors import InvalidRequest, ModelNotAllowed, MonthlyCreditCapReached, RateLimited
 from hub.limits import Limits
+from hub.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def limits_check_charged(*, generation: Generation, limits: Limits) -> None:
     key's usage counted this charge: refuse (rolling it all back) what would pass the monthly
     cap, and without Redis, a generation past the concurrency limit."""
     if limits.monthly_credits is not None:
-        today = generation.created_at.astimezone(UTC).date()
+        today = utc_day(generation.created_at)
         spent = api_key_month_credits(api_key_id=generation.api_key_id, today=today)
         if spent > limits.monthly_credits:
             until_next_month = _seconds_until_next_month(timezone.now())

@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import IO
 
 import structlog
@@ -36,6 +36,7 @@ from hub import completion, metrics, shutdown, storage
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 from hub.observability import current_request_id
+from hub.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ def generation_create(
                 savepoint=False,
             )
             if api_key is not None:
-                api_key_usage_charge(api_key_id=api_key.pk, day=_day(generation), images=n, credits=n * price)
+                api_key_usage_charge(
+                    api_key_id=api_key.pk, day=utc_day(generation.created_at), images=n, credits=n * price
+                )
                 limits_check_charged(generation=generation, limits=limits)
             transaction.on_commit(lambda: _on_created(generation_id, n * price))
     except Exception as exc:
@@ -465,13 +468,10 @@ def _refund(generation: Generation, amount: int) -> None:
         memo=f"refund: {images} of {generation.n} images not delivered",
     )
     if generation.api_key_id is not None:
-        api_key_usage_refund(api_key_id=generation.api_key_id, day=_day(generation), images=images, credits=amount)
+        api_key_usage_refund(
+            api_key_id=generation.api_key_id, day=utc_day(generation.created_at), images=images, credits=amount
+        )
     generation.credits_refunded = amount
-
-
-def _day(generation: Generation):
-    """The UTC day a generation's usage counts on (its creation), for its charge and refund alike."""
-    return generation.created_at.astimezone(UTC).date()
 
 
 def generation_wait(*, generation: Generation, max_wait: float | None = None) -> Generation:
