@@ -4,7 +4,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Min, Q, Sum
+from django.db.models import Min, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, LedgerEntry, LedgerKind
@@ -33,23 +33,40 @@ class GenerationMovement:
     refunded: int = 0
 
 
+def _live_grants(account_id, now):
+    return CreditGrant.objects.filter(account_id=account_id, remaining__gt=0, expires_at__gt=now)
+
+
 def next_expiration(*, account: CreditAccount) -> Expiration | None:
     """The soonest upcoming expiry: how many credits and when, or None."""
-    live = CreditGrant.objects.filter(account=account, remaining__gt=0, expires_at__gt=timezone.now())
-    soonest = live.aggregate(at=Min("expires_at"))["at"]
+    now = timezone.now()
+    soonest = _live_grants(account.pk, now).aggregate(at=Min("expires_at"))["at"]
+    return _expiration(account.pk, soonest, now)
+
+
+def _expiration(account_id, soonest: datetime | None, now: datetime) -> Expiration | None:
     if soonest is None:
         return None
-    credits = live.filter(expires_at=soonest).aggregate(total=Sum("remaining"))["total"]
+    credits = _live_grants(account_id, now).filter(expires_at=soonest).aggregate(total=Sum("remaining"))["total"]
     return Expiration(credits=credits, expires_at=soonest)
-
-
-def account_for_user(*, user_id: int) -> CreditAccount:
-    return CreditAccount.objects.get(user_id=user_id)
 
 
 def credits_summary(*, account: CreditAccount) -> CreditsSummary:
     return CreditsSummary(
         credits=account.balance, account_type=account.account_type, next_expiration=next_expiration(account=account)
+    )
+
+
+def credits_summary_for_user(*, user_id: int) -> CreditsSummary:
+    """credits_summary of the user's account, the account and its soonest expiry read in one
+    query (every sync generation's answer carries it); a second only when credits expire."""
+    now = timezone.now()
+    soonest = _live_grants(OuterRef("pk"), now).order_by("expires_at").values("expires_at")[:1]
+    account = CreditAccount.objects.annotate(soonest=Subquery(soonest)).get(user_id=user_id)
+    return CreditsSummary(
+        credits=account.balance,
+        account_type=account.account_type,
+        next_expiration=_expiration(account.pk, account.soonest, now),
     )
 
 

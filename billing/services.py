@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.lock_objects import account_lock, grants_due_lock, grants_unspent_lock
+from billing.lock_objects import account_and_grants_lock, account_lock, grants_due_lock
 from billing.models import (
     ChargeAllocation,
     CreditAccount,
@@ -94,8 +94,7 @@ def _lock_and_draw(account: CreditAccount, amount: int, shortfall: Callable[[int
     are expired first, the rest are spent soonest-expiring first (the lock order is the
     spending order)."""
     now = timezone.now()
-    account = account_lock(account)
-    grants = list(grants_unspent_lock(account))
+    account, grants = account_and_grants_lock(account)
     due = [grant for grant in grants if grant.expires_at is not None and grant.expires_at <= now]
     _expire(account, due, now)
     if account.balance < amount:

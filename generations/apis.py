@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.apis import CreditsOutput
-from billing.selectors import CreditsSummary, account_for_user, credits_summary
+from billing.selectors import CreditsSummary, credits_summary_for_user
 from generations import schema
 from generations.catalog import aspect_ratios, enabled_models
 from generations.models import FINISHED, Generation, GenerationStatus, ImageModel, WebhookEvent
@@ -295,7 +295,7 @@ class GenerationCreateApi(APIView):
         params, response_format = shape.validated(), shape.response_format()
         files, idempotency_key = params.pop("files"), _idempotency_key(request)
         priced = {name: params[name] for name in ("model_id", "size", "quality", "n")}
-        generation_precheck(
+        account = generation_precheck(
             owner=request.user,
             api_key=request.auth,
             reference_count=len(files),
@@ -309,6 +309,7 @@ class GenerationCreateApi(APIView):
             idempotency_key=idempotency_key,
             references=reference_images_read(files),
             webhook_base_url=root,
+            account=account,
             **params,
         )
         if params["is_async"]:
@@ -323,7 +324,7 @@ class GenerationCreateApi(APIView):
             raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
         if generation.status == GenerationStatus.CANCELED:
             raise GenerationCanceled(generation_id=generation.id)
-        balance = credits_summary(account=account_for_user(user_id=generation.owner_id))
+        balance = credits_summary_for_user(user_id=generation.owner_id)
         body = self.OutputSerializer.data(
             generation, root=root, balance=balance, b64_json=response_format == "b64_json"
         )

@@ -45,6 +45,12 @@ def model_get_enabled(model_id) -> ImageModel:
     return model
 
 
+def model_for_run(model_id: str) -> ImageModel:
+    """The model a generation was made with, to run it: from the catalog snapshot, or from the
+    table when it was disabled since (a queued generation still runs)."""
+    return _enabled_catalog().get(model_id) or ImageModel.objects.get(pk=model_id)
+
+
 def reference_count_check(model: ImageModel, count: int) -> None:
     if count > model.reference_image_limit:
         raise InvalidRequest(

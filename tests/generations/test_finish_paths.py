@@ -1,0 +1,88 @@
+"""The worker's hot paths write what the general ones write: a generation without a webhook is
+claimed by one `UPDATE … RETURNING` and, when every image came, finished by one statement on
+PostgreSQL — the rows, the status and the fence must be the same as through the transactional
+claim and finalize that every other case takes."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from generations import services
+from generations.models import GeneratedImage, Generation, GenerationStatus
+from generations.services import StoredImage, generation_claim, generation_finalize
+from tests.factories import create_generation, make_user
+
+pytestmark = pytest.mark.django_db
+
+FIELDS = ("status", "attempts", "n", "credits_requested", "credits_refunded", "error_code", "error_message")
+
+
+def _stored(generation_id: str, n: int) -> list[StoredImage]:
+    return [StoredImage(i, f"generations/{generation_id}/{i}.png", "image/png", 64, 48, 1000 + i) for i in range(n)]
+
+
+def _run(owner, *, fast: bool, monkeypatch, n: int = 2) -> Generation:
+    if not fast:
+        monkeypatch.setattr(services, "ONE_STATEMENT_FINISH", set())
+        monkeypatch.setattr(services, "_claim_without_webhook", lambda **kwargs: None)
+    generation = create_generation(owner, n=n)  # also loads the catalog snapshot the claim reads
+    with CaptureQueriesContext(connection) as claim:
+        claimed = generation_claim(generation_id=generation.id)
+    assert claimed.status == GenerationStatus.RUNNING and claimed.attempts == 1
+    assert claimed.model.id == "gpt-image-2" and claimed.lease_expires_at > claimed.started_at
+    with CaptureQueriesContext(connection) as finish:
+        finished = generation_finalize(generation_id=generation.id, attempt=1, images=_stored(generation.id, n))
+    monkeypatch.undo()
+    # One statement each on the hot paths (the test's own transaction hides BEGIN/COMMIT; the
+    # tests' catalog snapshot expires at once, so its read is not counted).
+    statements = [
+        [q["sql"] for q in queries if '"generations_imagemodel" WHERE' not in q["sql"]] for queries in (claim, finish)
+    ]
+    counts = [len(s) for s in statements]
+    assert counts == [1, 1] if fast else min(counts) >= 3, statements
+    return finished
+
+
+def _rows(generation: Generation) -> dict:
+    row = Generation.objects.get(pk=generation.pk)
+    images = GeneratedImage.objects.filter(generation=row).order_by("index")
+    return {
+        "generation": {name: getattr(row, name) for name in FIELDS},
+        "finished": row.finished_at is not None and row.started_at <= row.finished_at,
+        "images": [
+            (i.index, i.storage_key.rsplit("/", 1)[1], i.content_type, i.width, i.height, i.byte_size) for i in images
+        ],
+        "image_ids": all(i.id.startswith("img_") and i.created_at for i in images),
+    }
+
+
+def test_the_one_statement_claim_and_finish_write_what_the_orm_paths_write(monkeypatch):
+    assert connection.vendor in services.ONE_STATEMENT_FINISH  # the suite runs on PostgreSQL
+    owner = make_user(credits=100)
+    fast = _run(owner, fast=True, monkeypatch=monkeypatch)
+    orm = _run(owner, fast=False, monkeypatch=monkeypatch)
+    assert fast.status == orm.status == GenerationStatus.SUCCEEDED
+    assert _rows(fast) == _rows(orm)
+    assert _rows(fast)["images"][1] == (1, "1.png", "image/png", 64, 48, 1001)
+
+
+def test_a_stale_attempt_changes_nothing_on_the_one_statement_path():
+    owner = make_user(credits=100)
+    generation = create_generation(owner, n=1)
+    generation_claim(generation_id=generation.id)
+    Generation.objects.filter(pk=generation.pk).update(attempts=2)  # a newer attempt owns it
+    stale = generation_finalize(generation_id=generation.id, attempt=1, images=_stored(generation.id, 1))
+    assert stale.status == GenerationStatus.RUNNING
+    assert not GeneratedImage.objects.filter(generation_id=generation.pk).exists()
+
+
+def test_a_partial_result_or_a_webhook_takes_the_transactional_path():
+    owner = make_user(credits=100)
+    partial = create_generation(owner, n=3)
+    generation_claim(generation_id=partial.id)
+    done = generation_finalize(generation_id=partial.id, attempt=1, images=_stored(partial.id, 2))
+    assert (done.status, done.error_code, done.credits_refunded) == ("succeeded", "partial_result", 2)
+    hooked = create_generation(owner, n=1, webhook_url="https://example.com/hook", webhook_events=["started"])
+    claimed = generation_claim(generation_id=hooked.id)
+    assert claimed.attempts == 1 and claimed.webhook_deliveries.filter(event="started").count() == 1
+    assert generation_claim(generation_id=hooked.id) is None  # running under a live lease: not claimable
