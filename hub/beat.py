@@ -2,7 +2,7 @@
 
 Beat needs the broker and the schedule, not Django's apps, the providers, the storage or the
 tasks' code, so this app reads the hub's settings as a plain module (no django.setup(), no task
-autodiscovery, no Celery Django fix-up, which would set Django up when beat starts): ~45 MiB
+autodiscovery, no Celery Django fix-up, which would set Django up when beat starts): ~56 MiB
 resident instead of ~104 MiB with the full app (hub.celery). The sweeper is sent by name
 (`hub.sweep`, routed by its schedule entry's options).
 
