@@ -1,9 +1,10 @@
 """One measured load phase: the load generator as a child process, everything else sampled.
 
 While bench.loadgen runs, /proc and pg_stat_activity are read every ~0.5 s: CPU and peak RSS of
-the web, worker and housekeeping process trees, of the bench database's PostgreSQL backends, of
+the web, worker and housekeeping (+ beat) process trees, of the bench database's PostgreSQL backends, of
 Redis, moto and the fake provider, of this runner (the sampler itself), and the machine's busy
-time. The load generator's own CPU comes exactly from wait4()'s rusage.
+time. The load generator's own CPU comes exactly from wait4()'s rusage. The hub's idle memory is
+what its process trees hold when the phase opens, before the first request: RSS and PSS.
 """
 
 import json
@@ -149,6 +150,8 @@ def _summary(label, result, usage_stats, loadgen_cpu, pg, provider_before, provi
         "loadgen_cpu_s": loadgen_cpu,
         "hub_cpu_s": hub_cpu,
         "hub_cpu_ms_per_request": hub_cpu * 1000 / len(samples) if samples else None,
+        "hub_idle_rss_mib": sum(groups[g]["rss_start_mib"] for g in HUB_GROUPS),
+        "hub_idle_pss_mib": sum(groups[g]["pss_start_mib"] for g in HUB_GROUPS),
         "machine_busy_s": usage_stats["machine_busy_s"],
         "machine_capacity_s": (os.cpu_count() or 1) * usage_stats["window_s"],
         "rest_cpu_s": usage_stats["machine_busy_s"] - measured,

@@ -6,7 +6,9 @@ PostgreSQL backends of one database, ...). Sampling every ~0.5 s gives each grou
 CPU over the window: for every process, the last CPU seen minus the CPU it had when the window
 opened (zero if it was born inside the window). A process that dies loses at most its last
 half second. The machine's busy time comes from /proc/stat, so whatever no group explains (the
-test suite sharing this machine, the kernel) shows up as "rest".
+test suite sharing this machine, the kernel) shows up as "rest". When the window opens each
+group's PSS is read too (/proc/PID/smaps_rollup: a page shared by n processes counts 1/n), the
+fair figure for forked processes, whose shared pages RSS counts once per process.
 """
 
 import os
@@ -60,6 +62,18 @@ def tree(root: int) -> Callable[[dict[int, Proc]], set[int]]:
     return pids
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of one process; 0 if it exited or is not ours to read."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def machine_busy_ticks() -> int:
     with open("/proc/stat") as f:
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
@@ -77,6 +91,7 @@ class _GroupState:
     last: dict[tuple[int, int], int] = field(default_factory=dict)
     rss_first: int | None = None
     rss_peak: int = 0
+    pss_first: int = 0
 
 
 class Sampler:
@@ -92,6 +107,9 @@ class Sampler:
         self._opened_at = uptime_ticks()
         self._busy_start = machine_busy_ticks()
         self.sample()
+        table = processes()
+        for name, select in self.groups.items():
+            self._state[name].pss_first = sum(pss_bytes(pid) for pid in select(table))
 
     def sample(self) -> None:
         table = processes()
@@ -112,7 +130,7 @@ class Sampler:
                 state.rss_first = rss
 
     def close(self) -> dict:
-        """Per group: cpu_s, rss_peak_mib, rss_start_mib; the window and the machine's busy CPU, in s."""
+        """Per group: cpu_s, rss_peak_mib, rss_start_mib, pss_start_mib; the window and the machine's busy CPU, in s."""
         self.sample()
         out = {
             "machine_busy_s": (machine_busy_ticks() - self._busy_start) / TICK,
@@ -125,5 +143,6 @@ class Sampler:
                 "cpu_s": cpu / TICK,
                 "rss_peak_mib": state.rss_peak / 2**20,
                 "rss_start_mib": (state.rss_first or 0) / 2**20,
+                "pss_start_mib": state.pss_first / 2**20,
             }
         return out

@@ -45,6 +45,8 @@ ROWS = [
     ("statuses", lambda c: " ".join(f"{k}×{v}" for k, v in c["statuses"].items())),
     ("ratio to floor (req/s)", lambda c: f"{c['floor_ratio']:.3f}" if c.get("floor_ratio") is not None else ""),
     ("provider calls / peak in flight", lambda c: f"{c['provider_calls']} / {c['provider_peak_in_flight']}"),
+    ("hub idle RSS MiB (web + workers + beat)", lambda c: _num(c.get("hub_idle_rss_mib"))),
+    ("hub idle PSS MiB (web + workers + beat)", lambda c: _num(c.get("hub_idle_pss_mib"))),
     ("web peak RSS MiB", lambda c: _group(c, "web", "rss_peak_mib")),
     ("web CPU s", lambda c: _group(c, "web", "cpu_s")),
     ("worker peak RSS MiB", lambda c: _group(c, "worker", "rss_peak_mib")),

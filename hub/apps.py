@@ -6,6 +6,7 @@ class HubConfig(AppConfig):
     name = "hub"
 
     def ready(self):
+        import hub.celery  # noqa: F401 — the current Celery app in every Django process (shared tasks bind to it)
         from hub import openapi  # noqa: F401 — registers the API-key security scheme
         from hub.converters import IdentifierConverter
 

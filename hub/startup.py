@@ -4,8 +4,11 @@ What the settings alone show is refused in hub/settings.py (DJANGO_SECRET_KEY on
 every process stops while loading them. What needs the database is a Django system check tagged
 "hub" (workers.checks), which every manage.py command runs with Django's checks — and which
 the web (hub/wsgi.py, hub/asgi.py) and the Celery processes (hub/celery.py) run here, since
-neither gunicorn nor Celery acts on Django's checks.
+neither gunicorn nor Celery acts on Django's checks. Beat, which does not set Django up
+(hub.beat), runs this module as a process of its own: `python -m hub.startup`.
 """
+
+import sys
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -22,3 +25,18 @@ def refuse_unsafe_start() -> None:
         connections.close_all()  # the check's connection goes back before the process forks or serves
     if problems:
         raise ImproperlyConfigured("\n".join(str(problem) for problem in problems))
+
+
+def main() -> None:
+    """Set Django up, run the check, exit non-zero with the reason when it refuses."""
+    import django
+
+    django.setup()
+    try:
+        refuse_unsafe_start()
+    except ImproperlyConfigured as exc:
+        sys.exit(f"Refusing to start: {exc}")
+
+
+if __name__ == "__main__":
+    main()
