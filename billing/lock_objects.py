@@ -9,6 +9,11 @@ The account lock serializes every credit movement of one account, so two movemen
 same account never interleave; locking grants in one fixed order after it keeps any code that
 takes grant locks without it (none today) from deadlocking against the movements. Movements of
 several accounts (bulk grants) lock the accounts in id order.
+
+From the account lock request to the commit, the connection does not yield to other requests
+of the process (hub.db.hold_the_loop): the lock is held for microseconds, not for turns of a
+busy event loop — and, since every account lock is taken here, no request can be parked while
+holding one that another request of its process waits for.
 """
 
 from datetime import datetime
@@ -17,12 +22,14 @@ from django.db import connection
 from django.db.models import F, Model, QuerySet
 
 from billing.models import CreditAccount, CreditGrant
+from hub.db import hold_the_loop
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
 
 
 def account_lock(account: CreditAccount) -> CreditAccount:
     """Lock and re-read the account row; call inside a transaction."""
+    hold_the_loop(connection)
     return CreditAccount.objects.select_for_update().get(pk=account.pk)
 
 
@@ -48,6 +55,7 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     """account_lock, then grants_unspent_lock: the same two statements in the same order (the
     account row first), sent in one round trip on PostgreSQL. Why: the account lock queues
     every charge of the account behind it, so each round trip taken while holding it counts."""
+    hold_the_loop(connection)
     grants = grants_unspent_lock(account)
     if connection.vendor not in MULTI_STATEMENT:
         return account_lock(account), list(grants)

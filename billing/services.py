@@ -41,7 +41,10 @@ def account_settle(*, user) -> CreditAccount:
     return account
 
 
+@transaction.atomic
 def account_set_type(*, account: CreditAccount, account_type: str) -> CreditAccount:
+    """Through the account lock like every write to the row (hub.db: a lock holder never yields)."""
+    account = account_lock(account)
     CreditAccount.objects.filter(pk=account.pk).update(account_type=account_type)
     account.refresh_from_db()
     return account

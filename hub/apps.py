@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.urls import register_converter
 
 
@@ -11,3 +12,8 @@ class HubConfig(AppConfig):
         from hub.converters import IdentifierConverter
 
         register_converter(IdentifierConverter, "id")  # `<id:…>` in every app's URLs
+        pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+        if isinstance(pool, dict):  # PostgreSQL: before the first connection makes the pool
+            from hub.db import Connection
+
+            pool.setdefault("connection_class", Connection)

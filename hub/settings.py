@@ -151,6 +151,9 @@ else:
         # Under a burst, requests queue here for a connection (a parked greenlet costs
         # nothing); waiting longer than this is an outage, answered 500 before any charge.
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+        # The connection class (hub.db.Connection: psycopg's, able to keep the event loop while
+        # a charge holds its account lock) is set by HubConfig.ready(): importing psycopg here
+        # would load it into processes that never connect (beat reads these settings).
     }
     if env.str("HUB_TEST_DATABASE_NAME", default=""):  # set per run by deploy/test.sh
         DATABASES["default"]["TEST"] = {"NAME": env.str("HUB_TEST_DATABASE_NAME")}

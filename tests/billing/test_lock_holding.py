@@ -1,0 +1,47 @@
+"""A charge holds its account lock without yielding (hub.db): the connection's round trips block
+from the lock request until the transaction ends, and only until then — a flag left on would
+make every later request of the process block on the database."""
+
+import pytest
+from django.db import connection, transaction
+
+from billing.lock_objects import account_and_grants_lock, account_lock
+from billing.services import account_get_or_create, credits_charge, credits_grant
+from hub import db
+from tests.factories import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _holding() -> bool:
+    return connection.connection._holding_loop
+
+
+def test_the_pool_hands_out_connections_that_can_hold_the_loop():
+    connection.ensure_connection()
+    assert isinstance(connection.connection, db.Connection)
+
+
+@pytest.mark.parametrize("lock", [account_lock, lambda account: account_and_grants_lock(account)[0]])
+def test_from_the_account_lock_to_the_commit_or_rollback(lock):
+    account = account_get_or_create(user=make_user())
+    with transaction.atomic():
+        assert lock(account).pk == account.pk
+        assert _holding()
+    assert not _holding()
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        lock(account)
+        assert _holding()
+        raise ZeroDivisionError
+    assert not _holding()
+
+
+def test_a_charge_leaves_the_connection_cooperative_once_it_commits():
+    account = account_get_or_create(user=make_user())
+    credits_grant(account=account, amount=10)
+    assert not _holding()
+    with transaction.atomic():
+        credits_charge(account=account, amount=3, generation_id="gen_hold")
+    assert not _holding()
+    db.hold_the_loop(connection)  # outside a transaction: nothing would end it, so it is refused
+    assert not _holding()
