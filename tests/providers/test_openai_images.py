@@ -298,3 +298,19 @@ def test_fake_server_scriptable_over_http(server):
 
     summary = httpx.get(server.root_url + "/_fake/requests").json()
     assert [r["status"] for r in summary] == [500, 200]
+
+
+@pytest.mark.parametrize(("concurrency", "pools"), [(1000, 16), (32, 1), (65, 2)])
+def test_provider_calls_spread_over_pools_that_hold_the_whole_concurrency(server, settings, concurrency, pools):
+    """As many connections as calls in flight, in pools of at most POOL_SHARD_SIZE (httpcore walks
+    a whole pool per request), taken in turn; one TLS context for all of them."""
+    from workers.providers import openai_images
+
+    settings.CELERY_WORKER_CONCURRENCY = concurrency
+    provider = make_provider(server)
+    clients = [next(provider._clients) for _ in range(pools)]
+    assert len({id(client) for client in clients}) == pools and next(provider._clients) is clients[0]
+    sizes = [client._client._transport._pool._max_connections for client in clients]
+    assert sum(sizes) >= concurrency and max(sizes) <= openai_images.POOL_SHARD_SIZE
+    assert len({id(client._client._transport._pool._ssl_context) for client in clients}) == 1
+    assert [len(provider.generate(make_request())) for _ in range(pools + 1)] == [1] * (pools + 1)
