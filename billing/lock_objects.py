@@ -22,6 +22,7 @@ from django.db import connection
 from django.db.models import F, Model, QuerySet
 
 from billing.models import CreditAccount, CreditGrant
+from hub.compiled import INT_MARKER, CompiledQuery
 from hub.db import hold_the_loop
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
@@ -56,14 +57,10 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     account row first), sent in one round trip on PostgreSQL. Why: the account lock queues
     every charge of the account behind it, so each round trip taken while holding it counts."""
     hold_the_loop(connection)
-    grants = grants_unspent_lock(account)
     if connection.vendor not in MULTI_STATEMENT:
-        return account_lock(account), list(grants)
-    accounts = CreditAccount.objects.select_for_update().filter(pk=account.pk)
-    (account_sql, account_params), (grants_sql, grants_params) = (
-        accounts.query.sql_with_params(),
-        grants.query.sql_with_params(),
-    )
+        return account_lock(account), list(grants_unspent_lock(account))
+    account_sql, account_params = _ACCOUNT_LOCK.sql_params(account.pk)
+    grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)
     with connection.cursor() as cursor:
         cursor.execute(f"{account_sql}; {grants_sql}", [*account_params, *grants_params])
         locked = _rows(CreditAccount, cursor.fetchall())
@@ -72,6 +69,11 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     if not locked:
         raise CreditAccount.DoesNotExist(f"no credit account {account.pk}")
     return locked[0], grant_rows
+
+
+# The two locks' SQL, compiled once (hub.compiled): every charge runs them.
+_ACCOUNT_LOCK = CompiledQuery(lambda pk: CreditAccount.objects.select_for_update().filter(pk=pk), INT_MARKER)
+_GRANTS_LOCK = CompiledQuery(lambda pk: grants_unspent_lock(CreditAccount(pk=pk)), INT_MARKER)
 
 
 def _rows(model: type[Model], rows: list[tuple]) -> list:

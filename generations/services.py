@@ -34,6 +34,7 @@ from generations.models import (
 )
 from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
+from hub.compiled import STR_MARKER, CompiledQuery
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 from hub.observability import current_request_id
@@ -578,7 +579,7 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
 
     def finished() -> bool:
         try:
-            row = Generation.objects.filter(pk=generation.pk, status__in=FINISHED).first()
+            row = next(iter(_FINISHED_ROW.all(generation.pk)), None)
         finally:
             connection_release()
         if row is not None:
@@ -606,6 +607,10 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
         logger.exception("generation %s: the wait failed; answering with the row as it is", generation.pk)
         return _reread(generation)
     return generation
+
+
+# The wait's read of its row, compiled once (hub.compiled: it runs at least twice per sync request).
+_FINISHED_ROW = CompiledQuery(lambda pk: Generation.objects.filter(pk=pk, status__in=FINISHED)[:1], STR_MARKER)
 
 
 def _reread(generation: Generation) -> Generation:
