@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Min, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, LedgerEntry, LedgerKind
+from hub.compiled import INT_MARKER, CompiledQuery
 from hub.limits import Limits
 from hub.snapshot import Snapshot
 
@@ -57,16 +59,24 @@ def credits_summary(*, account: CreditAccount) -> CreditsSummary:
     )
 
 
+def _account_with_soonest_expiry(user_id):
+    live = CreditGrant.objects.filter(account_id=OuterRef("pk"), remaining__gt=0, expires_at__gt=Now())
+    soonest = live.order_by("expires_at").values("expires_at")[:1]
+    return CreditAccount.objects.annotate(soonest=Subquery(soonest)).filter(user_id=user_id)
+
+
+# Compiled once (hub.compiled): every sync generation's answer reads it.
+_ACCOUNT_WITH_SOONEST_EXPIRY = CompiledQuery(_account_with_soonest_expiry, INT_MARKER)
+
+
 def credits_summary_for_user(*, user_id: int) -> CreditsSummary:
     """credits_summary of the user's account, the account and its soonest expiry read in one
     query (every sync generation's answer carries it); a second only when credits expire."""
-    now = timezone.now()
-    soonest = _live_grants(OuterRef("pk"), now).order_by("expires_at").values("expires_at")[:1]
-    account = CreditAccount.objects.annotate(soonest=Subquery(soonest)).get(user_id=user_id)
+    (account,) = _ACCOUNT_WITH_SOONEST_EXPIRY.all(user_id)
     return CreditsSummary(
         credits=account.balance,
         account_type=account.account_type,
-        next_expiration=_expiration(account.pk, account.soonest, now),
+        next_expiration=_expiration(account.pk, account.soonest, timezone.now()),
     )
 
 

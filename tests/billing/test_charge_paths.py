@@ -66,3 +66,16 @@ def test_a_second_charge_of_one_generation_is_refused_by_the_database():
     credits_charge(account=account, amount=2, generation_id="gen_twice")
     with pytest.raises(IntegrityError):
         credits_charge(account=account, amount=2, generation_id="gen_twice")
+
+
+def test_the_one_query_summary_of_a_sync_answer_equals_the_credits_endpoints():
+    from billing.selectors import credits_summary, credits_summary_for_user
+
+    user = make_user()
+    account = account_get_or_create(user=user)
+    soon = timezone.now() + timedelta(days=2)
+    for amount, expires_at in ((4, soon), (6, soon), (10, None), (3, soon + timedelta(days=1))):
+        credits_grant(account=account, amount=amount, expires_at=expires_at)
+    summary = credits_summary_for_user(user_id=user.pk)
+    assert summary == credits_summary(account=account_get_or_create(user=user))
+    assert (summary.credits, summary.next_expiration.credits, summary.next_expiration.expires_at) == (23, 10, soon)
