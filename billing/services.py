@@ -19,6 +19,7 @@ from billing.models import (
     LedgerEntry,
     LedgerKind,
 )
+from hub.compiled import INT_MARKER, CompiledQuery
 from hub.errors import InsufficientCredits, InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,16 @@ ONE_STATEMENT_CHARGE = {"postgresql"}
 
 
 def account_get_or_create(*, user) -> CreditAccount:
+    """The user's account; read by a compiled query (hub.compiled: every generation request and
+    refund reads it), made on first use."""
+    found = _ACCOUNT_OF_USER.all(user.pk)
+    if found:
+        return found[0]
     account, _ = CreditAccount.objects.get_or_create(user=user)
     return account
+
+
+_ACCOUNT_OF_USER = CompiledQuery(lambda user_id: CreditAccount.objects.filter(user_id=user_id), INT_MARKER)
 
 
 def account_settle(*, user) -> CreditAccount:

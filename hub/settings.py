@@ -372,5 +372,13 @@ LOGGING = {
     "formatters": {"structured": log_formatter(LOG_FORMAT)},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Lines every generation would write twice over (~0.1 ms of CPU each, several per
+        # generation): the provider SDK's HTTP client logs each request, Celery each message
+        # received; the hub's own lines carry the generation's start and end.
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+    },
 }

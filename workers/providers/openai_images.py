@@ -111,7 +111,10 @@ class OpenAIImagesProvider:
                 raise self._error(
                     MSG_TIMED_OUT, False, f"deadline passed after {attempt - 1} attempt(s); last: {last.detail}"
                 )
-            log.info(
+            # A first attempt is the normal case (the generation's own lines tell its start and
+            # end): said at DEBUG, a retry at INFO. Every INFO line costs each generation ~0.1 ms.
+            log.log(
+                logging.DEBUG if attempt == 1 else logging.INFO,
                 "openai images: attempt %d/%d %s model=%s n=%d references=%d timeout=%.1fs",
                 attempt,
                 attempts,
@@ -203,7 +206,7 @@ class OpenAIImagesProvider:
                 "openai images: provider returned %d images for n=%d, keeping %d", len(images), request.n, request.n
             )
             images = images[: request.n]
-        log.info("openai images: received %d/%d image(s)", len(images), request.n)
+        log.debug("openai images: received %d/%d image(s)", len(images), request.n)
         return images
 
     def _download(self, url: str, deadline: float) -> bytes:
