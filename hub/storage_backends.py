@@ -11,6 +11,9 @@ from storages.utils import clean_name
 # S3 rejects SigV4 presigned URLs valid for longer than 7 days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
+# Kept-alive connections to the object store per process.
+S3_POOL_CONNECTIONS = 128
+
 IMAGE_CONTENT_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -29,6 +32,10 @@ class HubS3Storage(S3Storage):
     def __init__(self, **settings):
         super().__init__(**settings)
         self._resources = {}  # (process, OS thread) → boto3 S3 resource
+        # One client serves every greenlet of a process (connection, below): with botocore's
+        # default pool of 10, the eleventh upload at once opens a connection and throws it away
+        # after one request (bench sync-c32-0s: a TCP connect on most uploads).
+        self.client_config = Config(max_pool_connections=S3_POOL_CONNECTIONS).merge(self.client_config)
         if self.endpoint_url:
             # Recent botocore sends CRC checksums on every upload, which some S3-compatible
             # servers reject. Merged underneath so an explicit client_config still wins, and

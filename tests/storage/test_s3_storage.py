@@ -187,3 +187,14 @@ def test_workers_storage_helpers_use_s3_backend(endpoint, bucket, s3):
     assert s3.head_object(Bucket=bucket, Key=key)["ContentType"] == "image/png"
     assert url.startswith(f"{endpoint}/{bucket}/{key}?")
     assert http_get(url) == PNG
+
+
+def test_one_client_keeps_as_many_connections_as_uploads_at_once():
+    """Every greenlet of a process shares one client: its pool must not be botocore's 10."""
+    from django.core.files.storage import default_storage
+
+    from hub.storage_backends import S3_POOL_CONNECTIONS
+
+    client = default_storage.connection.meta.client
+    assert client.meta.config.max_pool_connections == S3_POOL_CONNECTIONS >= 100
+    assert client.meta.config.request_checksum_calculation == "when_required"  # the endpoint's merge kept
