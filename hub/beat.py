@@ -6,18 +6,16 @@ autodiscovery, no Celery Django fix-up, which would set Django up when beat star
 resident instead of ~104 MiB with the full app (hub.celery). The sweeper is sent by name
 (`hub.sweep`, routed by its schedule entry's options).
 
-The start-up refusal (hub.startup) needs Django and the database; it runs in a child process,
-whose memory goes back when it exits. The secret is checked here already: the settings refuse
-to load without one.
+The start-up refusal (hub.startup) needs Django and the database; deploy/bin/beat runs it as a
+process of its own before it starts beat (a child of beat could outlive a Ctrl-C as a zombie).
+The secret is checked here already: the settings refuse to load without one.
 """
 
 import importlib
 import logging.config
 import os
-import subprocess
-import sys
 
-from celery import Celery, signals
+from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 settings = importlib.import_module(os.environ["DJANGO_SETTINGS_MODULE"])
@@ -25,13 +23,3 @@ logging.config.dictConfig(settings.LOGGING)  # as django.setup() would: JSON lin
 
 app = Celery("hub", fixups=[])
 app.config_from_object(settings, namespace="CELERY")
-
-
-def _refuse_unsafe_start(**kwargs) -> None:
-    """Celery logs and ignores an exception a signal handler raises, so this one ends beat."""
-    check = subprocess.run([sys.executable, "-m", "hub.startup"], cwd=settings.BASE_DIR, capture_output=True, text=True)
-    if check.returncode != 0:
-        raise SystemExit(check.stderr.strip() or f"Refusing to start: the start-up check exited {check.returncode}")
-
-
-signals.beat_init.connect(_refuse_unsafe_start, weak=False)

@@ -5,7 +5,7 @@ every process stops while loading them. What needs the database is a Django syst
 "hub" (workers.checks), which every manage.py command runs with Django's checks — and which
 the web (hub/wsgi.py, hub/asgi.py) and the Celery processes (hub/celery.py) run here, since
 neither gunicorn nor Celery acts on Django's checks. Beat, which does not set Django up
-(hub.beat), runs this module as a process of its own: `python -m hub.startup`.
+(hub.beat), has deploy/bin/beat run this module first, as a process of its own: `python -m hub.startup`.
 """
 
 import sys
