@@ -6,8 +6,8 @@ autodiscovery, no Celery Django fix-up, which would set Django up when beat star
 resident instead of ~104 MiB with the full app (hub.celery). The sweeper is sent by name
 (`hub.sweep`, routed by its schedule entry's options).
 
-The start-up refusal (hub.startup) needs Django and the database; deploy/bin/beat runs it as a
-process of its own before it starts beat (a child of beat could outlive a Ctrl-C as a zombie).
+The start-up refusal (hub.startup) needs Django and the database; deploy/bin/beat runs it first,
+in the process that then execs beat (no child that a Ctrl-C could leave behind).
 The secret is checked here already: the settings refuse to load without one.
 """
 

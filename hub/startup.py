@@ -5,9 +5,10 @@ every process stops while loading them. What needs the database is a Django syst
 "hub" (workers.checks), which every manage.py command runs with Django's checks — and which
 the web (hub/wsgi.py, hub/asgi.py) and the Celery processes (hub/celery.py) run here, since
 neither gunicorn nor Celery acts on Django's checks. Beat, which does not set Django up
-(hub.beat), has deploy/bin/beat run this module first, as a process of its own: `python -m hub.startup`.
+(hub.beat), is started through this module: `python -m hub.startup celery … beat` checks, then execs beat.
 """
 
+import os
 import sys
 
 from django.core import checks
@@ -27,8 +28,11 @@ def refuse_unsafe_start() -> None:
         raise ImproperlyConfigured("\n".join(str(problem) for problem in problems))
 
 
-def main() -> None:
-    """Set Django up, run the check, exit non-zero with the reason when it refuses."""
+def main(argv: list[str]) -> None:
+    """Set Django up, run the check, exit non-zero with the reason when it refuses; then, if a
+    command follows, become it (`python -m hub.startup celery -A hub.beat beat …`): the same
+    process, so a supervisor waiting on it waits on the command, and none of Django's memory
+    stays (exec replaces the process image)."""
     import django
 
     django.setup()
@@ -36,7 +40,9 @@ def main() -> None:
         refuse_unsafe_start()
     except ImproperlyConfigured as exc:
         sys.exit(f"Refusing to start: {exc}")
+    if argv:
+        os.execvp(argv[0], argv)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
