@@ -58,9 +58,10 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
     key = next(iter(_KEY_BY_DIGEST.all(digest)), None)
     if key is None or not hmac.compare_digest(key.digest, digest):
         raise InvalidApiKey()
-    key.owner = _OWNER.all(key.owner_id)[0]
-    if key.revoked_at is not None or not key.owner.is_active:
+    owners = _OWNER.all(key.owner_id)  # none if the user was deleted since the key was read
+    if key.revoked_at is not None or not owners or not owners[0].is_active:
         raise InvalidApiKey()
+    key.owner = owners[0]
     now = timezone.now()
     if key.expires_at is not None and key.expires_at <= now:
         raise ExpiredApiKey()
