@@ -27,7 +27,7 @@ _blocking_wait = getattr(waiting, "wait_c", waiting.wait_poll)
 
 
 class Connection(psycopg.Connection):
-    """The pool's connection class (hub.settings): psycopg's, plus hold_the_loop."""
+    """The pool's connection class (set by HubConfig.ready()): psycopg's, plus hold_the_loop."""
 
     _holding_loop = False
 
