@@ -55,7 +55,7 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
     if not raw_key.startswith(KEY_PREFIX) or len(raw_key) != len(KEY_PREFIX) + KEY_RANDOM_LENGTH:
         raise InvalidApiKey()
     digest = key_digest(raw_key)
-    key = next(iter(_KEY_BY_DIGEST.all(digest)), None)
+    key = _KEY_BY_DIGEST.first(digest)
     if key is None or not hmac.compare_digest(key.digest, digest):
         raise InvalidApiKey()
     owners = _OWNER.all(key.owner_id)  # none if the user was deleted since the key was read

@@ -579,7 +579,7 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
 
     def finished() -> bool:
         try:
-            row = next(iter(_FINISHED_ROW.all(generation.pk)), None)
+            row = _FINISHED_ROW.first(generation.pk)
         finally:
             connection_release()
         if row is not None:

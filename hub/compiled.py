@@ -37,6 +37,10 @@ class CompiledQuery:
         model = self._compile()[0]
         return list(model.objects.raw(*self.sql_params(*values)))
 
+    def first(self, *values: Any) -> Model | None:
+        """The first instance, or None."""
+        return next(iter(self.all(*values)), None)
+
     def _compile(self):
         compiled = self._compiled.get(connection.vendor)
         if compiled is None:

@@ -16,6 +16,7 @@ def test_a_compiled_query_answers_like_its_queryset_for_every_value():
     for generation in (done, queued, Generation(pk="gen_missing")):
         expected = list(Generation.objects.filter(pk=generation.pk, status__in=FINISHED))
         assert finished.all(generation.pk) == expected
+        assert finished.first(generation.pk) == next(iter(expected), None)
     assert finished.all(done.pk)[0].status == GenerationStatus.SUCCEEDED
 
 
