@@ -270,8 +270,12 @@ class Stack:
         self._wait("redis", pong, 20, watch=("redis",))
 
     def _start_moto(self) -> None:
-        moto = str(Path(PYTHON).parent / "moto_server")
-        self.procs["moto"] = self.spawn("moto", [moto, "-H", "127.0.0.1", "-p", str(self.ports["moto"])])
+        gunicorn = str(Path(PYTHON).parent / "gunicorn")
+        self.procs["moto"] = self.spawn(
+            "moto",
+            [gunicorn, "bench.s3_app", "--bind", f"127.0.0.1:{self.ports['moto']}", "--workers", "1"]
+            + ["--worker-class", "gthread", "--threads", "16", "--keep-alive", "75", "--no-control-socket"],
+        )
         url = f"{self.env['AWS_S3_ENDPOINT_URL']}/{BUCKET}"
 
         def bucket() -> bool:  # moto does not check signatures: a bare PUT creates the bucket
