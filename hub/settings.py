@@ -375,15 +375,20 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"structured": log_formatter(LOG_FORMAT)},
+    "filters": {
+        "generation_task_success": {"()": "hub.logs.DropGenerationTaskSuccess", "task_name": "generations.run"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # Lines every generation would write twice over (~0.1 ms of CPU each, several per
         # generation): the provider SDK's HTTP client logs each request, Celery each message
-        # received; the hub's own lines carry the generation's start and end.
+        # received and each generation task that succeeded (generations.run: a literal here, the
+        # apps are not loaded yet); the hub's own lines carry the generation's start and end.
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"filters": ["generation_task_success"]},
     },
 }
