@@ -19,10 +19,10 @@ holding one that another request of its process waits for.
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import F, Model, QuerySet
+from django.db.models import F, QuerySet
 
 from billing.models import CreditAccount, CreditGrant
-from hub.compiled import INT_MARKER, CompiledQuery
+from hub.compiled import INT_MARKER, CompiledQuery, instances
 from hub.db import hold_the_loop
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
@@ -63,9 +63,9 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)
     with connection.cursor() as cursor:
         cursor.execute(f"{account_sql}; {grants_sql}", [*account_params, *grants_params])
-        locked = _rows(CreditAccount, cursor.fetchall())
+        locked = instances(CreditAccount, cursor)
         cursor.nextset()
-        grant_rows = _rows(CreditGrant, cursor.fetchall())
+        grant_rows = instances(CreditGrant, cursor)
     if not locked:
         raise CreditAccount.DoesNotExist(f"no credit account {account.pk}")
     return locked[0], grant_rows
@@ -74,9 +74,3 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
 # The two locks' SQL, compiled once (hub.compiled): every charge runs them.
 _ACCOUNT_LOCK = CompiledQuery(lambda pk: CreditAccount.objects.select_for_update().filter(pk=pk), INT_MARKER)
 _GRANTS_LOCK = CompiledQuery(lambda pk: grants_unspent_lock(CreditAccount(pk=pk)), INT_MARKER)
-
-
-def _rows(model: type[Model], rows: list[tuple]) -> list:
-    """Model instances from rows that hold its concrete fields in order (a plain queryset's SQL)."""
-    names = [field.attname for field in model._meta.concrete_fields]
-    return [model.from_db(connection.alias, names, row) for row in rows]

@@ -34,7 +34,7 @@ from generations.models import (
 )
 from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
-from hub.compiled import STR_MARKER, CompiledQuery
+from hub.compiled import STR_MARKER, CompiledQuery, query_instances
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 from hub.observability import current_request_id
@@ -367,7 +367,8 @@ def _claim_without_webhook(*, generation_id: str, now, lease_until) -> Generatio
     The model comes from the process's catalog snapshot, read from the table only when it is
     not there (disabled since the generation was made)."""
     ops, table = connection.ops, Generation._meta.db_table
-    rows = Generation.objects.raw(
+    rows = query_instances(
+        Generation,
         f"""UPDATE {table} SET status = %s, attempts = attempts + 1, started_at = %s, lease_expires_at = %s
         WHERE id = %s AND webhook_url = '' AND attempts < %s
           AND (status = %s OR (status = %s AND lease_expires_at < %s))
@@ -488,7 +489,7 @@ def _finish_delivered_pg(*, generation_id: str, attempt: int, images: list[Store
     for image in images:
         params += [new_image_id(), image.index, image.storage_key, image.content_type]
         params += [image.width, image.height, image.byte_size]
-    return next(iter(Generation.objects.raw(sql, params)), None)
+    return next(iter(query_instances(Generation, sql, params)), None)
 
 
 def generation_fail(*, generation_id: str, code: str, message: str) -> bool:

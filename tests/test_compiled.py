@@ -3,7 +3,7 @@
 import pytest
 
 from generations.models import FINISHED, Generation, GenerationStatus
-from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
+from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery, query_instances
 from tests.factories import create_generation, make_generation, make_user
 
 pytestmark = pytest.mark.django_db
@@ -34,3 +34,36 @@ def test_a_marker_the_query_does_not_carry_is_refused():
     unused = CompiledQuery(lambda pk: Generation.objects.all(), STR_MARKER)
     with pytest.raises(ValueError, match="exactly once"):
         unused.all("gen_x")
+
+
+def _values(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+def test_rows_in_any_column_order_become_the_instances_the_orm_builds():
+    owner = make_user(credits=100)
+    generation = create_generation(owner, webhook_url="https://example.com/hook", webhook_events=["succeeded"])
+    columns = [field.column for field in Generation._meta.concrete_fields][::-1]  # not the model's order
+    table = Generation._meta.db_table
+    (row,) = query_instances(Generation, f"SELECT {', '.join(columns)} FROM {table} WHERE id = %s", [generation.pk])
+    expected = Generation.objects.get(pk=generation.pk)
+    assert _values(row) == _values(expected)
+    assert row.webhook_events == ["succeeded"]  # a JSON column, through the field's converter
+    assert row._state.adding is False and row._state.db == "default" and row.get_deferred_fields() == set()
+
+
+def test_missing_columns_are_deferred_and_other_columns_are_attributes():
+    owner = make_user(credits=100)
+    generation = create_generation(owner)
+    table = Generation._meta.db_table
+    (row,) = query_instances(
+        Generation, f"SELECT id, status, 41 + 1 AS answer FROM {table} WHERE id = %s", [generation.pk]
+    )
+    assert (row.pk, row.status, row.answer) == (generation.pk, GenerationStatus.QUEUED, 42)
+    assert "prompt" in row.get_deferred_fields()
+    assert row.prompt == generation.prompt  # loaded on access, as for any deferred field
+
+
+def test_rows_without_the_primary_key_are_refused():
+    with pytest.raises(ValueError, match="primary key"):
+        query_instances(Generation, f"SELECT status FROM {Generation._meta.db_table}", [])
