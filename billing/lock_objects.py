@@ -63,9 +63,9 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)
     with connection.cursor() as cursor:
         cursor.execute(f"{account_sql}; {grants_sql}", [*account_params, *grants_params])
-        locked = instances(CreditAccount, cursor)
+        locked = instances(CreditAccount, cursor, statement=account_sql)
         cursor.nextset()
-        grant_rows = instances(CreditGrant, cursor)
+        grant_rows = instances(CreditGrant, cursor, statement=grants_sql)
     if not locked:
         raise CreditAccount.DoesNotExist(f"no credit account {account.pk}")
     return locked[0], grant_rows

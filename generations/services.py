@@ -34,7 +34,7 @@ from generations.models import (
 )
 from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
-from hub.compiled import STR_MARKER, CompiledQuery, query_instances
+from hub.compiled import STR_MARKER, CompiledQuery, columns_sql, query_instances
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 from hub.observability import current_request_id
@@ -372,7 +372,7 @@ def _claim_without_webhook(*, generation_id: str, now, lease_until) -> Generatio
         f"""UPDATE {table} SET status = %s, attempts = attempts + 1, started_at = %s, lease_expires_at = %s
         WHERE id = %s AND webhook_url = '' AND attempts < %s
           AND (status = %s OR (status = %s AND lease_expires_at < %s))
-        RETURNING *""",
+        RETURNING {columns_sql(Generation)}""",
         [
             GenerationStatus.RUNNING,
             ops.adapt_datetimefield_value(now),
@@ -475,7 +475,7 @@ def _finish_delivered_pg(*, generation_id: str, attempt: int, images: list[Store
         WITH finished AS (
             UPDATE {table} SET status = %s, finished_at = %s
             WHERE id = %s AND status = %s AND attempts = %s AND n = %s AND webhook_url = ''
-            RETURNING *
+            RETURNING {columns_sql(Generation)}
         ),
         stored AS (
             INSERT INTO {image_table}
@@ -483,7 +483,7 @@ def _finish_delivered_pg(*, generation_id: str, attempt: int, images: list[Store
             SELECT v.id, finished.id, v.index, v.storage_key, v.content_type, v.width, v.height, v.byte_size, %s
             FROM finished, (VALUES {values}) AS v (id, index, storage_key, content_type, width, height, byte_size)
         )
-        SELECT * FROM finished
+        SELECT {columns_sql(Generation)} FROM finished
     """
     params = [GenerationStatus.SUCCEEDED, now, generation_id, GenerationStatus.RUNNING, attempt, len(images), now]
     for image in images:
