@@ -290,6 +290,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False  # the filesystem transport has no fanout
 else:
+    if CELERY_BROKER_URL.startswith("redis://"):
+        CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, one Redis client per channel
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Redis re-delivers an unacked message after this long. It must exceed the longest task
         # (the hard limit below), or a second worker starts a task that is still running.
