@@ -77,6 +77,11 @@ def query_instances(model: type[Model], sql: str, params: list) -> list[Model]:
 def columns_sql(model: type[Model]) -> str:
     """The model's columns, quoted, for a hand-written `RETURNING` or `SELECT`: named rather than
     `*`, so that a statement's result columns are fixed by its text, as a queryset's are."""
+    return _columns_sql(model, connection.vendor)
+
+
+@functools.cache
+def _columns_sql(model: type[Model], vendor: str) -> str:
     return ", ".join(connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
 
 
