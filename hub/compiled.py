@@ -7,12 +7,13 @@ compiles each once: `CompiledQuery(build, markers)` calls `build(*markers)`, kee
 where each marker landed among its parameters, and later puts the real values there. The SQL is
 Django's own, so it follows the models and the database; only the values change.
 
-Rows become model instances through `instances()`, which does what RawQuerySet does — map the
-columns to the model's fields, run the fields' database converters, `Model.from_db` — with the
-mapping and the converters worked out once per shape of result, not on every query: a
-RawQuerySet does it again for each one (its column-to-field matching is quadratic in the
-model's fields), which made it ~18 % of a web process's CPU in the sync-c32-0s profile, more
-than sending the queries.
+Rows become model instances the way Django's iterables build them — which columns are which
+object's fields, the fields' database converters, `Model.from_db`, select_related objects,
+annotations — with that layout worked out once: from the compiler for a compiled queryset, from
+the result's columns (once per statement) for hand-written SQL (`query_instances`). Rows read
+through RawQuerySet, as before, paid its column matching (quadratic in the model's fields) and
+converter lookup on every query: ~18 % of a web process's CPU in the sync-c32-0s profile (yappi),
+more than sending the queries.
 """
 
 import functools
@@ -21,6 +22,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model, QuerySet
+from django.db.models.query import ModelIterable
 
 # Marker values no real argument has: an id no row has, a string no id contains.
 INT_MARKER = -7_340_029
@@ -33,7 +35,7 @@ class CompiledQuery:
         the field accepts it): INT_MARKER + i or STR_MARKER + str(i)."""
         self._build = build
         self._markers = markers
-        self._compiled: dict[str, tuple[type[Model], str, list, list[int | None]]] = {}  # per vendor
+        self._compiled: dict[str, tuple[_Layout, str, list, list[int | None]]] = {}  # per vendor
 
     def sql_params(self, *values: Any) -> tuple[str, list]:
         """The SQL and its parameters for `values` (in `build`'s argument order)."""
@@ -41,8 +43,12 @@ class CompiledQuery:
         return sql, [p if slot is None else values[slot] for p, slot in zip(params, slots, strict=True)]
 
     def all(self, *values: Any) -> list[Model]:
-        """The model instances the queryset would return (without select_related / prefetch)."""
-        return query_instances(self._compile()[0], *self.sql_params(*values))
+        """The model instances the queryset would return, with its annotations and its
+        select_related objects (one level, forward); no prefetch_related."""
+        layout = self._compile()[0]
+        with connection.cursor() as cursor:
+            cursor.execute(*self.sql_params(*values))
+            return layout.instances(cursor.fetchall())
 
     def first(self, *values: Any) -> Model | None:
         """The first instance, or None."""
@@ -52,11 +58,12 @@ class CompiledQuery:
         compiled = self._compiled.get(connection.vendor)
         if compiled is None:
             queryset = self._build(*self._markers)
-            sql, params = queryset.query.sql_with_params()
+            compiler = queryset.query.get_compiler(connection=connection)
+            sql, params = compiler.as_sql()
             slots = [self._slot(param) for param in params]
             if sorted(slot for slot in slots if slot is not None) != list(range(len(self._markers))):
                 raise ValueError("each marker must appear exactly once among the query's parameters")
-            compiled = self._compiled[connection.vendor] = (queryset.model, sql, list(params), slots)
+            compiled = self._compiled[connection.vendor] = (_Layout(queryset, compiler), sql, list(params), slots)
         return compiled
 
     def _slot(self, param: Any) -> int | None:
@@ -64,6 +71,79 @@ class CompiledQuery:
             if type(param) is type(marker) and param == marker:
                 return i
         return None
+
+
+class _Layout:
+    """Where a compiled queryset's row holds each object, as Django's ModelIterable and
+    RelatedPopulator read it from the compiler — worked out once, not on every query."""
+
+    def __init__(self, queryset: QuerySet, compiler):
+        if queryset._iterable_class is not ModelIterable or queryset._prefetch_related_lookups:
+            raise ValueError("a compiled query returns model instances, without prefetch_related")
+        select, info = compiler.select, compiler.klass_info
+        self.model = info["model"]
+        self.main = self._part(select, info)
+        self.related = []
+        for related in info.get("related_klass_infos", []):
+            if related["reverse"] or related.get("related_klass_infos"):
+                raise ValueError("a compiled query follows forward relations, one level deep")
+            model, names, start, end = self._part(select, related)
+            pk = start + names.index(model._meta.pk.attname)
+            self.related.append((related["field"], model, names, start, end, pk))
+        self.annotations = list(compiler.annotation_col_map.items())
+        self.converters = []
+        for position, (expression, _, _) in enumerate(select):
+            functions = expression.get_db_converters(connection)
+            backend = bool(connection.ops.get_db_converters(expression))
+            if functions or backend:
+                self.converters.append((position, expression, functions, backend))
+
+    @staticmethod
+    def _part(select, info):
+        fields = info["select_fields"]
+        start, end = fields[0], fields[-1] + 1
+        return info["model"], [column.target.attname for column, _, _ in select[start:end]], start, end
+
+    def instances(self, rows: list[tuple]) -> list[Model]:
+        converters = _current_converters(self.converters)
+        model, names, start, end = self.main
+        alias = connection.alias
+        result = []
+        for row in rows:
+            if converters:
+                row = _converted(row, converters)
+            instance = model.from_db(alias, names, row[start:end])
+            for field, related_model, related_names, related_start, related_end, pk in self.related:
+                related = (
+                    None
+                    if row[pk] is None
+                    else related_model.from_db(alias, related_names, row[related_start:related_end])
+                )
+                field.set_cached_value(instance, related)
+            for name, position in self.annotations:
+                setattr(instance, name, row[position])
+            result.append(instance)
+        return result
+
+
+def _current_converters(shaped: list) -> list:
+    """(position, converters, expression) with the backend's converters taken from the current
+    DatabaseWrapper (they are bound to it; there is one per thread or greenlet); the fields' own
+    (from_db_value) are the same for every query."""
+    return [
+        (position, [*connection.ops.get_db_converters(expression), *functions] if backend else functions, expression)
+        for position, expression, functions, backend in shaped
+    ]
+
+
+def _converted(row: tuple, converters: list) -> list:
+    row = list(row)
+    for position, functions, expression in converters:
+        value = row[position]
+        for convert in functions:
+            value = convert(value, expression, connection)
+        row[position] = value
+    return row
 
 
 def query_instances(model: type[Model], sql: str, params: list) -> list[Model]:
@@ -103,21 +183,11 @@ def instances(model: type[Model], cursor, *, statement: Any = None) -> list[Mode
         if statement is not None and len(_SHAPE_OF_STATEMENT) < SHAPES_KEPT:
             _SHAPE_OF_STATEMENT[key] = shape
     names, positions, extras, shaped = shape
-    # The backend's converters are bound to its DatabaseWrapper, one per thread or greenlet:
-    # taken from the current one. The fields' own (from_db_value) are the same for every query.
-    converters = [
-        (position, [*connection.ops.get_db_converters(expression), *functions] if backend else functions, expression)
-        for position, expression, functions, backend in shaped
-    ]
+    converters = _current_converters(shaped)
     result = []
     for row in cursor.fetchall():
         if converters:
-            row = list(row)
-            for position, functions, expression in converters:
-                value = row[position]
-                for convert in functions:
-                    value = convert(value, expression, connection)
-                row[position] = value
+            row = _converted(row, converters)
         instance = model.from_db(connection.alias, names, [row[position] for position in positions])
         for name, position in extras:
             setattr(instance, name, row[position])

@@ -1,7 +1,10 @@
 """hub.compiled: a queryset compiled once answers what the queryset answers, for any values."""
 
 import pytest
+from django.db.models import Value
 
+from apikeys.models import ApiKey
+from apikeys.services import api_key_create
 from generations.models import FINISHED, Generation, GenerationStatus
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery, query_instances
 from tests.factories import create_generation, make_generation, make_user
@@ -69,3 +72,25 @@ def test_missing_columns_are_deferred_and_other_columns_are_attributes():
 def test_rows_without_the_primary_key_are_refused():
     with pytest.raises(ValueError, match="primary key"):
         query_instances(Generation, f"SELECT status FROM {Generation._meta.db_table}", [])
+
+
+def test_select_related_objects_and_annotations_come_with_the_row(django_assert_num_queries):
+    owner = make_user(credits=100)
+    key, _ = api_key_create(owner=owner)
+    with_owner = CompiledQuery(
+        lambda pk: ApiKey.objects.select_related("owner").annotate(tag=Value("x")).filter(pk=pk), STR_MARKER
+    )
+    with django_assert_num_queries(1):
+        (found,) = with_owner.all(key.pk)
+        assert (found.pk, found.owner.pk, found.owner.email, found.tag) == (key.pk, owner.pk, owner.email, "x")
+    assert _values(found) == _values(ApiKey.objects.get(pk=key.pk))
+    assert _values(found.owner) == _values(type(owner).objects.get(pk=owner.pk))
+
+
+def test_what_a_compiled_query_cannot_build_is_refused():
+    for build in (
+        lambda pk: ApiKey.objects.filter(pk=pk).values("pk"),
+        lambda pk: ApiKey.objects.filter(pk=pk).prefetch_related("owner"),
+    ):
+        with pytest.raises(ValueError, match="model instances"):
+            CompiledQuery(build, STR_MARKER).all("key_x")
