@@ -34,7 +34,7 @@ from generations.models import (
 )
 from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
-from hub.compiled import STR_MARKER, CompiledQuery, columns_sql, query_instances
+from hub.compiled import STR_MARKER, CompiledQuery, columns_sql, insert, query_instances
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 from hub.observability import current_request_id
@@ -126,36 +126,40 @@ def generation_create(
         )
         with transaction.atomic():
             now = timezone.now()
-            generation = Generation.objects.create(
-                id=generation_id,
-                owner=owner,
-                api_key=api_key,
-                model=model,
-                prompt=prompt,
-                size=size,
-                quality=quality,
-                n=n,
-                aspect_ratio=shape.aspect_ratio,
-                tier=shape.tier,
-                is_async=is_async,
-                reference_count=len(references),
-                price_per_image=price,
-                credits_requested=n * price,
-                deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
-                # Sent right after the commit; if that fails, generation_enqueue clears it. A
-                # crash in between leaves it set: the sweeper's stale re-send covers that too.
-                enqueued_at=now,
-                webhook_url=webhook_url,
-                webhook_events=webhook_events,
-                webhook_base_url=webhook_base_url if webhook_url else "",
+            generation = insert(
+                Generation(
+                    id=generation_id,
+                    owner=owner,
+                    api_key=api_key,
+                    model=model,
+                    prompt=prompt,
+                    size=size,
+                    quality=quality,
+                    n=n,
+                    aspect_ratio=shape.aspect_ratio,
+                    tier=shape.tier,
+                    is_async=is_async,
+                    reference_count=len(references),
+                    price_per_image=price,
+                    credits_requested=n * price,
+                    deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
+                    # Sent right after the commit; if that fails, generation_enqueue clears it. A
+                    # crash in between leaves it set: the sweeper's stale re-send covers that too.
+                    enqueued_at=now,
+                    webhook_url=webhook_url,
+                    webhook_events=webhook_events,
+                    webhook_base_url=webhook_base_url if webhook_url else "",
+                )
             )
             if idempotency_key is not None:
                 _idempotency_key_claim(
                     owner=owner, key=idempotency_key, request_hash=request_hash, generation=generation
                 )
-            ReferenceImage.objects.bulk_create(
-                ReferenceImage(generation=generation, index=i, storage_key=key) for i, key in enumerate(reference_keys)
-            )
+            if reference_keys:
+                ReferenceImage.objects.bulk_create(
+                    ReferenceImage(generation=generation, index=i, storage_key=key)
+                    for i, key in enumerate(reference_keys)
+                )
             credits_charge(
                 account=account,
                 amount=n * price,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import Model, QuerySet, signals
 from django.db.models.query import ModelIterable
 
 # Marker values no real argument has: an id no row has, a string no id contains.
@@ -218,3 +218,32 @@ def _shape(model: type[Model], columns: tuple[str, ...], vendor: str):
             converters.append((position, expression, functions, backend))
     extras = list(position_of.items())  # the columns no field has
     return names, positions, extras, converters
+
+
+def insert(instance: Model) -> Model:
+    """`instance.save(force_insert=True)` for a new row: one INSERT of every concrete field, its
+    SQL made once per model (Django compiles an INSERT on every save: ~0.3 ms for a model of
+    thirty fields). The values are Django's own (each field's pre_save and get_db_prep_save). A
+    model with pre_save/post_save receivers is saved by save(), which sends them."""
+    model = type(instance)
+    if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+        instance.save(force_insert=True)
+        return instance
+    sql, fields = _insert_sql(model, connection.vendor)
+    params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
+@functools.cache
+def _insert_sql(model: type[Model], vendor: str) -> tuple[str, list]:
+    fields = model._meta.concrete_fields
+    if any(field.db_returning or field.generated or field.has_db_default() for field in fields):
+        raise ValueError(f"{model.__name__} has fields the database fills in: save() it")
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})", list(fields)

@@ -2,11 +2,13 @@
 
 import pytest
 from django.db.models import Value
+from django.db.models.signals import post_save
+from django.utils import timezone
 
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create
 from generations.models import FINISHED, Generation, GenerationStatus
-from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery, query_instances
+from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery, insert, query_instances
 from tests.factories import create_generation, make_generation, make_user
 
 pytestmark = pytest.mark.django_db
@@ -94,3 +96,54 @@ def test_what_a_compiled_query_cannot_build_is_refused():
     ):
         with pytest.raises(ValueError, match="model instances"):
             CompiledQuery(build, STR_MARKER).all("key_x")
+
+
+DEADLINE = timezone.now()
+
+
+def _generation(owner, generation_id: str) -> Generation:
+    return Generation(
+        id=generation_id,
+        owner=owner,
+        model_id="gpt-image-2",
+        prompt="A lighthouse",
+        size="1024x1024",
+        quality="low",
+        n=2,
+        aspect_ratio="1:1",
+        tier="1K",
+        price_per_image=2,
+        credits_requested=4,
+        deadline_at=DEADLINE,
+        webhook_url="https://example.com/hook",
+        webhook_events=["succeeded", "failed"],
+    )
+
+
+def test_insert_writes_the_row_that_save_writes():
+    owner = make_user(credits=100)
+    saved = _generation(owner, "gen_" + "s" * 24)
+    saved.save(force_insert=True)
+    inserted = insert(_generation(owner, "gen_" + "i" * 24))
+    assert inserted._state.adding is False and inserted._state.db == "default"
+    rows = [_values(Generation.objects.get(pk=pk)) for pk in (saved.pk, inserted.pk)]
+    for row in rows:
+        row.pop("id")
+        row.pop("created_at")  # auto_now_add: set by both, a moment apart
+    assert rows[0] == rows[1]
+    assert Generation.objects.get(pk=inserted.pk).created_at == inserted.created_at
+
+
+def test_insert_is_a_save_when_the_model_has_receivers():
+    owner = make_user(credits=100)
+    seen = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append((instance.pk, created))
+
+    post_save.connect(receiver, sender=Generation)
+    try:
+        generation = insert(_generation(owner, "gen_" + "r" * 24))
+    finally:
+        post_save.disconnect(receiver, sender=Generation)
+    assert seen == [(generation.pk, True)]
