@@ -198,3 +198,53 @@ def test_one_client_keeps_as_many_connections_as_uploads_at_once():
     client = default_storage.connection.meta.client
     assert client.meta.config.max_pool_connections == S3_POOL_CONNECTIONS >= 100
     assert client.meta.config.request_checksum_calculation == "when_required"  # the endpoint's merge kept
+
+
+def _same_second(make_both):
+    """Two presigned URLs made in one second (X-Amz-Date has second resolution)."""
+    for _ in range(5):
+        first, second = make_both()
+        if parse_qs(urlsplit(first).query)["X-Amz-Date"] == parse_qs(urlsplit(second).query)["X-Amz-Date"]:
+            return first, second
+    raise AssertionError("no two presigns within one second")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},  # the S3-protocol server: path-style
+        {"endpoint_url": None, "addressing_style": None, "region_name": "eu-west-1"},  # AWS: virtual-hosted
+        {"endpoint_url": None, "addressing_style": None, "region_name": "us-east-1"},
+    ],
+)
+def test_the_presign_shortcut_makes_the_clients_url(endpoint, bucket, config):
+    storage = HubS3Storage(**{**options(endpoint, bucket, querystring_expire=900), **config})
+    client = storage.connection.meta.client
+    key = "generations/gen_AbC123-x_y/0.png"
+
+    def both():
+        ours = storage.url(key)
+        return ours, client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900)
+
+    ours, clients = _same_second(both)
+    assert ours == clients
+    assert parse_qs(urlsplit(ours).query)["X-Amz-Expires"] == ["900"]
+
+
+def test_other_keys_and_parameters_take_the_clients_path(endpoint, bucket):
+    storage = HubS3Storage(**options(endpoint, bucket))
+    client = storage.connection.meta.client
+    for key, parameters in (
+        ("odd key/with space+plus.png", None),
+        ("generations/a.png", {"ResponseContentType": "x/y"}),
+    ):
+
+        def both(key=key, parameters=parameters):
+            ours = storage.url(key, parameters=parameters)
+            params = {"Bucket": bucket, "Key": key, **(parameters or {})}
+            return ours, client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=storage.querystring_expire
+            )
+
+        ours, clients = _same_second(both)
+        assert ours == clients
