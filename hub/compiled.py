@@ -81,7 +81,6 @@ class _Layout:
         if queryset._iterable_class is not ModelIterable or queryset._prefetch_related_lookups:
             raise ValueError("a compiled query returns model instances, without prefetch_related")
         select, info = compiler.select, compiler.klass_info
-        self.model = info["model"]
         self.main = self._part(select, info)
         self.related = []
         for related in info.get("related_klass_infos", []):
@@ -165,8 +164,8 @@ def _columns_sql(model: type[Model], vendor: str) -> str:
     return ", ".join(connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
 
 
-# Shapes by statement (its SQL, and which result of it): reading cursor.description builds a
-# column object per column on every query (psycopg), ~40 % of what instances() cost.
+# Shapes by statement (its SQL): reading cursor.description builds a column object per column on
+# every query (psycopg), ~40 % of what instances() cost.
 _SHAPE_OF_STATEMENT: dict = {}
 SHAPES_KEPT = 512  # statements are the code's (one per compiled query, per image count …)
 
@@ -222,9 +221,10 @@ def _shape(model: type[Model], columns: tuple[str, ...], vendor: str):
 
 def insert(instance: Model) -> Model:
     """`instance.save(force_insert=True)` for a new row: one INSERT of every concrete field, its
-    SQL made once per model (Django compiles an INSERT on every save: ~0.3 ms for a model of
-    thirty fields). The values are Django's own (each field's pre_save and get_db_prep_save). A
-    model with pre_save/post_save receivers is saved by save(), which sends them."""
+    SQL made once per model (save() compiles it every time: with the rest of save()'s machinery,
+    ~60 % of what creating a generation's row cost the web, yappi). The values are Django's own
+    (each field's pre_save and get_db_prep_save). A model with pre_save/post_save receivers is
+    saved by save(), which sends them."""
     model = type(instance)
     if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
         instance.save(force_insert=True)
