@@ -9,7 +9,6 @@ from urllib.parse import urlsplit, urlunsplit
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from django.core.exceptions import ImproperlyConfigured
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
@@ -20,7 +19,7 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 S3_POOL_CONNECTIONS = 128
 
 # Keys that botocore puts into a URL path as they are (the hub's own keys): presigned through
-# the per-process shortcut (HubS3Storage._presigned_get); any other key takes the client's path.
+# the per-process shortcut (HubS3Storage._presign_signer); any other key takes the client's path.
 PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
 PROBE_KEY = "hub-presign-probe"
 
@@ -42,7 +41,7 @@ class HubS3Storage(S3Storage):
     def __init__(self, **settings):
         super().__init__(**settings)
         self._resources = {}  # (process, OS thread) → boto3 S3 resource
-        self._presign = None  # (process, bucket URL, credentials, region): _presigned_get
+        self._presign = None  # (process, signer or None): _presign_signer
         # One client serves every greenlet of a process (connection, below): with botocore's
         # default pool of 10, the eleventh upload at once opens a connection and throws it away
         # after one request (bench sync-c32-0s: a TCP connect on most uploads).
@@ -96,28 +95,30 @@ class HubS3Storage(S3Storage):
         expire = min(expire, MAX_PRESIGN_SECONDS)
         key = self._normalize_name(clean_name(name))
         plain = parameters is None and http_method is None and self.querystring_auth and not self.custom_domain
-        if plain and PLAIN_KEY.fullmatch(key):
-            return self._presigned_get(key, expire)
-        return super().url(name, parameters, expire, http_method)
-
-    def _presigned_get(self, key: str, expire: int) -> str:
-        """A presigned GET of `key`, as the client's generate_presigned_url makes it, by
-        botocore's own S3 query signer on the URL the client gives the bucket. The client's
-        path to it — parameter validation, serialization, S3's endpoint rules — made up ~40 % of
-        a presign, and the hub presigns every image of every answer; none of it depends on the
-        key, so it runs once per process (for a probe key) and only the signature per URL.
-        tests/storage/test_s3_storage.py holds the two URLs equal."""
-        presign = self._presign
-        if presign is None or presign[0] != os.getpid():
-            client = self.connection.meta.client
-            probe = client.generate_presigned_url("get_object", Params={"Bucket": self.bucket_name, "Key": PROBE_KEY})
-            base = urlsplit(probe)
-            if not base.path.endswith("/" + PROBE_KEY):
-                raise ImproperlyConfigured(f"unexpected presigned URL layout: {base.scheme}://{base.netloc}{base.path}")
-            prefix = urlunsplit((base.scheme, base.netloc, base.path[: -len(PROBE_KEY)], "", ""))
-            credentials = self._create_session().get_credentials()
-            presign = self._presign = (os.getpid(), prefix, credentials, client.meta.region_name)
-        _, prefix, credentials, region = presign
+        signer = self._presign_signer() if plain and PLAIN_KEY.fullmatch(key) else None
+        if signer is None:
+            return super().url(name, parameters, expire, http_method)
+        prefix, credentials, region = signer
         request = AWSRequest(method="GET", url=prefix + key)
         S3SigV4QueryAuth(credentials.get_frozen_credentials(), "s3", region, expires=expire).add_auth(request)
         return request.url
+
+    def _presign_signer(self):
+        """(bucket URL, credentials, region) to presign a GET of a plain key as the client's
+        generate_presigned_url does, by botocore's own S3 query signer; None to leave it to the
+        client. The client's path — parameter validation, serialization, S3's endpoint rules —
+        made up ~40 % of a presign, and the hub presigns every image of every answer; none of it
+        depends on the key, so it runs once per process (for a probe key), and only the signature
+        per URL. tests/storage/test_s3_storage.py holds the two URLs equal."""
+        if self._presign is None or self._presign[0] != os.getpid():
+            client = self.connection.meta.client
+            probe = urlsplit(
+                client.generate_presigned_url("get_object", Params={"Bucket": self.bucket_name, "Key": PROBE_KEY})
+            )
+            credentials = self._create_session().get_credentials()
+            signer = None
+            if probe.path.endswith("/" + PROBE_KEY) and credentials is not None:
+                prefix = urlunsplit((probe.scheme, probe.netloc, probe.path[: -len(PROBE_KEY)], "", ""))
+                signer = (prefix, credentials, client.meta.region_name)
+            self._presign = (os.getpid(), signer)
+        return self._presign[1]
