@@ -68,8 +68,12 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
     return key
 
 
-# Every API request runs it: the key and its owner in one read, compiled once (hub.compiled).
-_KEY_WITH_OWNER = CompiledQuery(lambda digest: ApiKey.objects.select_related("owner").filter(digest=digest), STR_MARKER)
+# Every API request runs it: the key, its owner and the owner's e-mail verification (read when
+# HUB_REQUIRE_EMAIL_VERIFICATION is on) in one read, compiled once (hub.compiled).
+_KEY_WITH_OWNER = CompiledQuery(
+    lambda digest: ApiKey.objects.select_related("owner", "owner__email_verification").filter(digest=digest),
+    STR_MARKER,
+)
 
 
 def _touch_last_used(key: ApiKey, now: datetime) -> None:

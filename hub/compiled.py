@@ -74,55 +74,69 @@ class CompiledQuery:
 
 
 class _Layout:
-    """Where a compiled queryset's row holds each object, as Django's ModelIterable and
-    RelatedPopulator read it from the compiler — worked out once, not on every query."""
+    """Where a compiled queryset's row holds each object, read from the compiler as Django's
+    ModelIterable and RelatedPopulator read it — worked out once, not on every query."""
 
     def __init__(self, queryset: QuerySet, compiler):
         if queryset._iterable_class is not ModelIterable or queryset._prefetch_related_lookups:
             raise ValueError("a compiled query returns model instances, without prefetch_related")
-        select, info = compiler.select, compiler.klass_info
-        self.main = self._part(select, info)
-        self.related = []
-        for related in info.get("related_klass_infos", []):
-            if related["reverse"] or related.get("related_klass_infos"):
-                raise ValueError("a compiled query follows forward relations, one level deep")
-            model, names, start, end = self._part(select, related)
-            pk = start + names.index(model._meta.pk.attname)
-            self.related.append((related["field"], model, names, start, end, pk))
+        select = compiler.select
+        self.main = _Part(select, compiler.klass_info)
         self.annotations = list(compiler.annotation_col_map.items())
-        self.converters = []
-        for position, (expression, _, _) in enumerate(select):
-            functions = expression.get_db_converters(connection)
-            backend = bool(connection.ops.get_db_converters(expression))
-            if functions or backend:
-                self.converters.append((position, expression, functions, backend))
-
-    @staticmethod
-    def _part(select, info):
-        fields = info["select_fields"]
-        start, end = fields[0], fields[-1] + 1
-        return info["model"], [column.target.attname for column, _, _ in select[start:end]], start, end
+        self.converters = _converters(enumerate(column for column, _, _ in select))
 
     def instances(self, rows: list[tuple]) -> list[Model]:
         converters = _current_converters(self.converters)
-        model, names, start, end = self.main
         alias = connection.alias
         result = []
         for row in rows:
             if converters:
                 row = _converted(row, converters)
-            instance = model.from_db(alias, names, row[start:end])
-            for field, related_model, related_names, related_start, related_end, pk in self.related:
-                related = (
-                    None
-                    if row[pk] is None
-                    else related_model.from_db(alias, related_names, row[related_start:related_end])
-                )
-                field.set_cached_value(instance, related)
+            instance = self.main.build(row, alias)
             for name, position in self.annotations:
                 setattr(instance, name, row[position])
             result.append(instance)
         return result
+
+
+class _Part:
+    """One object of the row (the queryset's model, or a select_related one) and the objects
+    selected with it, set on each other by the setters Django's compiler names for the relation."""
+
+    def __init__(self, select, info: dict):
+        if info.get("from_parent"):
+            raise ValueError("a compiled query does not follow multi-table inheritance")
+        fields = info["select_fields"]
+        self.model, self.start, self.end = info["model"], fields[0], fields[-1] + 1
+        self.names = [column.target.attname for column, _, _ in select[self.start : self.end]]
+        self.pk = self.start + self.names.index(self.model._meta.pk.attname)
+        self.local_setter, self.remote_setter = info.get("local_setter"), info.get("remote_setter")
+        self.related = [_Part(select, related) for related in info.get("related_klass_infos", [])]
+
+    def build(self, row, alias: str) -> Model:
+        instance = self.model.from_db(alias, self.names, row[self.start : self.end])
+        for part in self.related:
+            part.attach(row, instance, alias)
+        return instance
+
+    def attach(self, row, to: Model, alias: str) -> None:
+        """As RelatedPopulator.populate: the related object, or None for an outer join's empty side."""
+        related = None if row[self.pk] is None else self.build(row, alias)
+        self.local_setter(to, related)
+        if related is not None:
+            self.remote_setter(related, to)
+
+
+def _converters(expressions) -> list:
+    """(position, expression, field converters, whether the backend has some) for each of
+    (position, expression) that has converters, as SQLCompiler.get_converters finds them."""
+    found = []
+    for position, expression in expressions:
+        functions = expression.get_db_converters(connection)
+        backend = bool(connection.ops.get_db_converters(expression))
+        if functions or backend:
+            found.append((position, expression, functions, backend))
+    return found
 
 
 def _current_converters(shaped: list) -> list:
@@ -203,20 +217,16 @@ def _shape(model: type[Model], columns: tuple[str, ...], vendor: str):
     if model._meta.pk.column not in columns:
         raise ValueError(f"rows of {model.__name__} must hold its primary key column")
     position_of = {column: position for position, column in enumerate(columns)}
-    names, positions, converters = [], [], []
+    names, positions, expressions = [], [], []
     for field in model._meta.concrete_fields:  # the order Model.from_db expects
         position = position_of.pop(field.column, None)
         if position is None:
             continue  # deferred
         names.append(field.attname)
         positions.append(position)
-        expression = field.get_col(model._meta.db_table)
-        functions = expression.get_db_converters(connection)
-        backend = bool(connection.ops.get_db_converters(expression))
-        if functions or backend:
-            converters.append((position, expression, functions, backend))
+        expressions.append((position, field.get_col(model._meta.db_table)))
     extras = list(position_of.items())  # the columns no field has
-    return names, positions, extras, converters
+    return names, positions, extras, _converters(expressions)
 
 
 def insert(instance: Model) -> Model:

@@ -5,7 +5,7 @@ from django.db.models import Value
 from django.db.models.signals import post_save
 from django.utils import timezone
 
-from apikeys.models import ApiKey
+from apikeys.models import ApiKey, EmailVerification
 from apikeys.services import api_key_create
 from generations.models import FINISHED, Generation, GenerationStatus
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery, insert, query_instances
@@ -87,6 +87,21 @@ def test_select_related_objects_and_annotations_come_with_the_row(django_assert_
         assert (found.pk, found.owner.pk, found.owner.email, found.tag) == (key.pk, owner.pk, owner.email, "x")
     assert _values(found) == _values(ApiKey.objects.get(pk=key.pk))
     assert _values(found.owner) == _values(type(owner).objects.get(pk=owner.pk))
+
+
+def test_nested_and_reverse_one_to_one_relations_come_with_the_row(django_assert_num_queries):
+    verified, unverified = make_user(credits=100), make_user(credits=100)
+    EmailVerification.objects.create(owner=verified, verified_at=timezone.now())
+    keys = [api_key_create(owner=owner)[0] for owner in (verified, unverified)]
+    with_verification = CompiledQuery(
+        lambda pk: ApiKey.objects.select_related("owner", "owner__email_verification").filter(pk=pk), STR_MARKER
+    )
+    with django_assert_num_queries(2):
+        found = [with_verification.first(key.pk) for key in keys]
+        assert found[0].owner.email_verification.verified_at is not None
+        assert found[0].owner.email_verification.owner is found[0].owner  # set both ways, as Django does
+        with pytest.raises(EmailVerification.DoesNotExist):  # the outer join's empty side: cached
+            _ = found[1].owner.email_verification
 
 
 def test_what_a_compiled_query_cannot_build_is_refused():
