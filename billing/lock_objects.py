@@ -22,7 +22,7 @@ from django.db import connection
 from django.db.models import F, QuerySet
 
 from billing.models import CreditAccount, CreditGrant
-from hub.compiled import INT_MARKER, CompiledQuery, instances
+from hub.compiled import INT_MARKER, CompiledQuery
 from hub.db import hold_the_loop
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
@@ -63,9 +63,9 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)
     with connection.cursor() as cursor:
         cursor.execute(f"{account_sql}; {grants_sql}", [*account_params, *grants_params])
-        locked = instances(CreditAccount, cursor, statement=account_sql)
+        locked = _ACCOUNT_LOCK.instances(cursor.fetchall())
         cursor.nextset()
-        grant_rows = instances(CreditGrant, cursor, statement=grants_sql)
+        grant_rows = _GRANTS_LOCK.instances(cursor.fetchall())
     if not locked:
         raise CreditAccount.DoesNotExist(f"no credit account {account.pk}")
     return locked[0], grant_rows

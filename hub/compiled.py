@@ -44,11 +44,14 @@ class CompiledQuery:
 
     def all(self, *values: Any) -> list[Model]:
         """The model instances the queryset would return, with its annotations and its
-        select_related objects (one level, forward); no prefetch_related."""
-        layout = self._compile()[0]
+        select_related objects; no prefetch_related."""
         with connection.cursor() as cursor:
             cursor.execute(*self.sql_params(*values))
-            return layout.instances(cursor.fetchall())
+            return self.instances(cursor.fetchall())
+
+    def instances(self, rows: list[tuple]) -> list[Model]:
+        """The model instances in rows of this query's SQL (sent with others, say)."""
+        return self._compile()[0].instances(rows)
 
     def first(self, *values: Any) -> Model | None:
         """The first instance, or None."""
@@ -164,7 +167,7 @@ def query_instances(model: type[Model], sql: str, params: list) -> list[Model]:
     `sql` names its result columns (a queryset's SELECT, `RETURNING` + columns_sql())."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return instances(model, cursor, statement=sql)
+        return _instances(model, sql, cursor)
 
 
 def columns_sql(model: type[Model]) -> str:
@@ -179,21 +182,20 @@ def _columns_sql(model: type[Model], vendor: str) -> str:
 
 
 # Shapes by statement (its SQL): reading cursor.description builds a column object per column on
-# every query (psycopg), ~40 % of what instances() cost.
+# every query (psycopg), ~40 % of what _instances() cost.
 _SHAPE_OF_STATEMENT: dict = {}
-SHAPES_KEPT = 512  # statements are the code's (one per compiled query, per image count …)
+SHAPES_KEPT = 512  # statements are the code's (the claim's, the finish's per image count …)
 
 
-def instances(model: type[Model], cursor, *, statement: Any = None) -> list[Model]:
-    """The instances of `model` in the rows of an executed cursor: its columns are the model's
-    (any subset holding the primary key, in any order), and any other column is set on each
-    instance as an attribute (an annotation). `statement`, when given, identifies a statement
-    whose text names its result columns: their shape is then remembered for it."""
-    key = (statement, model, connection.vendor)
-    shape = _SHAPE_OF_STATEMENT.get(key) if statement is not None else None
+def _instances(model: type[Model], sql: str, cursor) -> list[Model]:
+    """The instances of `model` in the rows of `sql`, executed on `cursor`: its columns are the
+    model's (any subset holding the primary key, in any order), and any other column is set on
+    each instance as an attribute. The shape of its columns is remembered by the SQL."""
+    key = (sql, model, connection.vendor)
+    shape = _SHAPE_OF_STATEMENT.get(key)
     if shape is None:
         shape = _shape(model, tuple(column[0] for column in cursor.description), connection.vendor)
-        if statement is not None and len(_SHAPE_OF_STATEMENT) < SHAPES_KEPT:
+        if len(_SHAPE_OF_STATEMENT) < SHAPES_KEPT:
             _SHAPE_OF_STATEMENT[key] = shape
     names, positions, extras, shaped = shape
     converters = _current_converters(shaped)
