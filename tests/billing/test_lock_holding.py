@@ -10,7 +10,10 @@ from billing.services import account_get_or_create, credits_charge, credits_gran
 from hub import db
 from tests.factories import make_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the pool and its connection class are PostgreSQL's"),
+]
 
 
 def _holding() -> bool:
