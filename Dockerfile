@@ -1,5 +1,5 @@
 # GPT Image Hub: one image, several processes that differ by command (deploy/bin/*):
-#   deploy/bin/web (the default) · worker · housekeeping · beat · migrate (once per release)
+#   deploy/bin/web (the default) · worker · housekeeping · migrate (once per release)
 #
 # BASE_IMAGE: an official Python slim image by default; any Debian-based image with python3
 # (>= 3.11), its venv module and useradd works (the tests build from one made with mmdebstrap).

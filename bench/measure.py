@@ -1,7 +1,7 @@
 """One measured load phase: the load generator as a child process, everything else sampled.
 
 While bench.loadgen runs, /proc and pg_stat_activity are read every ~0.5 s: CPU and peak RSS of
-the web, worker and housekeeping (+ beat) process trees, of the bench database's PostgreSQL backends, of
+the web and worker process trees, of the bench database's PostgreSQL backends, of
 Redis, moto and the fake provider, of this runner (the sampler itself), and the machine's busy
 time. The load generator's own CPU comes exactly from wait4()'s rusage. The hub's idle memory is
 what its process trees hold when the phase opens, before the first request: RSS and PSS.
@@ -20,7 +20,7 @@ from bench import procstat
 from bench.stack import PG_ADMIN_URL, PYTHON, REPO, Stack
 
 SAMPLE_EVERY = 0.5
-HUB_GROUPS = ("web", "worker", "housekeeping")
+HUB_GROUPS = ("web", "worker")
 
 
 class PgActivity:
@@ -56,7 +56,6 @@ def _groups(stack: Stack, pg: PgActivity) -> dict:
     trees = {
         "web": ["web"],
         "worker": ["worker"],
-        "housekeeping": ["housekeeping", "beat"],
         "redis": ["redis"],
         "moto": ["moto"],
         "provider": ["provider"],

@@ -143,15 +143,11 @@ def run(scenario: Scenario, ctx: Context) -> Table:
     load = os.getloadavg()
     pg_limit, pg_used = pg_connections()
     table = RUNNERS[scenario.kind](scenario, ctx)
-    workers = (
-        "web, housekeeping, beat (no generation worker)"
-        if scenario.kind in ("async", "history")
-        else "web, worker, housekeeping, beat"
-    )
+    processes = "deploy/bin/web (no worker)" if scenario.kind in ("async", "history") else "deploy/bin/{web, worker}"
     env = " ".join(f"{k}={v}" for k, v in ctx.extra_env.items()) or "none"
     table.notes[:0] = [
         f"{scenario.description}.",
-        f"hub: deploy/bin/{{{workers}}} with DJANGO_SETTINGS_MODULE=bench.settings; extra env: {env}; "
+        f"hub: {processes} with DJANGO_SETTINGS_MODULE=bench.settings; extra env: {env}; "
         f"fake provider latency {scenario.provider_latency:g} s, PNG ~{scenario.png_bytes:,} bytes; "
         f"client timeout 300 s; new requests stop after {scenario.time_limit:g} s.",
         f"machine: {os.cpu_count()} cores; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before the "

@@ -33,7 +33,7 @@ USER_EMAIL = "bench@example.com"
 USER_CREDITS = 100_000_000
 PROVIDER_KEY = "sk-bench"
 BODY = {"model": "gpt-image-2", "prompt": "bench", "size": "1024x1024", "quality": "low", "n": 1}
-HUB_PROCESSES = ("web", "worker", "housekeeping", "beat")
+HUB_PROCESSES = ("web", "worker")
 
 
 def free_port() -> int:

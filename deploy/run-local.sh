@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: the API and a Celery worker (with the periodic sweeper) in the foreground.
+# `make run`: the API and a Celery worker (which also runs the periodic sweep) in the foreground.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -22,12 +22,9 @@ Revoke one:   .venv/bin/python manage.py hub_revokekey gih_live_AbC4   (its disp
 Stop:         Ctrl-C
 EOT
 
-# The production processes (deploy/bin): one worker on both queues, the scheduler, the web.
-HUB_WORKER_QUEUES="${HUB_GENERATIONS_QUEUE:-generations},${HUB_HOUSEKEEPING_QUEUE:-housekeeping}" \
-    CELERY_WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-100}" deploy/bin/worker &
+# The production processes (deploy/bin): the worker and the web.
+CELERY_WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-100}" deploy/bin/worker &
 worker=$!
-deploy/bin/beat &
-beat=$!
 HUB_BIND="127.0.0.1:${PORT}" WEB_GRACEFUL_TIMEOUT=10 deploy/bin/web &
 web=$!
 
@@ -35,8 +32,8 @@ web=$!
 # script exits 0, so `make run` ends without "make: *** Error". A web server that dies on its
 # own ends the script with its status (and stops the others).
 stop() {
-    kill -TERM "$web" "$worker" "$beat" 2>/dev/null || true
-    wait "$web" "$worker" "$beat" 2>/dev/null || true
+    kill -TERM "$web" "$worker" 2>/dev/null || true
+    wait "$web" "$worker" 2>/dev/null || true
 }
 trap stop EXIT
 trap 'stop; exit 0' INT TERM

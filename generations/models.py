@@ -216,3 +216,15 @@ class WebhookAttempt(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class SweepSchedule(models.Model):
+    """When the next sweep is due: a single row. Every worker process offers to sweep each
+    period, and a conditional update of this row lets exactly one of them, across all
+    replicas, run it (generations.sweeper.sweep_claim) — the schedule needs no process of its own."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    due_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="one_sweep_schedule")]

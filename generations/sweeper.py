@@ -13,7 +13,7 @@ from apikeys.services import api_key_rate_windows_expire
 from billing.services import credits_expire_all_due
 from generations import errors
 from generations.limits import slots_reconcile
-from generations.models import Generation, GenerationStatus
+from generations.models import Generation, GenerationStatus, SweepSchedule
 from generations.services import generation_enqueue, generation_fail, generation_requeue, idempotency_keys_expire
 from generations.webhooks import webhook_deliveries_send_due
 
@@ -31,6 +31,20 @@ class SweepReport:
     webhooks_sent: list[str] = field(default_factory=list)
     expired_credits: int = 0
     released_slots: int = 0
+
+
+def sweep_claim(*, period: timedelta) -> bool:
+    """True for the one caller that takes the sweep now due, and moves the next one a period on.
+
+    Every worker process asks every fraction of a period (workers.schedule); the conditional
+    UPDATE lets one of them win, on any number of replicas, without a scheduler process. The row
+    is made by the first claim (a flushed or new database has none): the insert that succeeds wins.
+    """
+    now = timezone.now()
+    if SweepSchedule.objects.filter(due_at__lte=now).update(due_at=now + period):
+        return True
+    _, created = SweepSchedule.objects.get_or_create(pk=1, defaults={"due_at": now + period})
+    return created
 
 
 def generations_sweep() -> SweepReport:

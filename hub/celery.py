@@ -28,7 +28,7 @@ app.autodiscover_tasks()
 
 
 def _refuse_unsafe_start(**kwargs) -> None:
-    """Workers and beat refuse to start on unsafe settings (hub.startup). Celery logs and ignores
+    """Workers refuse to start on unsafe settings (hub.startup). Celery logs and ignores
     an exception a signal handler raises, so this one ends the process."""
     from django.core.exceptions import ImproperlyConfigured
 
@@ -41,7 +41,7 @@ def _refuse_unsafe_start(**kwargs) -> None:
 
 
 def _serve_metrics(**kwargs) -> None:
-    """A worker's own /metrics (HUB_METRICS_PORT), once it is ready; beat counts nothing."""
+    """A worker's own /metrics (HUB_METRICS_PORT), once it is ready."""
     from hub.metrics import serve_worker_metrics
 
     serve_worker_metrics()
@@ -57,4 +57,3 @@ def _fresh_log_context(**kwargs) -> None:
 signals.worker_init.connect(_refuse_unsafe_start, weak=False)
 signals.task_prerun.connect(_fresh_log_context, weak=False)
 signals.worker_ready.connect(_serve_metrics, weak=False)
-signals.beat_init.connect(_refuse_unsafe_start, weak=False)

@@ -153,7 +153,7 @@ else:
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
         # The connection class (hub.db.Connection: psycopg's, able to keep the event loop while
         # a charge holds its account lock) is set by HubConfig.ready(): importing psycopg here
-        # would load it into processes that never connect (beat reads these settings).
+        # would load it into every process that reads these settings, connecting or not.
     }
     if env.str("HUB_TEST_DATABASE_NAME", default=""):  # set per run by deploy/test.sh
         DATABASES["default"]["TEST"] = {"NAME": env.str("HUB_TEST_DATABASE_NAME")}
@@ -248,6 +248,9 @@ ALLOW_LOCAL_PROVIDER = envbool("HUB_ALLOW_LOCAL_PROVIDER", default=not SHARED_DA
 GENERATION_TIMEOUT_SECONDS = env.int("GENERATION_TIMEOUT_SECONDS", default=800)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 SWEEPER_INTERVAL_SECONDS = env.int("SWEEPER_INTERVAL_SECONDS", default=60)
+# Each worker process offers to run the sweep; one per period wins (workers.schedule). Off: this
+# process never sweeps (sweeps run wherever it is on).
+WORKER_SWEEPS = envbool("WORKER_SWEEPS", default=True)
 # A running attempt holds a lease it renews every third of this; a crashed worker stops
 # renewing, and the attempt is taken over (or failed) once the lease runs out.
 GENERATION_LEASE_SECONDS = env.int("GENERATION_LEASE_SECONDS", default=30)
@@ -313,7 +316,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a slow paid call must not hold other qu
 # threads pool the task's own provider deadline and the sweeper bound the time).
 CELERY_TASK_SOFT_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 30
 CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
-# Paid generation work and cheap housekeeping scale separately and never queue behind each other.
+# Webhook deliveries have a queue of their own: deploy/bin/worker takes both queues, and a
+# housekeeping worker (deploy/bin/housekeeping) can take them apart from paid work — the
+# Kubernetes manifests run one, since KEDA may scale the generation workers to zero.
 # (Generation tasks name their queue when they are sent: generations.services.generation_enqueue.)
 CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
 # The pool is chosen on the command line (`--pool threads`, see README): a worker_pool setting
@@ -323,15 +328,6 @@ CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1000)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE = {
-    "sweep": {
-        "task": "hub.sweep",
-        "schedule": float(SWEEPER_INTERVAL_SECONDS),
-        # A sweep that could not start within its period is superseded by the next one.
-        "options": {"queue": HOUSEKEEPING_QUEUE, "expires": float(SWEEPER_INTERVAL_SECONDS)},
-    },
-}
-
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apikeys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -153,7 +153,8 @@ class ChildProcess:
 
 class WorkerProcess(ChildProcess):
     """A real `celery -A hub worker` process on the configured broker and the test database
-    (gevent pool by default, as deploy/bin/worker runs it)."""
+    (gevent pool by default, as deploy/bin/worker runs it). It does not sweep unless a test
+    asks (WORKER_SWEEPS=true): the tests run the sweeper when they choose."""
 
     def __init__(
         self,
@@ -165,7 +166,12 @@ class WorkerProcess(ChildProcess):
         queues: str = "",
     ):
         self.log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
-        self.env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), **(env_overrides or {})}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_subprocess(),
+            "WORKER_SWEEPS": "false",
+            **(env_overrides or {}),
+        }
         self.args = [
             sys.executable,
             "-m",

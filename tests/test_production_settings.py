@@ -94,28 +94,6 @@ def test_worker_and_web_refuse_to_start_on_the_local_provider():
     web.log.close()
 
 
-@needs_postgres
-@pytest.mark.django_db(transaction=True)
-def test_beat_refuses_to_start_on_the_local_provider():
-    """Beat does not set Django up (hub.beat): its check runs in a child process, and still stops it."""
-    env = {
-        **_inherited(),
-        "DJANGO_SETTINGS_MODULE": "hub.settings",
-        "DATABASE_URL": database_url_for_subprocess(),
-        "HUB_BIN": os.path.dirname(sys.executable),
-    }
-    run = [str(ROOT / "deploy" / "bin" / "beat")]
-    refused = subprocess.run(
-        run,
-        env={**env, "IMAGE_PROVIDER": "local", "HUB_ALLOW_LOCAL_PROVIDER": "false"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert refused.returncode != 0
-    assert "Refusing to start" in refused.stderr and "HUB_ALLOW_LOCAL_PROVIDER=true" in refused.stderr
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_generation_is_not_run_on_the_local_provider_when_it_is_not_allowed(customer, unconsumed_queue):
     """The catalog can be edited while the hub runs: every generation is checked too."""

@@ -14,11 +14,11 @@ def _context(task_name: str, task_id: str) -> dict:
 def test_only_the_generation_task_success_line_is_dropped(caplog):
     with caplog.at_level(logging.INFO, logger="celery.app.trace"):
         trace.info(trace.LOG_SUCCESS, _context("generations.run", "gen_1"))
-        trace.info(trace.LOG_SUCCESS, _context("hub.sweep", "sweep_1"))
+        trace.info(trace.LOG_SUCCESS, _context("webhooks.deliver", "whd_1"))
         logging.getLogger("celery.app.trace").info(
             "Task %(name)s[%(id)s] retry: %(exc)s", {"name": "generations.run", "id": "gen_2", "exc": "Retry in 1s"}
         )
     assert [record.getMessage() for record in caplog.records] == [
-        "Task hub.sweep[sweep_1] succeeded in 0.5s: None",
+        "Task webhooks.deliver[whd_1] succeeded in 0.5s: None",
         "Task generations.run[gen_2] retry: Retry in 1s",
     ]

@@ -4,7 +4,6 @@ import structlog
 from celery import shared_task
 
 from generations.services import RUN_TASK_NAME
-from generations.sweeper import generations_sweep
 from generations.webhooks import DELIVER_TASK_NAME
 from workers.runner import ClaimUnavailable, generation_run
 from workers.webhooks import webhook_deliver
@@ -24,11 +23,6 @@ def run_generation(self, generation_id: str) -> None:
     except ClaimUnavailable as exc:
         delay = min(2**self.request.retries, CLAIM_RETRY_CAP_SECONDS) * random.uniform(0.5, 1.0)
         raise self.retry(exc=exc, countdown=delay) from exc
-
-
-@shared_task(name="hub.sweep")
-def sweep() -> None:
-    generations_sweep()
 
 
 @shared_task(name=DELIVER_TASK_NAME)

@@ -1,8 +1,9 @@
-"""A small cluster without containers: two web processes, two generation workers, beat, a
-Redis of the test's own, the run's PostgreSQL and S3 server — processes that share nothing but
-those services. Under load, one web process and one worker are SIGKILLed and Redis is restarted;
-every generation still ends final, the credits match, hub_reconcile is clean, and the surviving
-web process answers throughout."""
+"""A small cluster without containers: two web processes, two workers (which also run the
+periodic sweep, one per period between them), a Redis of the test's own, the run's PostgreSQL
+and S3 server — processes that share nothing but those services. Under load, one web process and
+one worker are SIGKILLed and Redis is restarted; every generation still ends final (the surviving
+worker sweeps on alone), the credits match, hub_reconcile is clean, and the surviving web process
+answers throughout."""
 
 import logging
 import os
@@ -10,7 +11,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,10 +34,11 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request other
 CREDITS = 100_000
 CLIENTS = 8
 LOAD_SECONDS = 21
-# Fast recovery, so the test takes seconds: leases lapse in 3 s, the sweeper runs every second.
+# Fast recovery, so the test takes seconds: leases lapse in 3 s, the workers sweep every second.
 FAST = {
     "GENERATION_LEASE_SECONDS": "3",
     "SWEEPER_INTERVAL_SECONDS": "1",
+    "WORKER_SWEEPS": "true",
     "GENERATION_RESEND_AFTER_SECONDS": "5",
 }
 
@@ -177,12 +178,11 @@ def test_cluster_survives_a_killed_web_a_killed_worker_and_a_redis_restart(clust
     key = make_key(user)
     redis_server = RedisServer(Path(settings.VAR_DIR) / f"cluster-redis-{os.getpid()}").start()
     env = {"REDIS_URL": redis_server.url, **FAST}
-    processes, beat = [], None
+    processes = []
     try:
         webs = [WebProcess(env_overrides=env).start() for _ in range(2)]
         workers = [WorkerProcess(name=f"cluster{i}", concurrency=20, env_overrides=env).start() for i in range(2)]
         processes += webs + workers
-        beat = _start_beat(env)
         victim_web, survivor = webs
         victim_worker = workers[0]
 
@@ -210,9 +210,6 @@ def test_cluster_survives_a_killed_web_a_killed_worker_and_a_redis_restart(clust
     finally:
         for process in processes:
             process.stop()
-        if beat is not None:
-            beat.terminate()
-            beat.wait(15)
         redis_server.stop()
 
     generations = Generation.objects.all()
@@ -244,17 +241,3 @@ def test_cluster_survives_a_killed_web_a_killed_worker_and_a_redis_restart(clust
     # ...and the surviving web process answered every probe, through every fault.
     assert prober.failures == [], prober.failures
     assert prober.answered > 100
-
-
-def _start_beat(env: dict) -> subprocess.Popen:
-    log = open(Path(settings.VAR_DIR) / f"cluster-beat-{os.getpid()}.log", "w")
-    root = Path(__file__).resolve().parents[2]
-    return subprocess.Popen(
-        [str(root / "deploy" / "bin" / "beat")],
-        cwd=root,
-        env={**os.environ, **env, "HUB_BIN": str(Path(sys.executable).parent)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )

@@ -145,7 +145,7 @@ def test_compose_stack_serves_generations_through_worker_restarts(stack):
     assert len(done["data"]) == 1
 
     # The image's health check knows each process (the probes of the Kubernetes manifests run it too).
-    for service in ("web", "worker", "housekeeping", "beat"):
+    for service in ("web", "worker"):
         stack.run("exec", "-T", service, "/app/deploy/bin/healthcheck", timeout=60)
     states = [json.loads(line) for line in stack.run("ps", "--format", "json").stdout.splitlines() if line.strip()]
     assert {s["Service"]: s["Health"] for s in states if s["Service"] == "web"} == {"web": "healthy"}

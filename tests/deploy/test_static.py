@@ -22,7 +22,7 @@ from tests.deploy.containers import ROOT, compose_bin, run, unavailable
 VENV_BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "k8s"
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
-HUB_SERVICES = ["migrate", "createbucket", "web", "worker", "housekeeping", "beat"]
+HUB_SERVICES = ["migrate", "createbucket", "web", "worker"]
 WORKLOADS = {"Deployment", "Job"}
 LONGEST_SYNC_WAIT = settings.GENERATION_TIMEOUT_SECONDS + 10  # generations.services.WAIT_GRACE
 # Read by a library the hub calls rather than by hub/settings.py: name → the package whose source reads it.
@@ -90,7 +90,7 @@ def test_compose_starts_the_hub_after_healthy_services_and_a_finished_migration(
     services = compose_config()["services"]
     for name in ("postgres", "redis", "s3", "web"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
-    for name in ("web", "worker", "housekeeping", "beat"):
+    for name in ("web", "worker"):
         depends = {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
         assert depends == {
             "postgres": "service_healthy",
@@ -208,10 +208,11 @@ def test_web_is_a_service_scaled_on_cpu_with_probes(production):
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
-def test_exactly_one_beat_and_a_migrate_job(production):
-    beat = _one(production, "Deployment", "hub-beat")
-    assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"]["type"] == "Recreate"
+def test_a_migrate_job_and_no_scheduler_singleton(production):
+    """The workers run the periodic sweep (workers.schedule): no Deployment must stay at one replica."""
     assert _container(production, "hub-migrate")["command"] == ["/app/deploy/bin/migrate"]
+    commands = [c.get("command", []) for w in _workloads(production) for c in _containers(w)]
+    assert not [command for command in commands if "beat" in " ".join(command)], commands
 
 
 def test_every_pod_is_non_root_bounded_and_configured_from_configmap_and_secret(production):
@@ -244,7 +245,7 @@ def test_grace_periods_outlast_the_longest_sync_wait_and_generation(production):
     assert _pod(production, "hub-worker")["spec"]["terminationGracePeriodSeconds"] > LONGEST_SYNC_WAIT
 
 
-def test_every_workload_has_a_disruption_budget_except_the_singletons(production):
+def test_every_deployment_has_a_disruption_budget(production):
     budgets = [pdb["spec"]["selector"]["matchLabels"] for pdb in _all(production, "PodDisruptionBudget")]
     for name in ("hub-web", "hub-worker", "hub-housekeeping"):
         labels = _pod(production, name)["metadata"]["labels"]
@@ -310,7 +311,7 @@ def test_every_command_is_a_start_script_of_the_image(production):
         path = ROOT / script.removeprefix("/app/")
         assert path.is_file() and path.stat().st_mode & 0o111, f"{script} is not an executable of the image"
         assert not _docker_ignored(path), f"{script} is left out of the image (.dockerignore)"
-    for name in ("web", "worker", "housekeeping", "beat", "migrate"):
+    for name in ("web", "worker", "housekeeping", "migrate"):
         text = (ROOT / "deploy" / "bin" / name).read_text().replace("\\\n", " ")  # join continued lines
         commands = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
         assert commands[-1].startswith("exec "), f"deploy/bin/{name} must end in exec"
@@ -327,8 +328,7 @@ def test_workers_expose_the_metrics_port_they_serve(production):
     port = int(_one(production, "ConfigMap")["data"]["HUB_METRICS_PORT"])
     for name in ("hub-worker", "hub-housekeeping"):
         assert {p["name"]: p["containerPort"] for p in _container(production, name)["ports"]} == {"metrics": port}
-    for name in ("worker", "housekeeping"):
-        assert int(compose_config()["services"][name]["environment"]["HUB_METRICS_PORT"]) == port
+    assert int(compose_config()["services"]["worker"]["environment"]["HUB_METRICS_PORT"]) == port
 
 
 def probe_paths(production) -> set[str]:
