@@ -10,8 +10,9 @@ queues behind it (bench async-c32: 8 of 20 backends waiting on it, throughput bo
 not the CPU).
 
 `hold_the_loop(connection)` makes the connection's round trips block the process, not yield,
-until its transaction ends (COMMIT or ROLLBACK). billing.lock_objects calls it before taking an
-account lock, so from the lock request to the commit the charge never yields: the lock is held
+until its transaction ends (its ROLLBACK, or its COMMIT, whose own round trip yields again:
+Connection.commit). billing.lock_objects calls it before taking an account lock, so from the
+lock request to the commit the charge never yields: the lock is held
 for the database's own few hundred microseconds. That is safe only because *every* account lock
 is taken this way (the lock helpers are the only way to take one, and every write to an account
 row goes through them): a process then never has one request blocked on a lock that another
@@ -37,10 +38,11 @@ class Connection(psycopg.Connection):
         return super().wait(gen, interval=interval, timeout=timeout)
 
     def commit(self) -> None:
-        try:
-            super().commit()
-        finally:
-            self._holding_loop = False
+        # The COMMIT's own round trip (its WAL flush, the longest of the transaction) yields: the
+        # server releases the locks when the commit is durable, whether this process runs or not,
+        # so a request of this process that blocks on the lock meanwhile waits only for PostgreSQL.
+        self._holding_loop = False
+        super().commit()
 
     def rollback(self) -> None:
         try:

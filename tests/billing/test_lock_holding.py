@@ -1,6 +1,6 @@
 """A charge holds its account lock without yielding (hub.db): the connection's round trips block
 from the lock request until the transaction ends, and only until then — a flag left on would
-make every later request of the process block on the database."""
+make every later request of the process block on the database. The COMMIT itself yields."""
 
 import pytest
 from django.db import connection, transaction
@@ -47,4 +47,26 @@ def test_a_charge_leaves_the_connection_cooperative_once_it_commits():
         credits_charge(account=account, amount=3, generation_id="gen_hold")
     assert not _holding()
     db.hold_the_loop(connection)  # outside a transaction: nothing would end it, so it is refused
+    assert not _holding()
+
+
+def test_the_commit_round_trip_yields(monkeypatch):
+    """The lock and the writes under it block the process; the COMMIT (the WAL flush) lets it run
+    other requests — PostgreSQL releases the lock when the commit is durable, without this process."""
+    account = account_get_or_create(user=make_user())
+    credits_grant(account=account, amount=10)
+    waits = []
+    blocking, cooperative = db._blocking_wait, db.psycopg.Connection.wait
+    monkeypatch.setattr(db, "_blocking_wait", lambda *a, **kw: waits.append("blocking") or blocking(*a, **kw))
+    commit = db.psycopg.Connection.commit
+    monkeypatch.setattr(
+        db.psycopg.Connection, "wait", lambda self, *a, **kw: waits.append("cooperative") or cooperative(self, *a, **kw)
+    )
+    monkeypatch.setattr(db.psycopg.Connection, "commit", lambda self: waits.append("COMMIT") or commit(self))
+    with transaction.atomic():
+        credits_charge(account=account, amount=3, generation_id="gen_commit")
+    assert waits.count("COMMIT") == 1, waits
+    under_lock, at_commit = waits[: waits.index("COMMIT")], waits[waits.index("COMMIT") + 1]
+    assert "blocking" in under_lock  # the lock and the writes
+    assert at_commit == "cooperative", waits  # the COMMIT's round trip
     assert not _holding()
