@@ -13,6 +13,8 @@ import signal
 import tempfile
 import threading
 
+from gunicorn.glogging import Logger
+
 from hub.logs import formatter
 
 # Metrics across the worker processes (hub/metrics.py): each process writes its counters to
@@ -21,7 +23,7 @@ from hub.logs import formatter
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hub-metrics-"))
 
 # gunicorn's own lines (start, worker restarts) in the hub's log format; the hub logs each
-# request itself (hub.observability), so gunicorn's access log stays off.
+# request itself (hub.observability), so gunicorn's access log stays off (logger_class below).
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -29,6 +31,17 @@ logconfig_dict = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "loggers": {"gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
+
+
+class NoAccessLogLogger(Logger):
+    """gunicorn's logger without its access log. gunicorn takes a logconfig_dict for a configured
+    access log, so it built every request's log atoms (all headers and the environ) and a log
+    record for a logger with no handler — 3 % of the web's CPU in bench async-c32's profile."""
+
+    access_log_enabled = False  # the base class's property, computed from the settings
+
+
+logger_class = NoAccessLogLogger
 
 # What a waiting request needs, after its deadline, to re-read its row and answer.
 STOP_MARGIN_SECONDS = 3.0
