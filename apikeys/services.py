@@ -68,10 +68,13 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
     return key
 
 
-# Every API request runs it: the key, its owner and the owner's e-mail verification (read when
-# HUB_REQUIRE_EMAIL_VERIFICATION is on) in one read, compiled once (hub.compiled).
+# Every API request runs it: the key, its owner, the owner's e-mail verification (read when
+# HUB_REQUIRE_EMAIL_VERIFICATION is on) and credit account (a generation's precheck reads its
+# balance: billing.services.account_as_read) in one read, compiled once (hub.compiled).
 _KEY_WITH_OWNER = CompiledQuery(
-    lambda digest: ApiKey.objects.select_related("owner", "owner__email_verification").filter(digest=digest),
+    lambda digest: ApiKey.objects.select_related("owner", "owner__email_verification", "owner__credit_account").filter(
+        digest=digest
+    ),
     STR_MARKER,
 )
 

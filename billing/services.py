@@ -42,6 +42,14 @@ def account_get_or_create(*, user) -> CreditAccount:
 _ACCOUNT_OF_USER = CompiledQuery(lambda user_id: CreditAccount.objects.filter(user_id=user_id), INT_MARKER)
 
 
+def account_as_read(*, user) -> CreditAccount:
+    """The account as it was read with `user` — the API key lookup joins it (apikeys.services) —
+    or, when it was not, account_get_or_create. For checks made without a lock and repeated by
+    the charge under it (a generation's precheck), not for a balance to show after a charge."""
+    account = type(user).credit_account.related.get_cached_value(user, default=None)
+    return account if account is not None else account_get_or_create(user=user)
+
+
 def account_settle(*, user) -> CreditAccount:
     """The user's account with due grants expired: the balance as the user should see it."""
     account = account_get_or_create(user=user)

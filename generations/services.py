@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apikeys.services import api_key_usage_charge, api_key_usage_refund
 from billing.models import CreditAccount
-from billing.services import account_get_or_create, credits_charge, credits_refund
+from billing.services import account_as_read, account_get_or_create, credits_charge, credits_refund
 from generations import errors
 from generations.catalog import model_for_run, model_get_enabled, price_per_image, reference_count_check, size_shape
 from generations.limits import limits_check_charged, limits_effective, limits_model_check, limits_take, slot_release
@@ -224,7 +224,7 @@ def generation_precheck(
     them here too would count one request twice. Returns the account it read, for
     generation_create."""
     model, _, price = _priced(model_id, size, quality, reference_count)
-    account = account_get_or_create(user=owner)  # its cached balance: a read without a lock
+    account = account_as_read(user=owner)  # read with the API key: its balance, without a lock
     limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
     if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
         return account

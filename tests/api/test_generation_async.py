@@ -2,6 +2,8 @@ import json
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from billing.models import CreditAccount, LedgerEntry
 from generations.models import Generation, ReferenceImage
@@ -86,3 +88,29 @@ def test_reading_another_users_generation_is_not_found(api, customer):
 def test_generation_lookup_requires_key(api):
     assert api.get("/api/v1/generations/gen_x").json()["error"]["code"] == "missingApiKey"
     assert Generation.objects.count() == 0
+
+
+def test_the_precheck_reads_the_account_with_the_api_key(api, customer):
+    """One read brings the key, its owner and the owner's account; the charge then locks the
+    account. No separate read of the account before the transaction (a round trip per request)."""
+    _, _, auth = customer
+    body = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "low", "n": 1, "async": True}
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(URL, data=json.dumps(body), content_type="application/json", **auth)
+    assert response.status_code == 202
+    sql = [query["sql"] for query in queries]
+    assert [
+        q for q in sql if q.startswith("SELECT") and 'FROM "billing_creditaccount"' in q and "FOR UPDATE" not in q
+    ] == []
+    assert [q for q in sql if 'FROM "apikeys_apikey"' in q and 'JOIN "billing_creditaccount"' in q]
+
+
+def test_a_key_whose_owner_has_no_account_yet_is_refused_for_credits(api):
+    """The key lookup's outer join finds no account: the precheck makes one (zero credits), 402."""
+    user = make_user()
+    CreditAccount.objects.filter(user=user).delete()
+    auth = bearer(make_key(user))
+    body = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "low", "n": 1, "async": True}
+    response = api.post(URL, data=json.dumps(body), content_type="application/json", **auth)
+    assert response.status_code == 402, response.content
+    assert CreditAccount.objects.get(user=user).balance == 0
