@@ -17,7 +17,6 @@ from datetime import timedelta
 from unittest.mock import patch
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -28,6 +27,7 @@ from billing.services import account_get_or_create, credits_expire_due, credits_
 from generations.models import Generation, GenerationStatus
 from generations.services import generation_fail
 from hub.errors import InsufficientCredits
+from tests.concurrency import run_together
 from tests.factories import bearer, create_generation, make_key, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,30 +39,6 @@ BODY = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "
 # go through 50 concurrent connections.
 THREADS = 50
 REQUESTS = 100
-
-
-def run_together(targets: list, timeout: float = 60) -> None:
-    """Start one thread per callable, release them at once, re-raise the first failure."""
-    barrier = threading.Barrier(len(targets))
-    errors: list[BaseException] = []
-
-    def body(target):
-        try:
-            barrier.wait(timeout)
-            target()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(t,), daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "a thread did not finish"
-    if errors:
-        raise errors[0]
 
 
 def assert_ledger_is_one_sequence(account) -> None:

@@ -1,7 +1,6 @@
 """The periodic sweep runs inside the workers: each offers every quarter period, and the one
 schedule row lets exactly one sweep per period happen, however many processes offer."""
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from django.utils import timezone
 from billing.models import CreditAccount
 from generations.models import Generation, SweepSchedule
 from generations.sweeper import sweep_claim
+from tests.concurrency import run_together
 from tests.conftest import WorkerProcess, until
 from tests.factories import create_generation, make_user
 from tests.reconcile import assert_reconciled
@@ -38,20 +38,8 @@ def test_concurrent_offers_make_one_sweep():
     """Eight processes' offers at the same moment, on a due row and on a missing one: one wins."""
 
     def offers() -> list[bool]:
-        results, barrier = [], threading.Barrier(8)
-
-        def offer():
-            barrier.wait()
-            try:
-                results.append(sweep_claim(period=PERIOD))
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=offer) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = []
+        run_together([lambda: results.append(sweep_claim(period=PERIOD))] * 8)
         return results
 
     assert sorted(offers()) == [False] * 7 + [True]  # no row yet: one insert wins

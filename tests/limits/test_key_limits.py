@@ -2,13 +2,11 @@
 concurrency (429 with Retry-After and x-ratelimit-*), the monthly cap in the charging
 transaction, account-type defaults, and the database fallback used without Redis."""
 
-import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 from django.core.management import CommandError
-from django.db import connection
 
 from apikeys.models import ApiKey, ApiKeyUsage
 from apikeys.services import api_key_rate_take_db
@@ -16,6 +14,7 @@ from billing.models import AccountTypeLimits, CreditAccount, LedgerEntry
 from generations.models import Generation
 from generations.sweeper import generations_sweep
 from hub import ratelimit
+from tests.concurrency import run_together
 from tests.factories import bearer, make_key, make_user
 from tests.reconcile import assert_reconciled
 
@@ -142,20 +141,8 @@ def test_database_fallback_lets_exactly_the_limit_through_concurrent_takes():
     _not_near_a_minute_edge()
     user = make_user()
     key, _ = _key(user)
-    results, barrier = [], threading.Barrier(20)
-
-    def take():
-        barrier.wait()
-        try:
-            results.append(api_key_rate_take_db(api_key_id=key.pk, cost=1, limit=5)[0].allowed)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=take) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = []
+    run_together([lambda: results.append(api_key_rate_take_db(api_key_id=key.pk, cost=1, limit=5)[0].allowed)] * 20)
     assert (results.count(True), results.count(False)) == (5, 15)
 
 
