@@ -26,7 +26,12 @@ from pathlib import Path
 import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+PYTHON = sys.executable  # the bench's own processes: load generator, fake provider, S3 server
+# The hub's processes run on a virtualenv with the hub's dependencies only, as the image installs
+# them (`make bench` makes it): packages of the test and bench extras — cryptography, rich,
+# aiohttp — are imported by the hub's libraries when present (django-storages, structlog, openai)
+# and would count in its memory (~14, ~7 and ~14 MiB a process).
+HUB_BIN = REPO / ".venv-hub" / "bin"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BUCKET = "hub-bench-images"
 USER_EMAIL = "bench@example.com"
@@ -116,6 +121,7 @@ class Stack:
             "GENERATION_TIMEOUT_SECONDS": "800",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "HUB_BIND": f"127.0.0.1:{self.ports['web']}",
+            "HUB_BIN": str(HUB_BIN),  # deploy/bin/* run their commands from it
             **self.extra_env,
         }
 
@@ -133,6 +139,8 @@ class Stack:
         self.stop()
 
     def start(self) -> None:
+        if not (HUB_BIN / "python").exists():
+            raise RuntimeError(f"{HUB_BIN.parent} is missing: `make bench` makes it (the hub's dependencies only)")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._step("database", self._create_database)
         self._step("redis", self._start_redis)
@@ -217,7 +225,7 @@ class Stack:
         return done
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(f"manage-{args[0]}", [PYTHON, "manage.py", *args], check=check)
+        return self.run(f"manage-{args[0]}", [str(HUB_BIN / "python"), "manage.py", *args], check=check)
 
     def pid(self, name: str) -> int | None:
         proc = self.procs.get(name)

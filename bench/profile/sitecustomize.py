@@ -1,6 +1,6 @@
 """CPU profiles of the hub's web processes during a bench run, by yappi's CPU clock.
 
-    pip install yappi   # not a project dependency
+    .venv-hub/bin/pip install yappi   # not a project dependency; the hub runs from .venv-hub
     .venv/bin/python -m bench run sync-c32-0s --requests 800 \\
         --env PYTHONPATH=bench/profile --env HUB_PROFILE_DIR=/tmp/profiles
 
