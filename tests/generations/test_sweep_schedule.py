@@ -35,7 +35,8 @@ def test_one_claim_per_period():
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_offers_make_one_sweep():
-    """Eight processes' offers at the same moment, on a due row and on a missing one: one wins."""
+    """Eight offers at the same moment, each on its own connection, on a missing row and on a due
+    one: one wins each time."""
 
     def offers() -> list[bool]:
         results = []
