@@ -17,6 +17,7 @@ from tests.conftest import WebProcess
 from tests.factories import make_key, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+GUNICORN_REQUEST_LINE_LIMIT = 4094  # its --limit-request-line default, which deploy/bin/web keeps
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 OPERATIONS = {
     "GET /api/v1/models",
@@ -75,6 +76,12 @@ def _exercise(operation, mode, base_url, headers):
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
         response = case.call(base_url=base_url, headers=headers, timeout=30)
+        if response.status_code == 414:
+            # gunicorn refuses a request line over its limit (4094 bytes) before the hub sees it:
+            # random query parameters can be that long. A short one must never be refused so.
+            request_line = f"{response.request.method} {response.request.path_url} HTTP/1.1"
+            assert len(request_line) > GUNICORN_REQUEST_LINE_LIMIT, request_line
+            return
         case.validate_response(response, checks=CHECKS)
 
     run()
