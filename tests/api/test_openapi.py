@@ -4,6 +4,7 @@ response outside the schema."""
 
 import pytest
 import schemathesis
+from gunicorn.config import LimitRequestLine
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -17,7 +18,7 @@ from tests.conftest import WebProcess
 from tests.factories import make_key, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
-GUNICORN_REQUEST_LINE_LIMIT = 4094  # its --limit-request-line default, which deploy/bin/web keeps
+GUNICORN_REQUEST_LINE_LIMIT = LimitRequestLine.default  # deploy/bin/web keeps gunicorn's default
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 OPERATIONS = {
     "GET /api/v1/models",
