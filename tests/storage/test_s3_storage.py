@@ -1,10 +1,13 @@
 """HubS3Storage against a real S3-protocol server (moto) on loopback; no database needed."""
 
+import hashlib
+import socket
 import urllib.request
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+import botocore.exceptions
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -75,13 +78,18 @@ def http_get(url):
         return resp.read()
 
 
-@pytest.mark.parametrize("ext, content_type", [("png", "image/png"), ("jpg", "image/jpeg"), ("webp", "image/webp")])
-def test_save_sets_image_type_and_no_checksum_headers(endpoint, bucket, s3, ext, content_type):
-    storage = HubS3Storage(**options(endpoint, bucket))
+def client_puts(storage) -> list[dict]:
+    """The headers of every PutObject the storage's boto3 client sends from now on."""
     sent = []
     storage.connection.meta.client.meta.events.register(
         "before-send.s3.PutObject", lambda request, **kw: sent.append(dict(request.headers))
     )
+    return sent
+
+
+@pytest.mark.parametrize("ext, content_type", [("png", "image/png"), ("jpg", "image/jpeg"), ("webp", "image/webp")])
+def test_save_sets_image_type(endpoint, bucket, s3, ext, content_type):
+    storage = HubS3Storage(**options(endpoint, bucket))
     key = f"generations/1/gen_x/0.{ext}"
 
     assert storage.save(key, ContentFile(PNG)) == key
@@ -89,9 +97,96 @@ def test_save_sets_image_type_and_no_checksum_headers(endpoint, bucket, s3, ext,
     head = s3.head_object(Bucket=bucket, Key=key)
     assert head["ContentType"] == content_type
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == PNG
-    assert len(sent) == 1
+
+
+def test_the_hubs_keys_are_put_by_its_own_signed_request_not_by_the_client(endpoint, bucket, s3):
+    storage = HubS3Storage(**options(endpoint, bucket))
+    through_client = client_puts(storage)
+    key = "references/gen_AbC123-x_y/0.png"
+
+    storage.save(key, ContentFile(PNG))
+
+    assert through_client == []
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == PNG
+
+
+def test_other_uploads_take_the_clients_put_object_without_checksum_headers(endpoint, bucket, s3):
+    storage = HubS3Storage(**options(endpoint, bucket, object_parameters={"CacheControl": "max-age=60"}))
+    through_client = client_puts(storage)
+    key = "generations/1/gen_x/0.png"
+
+    storage.save(key, ContentFile(PNG))
+    storage.save("odd key/with space+plus.png", ContentFile(PNG))
+
+    assert len(through_client) == 2
     checksum_headers = ("x-amz-checksum", "x-amz-sdk-checksum")
-    assert not [h for h in sent[0] if h.lower().startswith(checksum_headers)]
+    assert not [h for headers in through_client for h in headers if h.lower().startswith(checksum_headers)]
+    assert s3.head_object(Bucket=bucket, Key=key)["CacheControl"] == "max-age=60"
+    assert s3.get_object(Bucket=bucket, Key="odd key/with space+plus.png")["Body"].read() == PNG
+
+
+def test_through_a_proxy_uploads_take_the_clients_path(endpoint, bucket, monkeypatch):
+    """A plain connection pool does not honour HTTP(S)_PROXY as the client does: the client uploads."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: the client's upload fails there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    storage = HubS3Storage(**options(endpoint, bucket))
+    through_client = client_puts(storage)  # the client reads the proxies when it is made
+    with pytest.raises(botocore.exceptions.BotoCoreError):
+        storage.save("generations/1/gen_x/0.png", ContentFile(PNG))
+    assert through_client  # the client's attempts (it retries)
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    storage = HubS3Storage(**options(endpoint, bucket))
+    through_client = client_puts(storage)
+    storage.save("generations/1/gen_x/1.png", ContentFile(PNG))
+    assert through_client == []
+
+
+def test_a_refused_upload_raises_the_clients_error(endpoint, s3):
+    storage = HubS3Storage(**options(endpoint, f"hub-missing-{uuid.uuid4().hex[:8]}"))
+
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        storage.save("generations/1/gen_x/0.png", ContentFile(PNG))
+
+    assert refused.value.response["Error"]["Code"] == "NoSuchBucket"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_an_unreachable_store_raises_the_clients_connection_error(bucket):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    storage = HubS3Storage(**options(f"http://127.0.0.1:{port}", bucket))
+
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        storage.save("generations/1/gen_x/0.png", ContentFile(PNG))
+
+
+def test_the_upload_is_signed_over_the_bodys_hash(endpoint, bucket, s3, monkeypatch):
+    """S3 refuses a body whose SHA-256 is not the signed one; the S3-protocol server here checks no
+    signatures, so the test reads what is sent."""
+    storage = HubS3Storage(**options(endpoint, bucket))
+    pool = storage._upload_pool()
+    real_request = pool.request
+    sent = []
+
+    def recording(method, url, **kwargs):
+        sent.append((method, url, kwargs["headers"]))
+        return real_request(method, url, **kwargs)
+
+    monkeypatch.setattr(pool, "request", recording)
+    storage.save("generations/1/gen_x/0.png", ContentFile(PNG))
+
+    [(method, url, headers)] = sent
+    assert (method, url) == ("PUT", f"{endpoint}/{bucket}/generations/1/gen_x/0.png")
+    assert headers["Content-Type"] == "image/png"
+    assert headers["X-Amz-Content-SHA256"] == hashlib.sha256(PNG).hexdigest()
+    authorization = headers["Authorization"]
+    assert authorization.startswith(f"AWS4-HMAC-SHA256 Credential={KEYS['access_key']}/")
+    assert "/us-east-1/s3/aws4_request, SignedHeaders=" in authorization
+    assert "x-amz-content-sha256" in authorization
+    assert s3.get_object(Bucket=bucket, Key="generations/1/gen_x/0.png")["Body"].read() == PNG
 
 
 def test_content_type_from_content_wins(endpoint, bucket, s3):
