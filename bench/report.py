@@ -75,10 +75,11 @@ class Table:
     columns: list[dict] = field(default_factory=list)
     extra_rows: list[tuple[str, list[str]]] = field(default_factory=list)  # one value per column
     notes: list[str] = field(default_factory=list)
+    standard_rows: bool = True  # ROWS, for columns that are measured phases (bench.measure)
 
     def markdown(self, command: str) -> str:
         header = ["metric", *(c["label"] for c in self.columns)]
-        body = [[label, *(fmt(c) for c in self.columns)] for label, fmt in ROWS]
+        body = [[label, *(fmt(c) for c in self.columns)] for label, fmt in (ROWS if self.standard_rows else [])]
         body += [[label, *values] for label, values in self.extra_rows]
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 

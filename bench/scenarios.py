@@ -17,7 +17,7 @@ from bench import measure
 from bench.pngs import noise_png, side_for
 from bench.report import Table, log_notes
 from bench.seed import seed_history
-from bench.stack import BODY, PROVIDER_KEY, Stack, http, pg_connections
+from bench.stack import BODY, HUB_BIN, PROVIDER_KEY, Stack, http, pg_connections
 
 SMALL_PNG = 64 * 1024
 BIG_PNG = 3 * 2**19  # 1.5 MiB
@@ -27,7 +27,7 @@ FLOOR_KEY = hashlib.md5(b"1").hexdigest()  # row 1 of bench_floor
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # sync | async | poll | upload | history
+    kind: str  # sync | async | poll | upload | history | stages
     concurrency: int
     requests: int
     provider_latency: float
@@ -105,6 +105,14 @@ SCENARIOS = {
             description="one async request with the model's maximum of ~50 MB reference images",
         ),
         Scenario(
+            "stages",
+            "stages",
+            1,
+            300,
+            0,
+            description="the CPU of each stage of a sync generation, stage by stage in one quiet hub process",
+        ),
+        Scenario(
             "history-1m",
             "history",
             32,
@@ -143,7 +151,9 @@ def run(scenario: Scenario, ctx: Context) -> Table:
     load = os.getloadavg()
     pg_limit, pg_used = pg_connections()
     table = RUNNERS[scenario.kind](scenario, ctx)
-    processes = "deploy/bin/web (no worker)" if scenario.kind in ("async", "history") else "deploy/bin/{web, worker}"
+    processes = (
+        "deploy/bin/web (no worker)" if scenario.kind in ("async", "history", "stages") else "deploy/bin/{web, worker}"
+    )
     env = " ".join(f"{k}={v}" for k, v in ctx.extra_env.items()) or "none"
     table.notes[:0] = [
         f"{scenario.description}.",
@@ -351,4 +361,44 @@ def run_history(s: Scenario, ctx: Context) -> Table:
     )
 
 
-RUNNERS = {"sync": run_sync, "async": run_async, "poll": run_poll, "upload": run_upload, "history": run_history}
+def run_stages(s: Scenario, ctx: Context) -> Table:
+    """bench/stages.py in the hub's virtualenv, against this stack (no web traffic, no worker)."""
+    with ctx.stack(s, worker=False) as stack:
+        done = stack.run(
+            "stages",
+            [str(HUB_BIN / "python"), "-m", "bench.stages", str(s.requests)],
+            env={"BENCH_API_KEY": stack.key},
+        )
+    stages = json.loads(done.stdout.decode().strip().splitlines()[-1])["stages"]
+    columns = [{"label": "side"}, {"label": "CPU ms per call"}, {"label": "wall ms per call"}]
+    rows = [(name, [side, f"{cpu:.3f}", f"{wall:.3f}"]) for name, side, cpu, wall in stages]
+    whole = next(cpu for name, _, cpu, _ in stages if name.startswith("whole async submit"))
+    submit = sum(cpu for name, side, cpu, _ in stages if side == "web" and not name.startswith(("whole", "answer")))
+    worker = sum(cpu for name, side, cpu, _ in stages if side == "worker" and name != "completion publish alone")
+    rows += [
+        ("web stages of an async submit (sum)", ["web", f"{submit:.3f}", ""]),
+        ("Django, DRF and the response around them", ["web", f"{whole - submit:.3f}", ""]),
+        ("worker stages of a generation (sum)", ["worker", f"{worker:.3f}", ""]),
+    ]
+    return Table(
+        s.name,
+        f"CPU per stage, {s.requests} calls each, one after another",
+        columns,
+        extra_rows=rows,
+        notes=[
+            "Each stage runs on its own in one process (gevent-patched, as the web and the worker): what it "
+            "costs, without the event loop's sharing, Celery's consumer, gunicorn's HTTP or the logs of a "
+            "whole request. A bench run's `hub CPU ms/request` adds those.",
+        ],
+        standard_rows=False,
+    )
+
+
+RUNNERS = {
+    "sync": run_sync,
+    "async": run_async,
+    "poll": run_poll,
+    "upload": run_upload,
+    "history": run_history,
+    "stages": run_stages,
+}

@@ -208,13 +208,15 @@ class Stack:
                 preexec_fn=_die_with_parent,
             )
 
-    def run(self, name: str, argv: list[str], check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        """Run a one-off hub command with the hub's environment; its stderr goes to the log."""
+    def run(
+        self, name: str, argv: list[str], check: bool = True, timeout: float = 600, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run a one-off hub command with the hub's environment (plus `env`); its stderr goes to the log."""
         with open(self.log_dir / f"{name}.log", "ab") as log:
             done = subprocess.run(
                 argv,
                 cwd=REPO,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,

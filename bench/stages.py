@@ -1,0 +1,164 @@
+"""The CPU of each stage of one sync generation, measured stage by stage in one hub process.
+
+    .venv/bin/python -m bench run stages [--requests N]
+
+Run by the `stages` scenario (bench/scenarios.py) in the hub's own virtualenv, with the stack's
+environment (PostgreSQL, Redis, the S3-protocol server, the fake provider), under gevent as the
+web and the worker run. Each stage is the hub's own function a request or a task calls, run N
+times one after another (one warm-up first) on a quiet process: its CPU (`time.process_time`)
+and wall time per call, with no other request competing — so what a stage costs, not how the
+process shares a core. The whole async submit through Django's WSGI handler is measured too:
+what it costs beyond its stages is the framework's part (middleware, DRF, the response).
+
+Prints one JSON object on its last line: {"stages": [[name, side, cpu_ms, wall_ms], ...]}.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from itertools import count  # noqa: E402
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+
+from apikeys.services import api_key_authenticate  # noqa: E402
+from generations import services  # noqa: E402
+from generations.apis import GenerationOutput  # noqa: E402
+from generations.models import Generation  # noqa: E402
+from hub import completion, storage  # noqa: E402
+from workers.providers import ProviderRequest, provider_for  # noqa: E402
+from workers.runner import image_shape  # noqa: E402
+
+PRICED = {"model_id": "gpt-image-2", "size": "1024x1024", "quality": "low", "n": 1}
+SUBMIT = {"model": "gpt-image-2", "prompt": "bench", "size": "1024x1024", "quality": "low", "n": 1, "async": True}
+
+
+def measure(name: str, side: str, call, n: int, results: list) -> None:
+    call()  # warm-up: first-use costs (clients, compiled queries) are not per generation
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        call()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    results.append([name, side, 1000 * cpu / n, 1000 * wall / n])
+    print(f"{side:6} {name:44} {1000 * cpu / n:7.3f} ms CPU {1000 * wall / n:7.3f} ms wall", file=sys.stderr)
+
+
+def wsgi_submit(app, raw_key: str):
+    body = json.dumps(SUBMIT).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/images/generations",
+        "QUERY_STRING": "",
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "HTTP_HOST": "127.0.0.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_AUTHORIZATION": f"Bearer {raw_key}",
+        "wsgi.url_scheme": "http",
+    }
+
+    def submit():
+        status = []
+        b"".join(app({**environ, "wsgi.input": io.BytesIO(body)}, lambda s, h, exc_info=None: status.append(s)))
+        if not status[0].startswith("202"):
+            raise RuntimeError(f"async submit answered {status[0]}")
+
+    return submit
+
+
+def main(n: int, raw_key: str) -> list:
+    results: list = []
+    key = api_key_authenticate(raw_key)
+    owner = key.owner
+
+    measure("api key authentication", "web", lambda: api_key_authenticate(raw_key), n, results)
+    measure(
+        "precheck (limits, balance)",
+        "web",
+        lambda: services.generation_precheck(
+            owner=owner, api_key=key, reference_count=0, idempotency_key=None, **PRICED
+        ),
+        n,
+        results,
+    )
+    created: list[str] = []
+    enqueue = services.generation_enqueue
+    services.generation_enqueue = lambda **kwargs: True  # the charge alone; the publish is measured next
+    try:
+        measure(
+            "create + charge transaction",
+            "web",
+            lambda: created.append(
+                services.generation_create(
+                    owner=owner, api_key=key, references=[], is_async=False, prompt="bench", **PRICED
+                ).id
+            ),
+            n,
+            results,
+        )
+    finally:
+        services.generation_enqueue = enqueue
+    measure("Celery publish", "web", lambda: enqueue(generation_id=created[0], stamp=False), n, results)
+
+    to_claim = iter(created)
+    claimed: list[Generation] = []
+    measure(
+        "claim", "worker", lambda: claimed.append(services.generation_claim(generation_id=next(to_claim))), n, results
+    )
+    provider = provider_for("openai")
+    request = ProviderRequest(
+        model="gpt-image-2",
+        prompt="bench",
+        size="1024x1024",
+        quality="low",
+        n=1,
+        deadline=time.monotonic() + 3600,
+        references=[],
+    )
+    image = provider.generate(request)[0]
+    measure("provider call (OpenAI SDK)", "worker", lambda: provider.generate(request), n, results)
+    measure("image check (format, size, CRCs)", "worker", lambda: image_shape(image), n, results)
+    index = count()
+    measure(
+        "image upload (S3)",
+        "worker",
+        lambda: storage.object_save(key=f"generations/bench/{next(index)}.png", data=image, content_type="image/png"),
+        n,
+        results,
+    )
+    to_finish = iter(claimed)
+
+    def finalize():
+        generation = next(to_finish)
+        stored = services.StoredImage(0, f"generations/{generation.id}/0.png", "image/png", 1024, 1024, len(image))
+        services.generation_finalize(generation_id=generation.id, attempt=generation.attempts, images=[stored])
+
+    measure("finalize (+ completion publish)", "worker", finalize, n, results)
+    measure("completion publish alone", "worker", lambda: completion.publish_done(created[0]), n, results)
+    done = Generation.objects.select_related("model").get(pk=created[-1])
+    measure(
+        "answer body (+ presigned URL)",
+        "web",
+        lambda: GenerationOutput.data(done, root="http://127.0.0.1", poll_url=False),
+        n,
+        results,
+    )
+    measure("whole async submit through Django (WSGI)", "web", wsgi_submit(WSGIHandler(), raw_key), n, results)
+    return results
+
+
+if __name__ == "__main__":
+    stages = main(int(sys.argv[1]), os.environ["BENCH_API_KEY"])
+    print(json.dumps({"stages": stages}))
