@@ -51,7 +51,7 @@ class HubS3Storage(S3Storage):
         super().__init__(**settings)
         self._resources = {}  # (process, OS thread) → boto3 S3 resource
         self._presign = None  # (process, signer or None): _presign_signer
-        self._uploads = None  # (process, urllib3 pool): _upload_pool
+        self._uploads = None  # (process, urllib3 pool or None): _upload_pool
         # One client serves every greenlet of a process (connection, below): with botocore's
         # default pool of 10, the eleventh upload at once opens a connection and throws it away
         # after one request (bench sync-c32-0s: a TCP connect on most uploads).
@@ -103,7 +103,7 @@ class HubS3Storage(S3Storage):
         hooks, endpoint rules and response parsing — cost ~1 ms of CPU per image on top of the
         signature and the HTTP request (bench stages, against the S3-protocol server). Signed in
         headers, not in the query: urllib3 re-checks a URL byte by byte in Python, ~0.3 ms for a
-        presigned one (bench stages). The signature covers the body's SHA-256, which S3 checks against what it
+        presigned one. The signature covers the body's SHA-256, which S3 checks against what it
         receives. Failures raise botocore's exceptions, as the client's would."""
         prefix, credentials, region = self._presign_signer()
         request = AWSRequest(method="PUT", url=prefix + key, data=body, headers={"Content-Type": content_type})
