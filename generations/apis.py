@@ -5,10 +5,10 @@ The shapes are small plain classes rather than DRF serializers: JSON must keep i
 (`"n": "2"` is refused) while multipart fields arrive as strings, which DRF's fields blur.
 """
 
-import base64
 import re
 from urllib.parse import urlsplit
 
+import pybase64
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -95,7 +95,7 @@ class GenerationOutput:
         }
         if b64_json:  # OpenAI's response_format="b64_json": the image bytes, read from storage
             body["data"] = [
-                {"b64_json": base64.b64encode(storage.object_read(image.storage_key)).decode()} for image in stored
+                {"b64_json": pybase64.b64encode(storage.object_read(image.storage_key)).decode()} for image in stored
             ]
         if poll_url:
             body["poll_url"] = f"{root}/api/v1/generations/{generation.id}"
