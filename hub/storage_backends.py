@@ -90,9 +90,10 @@ class HubS3Storage(S3Storage):
         content.seek(0)
         body = content.read()
         params = self._get_write_parameters(key, content)
-        pool = self._upload_pool() if PLAIN_KEY.fullmatch(key) and params.keys() <= {"ContentType"} else None
+        # django-storages always sets ContentType (from the content, the name or its default)
+        pool = self._upload_pool() if PLAIN_KEY.fullmatch(key) and params.keys() == {"ContentType"} else None
         if pool is not None:
-            self._put_signed(pool, key, body, params.get("ContentType", "application/octet-stream"))
+            self._put_signed(pool, key, body, params["ContentType"])
         else:
             self.connection.meta.client.put_object(Bucket=self.bucket_name, Key=key, Body=body, **params)
         return cleaned
