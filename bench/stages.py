@@ -10,7 +10,8 @@ and wall time per call, with no other request competing — so what a stage cost
 process shares a core. The whole async submit through Django's WSGI handler is measured too:
 what it costs beyond its stages is the framework's part (middleware, DRF, the response).
 
-Prints one JSON object on its last line: {"stages": [[name, side, cpu_ms, wall_ms], ...]}.
+Prints one JSON object on its last line: {"stages": [[name, side, cpu_ms, wall_ms, summed], ...],
+"whole_submit_cpu_ms": …}.
 """
 
 from gevent import monkey
@@ -42,13 +43,15 @@ PRICED = {"model_id": "gpt-image-2", "size": "1024x1024", "quality": "low", "n":
 SUBMIT = {"model": "gpt-image-2", "prompt": "bench", "size": "1024x1024", "quality": "low", "n": 1, "async": True}
 
 
-def measure(name: str, side: str, call, n: int, results: list) -> None:
+def measure(name: str, side: str, call, n: int, results: list, *, summed: bool = True) -> None:
+    """`summed`: the stage is one of the side's stages of a generation (the web's of an async
+    submit), added up in the table; a False one is shown beside them."""
     call()  # warm-up: first-use costs (clients, compiled queries) are not per generation
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(n):
         call()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    results.append([name, side, 1000 * cpu / n, 1000 * wall / n])
+    results.append([name, side, 1000 * cpu / n, 1000 * wall / n, summed])
     print(f"{side:6} {name:44} {1000 * cpu / n:7.3f} ms CPU {1000 * wall / n:7.3f} ms wall", file=sys.stderr)
 
 
@@ -146,7 +149,7 @@ def main(n: int, raw_key: str) -> list:
         services.generation_finalize(generation_id=generation.id, attempt=generation.attempts, images=[stored])
 
     measure("finalize (+ completion publish)", "worker", finalize, n, results)
-    measure("completion publish alone", "worker", lambda: completion.publish_done(created[0]), n, results)
+    measure("completion publish alone", "worker", lambda: completion.publish_done(created[0]), n, results, summed=False)
     done = Generation.objects.select_related("model").get(pk=created[-1])
     measure(
         "answer body (+ presigned URL)",
@@ -154,11 +157,19 @@ def main(n: int, raw_key: str) -> list:
         lambda: GenerationOutput.data(done, root="http://127.0.0.1", poll_url=False),
         n,
         results,
+        summed=False,  # a sync answer's, not a submit's
     )
-    measure("whole async submit through Django (WSGI)", "web", wsgi_submit(WSGIHandler(), raw_key), n, results)
+    measure(
+        "whole async submit through Django (WSGI)",
+        "web",
+        wsgi_submit(WSGIHandler(), raw_key),
+        n,
+        results,
+        summed=False,
+    )
     return results
 
 
 if __name__ == "__main__":
     stages = main(int(sys.argv[1]), os.environ["BENCH_API_KEY"])
-    print(json.dumps({"stages": stages}))
+    print(json.dumps({"stages": stages, "whole_submit_cpu_ms": stages[-1][2]}))
