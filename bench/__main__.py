@@ -38,6 +38,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     run_parser.add_argument("--provider-latency", type=float, help="fake provider latency, seconds")
     run_parser.add_argument("--png-bytes", type=int, help="size of the fake provider's PNG")
     run_parser.add_argument("--time-limit", type=float, help="seconds after which no new request starts")
+    run_parser.add_argument(
+        "--ramp", type=float, help="seconds over which the clients start one after another (default 0: all at once)"
+    )
     run_parser.add_argument("--history", type=int, default=1_000_000, help="past generations (history-1m)")
     run_parser.add_argument(
         "--env",
@@ -71,7 +74,7 @@ def main(argv: list[str]) -> int:
     names = list(SCENARIOS) if "all" in args.scenarios else args.scenarios
     overrides = {
         field: getattr(args, field)
-        for field in ("requests", "concurrency", "provider_latency", "png_bytes", "time_limit")
+        for field in ("requests", "concurrency", "provider_latency", "png_bytes", "time_limit", "ramp")
         if getattr(args, field) is not None
     }
     try:

@@ -8,6 +8,10 @@ aiohttp session: the cheapest client in CPU per request we have. The spec (writt
 bench.measure) says what to send; the result holds every request's start offset, latency and
 status ("timeout" when the client timeout fired, "error:<type>" when the connection failed).
 
+With `ramp` > 0 the clients start one after another, evenly over `ramp` seconds (client k
+sends its first request at k × ramp / C), the way a load tool's spawn rate brings users in: a
+steady arrival rate from the first second instead of all C requests at once.
+
 Bounded twice: no request starts after `requests` were sent or after `time_limit` seconds, and
 each request gives up after `timeout` seconds. With `poll`, the `poll_url`s of the answers are
 then fetched every `interval` seconds until each generation is final or `time_limit` passes.
@@ -53,8 +57,9 @@ async def closed_loop(session: aiohttp.ClientSession, spec: dict) -> dict:
     stop_at = started + spec["time_limit"]
     issued = 0
 
-    async def client() -> None:
+    async def client(k: int) -> None:
         nonlocal issued
+        await asyncio.sleep(k * spec.get("ramp", 0) / spec["concurrency"])
         while issued < spec["requests"] and time.perf_counter() < stop_at:
             issued += 1
             body, files = _payload(spec)
@@ -75,7 +80,7 @@ async def closed_loop(session: aiohttp.ClientSession, spec: dict) -> dict:
             if spec.get("collect") and status in (200, 202):
                 collected.append(json.loads(answer)[spec["collect"]])
 
-    await asyncio.gather(*(client() for _ in range(spec["concurrency"])))
+    await asyncio.gather(*(client(k) for k in range(spec["concurrency"])))
     return {"wall": time.perf_counter() - started, "samples": samples, "collected": collected}
 
 

@@ -33,6 +33,7 @@ class Scenario:
     provider_latency: float
     png_bytes: int = SMALL_PNG
     time_limit: float = 600  # seconds after which no new request starts (and the poll phase's limit)
+    ramp: float = 0  # seconds over which the clients start one after another (0: all at once)
     description: str = ""
 
 
@@ -159,7 +160,8 @@ def run(scenario: Scenario, ctx: Context) -> Table:
         f"{scenario.description}.",
         f"hub: {processes} with DJANGO_SETTINGS_MODULE=bench.settings; extra env: {env}; "
         f"fake provider latency {scenario.provider_latency:g} s, PNG ~{scenario.png_bytes:,} bytes; "
-        f"client timeout 300 s; new requests stop after {scenario.time_limit:g} s.",
+        f"client timeout 300 s; new requests stop after {scenario.time_limit:g} s; "
+        + (f"the clients start evenly over {scenario.ramp:g} s." if scenario.ramp else "all clients start at once."),
         f"machine: {os.cpu_count()} cores; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before the "
         f"stack started; 'rest of machine' is CPU used by processes outside the bench (e.g. a test suite).",
         f"PostgreSQL (shared): max_connections {pg_limit}, {pg_used} client connections in use before the stack "
@@ -177,6 +179,7 @@ def _spec(url: str, body: dict, headers: dict, s: Scenario, **more) -> dict:
         "concurrency": s.concurrency,
         "requests": s.requests,
         "time_limit": s.time_limit,
+        "ramp": s.ramp,
         **more,
     }
 

@@ -1,12 +1,16 @@
 """The Redis broker transport keeps one Redis client per channel (hub/broker.py): the same
 client for every publish and ack, a new one when kombu replaces the channel's pool (after a
-fork) — and messages go through Redis as with kombu's own transport."""
+fork) — and messages go through Redis as with kombu's own transport; a consumer whose credit is
+exhausted takes its next message right after the ack."""
 
+import socket
+import threading
+import time
 import uuid
 
 import pytest
 from django.conf import settings
-from kombu import Connection
+from kombu import Connection, Consumer, Exchange, Queue
 
 pytestmark = pytest.mark.skipif(
     not settings.CELERY_BROKER_URL.startswith("redis://"), reason="the Redis transport (suite on its services)"
@@ -32,3 +36,32 @@ def test_one_client_per_channel_pool_and_messages_still_flow():
                 queue.get(timeout=0.5)
         finally:
             queue.close()
+
+
+def test_a_full_consumer_takes_the_next_message_soon_after_an_ack():
+    """Credit exhausted (prefetch 1, one message unacked): the ack from another thread — a task
+    finishing while the consumer polls — lets the next message in at once, not after kombu's
+    credit check of up to a second (hub/broker.py)."""
+    name = f"hub-broker-test-{uuid.uuid4().hex}"
+    queue = Queue(name, Exchange(name, "direct"), routing_key=name)
+    received = []
+    with Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT) as connection:
+        try:
+            with Consumer(connection, [queue], callbacks=[lambda body, message: received.append(message)]) as consumer:
+                consumer.qos(prefetch_count=1)
+                producer = connection.Producer()
+                for n in (1, 2):
+                    producer.publish({"n": n}, exchange=queue.exchange, routing_key=name, declare=[queue])
+                connection.drain_events(timeout=5)
+                assert [m.payload for m in received] == [{"n": 1}]
+                with pytest.raises(socket.timeout):  # no credit: the second waits
+                    connection.drain_events(timeout=0.3)
+                threading.Timer(0.2, received[0].ack).start()
+                started = time.monotonic()
+                connection.drain_events(timeout=5)
+                waited = time.monotonic() - started
+                assert [m.payload for m in received] == [{"n": 1}, {"n": 2}]
+                assert waited < 0.7, waited
+                received[1].ack()
+        finally:
+            queue(connection.default_channel).delete()
