@@ -59,7 +59,7 @@ async def closed_loop(session: aiohttp.ClientSession, spec: dict) -> dict:
 
     async def client(k: int) -> None:
         nonlocal issued
-        await asyncio.sleep(k * spec.get("ramp", 0) / spec["concurrency"])
+        await asyncio.sleep(k * spec["ramp"] / spec["concurrency"])
         while issued < spec["requests"] and time.perf_counter() < stop_at:
             issued += 1
             body, files = _payload(spec)

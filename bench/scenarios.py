@@ -322,6 +322,7 @@ def run_upload(s: Scenario, ctx: Context) -> Table:
                 "concurrency": s.concurrency,
                 "requests": s.requests,
                 "time_limit": s.time_limit,
+                "ramp": s.ramp,
                 "collect": "poll_url",
                 "poll": {"interval": 1.0, "time_limit": s.time_limit},
             },
