@@ -375,15 +375,24 @@ def run_stages(s: Scenario, ctx: Context) -> Table:
         )
     measured = json.loads(done.stdout.decode().strip().splitlines()[-1])
     stages, whole = measured["stages"], measured["whole_submit_cpu_ms"]
-    columns = [{"label": "side"}, {"label": "CPU ms per call"}, {"label": "wall ms per call"}]
-    rows = [(name, [side, f"{cpu:.3f}", f"{wall:.3f}"]) for name, side, cpu, wall, _ in stages]
-    submit, worker = (
-        sum(cpu for _, side, cpu, _, summed in stages if summed and side == part) for part in ("web", "worker")
+    columns = [
+        {"label": "side"},
+        {"label": "CPU ms per call"},
+        {"label": "wall ms per call"},
+        {"label": "PostgreSQL CPU ms per call"},
+    ]
+    rows = [(name, [side, f"{cpu:.3f}", f"{wall:.3f}", f"{db:.3f}"]) for name, side, cpu, wall, _, db in stages]
+    (submit, submit_db), (worker, worker_db) = (
+        (
+            sum(cpu for _, side, cpu, _, summed, _ in stages if summed and side == part),
+            sum(db for _, side, _, _, summed, db in stages if summed and side == part),
+        )
+        for part in ("web", "worker")
     )
     rows += [
-        ("web stages of an async submit (sum)", ["web", f"{submit:.3f}", ""]),
-        ("Django, DRF and the response around them", ["web", f"{whole - submit:.3f}", ""]),
-        ("worker stages of a generation (sum)", ["worker", f"{worker:.3f}", ""]),
+        ("web stages of an async submit (sum)", ["web", f"{submit:.3f}", "", f"{submit_db:.3f}"]),
+        ("Django, DRF and the response around them", ["web", f"{whole - submit:.3f}", "", ""]),
+        ("worker stages of a generation (sum)", ["worker", f"{worker:.3f}", "", f"{worker_db:.3f}"]),
     ]
     return Table(
         s.name,
@@ -394,6 +403,7 @@ def run_stages(s: Scenario, ctx: Context) -> Table:
             "Each stage runs on its own in one process (gevent-patched, as the web and the worker): what it "
             "costs, without the event loop's sharing, Celery's consumer, gunicorn's HTTP or the logs of a "
             "whole request. A bench run's `hub CPU ms/request` adds those.",
+            "PostgreSQL CPU: the bench database's backends (the pool's connections), over the same calls.",
         ],
         standard_rows=False,
     )

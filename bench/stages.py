@@ -30,8 +30,11 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.db import connection  # noqa: E402
 
 from apikeys.services import api_key_authenticate  # noqa: E402
+from bench.procstat import TICK  # noqa: E402
+from bench.scenarios import FLOOR_KEY  # noqa: E402
 from generations import services  # noqa: E402
 from generations.apis import GenerationOutput  # noqa: E402
 from generations.models import Generation  # noqa: E402
@@ -43,23 +46,46 @@ PRICED = {"model_id": "gpt-image-2", "size": "1024x1024", "quality": "low", "n":
 SUBMIT = {"model": "gpt-image-2", "prompt": "bench", "size": "1024x1024", "quality": "low", "n": 1, "async": True}
 
 
+def database_cpu_seconds() -> float:
+    """CPU so far of this database's PostgreSQL backends (the server runs on this machine): the
+    pool's connections, which live through the whole run."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        pids = [pid for (pid,) in cursor.fetchall()]
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICK
+
+
 def measure(name: str, side: str, call, n: int, results: list, *, summed: bool = True) -> None:
     """`summed`: the stage is one of the side's stages of a generation (the web's of an async
     submit), added up in the table; a False one is shown beside them."""
     call()  # warm-up: first-use costs (clients, compiled queries) are not per generation
-    cpu, wall = time.process_time(), time.perf_counter()
+    db, cpu, wall = database_cpu_seconds(), time.process_time(), time.perf_counter()
     for _ in range(n):
         call()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    results.append([name, side, 1000 * cpu / n, 1000 * wall / n, summed])
-    print(f"{side:6} {name:44} {1000 * cpu / n:7.3f} ms CPU {1000 * wall / n:7.3f} ms wall", file=sys.stderr)
+    db = database_cpu_seconds() - db
+    results.append([name, side, 1000 * cpu / n, 1000 * wall / n, summed, 1000 * db / n])
+    print(
+        f"{side:6} {name:44} {1000 * cpu / n:7.3f} ms CPU {1000 * wall / n:7.3f} ms wall"
+        f" {1000 * db / n:7.3f} ms PostgreSQL",
+        file=sys.stderr,
+    )
 
 
-def wsgi_submit(app, raw_key: str):
+def wsgi_post(app, path: str, bearer: str, expect: str):
+    """One POST of the async submit's JSON body through Django's WSGI handler, as gunicorn makes it."""
     body = json.dumps(SUBMIT).encode()
     environ = {
         "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/api/v1/images/generations",
+        "PATH_INFO": path,
         "QUERY_STRING": "",
         "SCRIPT_NAME": "",
         "SERVER_NAME": "127.0.0.1",
@@ -68,17 +94,17 @@ def wsgi_submit(app, raw_key: str):
         "REMOTE_ADDR": "127.0.0.1",
         "CONTENT_TYPE": "application/json",
         "CONTENT_LENGTH": str(len(body)),
-        "HTTP_AUTHORIZATION": f"Bearer {raw_key}",
+        "HTTP_AUTHORIZATION": f"Bearer {bearer}",
         "wsgi.url_scheme": "http",
     }
 
-    def submit():
+    def post():
         status = []
         b"".join(app({**environ, "wsgi.input": io.BytesIO(body)}, lambda s, h, exc_info=None: status.append(s)))
-        if not status[0].startswith("202"):
-            raise RuntimeError(f"async submit answered {status[0]}")
+        if not status[0].startswith(expect):
+            raise RuntimeError(f"{path} answered {status[0]}")
 
-    return submit
+    return post
 
 
 def main(n: int, raw_key: str) -> list:
@@ -159,10 +185,19 @@ def main(n: int, raw_key: str) -> list:
         results,
         summed=False,  # a sync answer's, not a submit's
     )
+    handler = WSGIHandler()
     measure(
         "whole async submit through Django (WSGI)",
         "web",
-        wsgi_submit(WSGIHandler(), raw_key),
+        wsgi_post(handler, "/api/v1/images/generations", raw_key, "202"),
+        n,
+        results,
+        summed=False,
+    )
+    measure(
+        "whole floor request through Django (WSGI)",
+        "web",
+        wsgi_post(handler, "/bench/floor", FLOOR_KEY, "202"),
         n,
         results,
         summed=False,
@@ -172,4 +207,4 @@ def main(n: int, raw_key: str) -> list:
 
 if __name__ == "__main__":
     stages = main(int(sys.argv[1]), os.environ["BENCH_API_KEY"])
-    print(json.dumps({"stages": stages, "whole_submit_cpu_ms": stages[-1][2]}))
+    print(json.dumps({"stages": stages, "whole_submit_cpu_ms": stages[-2][2]}))

@@ -47,25 +47,27 @@ def grants_unspent_lock(account: CreditAccount) -> QuerySet[CreditGrant]:
     return unspent.select_for_update().order_by(*GRANT_LOCK_ORDER)
 
 
-# Databases whose cursors run several statements in one execute (psycopg's client-side binding
-# cursor, which Django uses), so the two locks below cost one round trip.
-MULTI_STATEMENT = {"postgresql"}
+# Databases whose connections can pipeline statements (psycopg's pipeline mode: several
+# statements sent before the first answer is read), so the two locks below cost one round trip.
+PIPELINED = {"postgresql"}
 
 
 def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list[CreditGrant]]:
     """account_lock, then grants_unspent_lock: the same two statements in the same order (the
     account row first), sent in one round trip on PostgreSQL. Why: the account lock queues
-    every charge of the account behind it, so each round trip taken while holding it counts."""
+    every charge of the account behind it, so each round trip taken while holding it counts.
+    Pipelined rather than joined into one multi-statement string: a prepared statement
+    (hub.settings, DATABASE_PREPARED_STATEMENTS) holds one statement."""
     hold_the_loop(connection)
-    if connection.vendor not in MULTI_STATEMENT:
+    if connection.vendor not in PIPELINED:
         return account_lock(account), list(grants_unspent_lock(account))
     account_sql, account_params = _ACCOUNT_LOCK.sql_params(account.pk)
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)
-    with connection.cursor() as cursor:
-        cursor.execute(f"{account_sql}; {grants_sql}", [*account_params, *grants_params])
-        locked = _ACCOUNT_LOCK.instances(cursor.fetchall())
-        cursor.nextset()
-        grant_rows = _GRANTS_LOCK.instances(cursor.fetchall())
+    with connection.cursor() as first, connection.cursor() as then, connection.connection.pipeline():
+        first.execute(account_sql, account_params)
+        then.execute(grants_sql, grants_params)
+        locked = _ACCOUNT_LOCK.instances(first.fetchall())
+        grant_rows = _GRANTS_LOCK.instances(then.fetchall())
     if not locked:
         raise CreditAccount.DoesNotExist(f"no credit account {account.pk}")
     return locked[0], grant_rows
