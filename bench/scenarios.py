@@ -403,7 +403,8 @@ def run_stages(s: Scenario, ctx: Context) -> Table:
             "Each stage runs on its own in one process (gevent-patched, as the web and the worker): what it "
             "costs, without the event loop's sharing, Celery's consumer, gunicorn's HTTP or the logs of a "
             "whole request. A bench run's `hub CPU ms/request` adds those.",
-            "PostgreSQL CPU: the bench database's backends (the pool's connections), over the same calls.",
+            "PostgreSQL CPU: the bench database's client backends (the pool's connections; not autovacuum), "
+            "over the same calls.",
         ],
         standard_rows=False,
     )

@@ -47,10 +47,13 @@ SUBMIT = {"model": "gpt-image-2", "prompt": "bench", "size": "1024x1024", "quali
 
 
 def database_cpu_seconds() -> float:
-    """CPU so far of this database's PostgreSQL backends (the server runs on this machine): the
-    pool's connections, which live through the whole run."""
+    """CPU so far of this database's PostgreSQL client backends (the server runs on this machine):
+    the pool's connections, which live through the whole run. Not autovacuum's workers, which
+    analyze the tables a stage has just filled."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+        )
         pids = [pid for (pid,) in cursor.fetchall()]
     ticks = 0
     for pid in pids:
