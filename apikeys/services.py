@@ -127,15 +127,24 @@ def api_key_usage_charge(*, api_key_id: str, day: date, images: int, credits: in
     """Count a charge against the key, inside the charging transaction and after its account
     lock (the order refunds take them in too: account, then usage row). One upsert — the
     statement runs while the account row is locked, so a round trip less is throughput."""
-    table = ApiKeyUsage._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (api_key_id, day, images, images_refunded, credits_charged, credits_refunded)"
-            " VALUES (%s, %s, %s, 0, %s, 0) ON CONFLICT (api_key_id, day) DO UPDATE"
-            f" SET images = {table}.images + excluded.images,"
-            f" credits_charged = {table}.credits_charged + excluded.credits_charged",
-            [api_key_id, day, images, credits],
-        )
+        cursor.execute(*api_key_usage_charge_sql(api_key_id=api_key_id, day=day, images=images, credits=credits))
+
+
+def api_key_usage_charge_sql(
+    *, api_key_id: str, day: date, images: int, credits: int, condition: str = "WHERE TRUE"
+) -> tuple[str, list]:
+    """api_key_usage_charge's upsert, counted only when `condition` (a FROM and a WHERE) yields a
+    row: as a common table expression, it joins a charge made in the same statement
+    (generations.services)."""
+    table = ApiKeyUsage._meta.db_table
+    return (
+        f"INSERT INTO {table} (api_key_id, day, images, images_refunded, credits_charged, credits_refunded)"
+        f" SELECT %s, %s, %s, 0, %s, 0 {condition} ON CONFLICT (api_key_id, day) DO UPDATE"
+        f" SET images = {table}.images + excluded.images,"
+        f" credits_charged = {table}.credits_charged + excluded.credits_charged",
+        [api_key_id, day, images, credits],
+    )
 
 
 def api_key_usage_refund(*, api_key_id: str, day: date, images: int, credits: int) -> None:

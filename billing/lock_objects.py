@@ -73,6 +73,31 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     return locked[0], grant_rows
 
 
+def account_and_grants_lock_ctes(account_id: int) -> tuple[str, list]:
+    """account_and_grants_lock as two common table expressions, for a statement that goes on to
+    write with what they locked: `locked_account` (id, balance) and `locked_grants` (id,
+    remaining, expires_at, created_at; all the account's grants with credits left, in spending
+    order). The grants' scan takes the account's id from `locked_account`, so the account row is
+    locked first, as everywhere else.
+
+    Both read the rows' latest committed versions (a row lock waits for a concurrent writer,
+    then re-reads the row). A grant *created* after the statement began is not among
+    `locked_grants`, though: its snapshot is older than the lock — a caller compares the grants
+    with the account's balance (billing.services.credits_charge_ctes)."""
+    return (
+        """locked_account AS MATERIALIZED (
+            SELECT id, balance FROM billing_creditaccount WHERE id = %s FOR UPDATE
+        ),
+        locked_grants AS MATERIALIZED (
+            SELECT id, remaining, expires_at, created_at FROM billing_creditgrant
+            WHERE account_id = (SELECT id FROM locked_account) AND remaining > 0
+            ORDER BY expires_at ASC NULLS LAST, created_at ASC, id ASC
+            FOR UPDATE
+        )""",
+        [account_id],
+    )
+
+
 # The two locks' SQL, compiled once (hub.compiled): every charge runs them.
 _ACCOUNT_LOCK = CompiledQuery(lambda pk: CreditAccount.objects.select_for_update().filter(pk=pk), INT_MARKER)
 _GRANTS_LOCK = CompiledQuery(lambda pk: grants_unspent_lock(CreditAccount(pk=pk)), INT_MARKER)

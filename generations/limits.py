@@ -181,6 +181,11 @@ def _slot_max_age() -> int:
     )
 
 
+def limits_checked_after_charge(*, limits: Limits) -> bool:
+    """Whether limits_check_charged has something to check for these limits."""
+    return limits.monthly_credits is not None or (limits.concurrency is not None and not settings.REDIS_URL)
+
+
 def limits_check_charged(*, generation: Generation, limits: Limits) -> None:
     """Inside the charging transaction, after credits_charge took the account's row lock and the
     key's usage counted this charge: refuse (rolling it all back) what would pass the monthly

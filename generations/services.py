@@ -17,12 +17,26 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from apikeys.services import api_key_usage_charge, api_key_usage_refund
+from apikeys.services import api_key_usage_charge, api_key_usage_charge_sql, api_key_usage_refund
 from billing.models import CreditAccount
-from billing.services import account_as_read, account_get_or_create, credits_charge, credits_refund
+from billing.services import (
+    CHARGED,
+    account_as_read,
+    account_get_or_create,
+    credits_charge,
+    credits_charge_ctes,
+    credits_refund,
+)
 from generations import errors
 from generations.catalog import model_for_run, model_get_enabled, price_per_image, reference_count_check, size_shape
-from generations.limits import limits_check_charged, limits_effective, limits_model_check, limits_take, slot_release
+from generations.limits import (
+    limits_check_charged,
+    limits_checked_after_charge,
+    limits_effective,
+    limits_model_check,
+    limits_take,
+    slot_release,
+)
 from generations.models import (
     FINISHED,
     GeneratedImage,
@@ -34,13 +48,17 @@ from generations.models import (
 )
 from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
-from hub.compiled import STR_MARKER, CompiledQuery, columns_sql, insert, query_instances
+from hub.compiled import STR_MARKER, CompiledQuery, columns_sql, insert, insert_when, inserted, query_instances
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
 from hub.observability import current_request_id
 from hub.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
+
+# Databases where a generation's row and its common charge are one statement (_create_charged_pg);
+# elsewhere, and for the rest, one transaction writes the same rows.
+ONE_STATEMENT_CREATE = {"postgresql"}
 
 # Databases whose common finish is one statement (_finish_delivered_pg); elsewhere the ORM
 # writes the same rows.
@@ -124,55 +142,63 @@ def generation_create(
             )
             for i, data in enumerate(references)
         )
-        with transaction.atomic():
-            now = timezone.now()
-            generation = insert(
-                Generation(
-                    id=generation_id,
-                    owner=owner,
-                    api_key=api_key,
-                    model=model,
-                    prompt=prompt,
-                    size=size,
-                    quality=quality,
-                    n=n,
-                    aspect_ratio=shape.aspect_ratio,
-                    tier=shape.tier,
-                    is_async=is_async,
-                    reference_count=len(references),
-                    price_per_image=price,
-                    credits_requested=n * price,
-                    deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
-                    # Sent right after the commit; if that fails, generation_enqueue clears it. A
-                    # crash in between leaves it set: the sweeper's stale re-send covers that too.
-                    enqueued_at=now,
-                    webhook_url=webhook_url,
-                    webhook_events=webhook_events,
-                    webhook_base_url=webhook_base_url if webhook_url else "",
-                )
-            )
-            if idempotency_key is not None:
-                _idempotency_key_claim(
-                    owner=owner, key=idempotency_key, request_hash=request_hash, generation=generation
-                )
-            if reference_keys:
-                ReferenceImage.objects.bulk_create(
-                    ReferenceImage(generation=generation, index=i, storage_key=key)
-                    for i, key in enumerate(reference_keys)
-                )
-            credits_charge(
-                account=account,
-                amount=n * price,
-                generation_id=generation_id,
-                memo=f"{n} × {model.id}",
-                savepoint=False,
-            )
-            if api_key is not None:
-                api_key_usage_charge(
-                    api_key_id=api_key.pk, day=utc_day(generation.created_at), images=n, credits=n * price
-                )
-                limits_check_charged(generation=generation, limits=limits)
+        now = timezone.now()
+        generation = Generation(
+            id=generation_id,
+            owner=owner,
+            api_key=api_key,
+            model=model,
+            prompt=prompt,
+            size=size,
+            quality=quality,
+            n=n,
+            aspect_ratio=shape.aspect_ratio,
+            tier=shape.tier,
+            is_async=is_async,
+            reference_count=len(references),
+            price_per_image=price,
+            credits_requested=n * price,
+            deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
+            # Sent right after the commit; if that fails, generation_enqueue clears it. A crash in
+            # between leaves it set: the sweeper's stale re-send covers that too.
+            enqueued_at=now,
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
+            webhook_base_url=webhook_base_url if webhook_url else "",
+        )
+        one_statement = (
+            connection.vendor in ONE_STATEMENT_CREATE
+            and idempotency_key is None
+            and not reference_keys
+            and not limits_checked_after_charge(limits=limits)
+        )
+        if one_statement and _create_charged_pg(generation, account=account, memo=f"{n} × {model.id}"):
             transaction.on_commit(lambda: _on_created(generation_id, n * price))
+        else:
+            with transaction.atomic():
+                insert(generation)
+                if idempotency_key is not None:
+                    _idempotency_key_claim(
+                        owner=owner, key=idempotency_key, request_hash=request_hash, generation=generation
+                    )
+                if reference_keys:
+                    ReferenceImage.objects.bulk_create(
+                        ReferenceImage(generation=generation, index=i, storage_key=key)
+                        for i, key in enumerate(reference_keys)
+                    )
+                credits_charge(
+                    account=account,
+                    amount=n * price,
+                    generation_id=generation_id,
+                    memo=f"{n} × {model.id}",
+                    savepoint=False,
+                )
+                if api_key is not None:
+                    api_key_usage_charge(
+                        api_key_id=api_key.pk, day=utc_day(generation.created_at), images=n, credits=n * price
+                    )
+                    limits_check_charged(generation=generation, limits=limits)
+                transaction.on_commit(lambda: _on_created(generation_id, n * price))
     except Exception as exc:
         hold.give_back()
         for key in reference_keys:
@@ -182,6 +208,38 @@ def generation_create(
         return _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
     logger.info("generation %s created: %s credits charged, async=%s", generation_id, n * price, is_async)
     return generation
+
+
+def _create_charged_pg(generation: Generation, *, account: CreditAccount, memo: str) -> bool:
+    """The generation's row, its charge (billing.services.credits_charge_ctes) and its key's usage
+    in one statement, in autocommit: all three or none. False when the charge was left to the
+    row-by-row path (nothing written; generation_create takes that path). Why one statement: the
+    account row is locked only for the statement's time inside the server, so concurrent charges
+    of one account queue behind microseconds rather than a request's round trips — and the
+    process need not keep the event loop while holding it (hub.db)."""
+    amount = generation.credits_requested
+    ctes, params = credits_charge_ctes(
+        account_id=account.pk, amount=amount, generation_id=generation.id, memo=memo, now=generation.enqueued_at
+    )
+    row_sql, row_params = insert_when(generation, CHARGED)
+    sql = f"WITH {ctes}, charge_generation AS ({row_sql})"
+    params += row_params
+    if generation.api_key_id is not None:
+        usage_sql, usage_params = api_key_usage_charge_sql(
+            api_key_id=generation.api_key_id,
+            day=utc_day(generation.created_at),
+            images=generation.n,
+            credits=amount,
+            condition=CHARGED,
+        )
+        sql += f", charge_usage AS ({usage_sql})"
+        params += usage_params
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} SELECT 1 {CHARGED}", params)
+        charged = cursor.fetchone() is not None
+    if charged:
+        inserted(generation)
+    return charged
 
 
 def _on_created(generation_id: str, credits: int) -> None:

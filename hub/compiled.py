@@ -238,28 +238,50 @@ def insert(instance: Model) -> Model:
     (each field's pre_save and get_db_prep_save). A model with pre_save/post_save receivers is
     saved by save(), which sends them."""
     model = type(instance)
-    if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+    if _has_save_receivers(model):
         instance.save(force_insert=True)
         return instance
-    # The wrapper itself, not the `connection` proxy: each field's get_db_prep_save reads the
-    # connection's ops, and through the proxy each read is a thread-local lookup (a generation's
-    # row: 28 fields).
     db = connections[DEFAULT_DB_ALIAS]
-    sql, fields = _insert_sql(model, db.vendor)
-    params = [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
+    columns, params = _insert_values(instance, db)
     with db.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(f"INSERT INTO {columns} VALUES ({', '.join(['%s'] * len(params))})", params)
+    return inserted(instance)
+
+
+def insert_when(instance: Model, condition: str) -> tuple[str, list]:
+    """insert()'s INSERT as `INSERT … SELECT <values> <condition>`, for a data-modifying common
+    table expression of a larger statement: the row is written when `condition` (a FROM and a
+    WHERE) yields one row. The caller runs the statement, then calls inserted(instance)."""
+    if _has_save_receivers(type(instance)):
+        raise ValueError(f"{type(instance).__name__} has save receivers: save() it")
+    columns, params = _insert_values(instance, connections[DEFAULT_DB_ALIAS])
+    return f"INSERT INTO {columns} SELECT {', '.join(['%s'] * len(params))} {condition}", params
+
+
+def inserted(instance: Model) -> Model:
+    """Mark `instance` saved, as save() does."""
     instance._state.adding = False
-    instance._state.db = db.alias
+    instance._state.db = DEFAULT_DB_ALIAS
     return instance
 
 
+def _has_save_receivers(model: type[Model]) -> bool:
+    return signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model)
+
+
+def _insert_values(instance: Model, db) -> tuple[str, list]:
+    """`table (columns)` and the values of every concrete field. `db` is the connection wrapper
+    itself, not the `connection` proxy: each field's get_db_prep_save reads the connection's ops,
+    and through the proxy each read is a thread-local lookup (a generation's row: 28 fields)."""
+    columns, fields = _insert_columns(type(instance), db.vendor)
+    return columns, [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
+
+
 @functools.cache
-def _insert_sql(model: type[Model], vendor: str) -> tuple[str, list]:
+def _insert_columns(model: type[Model], vendor: str) -> tuple[str, list]:
     fields = model._meta.concrete_fields
     if any(field.db_returning or field.generated or field.has_db_default() for field in fields):
         raise ValueError(f"{model.__name__} has fields the database fills in: save() it")
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    return f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})", list(fields)
+    return f"{quote(model._meta.db_table)} ({columns})", list(fields)
