@@ -48,6 +48,7 @@ from generations.models import (
 )
 from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
+from hub.broker import task_send
 from hub.compiled import STR_MARKER, CompiledQuery, columns_sql, insert, insert_when, inserted, query_instances
 from hub.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, NotFound
 from hub.ids import opaque_id
@@ -362,12 +363,9 @@ def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
     stamps it already: `stamp=False` saves a query on the hot path). If the broker is down the
     row is marked unsent (`enqueued_at` null) and the sweeper sends it later — or, for a sync
     request that is waiting right now, it is failed and refunded at once."""
-    from hub.celery import app
-
     try:
-        app.send_task(
-            RUN_TASK_NAME,
-            args=[generation_id],
+        task_send(
+            name=RUN_TASK_NAME,
             task_id=generation_id,
             queue=settings.GENERATIONS_QUEUE,
             # The worker's log lines for this generation carry the request id it was made under.
