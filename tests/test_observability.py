@@ -183,10 +183,11 @@ def test_web_and_worker_metrics_and_logs_follow_a_generation(stack):
     for lines in (web_lines, worker_lines):
         mine = [line for line in lines if line.get("generation_id") == generation_id]
         assert mine and all({k: line.get(k) for k in ids} == ids for line in mine), mine
+    # The request's access line says what it made and charged (low 1024²: 2 credits).
     assert any(
-        line["logger"] == "hub.access" and line.get("status") == 200
+        line["logger"] == "hub.access" and line.get("status") == 200 and line.get("credits_charged") == 2
         for line in web_lines
-        if line.get("request_id") == "rq-ok-1"
+        if line.get("request_id") == "rq-ok-1" and line.get("generation_id") == generation_id
     )
     assert raw not in web.output() + worker.output()
     assert_reconciled()
