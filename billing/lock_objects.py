@@ -73,6 +73,29 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     return locked[0], grant_rows
 
 
+def account_lock_then(account_id: int, sql: str, params: list) -> tuple | None:
+    """Lock the account row, then run `sql` (which writes what the lock guards) and return its
+    first row; call inside a transaction. On PostgreSQL the two statements are pipelined: one
+    round trip. The lock is its own statement so that `sql` starts after it is granted: its
+    snapshot then holds every movement committed by earlier holders of the lock (a statement's
+    rows locked by a FOR UPDATE of its own are re-read at their latest versions, but its other
+    reads are as old as the statement — tests/billing/test_races.py found a charge drawing from
+    grants the same way)."""
+    hold_the_loop(connection)
+    lock_sql = "SELECT 1 FROM billing_creditaccount WHERE id = %s FOR UPDATE"
+    with connection.cursor() as lock, connection.cursor() as cursor:
+        if connection.vendor in PIPELINED:
+            # The statements' errors surface when the pipeline syncs, past Django's cursor: mapped
+            # here to Django's exceptions (IntegrityError …) as its cursor maps them.
+            with connection.wrap_database_errors, connection.connection.pipeline():
+                lock.execute(lock_sql, [account_id])
+                cursor.execute(sql, params)
+        else:
+            lock.execute(lock_sql, [account_id])
+            cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def account_and_grants_lock_ctes(account_id: int) -> tuple[str, list]:
     """account_and_grants_lock as two common table expressions, for a statement that goes on to
     write with what they locked: `locked_account` (id, balance) and `locked_grants` (id,

@@ -74,9 +74,13 @@ class LedgerEntry(models.Model):
     amount = models.BigIntegerField()  # signed: + credits in, - credits out
     balance_after = models.BigIntegerField()
     generation_id = models.CharField(max_length=40, blank=True, db_index=True)
-    grant = models.ForeignKey(CreditGrant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Set on grants, expiries and operators' movements, not on charges and refunds (most rows):
+    # indexed where set (Meta.indexes), so a charge writes no index entry for either.
+    grant = models.ForeignKey(
+        CreditGrant, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     memo = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -84,6 +88,10 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(fields=["grant"], condition=Q(grant__isnull=False), name="ledger_grant_where_set"),
+            models.Index(fields=["actor"], condition=Q(actor__isnull=False), name="ledger_actor_where_set"),
+        ]
         constraints = [
             # The database itself refuses a second charge or a second refund of one generation.
             models.UniqueConstraint(

@@ -10,7 +10,13 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.lock_objects import account_and_grants_lock, account_and_grants_lock_ctes, account_lock, grants_due_lock
+from billing.lock_objects import (
+    account_and_grants_lock,
+    account_and_grants_lock_ctes,
+    account_lock,
+    account_lock_then,
+    grants_due_lock,
+)
 from billing.models import (
     ChargeAllocation,
     CreditAccount,
@@ -20,7 +26,6 @@ from billing.models import (
     LedgerKind,
 )
 from hub.compiled import INT_MARKER, CompiledQuery
-from hub.db import hold_the_loop
 from hub.errors import InsufficientCredits, InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -167,14 +172,12 @@ def credits_charge(
         raise InvalidRequest("A charge must be a positive number of credits")
     with transaction.atomic(savepoint=savepoint):
         if connection.vendor in ONE_STATEMENT_CHARGE:
-            hold_the_loop(connection)  # the lock outlives this statement: until the commit
             now = timezone.now()
             ctes, params = credits_charge_ctes(
                 account_id=account.pk, amount=amount, generation_id=generation_id, memo=memo, now=now
             )
-            with connection.cursor() as cursor:
-                cursor.execute(f"WITH {ctes} SELECT balance_after, (SELECT id FROM charge_entry) {CHARGED}", params)
-                charged = cursor.fetchone()
+            sql = f"WITH {ctes} SELECT balance_after, (SELECT id FROM charge_entry) {CHARGED}"
+            charged = account_lock_then(account.pk, sql, params)
             if charged is not None:
                 balance_after, entry_id = charged
                 return LedgerEntry(
@@ -204,23 +207,22 @@ CHARGED = "FROM charge_ok WHERE charge_ok.ok"
 def credits_charge_ctes(
     *, account_id: int, amount: int, generation_id: str, memo: str, now: datetime
 ) -> tuple[str, list]:
-    """The common charge as common table expressions of one PostgreSQL statement: the account and
-    its grants locked (lock_objects), the grants drawn in spending order, the cached balance, the
-    ledger row and its allocations — the rows the row-by-row path writes. A caller adds its own
-    writes under CHARGED (generations: the generation's row and the key's usage), so that they
-    and the charge commit together or not at all.
+    """The common charge as common table expressions of one PostgreSQL statement, run under
+    lock_objects.account_lock_then: the account and its grants locked, the grants drawn in
+    spending order, the cached balance, the ledger row and its allocations — the rows the
+    row-by-row path writes. A caller adds its own writes under CHARGED (generations: the
+    generation's row and the key's usage), so that they and the charge commit together or not
+    at all.
 
     Why: the account row stays locked until the commit and every charge of the account queues
-    behind it. Row by row, a charge is six round trips (BEGIN, the locks, the writes, the usage,
-    COMMIT), each with the driver's and Django's work around it; one statement in autocommit
-    holds the lock only inside the server, for the statement's own microseconds.
+    behind it. Row by row, a charge was five statements (the locks, the writes, the usage), each
+    a round trip with the driver's and Django's work around it.
 
     It charges only what the row-by-row path would charge the same way, else writes nothing
     (`charge_ok` is false): a grant due to expire (the row-by-row path expires it first, in the
     ledger), a balance short of `amount` (refused there), or grants that do not add up to the
-    balance — which is how a grant made after the statement began shows (not among the locked
-    grants; lock_objects.account_and_grants_lock_ctes). The table constraints check every row as
-    they do for the ORM's writes."""
+    cached balance (drift, which the row-by-row path and hub_reconcile report). The table
+    constraints check every row as they do for the ORM's writes."""
     locks, params = account_and_grants_lock_ctes(account_id)
     sql = f"""{locks},
         charge_ok AS MATERIALIZED (

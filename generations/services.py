@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apikeys.services import api_key_usage_charge, api_key_usage_charge_sql, api_key_usage_refund
+from billing.lock_objects import account_lock_then
 from billing.models import CreditAccount
 from billing.services import (
     CHARGED,
@@ -215,11 +216,12 @@ def generation_create(
 
 def _create_charged_pg(generation: Generation, *, account: CreditAccount, memo: str) -> bool:
     """The generation's row, its charge (billing.services.credits_charge_ctes) and its key's usage
-    in one statement, in autocommit: all three or none. False when the charge was left to the
-    row-by-row path (nothing written; generation_create takes that path). Why one statement: the
-    account row is locked only for the statement's time inside the server, so concurrent charges
-    of one account queue behind microseconds rather than a request's round trips — and the
-    process need not keep the event loop while holding it (hub.db)."""
+    in one statement, after the account lock in the same round trip (account_lock_then): all
+    three or none. False when the charge was left to the row-by-row path (nothing written;
+    generation_create takes that path). Why: the account row stays locked until the commit and
+    every charge of the account queues behind it; row by row the transaction was six round trips
+    with the driver's and Django's work around each, now BEGIN + lock + statement in one, then the
+    COMMIT."""
     amount = generation.credits_requested
     ctes, params = credits_charge_ctes(
         account_id=account.pk, amount=amount, generation_id=generation.id, memo=memo, now=generation.enqueued_at
@@ -237,9 +239,8 @@ def _create_charged_pg(generation: Generation, *, account: CreditAccount, memo: 
         )
         sql += f", charge_usage AS ({usage_sql})"
         params += usage_params
-    with connection.cursor() as cursor:
-        cursor.execute(f"{sql} SELECT 1 {CHARGED}", params)
-        charged = cursor.fetchone() is not None
+    with transaction.atomic():
+        charged = account_lock_then(account.pk, f"{sql} SELECT 1 {CHARGED}", params) is not None
     if charged:
         inserted(generation)
     return charged

@@ -1,5 +1,6 @@
 """A generation's row, its charge and its key's usage are one statement on PostgreSQL
-(generations.services._create_charged_pg) and one transaction of several elsewhere — or when the
+(generations.services._create_charged_pg, after the account lock in the same round trip) and
+one transaction of several elsewhere — or when the
 statement leaves the charge to the row-by-row path. Both write the same rows; the statement
 charges only what the row-by-row path would charge the same way."""
 
@@ -15,7 +16,7 @@ from apikeys.models import ApiKeyUsage
 from apikeys.services import api_key_create
 from billing.models import ChargeAllocation, CreditAccount, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
-from billing.services import account_get_or_create, credits_grant
+from billing.services import account_get_or_create, credits_charge, credits_grant
 from generations import services
 from generations.models import Generation
 from generations.services import generation_create
@@ -85,7 +86,8 @@ def test_one_statement_and_the_transaction_write_the_same_rows(monkeypatch):
     with CaptureQueriesContext(connection) as queries:
         made = _create(user, key)  # 2 × 8 credits
     writes = [query["sql"] for query in queries if "FOR UPDATE" in query["sql"] or "INSERT" in query["sql"]]
-    assert len(writes) == 1, writes  # the generation's row, the charge and the usage: one statement
+    # The account lock, then the generation's row, the charge and the usage in one statement.
+    assert len(writes) == 2 and "charge_generation" in writes[1], writes
     assert not made._state.adding
     one = _rows(account, key)
 
@@ -133,10 +135,9 @@ def test_a_short_balance_is_refused_and_writes_nothing():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_grant_committed_while_the_statement_waits_for_the_lock_is_spent_first():
-    """The statement's snapshot is older than its account lock: a grant another transaction made
-    meanwhile is in the balance it locked but not among the grants it read. It must not charge
-    the older grants as if the new one did not exist (the new one expires sooner, so it is spent
-    first)."""
+    """A grant another transaction made while the charge waited for the account lock is spent
+    in its turn (it expires sooner, so first), not left out: the charge reads the grants after the
+    lock is granted (billing.lock_objects.account_lock_then)."""
     user, account, key = _funded((10, None))
     granted, release, done = threading.Event(), threading.Event(), []
 
@@ -173,3 +174,38 @@ def _a_backend_waits_for_a_lock() -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_charge_committed_while_the_statement_waits_for_the_lock_is_seen():
+    """The grants the statement locks are their latest versions, drawn by the charge that held the
+    lock: it must not draw them again from its older snapshot."""
+    user, account, key = _funded((10, None), (6, SOON))
+    charged, release, done = threading.Event(), threading.Event(), []
+
+    def charge_and_hold():
+        with transaction.atomic():
+            credits_charge(account=account, amount=9, generation_id="gen_first_holder")
+            charged.set()
+            release.wait(10)
+        connection.close()
+
+    def charge():
+        try:
+            done.append(_create(user, key, n=1))  # 8 credits: 7 are left
+        except InsufficientCredits as exc:
+            done.append(exc)
+        connection.close()
+
+    holding = threading.Thread(target=charge_and_hold)
+    holding.start()
+    assert charged.wait(10)
+    charging = threading.Thread(target=charge)
+    charging.start()
+    assert until(_a_backend_waits_for_a_lock, timeout=10)
+    release.set()
+    holding.join(10)
+    charging.join(10)
+    assert isinstance(done[0], InsufficientCredits), done
+    assert CreditAccount.objects.get(pk=account.pk).balance == 7
+    assert ledger_drift() == []
