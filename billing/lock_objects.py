@@ -18,7 +18,7 @@ holding one that another request of its process waits for.
 
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 
 from billing.models import CreditAccount, CreditGrant
@@ -75,24 +75,41 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
 
 def account_lock_then(account_id: int, sql: str, params: list) -> tuple | None:
     """Lock the account row, then run `sql` (which writes what the lock guards) and return its
-    first row; call inside a transaction. On PostgreSQL the two statements are pipelined: one
-    round trip. The lock is its own statement so that `sql` starts after it is granted: its
-    snapshot then holds every movement committed by earlier holders of the lock (a statement's
-    rows locked by a FOR UPDATE of its own are re-read at their latest versions, but its other
-    reads are as old as the statement — tests/billing/test_races.py found a charge drawing from
-    grants the same way)."""
-    hold_the_loop(connection)
+    first row — in a transaction of their own when called outside one. The lock is its own
+    statement so that `sql` starts after it is granted: its snapshot then holds every movement
+    committed by earlier holders of the lock (a statement's rows locked by a FOR UPDATE of its
+    own are re-read at their latest versions, but its other reads are as old as the statement —
+    tests/billing/test_races.py found a charge drawing a grant below zero that way).
+
+    On PostgreSQL the statements are pipelined: BEGIN, the lock, `sql` and COMMIT in one round
+    trip outside a transaction, so the lock is held only for the server's own time and the
+    process need not keep the event loop (hub.db); inside a transaction (a caller's), the lock and
+    `sql` in one round trip, holding the loop until that transaction ends."""
     lock_sql = "SELECT 1 FROM billing_creditaccount WHERE id = %s FOR UPDATE"
+    own = not connection.in_atomic_block
+    if connection.vendor not in PIPELINED or not own:
+        hold_the_loop(connection)
     with connection.cursor() as lock, connection.cursor() as cursor:
-        if connection.vendor in PIPELINED:
-            # The statements' errors surface when the pipeline syncs, past Django's cursor: mapped
-            # here to Django's exceptions (IntegrityError …) as its cursor maps them.
-            with connection.wrap_database_errors, connection.connection.pipeline():
+        if connection.vendor not in PIPELINED:
+            with transaction.atomic():
                 lock.execute(lock_sql, [account_id])
                 cursor.execute(sql, params)
-        else:
-            lock.execute(lock_sql, [account_id])
-            cursor.execute(sql, params)
+                return cursor.fetchone()
+        try:
+            # The statements' errors surface when the pipeline syncs, past Django's cursor:
+            # mapped here to Django's exceptions (IntegrityError …) as its cursor maps them.
+            with connection.wrap_database_errors, connection.connection.pipeline():
+                if own:
+                    lock.execute("BEGIN")
+                lock.execute(lock_sql, [account_id])
+                cursor.execute(sql, params)
+                if own:
+                    lock.execute("COMMIT")
+        except Exception:
+            if own:
+                with connection.cursor() as rollback:
+                    rollback.execute("ROLLBACK")  # a failed statement left the transaction open
+            raise
         return cursor.fetchone()
 
 

@@ -220,8 +220,8 @@ def _create_charged_pg(generation: Generation, *, account: CreditAccount, memo: 
     three or none. False when the charge was left to the row-by-row path (nothing written;
     generation_create takes that path). Why: the account row stays locked until the commit and
     every charge of the account queues behind it; row by row the transaction was six round trips
-    with the driver's and Django's work around each, now BEGIN + lock + statement in one, then the
-    COMMIT."""
+    with the driver's and Django's work around each, now one (BEGIN, the lock, the statement and
+    COMMIT pipelined)."""
     amount = generation.credits_requested
     ctes, params = credits_charge_ctes(
         account_id=account.pk, amount=amount, generation_id=generation.id, memo=memo, now=generation.enqueued_at
@@ -239,8 +239,7 @@ def _create_charged_pg(generation: Generation, *, account: CreditAccount, memo: 
         )
         sql += f", charge_usage AS ({usage_sql})"
         params += usage_params
-    with transaction.atomic():
-        charged = account_lock_then(account.pk, f"{sql} SELECT 1 {CHARGED}", params) is not None
+    charged = account_lock_then(account.pk, f"{sql} SELECT 1 {CHARGED}", params) is not None
     if charged:
         inserted(generation)
     return charged

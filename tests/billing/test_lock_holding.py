@@ -70,3 +70,20 @@ def test_the_commit_round_trip_yields(monkeypatch):
     assert "blocking" in under_lock  # the lock and the writes
     assert at_commit == "cooperative", waits  # the COMMIT's round trip
     assert not _holding()
+
+
+def test_a_failed_statement_under_the_lock_leaves_no_transaction_open():
+    """Outside a transaction account_lock_then sends BEGIN … COMMIT itself: a statement that fails
+    there must not leave the pooled connection inside an aborted transaction, nor the lock held."""
+    from django.db import DataError
+    from psycopg.pq import TransactionStatus
+
+    from billing.lock_objects import account_lock_then
+
+    account = account_get_or_create(user=make_user())
+    with pytest.raises(DataError):
+        account_lock_then(account.pk, "SELECT 1 / 0", [])
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert account_lock_then(account.pk, "SELECT %s", [7]) == (7,)
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert not _holding()
