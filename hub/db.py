@@ -17,7 +17,10 @@ for the database's own few hundred microseconds. That is safe only because *ever
 is taken this way (the lock helpers are the only way to take one, and every write to an account
 row goes through them): a process then never has one request blocked on a lock that another
 request of the same process holds while parked — the holder would never run again. A request
-blocked here waits only for a holder in another process, which does not yield either.
+blocked here waits only for a holder in another process, which does not yield either. The one
+lock taken without it, billing.lock_objects.account_lock_then outside a transaction, is held by
+no client at all: BEGIN, the lock, the write and COMMIT reach the server together (a pipeline),
+which releases the lock at the COMMIT whether the process runs the request again or not.
 """
 
 import psycopg
