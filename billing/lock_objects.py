@@ -87,7 +87,7 @@ def account_lock_then(account_id: int, sql: str, params: list) -> tuple | None:
     `sql` in one round trip, holding the loop until that transaction ends."""
     lock_sql = "SELECT 1 FROM billing_creditaccount WHERE id = %s FOR UPDATE"
     own = not connection.in_atomic_block
-    if connection.vendor not in PIPELINED or not own:
+    if not own:  # a caller's transaction outlives the round trip (outside one: hub.db)
         hold_the_loop(connection)
     with connection.cursor() as cursor:
         if connection.vendor not in PIPELINED:
@@ -123,12 +123,8 @@ def account_and_grants_lock_ctes(account_id: int) -> tuple[str, list]:
     write with what they locked: `locked_account` (id, balance) and `locked_grants` (id,
     remaining, expires_at, created_at; all the account's grants with credits left, in spending
     order). The grants' scan takes the account's id from `locked_account`, so the account row is
-    locked first, as everywhere else.
-
-    Both read the rows' latest committed versions (a row lock waits for a concurrent writer,
-    then re-reads the row). A grant *created* after the statement began is not among
-    `locked_grants`, though: its snapshot is older than the lock — a caller compares the grants
-    with the account's balance (billing.services.credits_charge_ctes)."""
+    locked first, as everywhere else. Run under account_lock_then: the account row is already
+    this transaction's, so the statement's snapshot is newer than every movement before it."""
     return (
         """locked_account AS MATERIALIZED (
             SELECT id, balance FROM billing_creditaccount WHERE id = %s FOR UPDATE

@@ -242,9 +242,9 @@ def insert(instance: Model) -> Model:
         instance.save(force_insert=True)
         return instance
     db = connections[DEFAULT_DB_ALIAS]
-    columns, params = _insert_values(instance, db)
+    columns, placeholders, params = _insert_values(instance, db)
     with db.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {columns} VALUES ({', '.join(['%s'] * len(params))})", params)
+        cursor.execute(f"INSERT INTO {columns} VALUES ({placeholders})", params)
     return inserted(instance)
 
 
@@ -254,8 +254,8 @@ def insert_when(instance: Model, condition: str) -> tuple[str, list]:
     WHERE) yields one row. The caller runs the statement, then calls inserted(instance)."""
     if _has_save_receivers(type(instance)):
         raise ValueError(f"{type(instance).__name__} has save receivers: save() it")
-    columns, params = _insert_values(instance, connections[DEFAULT_DB_ALIAS])
-    return f"INSERT INTO {columns} SELECT {', '.join(['%s'] * len(params))} {condition}", params
+    columns, placeholders, params = _insert_values(instance, connections[DEFAULT_DB_ALIAS])
+    return f"INSERT INTO {columns} SELECT {placeholders} {condition}", params
 
 
 def inserted(instance: Model) -> Model:
@@ -269,19 +269,19 @@ def _has_save_receivers(model: type[Model]) -> bool:
     return signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model)
 
 
-def _insert_values(instance: Model, db) -> tuple[str, list]:
-    """`table (columns)` and the values of every concrete field. `db` is the connection wrapper
+def _insert_values(instance: Model, db) -> tuple[str, str, list]:
+    """`table (columns)`, their placeholders and the values of every concrete field. `db` is the connection wrapper
     itself, not the `connection` proxy: each field's get_db_prep_save reads the connection's ops,
     and through the proxy each read is a thread-local lookup (a generation's row: 28 fields)."""
-    columns, fields = _insert_columns(type(instance), db.vendor)
-    return columns, [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
+    columns, placeholders, fields = _insert_columns(type(instance), db.vendor)
+    return columns, placeholders, [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
 
 
 @functools.cache
-def _insert_columns(model: type[Model], vendor: str) -> tuple[str, list]:
+def _insert_columns(model: type[Model], vendor: str) -> tuple[str, str, list]:
     fields = model._meta.concrete_fields
     if any(field.db_returning or field.generated or field.has_db_default() for field in fields):
         raise ValueError(f"{model.__name__} has fields the database fills in: save() it")
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
-    return f"{quote(model._meta.db_table)} ({columns})", list(fields)
+    return f"{quote(model._meta.db_table)} ({columns})", ", ".join(["%s"] * len(fields)), list(fields)

@@ -134,35 +134,49 @@ def test_a_short_balance_is_refused_and_writes_nothing():
     assert not ApiKeyUsage.objects.filter(api_key=key).exists()
 
 
+def _run_while_held(hold, user, key):
+    """Run `hold` in a transaction of one thread; while it holds the account lock, a one-image
+    generation (8 credits) waits for that lock in another; then commit `hold`. What the charge
+    returned or raised."""
+    held, release, done = threading.Event(), threading.Event(), []
+
+    def holding():
+        with transaction.atomic():
+            hold()
+            held.set()
+            release.wait(10)
+        connection.close()
+
+    def charging():
+        try:
+            done.append(_create(user, key, n=1))
+        except InsufficientCredits as exc:
+            done.append(exc)
+        connection.close()
+
+    holder = threading.Thread(target=holding)
+    holder.start()
+    assert held.wait(10)
+    charger = threading.Thread(target=charging)
+    charger.start()
+    assert until(_a_backend_waits_for_a_lock, timeout=10)
+    release.set()
+    holder.join(10)
+    charger.join(10)
+    assert done
+    return done[0]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_grant_committed_while_the_statement_waits_for_the_lock_is_spent_first():
     """A grant another transaction made while the charge waited for the account lock is spent
     in its turn (it expires sooner, so first), not left out: the charge reads the grants after the
     lock is granted (billing.lock_objects.account_lock_then)."""
     user, account, key = _funded((10, None))
-    granted, release, done = threading.Event(), threading.Event(), []
-
-    def grant_and_hold():
-        with transaction.atomic():
-            credits_grant(account=account, amount=5, expires_at=timezone.now() + SOON)
-            granted.set()
-            release.wait(10)
-        connection.close()
-
-    def charge():
-        done.append(_create(user, key, n=1))  # 8 credits
-        connection.close()
-
-    granting = threading.Thread(target=grant_and_hold)
-    granting.start()
-    assert granted.wait(10)
-    charging = threading.Thread(target=charge)
-    charging.start()
-    assert until(_a_backend_waits_for_a_lock, timeout=10)
-    release.set()
-    granting.join(10)
-    charging.join(10)
-    assert done
+    made = _run_while_held(
+        lambda: credits_grant(account=account, amount=5, expires_at=timezone.now() + SOON), user, key
+    )
+    assert isinstance(made, Generation)
     rows = _rows(account, key)
     assert rows["grants"] == [7, 0]  # the soon-expiring 5 first, then 3 of the 10
     assert rows["allocations"] == [(0, 3), (1, 5)] and rows["balance"] == 7
@@ -182,31 +196,9 @@ def test_a_charge_committed_while_the_statement_waits_for_the_lock_is_seen():
     """The grants the statement locks are their latest versions, drawn by the charge that held the
     lock: it must not draw them again from its older snapshot."""
     user, account, key = _funded((10, None), (6, SOON))
-    charged, release, done = threading.Event(), threading.Event(), []
-
-    def charge_and_hold():
-        with transaction.atomic():
-            credits_charge(account=account, amount=9, generation_id="gen_first_holder")
-            charged.set()
-            release.wait(10)
-        connection.close()
-
-    def charge():
-        try:
-            done.append(_create(user, key, n=1))  # 8 credits: 7 are left
-        except InsufficientCredits as exc:
-            done.append(exc)
-        connection.close()
-
-    holding = threading.Thread(target=charge_and_hold)
-    holding.start()
-    assert charged.wait(10)
-    charging = threading.Thread(target=charge)
-    charging.start()
-    assert until(_a_backend_waits_for_a_lock, timeout=10)
-    release.set()
-    holding.join(10)
-    charging.join(10)
-    assert isinstance(done[0], InsufficientCredits), done
+    refused = _run_while_held(
+        lambda: credits_charge(account=account, amount=9, generation_id="gen_first_holder"), user, key
+    )
+    assert isinstance(refused, InsufficientCredits), refused  # 8 credits asked, 7 left
     assert CreditAccount.objects.get(pk=account.pk).balance == 7
     assert ledger_drift() == []
