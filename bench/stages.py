@@ -10,6 +10,10 @@ and wall time per call, with no other request competing — so what a stage cost
 process shares a core. The whole async submit through Django's WSGI handler is measured too:
 what it costs beyond its stages is the framework's part (middleware, DRF, the response).
 
+With `--env STAGES_PROFILE_DIR=DIR` (and yappi in the hub's virtualenv: `.venv-hub/bin/pip install
+yappi`) each stage's calls are profiled by yappi's CPU clock into DIR/<stage>.pstat, for the
+standard library's pstats; the figures of such a run include the profiler's own cost.
+
 Prints one JSON object on its last line: {"stages": [[name, side, cpu_ms, wall_ms, summed], ...],
 "whole_submit_cpu_ms": …}.
 """
@@ -63,10 +67,21 @@ def measure(name: str, side: str, call, n: int, results: list, *, summed: bool =
     """`summed`: the stage is one of the side's stages of a generation (the web's of an async
     submit), added up in the table; a False one is shown beside them."""
     call()  # warm-up: first-use costs (clients, compiled queries) are not per generation
+    profile_dir = os.environ.get("STAGES_PROFILE_DIR")
+    if profile_dir:
+        import yappi
+
+        yappi.clear_stats()
+        yappi.set_clock_type("cpu")
+        yappi.start(builtins=True)
     db, cpu, wall = database_cpu_seconds(), time.process_time(), time.perf_counter()
     for _ in range(n):
         call()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    if profile_dir:
+        yappi.stop()
+        slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+        yappi.get_func_stats().save(os.path.join(profile_dir, f"{slug}.pstat"), type="pstat")
     db = database_cpu_seconds() - db
     results.append([name, side, 1000 * cpu / n, 1000 * wall / n, summed, 1000 * db / n])
     print(
