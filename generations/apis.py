@@ -6,6 +6,7 @@ The shapes are small plain classes rather than DRF serializers: JSON must keep i
 """
 
 import re
+import time
 from urllib.parse import urlsplit
 
 import pybase64
@@ -16,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.apis import CreditsOutput
-from billing.selectors import CreditsSummary, credits_summary_for_user
+from billing.selectors import CreditsSummary, credits_summary_for_user, credits_summary_of
 from generations import schema
 from generations.catalog import aspect_ratios, enabled_models
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, ImageModel, WebhookEvent
@@ -296,6 +297,7 @@ class GenerationCreateApi(APIView):
         parameters=[*schema.HEADERS, SHOULD_RETRY, *RATE_LIMIT_HEADERS],
     )
     def post(self, request: Request) -> Response:
+        started = time.monotonic()  # before the generation is enqueued: generation_wait
         shape = self.InputSerializer(request)
         params, response_format = shape.validated(), shape.response_format()
         files, idempotency_key = params.pop("files"), _idempotency_key(request)
@@ -320,7 +322,7 @@ class GenerationCreateApi(APIView):
         if params["is_async"]:
             return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
         max_wait = _preferred_wait(request)
-        generation = generation_wait(generation=generation, max_wait=max_wait)
+        generation = generation_wait(generation=generation, max_wait=max_wait, enqueued_after=started)
         headers = {"Preference-Applied": f"wait={max_wait:g}"} if max_wait is not None else None
         if generation.status not in FINISHED:  # Prefer: wait ran out, or the wait itself failed
             body = self.OutputSerializer.data(generation, root=root, poll_url=True)
@@ -329,7 +331,8 @@ class GenerationCreateApi(APIView):
             raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
         if generation.status == GenerationStatus.CANCELED:
             raise GenerationCanceled(generation_id=generation.id)
-        balance = credits_summary_for_user(user_id=generation.owner_id)
+        # Read with the finished row by the wait; a row it re-read after a timeout has none.
+        balance = credits_summary_of(generation) or credits_summary_for_user(user_id=generation.owner_id)
         body = self.OutputSerializer.data(
             generation, root=root, balance=balance, b64_json=response_format == "b64_json"
         )

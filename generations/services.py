@@ -14,12 +14,13 @@ from typing import IO
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q
 from django.utils import timezone
 
 from apikeys.services import api_key_usage_charge, api_key_usage_charge_sql, api_key_usage_refund
 from billing.lock_objects import account_lock_then
 from billing.models import CreditAccount
+from billing.selectors import credits_summary_annotations
 from billing.services import (
     CHARGED,
     account_as_read,
@@ -622,14 +623,19 @@ def _refund(generation: Generation, amount: int) -> None:
     generation.credits_refunded = amount
 
 
-def generation_wait(*, generation: Generation, max_wait: float | None = None) -> Generation:
+def generation_wait(
+    *, generation: Generation, max_wait: float | None = None, enqueued_after: float | None = None
+) -> Generation:
     """Wait until the generation finishes or its deadline passes (then fail and refund it).
 
     `max_wait` (the client's `Prefer: wait=N`) ends the wait sooner without touching the
-    generation: it is returned unfinished, for a 202 with its poll_url.
+    generation: it is returned unfinished, for a 202 with its poll_url. `enqueued_after`, a
+    `time.monotonic()` taken before the generation was created, spares the read before the
+    first wait when the completion listener was subscribed by then (hub.completion).
 
     The wait holds no database connection (it is given back before waiting and after each
-    read) and, under gevent, no thread. It never raises: the credits are already charged, so a
+    read that finds the row unfinished; the answer to a finished one reads on) and, under
+    gevent, no thread. It never raises: the credits are already charged, so a
     failure of the wait itself — notifications, database — must not answer 5xx (an SDK would
     retry and pay again). The caller gets the generation as last read, possibly unfinished,
     and answers 202 with its poll_url.
@@ -641,12 +647,13 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
     latest = [generation]
 
     def finished() -> bool:
+        row = None
         try:
             row = _FINISHED_ROW.first(generation.pk)
         finally:
-            connection_release()
-        if row is not None:
-            latest[0] = row  # the finished row: no second read to answer with it
+            if row is None:
+                connection_release()
+        latest[0] = row or latest[0]  # the finished row: no second read to answer with it
         return row is not None
 
     try:
@@ -657,6 +664,7 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
                 timeout=max_wait if capped else remaining,
                 is_finished=finished,
                 finished_among=_finished_among,
+                enqueued_after=enqueued_after,
             )
         if done:
             return latest[0]
@@ -672,8 +680,15 @@ def generation_wait(*, generation: Generation, max_wait: float | None = None) ->
     return generation
 
 
+def _finished_row(pk):
+    # With its owner's credits summary (billing.selectors.credits_summary_of): a succeeded
+    # generation's answer carries it, and read here it costs no query of its own.
+    finished = Generation.objects.filter(pk=pk, status__in=FINISHED)
+    return finished.annotate(**credits_summary_annotations(OuterRef("owner_id")))[:1]
+
+
 # The wait's read of its row, compiled once (hub.compiled: it runs at least twice per sync request).
-_FINISHED_ROW = CompiledQuery(lambda pk: Generation.objects.filter(pk=pk, status__in=FINISHED)[:1], STR_MARKER)
+_FINISHED_ROW = CompiledQuery(_finished_row, STR_MARKER)
 
 
 def _reread(generation: Generation) -> Generation:

@@ -10,6 +10,10 @@ wakes all of its local waiters —
 The generation row stays the truth: a waiter registers before it reads the row, so a finish
 between the two is never missed, and the process re-reads all waiting rows in one query every
 RECHECK_SECONDS, so a lost message (a listener reconnecting) delays a waiter but cannot hang it.
+A waiter whose generation was enqueued while the listener was subscribed skips that first read
+(most sync requests, whose generation has not finished yet when they start to wait): its finish
+is published after the enqueue, so its message either woke the listener already — the listener
+remembers the ids it heard for RECENT_SECONDS — or is still to come.
 The listener and the poller are threads, which under gevent (gunicorn's and Celery's gevent
 workers) are greenlets.
 """
@@ -36,6 +40,8 @@ RECHECK_SECONDS = 5.0
 BACKSTOP_SECONDS = 60.0
 CHANNEL_PREFIX = "hub:generation-done:"
 RECONNECT_SECONDS = 1.0
+# How long the listener remembers a finish it heard, for a waiter that registers after it.
+RECENT_SECONDS = 30.0
 
 FinishedAmong = Callable[[list[str]], Iterable[str]]
 
@@ -72,6 +78,8 @@ class _Waiters:
         self._finished_among = finished_among
         self._lock = threading.Lock()
         self._events: dict[str, set[threading.Event]] = {}
+        self._heard: dict[str, float] = {}  # generation id → when its finish was heard (oldest first)
+        self._subscribed_at: float | None = None  # since when the listener hears every finish
         # With Redis: the subscription wakes waiters at once, and the poller re-reads every
         # waiting row every RECHECK_SECONDS in one query (a message lost while the listener
         # reconnects delays a waiter by at most that). Without: the poller is the only way.
@@ -87,11 +95,20 @@ class _Waiters:
         for event in events:
             event.set()
 
-    def add(self, generation_id: str) -> threading.Event:
+    def add(self, generation_id: str, *, enqueued_after: float | None = None) -> tuple[threading.Event, bool]:
+        """The waiter's event, and whether it must read the row before it waits: unless its
+        generation was enqueued (after the monotonic time `enqueued_after`) while the listener was
+        subscribed — then a finish so far was heard (the event is set) or is still to come."""
         event = threading.Event()
+        now = time.monotonic()
         with self._lock:
             self._events.setdefault(generation_id, set()).add(event)
-        return event
+            heard = generation_id in self._heard
+            since = self._subscribed_at
+        if heard:
+            event.set()
+        fresh = enqueued_after is not None and now - enqueued_after < RECENT_SECONDS
+        return event, not (fresh and since is not None and since <= enqueued_after)
 
     def remove(self, generation_id: str, event: threading.Event) -> None:
         with self._lock:
@@ -105,9 +122,19 @@ class _Waiters:
         with self._lock:
             return len(self._events)
 
+    def subscribed_since(self) -> float | None:
+        """The monotonic time since which the listener has been subscribed; None if it is not."""
+        return self._subscribed_at
+
     def _wake(self, generation_id: str) -> None:
+        now = time.monotonic()
         with self._lock:
             events = list(self._events.get(generation_id, ()))
+            heard = self._heard
+            heard.pop(generation_id, None)  # to the end: the dict stays oldest first
+            heard[generation_id] = now
+            while now - next(iter(heard.values())) > RECENT_SECONDS:
+                del heard[next(iter(heard))]
         for event in events:
             event.set()
 
@@ -121,9 +148,12 @@ class _Waiters:
                 for message in pubsub.listen():
                     if message["type"] == "pmessage":
                         self._wake(message["channel"].decode()[len(CHANNEL_PREFIX) :])
+                    elif message["type"] == "psubscribe":  # Redis confirms: every later publish reaches us
+                        self._subscribed_at = time.monotonic()
             except Exception as exc:  # noqa: BLE001 — the listener must outlive any failure
                 logger.warning("completion listener: %s; reconnecting in %s s", exc, RECONNECT_SECONDS)
             finally:
+                self._subscribed_at = None  # until the next confirmation, waiters read first
                 if pubsub is not None:
                     pubsub.close()
             time.sleep(RECONNECT_SECONDS)
@@ -163,20 +193,29 @@ def waiters(finished_among: FinishedAmong) -> _Waiters:
 
 
 def wait_done(
-    generation_id: str, *, timeout: float, is_finished: Callable[[], bool], finished_among: FinishedAmong
+    generation_id: str,
+    *,
+    timeout: float,
+    is_finished: Callable[[], bool],
+    finished_among: FinishedAmong,
+    enqueued_after: float | None = None,
 ) -> bool:
     """True once `is_finished()` holds, False if `timeout` seconds pass first.
 
     `is_finished` reads the row; `finished_among(ids)` answers for many ids in one query (the
-    embedded default's poller). Neither is called while holding a lock.
+    embedded default's poller). Neither is called while holding a lock. `enqueued_after`: a
+    monotonic time before the generation was enqueued, which may spare the first read (module
+    docstring).
     """
     deadline = time.monotonic() + max(timeout, 0)
     local = waiters(finished_among)
-    event = local.add(generation_id)  # before the first read: a finish after it wakes us
+    # Before the first read: a finish after it wakes us.
+    event, read = local.add(generation_id, enqueued_after=enqueued_after)
     try:
         while True:
-            if is_finished():
+            if read and is_finished():
                 return True
+            read = True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

@@ -47,7 +47,7 @@ class FinishLater:
         threading.Thread(target=run).start()
 
 
-def _wait_all(ids, finisher, *, finished_among=_none_finished, timeout=30):
+def _wait_all(ids, finisher, *, finished_among=_none_finished, timeout=30, enqueued_after=None):
     results = {}
 
     def wait(generation_id):
@@ -56,6 +56,7 @@ def _wait_all(ids, finisher, *, finished_among=_none_finished, timeout=30):
             timeout=timeout,
             is_finished=finisher.is_finished_for(generation_id),
             finished_among=finished_among,
+            enqueued_after=enqueued_after,
         )
 
     threads = [threading.Thread(target=wait, args=(generation_id,)) for generation_id in ids]
@@ -158,3 +159,70 @@ def test_a_lost_message_delays_a_waiter_by_one_recheck_not_forever(monkeypatch):
     monkeypatch.setattr(completion, "_waiters", None)
     assert time.monotonic() - started < 2  # not the 60 s backstop
     assert ["gen_lost"] in queries
+
+
+def _subscribed_listener(monkeypatch) -> float:
+    """A fresh listener of this process, once Redis has confirmed its subscription: since when."""
+    monkeypatch.setattr(completion, "_waiters", None)
+    local = completion.waiters(_none_finished)
+    deadline = time.monotonic() + 5
+    while local.subscribed_since() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert local.subscribed_since() is not None
+    return local.subscribed_since()
+
+
+@needs_redis
+def test_a_waiter_enqueued_while_subscribed_reads_only_after_its_message(monkeypatch):
+    _subscribed_listener(monkeypatch)
+    finisher = FinishLater()
+    ids = [f"gen_skip{i}" for i in range(20)]
+    started = time.monotonic()
+    threads, results = _wait_all(ids, finisher, enqueued_after=started)
+    finisher.finish(ids, after=0.3)
+    for thread in threads:
+        thread.join()
+    monkeypatch.setattr(completion, "_waiters", None)
+    assert results == dict.fromkeys(ids, True)
+    assert time.monotonic() - started < 3  # woken by the messages, not the re-check
+    assert finisher.reads == 20  # no read before waiting: one each, after its message
+
+
+@needs_redis
+def test_a_finish_heard_before_its_waiter_registers_is_not_missed(monkeypatch):
+    """The worker can finish before the web's request starts to wait: the listener remembers it."""
+    _subscribed_listener(monkeypatch)
+    finisher = FinishLater()
+    enqueued = time.monotonic()
+    finisher.finish(["gen_early"], after=0)
+    time.sleep(0.3)  # the message has come and gone, with no waiter yet
+    started = time.monotonic()
+    assert completion.wait_done(
+        "gen_early",
+        timeout=10,
+        is_finished=finisher.is_finished_for("gen_early"),
+        finished_among=_none_finished,
+        enqueued_after=enqueued,
+    )
+    monkeypatch.setattr(completion, "_waiters", None)
+    assert time.monotonic() - started < 1  # not the 5 s re-check
+    assert finisher.reads == 1
+
+
+@needs_redis
+def test_a_waiter_enqueued_before_the_subscription_reads_first(monkeypatch):
+    """A finish published before the listener subscribed was heard by no one: the row tells."""
+    subscribed = _subscribed_listener(monkeypatch)
+    finisher = FinishLater()
+    finisher.done.add("gen_before")  # finished, never published to this listener
+    started = time.monotonic()
+    assert completion.wait_done(
+        "gen_before",
+        timeout=10,
+        is_finished=finisher.is_finished_for("gen_before"),
+        finished_among=_none_finished,
+        enqueued_after=subscribed - 1,
+    )
+    monkeypatch.setattr(completion, "_waiters", None)
+    assert time.monotonic() - started < 1
+    assert finisher.reads == 1

@@ -79,3 +79,24 @@ def test_the_one_query_summary_of_a_sync_answer_equals_the_credits_endpoints():
     summary = credits_summary_for_user(user_id=user.pk)
     assert summary == credits_summary(account=account_get_or_create(user=user))
     assert (summary.credits, summary.next_expiration.credits, summary.next_expiration.expires_at) == (23, 10, soon)
+
+
+def test_the_summary_read_with_another_row_equals_the_credits_endpoints():
+    """The sync answer reads its balance with the finished generation (credits_summary_annotations)."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import OuterRef
+
+    from billing.selectors import credits_summary, credits_summary_annotations, credits_summary_of
+
+    users = get_user_model().objects
+    user = make_user()
+    account = account_get_or_create(user=user)
+    soon = timezone.now() + timedelta(days=2)
+    for amount, expires_at in ((4, soon), (6, soon), (10, None), (3, soon + timedelta(days=1))):
+        credits_grant(account=account, amount=amount, expires_at=expires_at)
+    credits_charge(account=account, amount=5, generation_id="gen_summary")
+    annotated = users.annotate(**credits_summary_annotations(OuterRef("pk")))
+    summary = credits_summary_of(annotated.get(pk=user.pk))
+    assert summary == credits_summary(account=account_get_or_create(user=user))
+    assert (summary.credits, summary.account_type, summary.next_expiration.credits) == (18, "FREE", 5)
+    assert credits_summary_of(users.get(pk=user.pk)) is None  # read without the annotations
