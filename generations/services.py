@@ -647,14 +647,16 @@ def generation_wait(
     latest = [generation]
 
     def finished() -> bool:
-        row = None
         try:
             row = _FINISHED_ROW.first(generation.pk)
-        finally:
-            if row is None:
-                connection_release()
-        latest[0] = row or latest[0]  # the finished row: no second read to answer with it
-        return row is not None
+        except BaseException:
+            connection_release()
+            raise
+        if row is None:
+            connection_release()  # before it waits; the answer to a finished row reads on
+            return False
+        latest[0] = row  # the finished row: no second read to answer with it
+        return True
 
     try:
         connection_release()

@@ -39,15 +39,16 @@ def _gevent_wait(gen, fileno: int):
     a poll object, registers the socket and collects its results in Python on each round trip:
     in py-spy samples of `bench run stages`, wait_poll held a quarter of a request's web CPU, the
     emulation about half of that; bench async-c32, two pairs: 6.4–6.9 s of web CPU per 3,000
-    submits against 7.1–7.2 before. The watcher reports which of read and write is ready (`pass_events`), which is
-    what psycopg's generator asks (psycopg's Wait and Ready flags are libev's READ 1 and WRITE 2).
-    No polling interval: the generator only ever asks to wait for the socket again.
+    submits against 7.1–7.2 before. The watcher reports which of read and write is ready
+    (`pass_events`), which is what psycopg's generator asks (psycopg's Wait and Ready flags are
+    libev's READ 1 and WRITE 2). No polling interval: the generator only ever asks to wait for
+    the socket again.
     """
-    loop, waiter_of = get_hub().loop, Waiter
+    loop = get_hub().loop
     try:
         wait_for = next(gen)
         while True:
-            watcher, waiter = loop.io(fileno, wait_for), waiter_of()
+            watcher, waiter = loop.io(fileno, wait_for), Waiter()
             watcher.start(waiter.switch, pass_events=True)
             try:
                 events = waiter.get()

@@ -300,7 +300,7 @@ def test_fake_server_scriptable_over_http(server):
     assert [r["status"] for r in summary] == [500, 200]
 
 
-@pytest.mark.parametrize(("concurrency", "pools"), [(1000, 16), (32, 1), (65, 2)])
+@pytest.mark.parametrize(("concurrency", "pools"), [(1000, 63), (16, 1), (17, 2)])
 def test_provider_calls_spread_over_pools_that_hold_the_whole_concurrency(server, settings, concurrency, pools):
     """As many connections as calls in flight, in pools of at most POOL_SHARD_SIZE (httpcore walks
     a whole pool per request), taken in turn; one TLS context for all of them."""

@@ -60,7 +60,7 @@ class _Failure:
 
 
 # Connections per HTTP client of the provider's pool (see _shared_http_clients).
-POOL_SHARD_SIZE = 64
+POOL_SHARD_SIZE = 16
 
 
 def _shared_http_clients() -> list[httpx.Client]:
@@ -70,7 +70,10 @@ def _shared_http_clients() -> list[httpx.Client]:
     concurrency 500. Several pools of POOL_SHARD_SIZE rather than one of 1,000: the SDK's
     httpcore walks every connection of a pool each time a request starts or ends, so one pool of
     1,000 costs ~1,000 steps per call (bench sync-c1000-30s: the worker's CPU per generation 13 ms,
-    against 8 ms at concurrency 32). Timeouts are set per call from the generation's deadline."""
+    against 8 ms at concurrency 32). Pools of 64 still left that walk ~10 % of the worker's py-spy
+    samples at c1000; of 16, the worker's CPU fell 8 % (bench sync-c1000-5s --ramp 5: 15.9 and
+    16.6 s against 17.6–18.3), its memory did not move. Timeouts are set per call from the
+    generation's deadline."""
     size = settings.CELERY_WORKER_CONCURRENCY
     shards = max(1, math.ceil(size / POOL_SHARD_SIZE))
     per_shard = math.ceil(size / shards)
