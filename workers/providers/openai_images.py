@@ -72,7 +72,7 @@ def _shared_http_clients() -> list[httpx.Client]:
     1,000 costs ~1,000 steps per call (bench sync-c1000-30s: the worker's CPU per generation 13 ms,
     against 8 ms at concurrency 32). Pools of 64 still left that walk ~10 % of the worker's py-spy
     samples at c1000; of 16, the worker's CPU fell 8 % (bench sync-c1000-5s --ramp 5: 15.9 and
-    16.6 s against 17.6–18.3), its memory did not move. Timeouts are set per call from the
+    16.6 s against 17.6–19.0), its memory did not move. Timeouts are set per call from the
     generation's deadline."""
     size = settings.CELERY_WORKER_CONCURRENCY
     shards = max(1, math.ceil(size / POOL_SHARD_SIZE))
