@@ -100,3 +100,28 @@ def test_a_generation_run_pushed_by_task_send_is_the_message_celery_sends():
         assert received[0].payload[0] == [task_id]
     finally:
         client.delete(ours, celerys)
+
+
+def test_more_commands_at_once_than_the_channels_connections_wait_for_one():
+    """A gevent worker acks up to 1,000 tasks at once through its channel's pool of 10 (kombu's
+    max_connections): past that, a command waits for a free connection instead of failing with
+    MaxConnectionsError (seen at c1000 as "Couldn't ack", the message then unacked for good)."""
+    with Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT) as connection:
+        channel = connection.default_channel
+        client, cap = channel._create_client(), channel.pool.max_connections
+        key = f"hub-broker-test-{uuid.uuid4().hex}"  # never pushed: each BLPOP holds a connection 0.3 s
+        results, errors = [], []
+
+        def hold():
+            try:
+                results.append(client.blpop([key], timeout=0.3))
+            except Exception as exc:  # noqa: BLE001 — the test reports what failed
+                errors.append(exc)
+
+        threads = [threading.Thread(target=hold) for _ in range(cap * 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert results == [None] * (cap * 3)
