@@ -45,9 +45,9 @@ class Channel(redis.Channel):
         """kombu's pool for the channel's commands, but one that makes a caller wait for a free
         connection instead of raising. kombu's caps it at `max_connections` (10) and redis-py's
         plain pool raises MaxConnectionsError past that: a gevent worker acks up to 1,000 tasks
-        at once, and at c1000 (bench sync-c1000-5s, 1 to 17 per run) acks failed "Too many
-        connections" — each such message stayed unacked until Redis's visibility timeout
-        re-delivered it. The event loop's own BRPOP pool is kombu's."""
+        at once, and at c1000 acks failed "Too many connections" (bench sync-c1000-*: once in 2
+        of 13 runs, 17 times in one with DATABASE_POOL_MAX_SIZE=20), leaving each such message
+        unacked. The event loop's own BRPOP pool is kombu's."""
         pool = super()._get_pool(asynchronous=asynchronous)
         if asynchronous:
             return pool
