@@ -1,7 +1,8 @@
 """Under gevent (the web and the worker) the pool's connections wait for PostgreSQL on gevent's
 own loop (hub.db._gevent_wait), not through gevent's emulation of select.poll: queries of
-different greenlets overlap, errors and a dropped connection surface as psycopg's, and a pipeline
-works. The child makes the emulated poll() fail, so psycopg's own wait_poll cannot pass for it."""
+different greenlets overlap, errors and a dropped connection surface as psycopg's, a pipeline
+works and its sends do not turn the loop. The child makes the emulated poll() fail, so psycopg's
+own wait_poll cannot pass for it."""
 
 import os
 import subprocess
@@ -51,6 +52,20 @@ with b.pipeline():
     first, second = b.execute("SELECT 3"), b.execute("SELECT %s::int + 1", [3])
 print("pipeline", first.fetchone()[0] == 3 and second.fetchone()[0] == 4)
 
+# A pipeline's sends do not wait on the loop: switches into gevent's hub are counted while 50
+# statements are sent and their results read. Each send waited for a writable socket (two waits
+# a statement) until hub.db checked with the kernel first; the reads still wait on the loop.
+import greenlet
+switches = []
+hub = gevent.get_hub()
+greenlet.settrace(lambda event, args: switches.append(1) if event == "switch" and args[1] is hub else None)
+with b.pipeline():
+    cursors = [b.execute("SELECT %s::int", [i]) for i in range(50)]
+values = [c.fetchone()[0] for c in cursors]
+greenlet.settrace(None)
+print("sends", values == list(range(50)), len(switches) < 10)
+print("switches into the hub", len(switches), file=sys.stderr)
+
 pid = victim.info.backend_pid
 sleeping = gevent.spawn(victim.execute, "SELECT pg_sleep(30)")
 gevent.sleep(0.3)
@@ -73,5 +88,6 @@ def test_connections_wait_on_the_gevent_loop():
         "overlap True True True",
         "error True",
         "pipeline True",
+        "sends True True",
         "dropped True True",
     ], done.stderr[-2000:]
