@@ -41,6 +41,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     run_parser.add_argument(
         "--ramp", type=float, help="seconds over which the clients start one after another (default 0: all at once)"
     )
+    run_parser.add_argument(
+        "--rounds", type=int, default=1, help="async-c32, history-1m: floor and hub in turn this many times"
+    )
     run_parser.add_argument("--history", type=int, default=1_000_000, help="past generations (history-1m)")
     run_parser.add_argument(
         "--env",
@@ -95,7 +98,7 @@ def _run_all(names: list[str], overrides: dict, args: argparse.Namespace, comman
         base = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
         print(f"=== {name}: {scenario.description}", file=sys.stderr, flush=True)
         try:
-            table = run(scenario, Context(base, dict(args.env), args.history))
+            table = run(scenario, Context(base, dict(args.env), args.history, args.rounds))
         except Exception:  # noqa: BLE001 - one scenario's failure must not stop the next; its traceback is shown
             traceback.print_exc()
             failed.append(name)
