@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.admin.utils import quote
 
 from apikeys.services import api_key_create
 from billing.models import CreditAccount
@@ -32,7 +33,7 @@ def test_every_admin_page_opens(console):
 def test_api_key_pages_never_show_the_digest_and_can_revoke(console, api):
     user = make_user()
     key, raw = api_key_create(owner=user, name="suspicious")
-    for path in ["/admin/apikeys/apikey/", f"/admin/apikeys/apikey/{key.pk}/change/"]:
+    for path in ["/admin/apikeys/apikey/", f"/admin/apikeys/apikey/{quote(key.pk)}/change/"]:
         content = console.get(path).content.decode()
         assert key.display_prefix in content and key.digest not in content and raw not in content
     response = console.post("/admin/apikeys/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
@@ -49,7 +50,7 @@ def test_a_generation_shows_its_status_refund_and_images(console):
     generation = make_generation(user, n=2, delivered=1)
     listing = console.get("/admin/generations/generation/?status__exact=succeeded").content.decode()
     assert generation.id in listing
-    content = console.get(f"/admin/generations/generation/{generation.id}/change/").content.decode()
+    content = console.get(f"/admin/generations/generation/{quote(generation.id)}/change/").content.decode()
     key = generation.images.get().storage_key
     assert [src for src in image_sources(content) if key in src] != []
     assert "Refund +2 (refund: 1 of 2 images not delivered)" in content and "Charge -4" in content

@@ -1,6 +1,7 @@
 """Operators set a key's limits and the defaults of each account type in the admin."""
 
 import pytest
+from django.contrib.admin.utils import quote
 
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def test_operator_sets_and_clears_a_keys_limits(console):
     key, raw = api_key_create(owner=make_user(), name="ci")
-    url = f"/admin/apikeys/apikey/{key.pk}/change/"
+    url = f"/admin/apikeys/apikey/{quote(key.pk)}/change/"
     page = console.get(url).content.decode()
     assert "Images per minute" in page and key.digest not in page and raw not in page
     limits = {"allowed_models": "gpt-image-2, gpt-image-1", "images_per_minute": "10", "concurrency": "3"}

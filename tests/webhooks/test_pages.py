@@ -2,6 +2,7 @@
 delivery attempts on the generation page and in the admin, where an operator redelivers."""
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.core.management import call_command
 
 from accounts.services import user_create
@@ -73,9 +74,10 @@ def test_the_admin_shows_deliveries_and_redelivers(client):
         delivery = WebhookDelivery.objects.get(generation=generation)
         webhook_deliver(delivery.id)
         client.force_login(operator)
-        page = client.get(f"/admin/generations/webhookdelivery/{delivery.id}/change/").content.decode()
+        page = client.get(f"/admin/generations/webhookdelivery/{quote(delivery.id)}/change/").content.decode()
         assert "200" in page and delivery.id in page
-        assert delivery.id in client.get(f"/admin/generations/generation/{generation.id}/change/").content.decode()
+        generation_page = client.get(f"/admin/generations/generation/{quote(generation.id)}/change/")
+        assert delivery.id in generation_page.content.decode()
         response = client.post(
             "/admin/generations/webhookdelivery/",
             {"action": "redeliver", "_selected_action": [delivery.id]},
