@@ -66,6 +66,16 @@ greenlet.settrace(None)
 print("sends", values == list(range(50)), len(switches) < 10)
 print("switches into the hub", len(switches), file=sys.stderr)
 
+# The look at the socket works past descriptor 1023 (select() refuses those; a worker holds a
+# thousand sockets).
+import os, resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+high = Connection.connect(dsn, autocommit=True)
+with high.pipeline():
+    first, second = high.execute("SELECT 5"), high.execute("SELECT 6")
+print("high", high.pgconn.socket > 1023, first.fetchone()[0] == 5 and second.fetchone()[0] == 6)
+
 pid = victim.info.backend_pid
 sleeping = gevent.spawn(victim.execute, "SELECT pg_sleep(30)")
 gevent.sleep(0.3)
@@ -89,5 +99,6 @@ def test_connections_wait_on_the_gevent_loop():
         "error True",
         "pipeline True",
         "sends True True",
+        "high True True",
         "dropped True True",
     ], done.stderr[-2000:]
