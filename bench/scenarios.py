@@ -217,10 +217,11 @@ def run_sync(s: Scenario, ctx: Context) -> Table:
 
 
 def _async_pair(stack: Stack, s: Scenario, suffix: str, rounds: int) -> tuple[dict, dict, list[str]]:
-    """The floor, then the hub, `rounds` times in turn: the pair whose ratio is the median, and a
-    note with every round's ratio. Why rounds: the machine's speed drifts by tens of percent over
-    a minute (the same code's floor served 439–552 req/s in runs minutes apart), and one floor
-    phase followed by one hub phase carries that drift into their ratio."""
+    """The floor, then the hub, `rounds` times in turn: the pair whose ratio is the median (the
+    upper middle one for an even count), and a note with every round's ratio. Why rounds: the
+    machine's speed drifts by tens of percent over a minute (the same code's floor served 439–552
+    req/s in runs minutes apart), and one floor phase followed by one hub phase carries that drift
+    into their ratio."""
     pairs = []
     for index in range(rounds):
         label = f"{suffix}, round {index + 1}" if rounds > 1 else suffix

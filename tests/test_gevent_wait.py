@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 from gevent import monkey
 monkey.patch_all()
-import select, sys, time
-import gevent, psycopg
+import os, resource, select, sys, time
+import gevent, greenlet, psycopg
 from hub.db import Connection
 
 def no_poll(*args, **kwargs):
@@ -55,7 +55,6 @@ print("pipeline", first.fetchone()[0] == 3 and second.fetchone()[0] == 4)
 # A pipeline's sends do not wait on the loop: switches into gevent's hub are counted while 50
 # statements are sent and their results read. Each send waited for a writable socket (two waits
 # a statement) until hub.db checked with the kernel first; the reads still wait on the loop.
-import greenlet
 switches = []
 hub = gevent.get_hub()
 greenlet.settrace(lambda event, args: switches.append(1) if event == "switch" and args[1] is hub else None)
@@ -68,7 +67,6 @@ print("switches into the hub", len(switches), file=sys.stderr)
 
 # The look at the socket works past descriptor 1023 (select() refuses those; a worker holds a
 # thousand sockets).
-import os, resource
 resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
 high = Connection.connect(dsn, autocommit=True)
