@@ -44,10 +44,11 @@ class Channel(redis.Channel):
     def _get_pool(self, asynchronous=False):
         """kombu's pool for the channel's commands, but one that makes a caller wait for a free
         connection instead of raising. kombu's caps it at `max_connections` (10) and redis-py's
-        plain pool raises MaxConnectionsError past that: a gevent worker acks up to 1,000 tasks
-        at once, and at c1000 acks failed "Too many connections" (bench sync-c1000-*: once in 2
-        of 13 runs, 17 times in one with DATABASE_POOL_MAX_SIZE=20), leaving each such message
-        unacked. The event loop's own BRPOP pool is kombu's."""
+        plain pool raises MaxConnectionsError past that: a gevent worker runs up to 1,000 tasks
+        at once, and at c1000 their acks failed "Too many connections" (bench sync-c1000-*: once
+        in 2 of 13 runs, 17 times in one with DATABASE_POOL_MAX_SIZE=20) while acks still went
+        to Redis (ack emulation, now off: hub.settings). Its retries' publishes and a shutdown's
+        restores still do. The event loop's own BRPOP pool is kombu's."""
         pool = super()._get_pool(asynchronous=asynchronous)
         if asynchronous:
             return pool

@@ -301,12 +301,20 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
     }
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False  # the filesystem transport has no fanout
+elif CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, one Redis client per channel
+    # No copy of each delivered message in Redis (kombu's "ack emulation": a MULTI/EXEC on
+    # delivery and another on ack, ~16 % of a generation worker's busy samples in the sync-c32-0s
+    # profile). It only lets Redis re-deliver a dead worker's messages after a visibility timeout
+    # longer than any task, and the hub recovers those sooner itself: the lease (a running
+    # attempt) and the sweeper's re-send (a queued one, GENERATION_RESEND_AFTER_SECONDS). The
+    # worker still keeps what it took in memory: a warm shutdown puts back what it had not
+    # started, and a dead prefork child's task goes back on the queue (reject_on_worker_lost).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
 else:
-    if CELERY_BROKER_URL.startswith("redis://"):
-        CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, one Redis client per channel
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Redis re-delivers an unacked message after this long. It must exceed the longest task
-        # (the hard limit below), or a second worker starts a task that is still running.
+        # The broker re-delivers an unacked message after this long. It must exceed the longest
+        # task (the hard limit below), or a second worker starts a task that is still running.
         "visibility_timeout": GENERATION_TIMEOUT_SECONDS + 600,
     }
 CELERY_TASK_IGNORE_RESULT = True  # outcomes live on the generation row, not in a result backend
@@ -317,7 +325,9 @@ CELERY_TASK_IGNORE_RESULT = True  # outcomes live on the generation row, not in 
 CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_SERIALIZER = "json"  # tasks take ids only; JSON is safe to deserialize and readable
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True  # ack after the work, so a worker that dies mid-task gets it redelivered
+# Ack after the work: a worker holds one message per task it runs (the prefetch credit below), and
+# a warm shutdown or a dead prefork child puts the unfinished ones back on the queue.
+CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ...also when only the pool child dies (else it is acked and lost)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a slow paid call must not hold other queued work hostage
 # Derived from the sync limit: the task finalizes and refunds on its own before the soft limit,

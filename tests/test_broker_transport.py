@@ -40,6 +40,41 @@ def test_one_client_per_channel_pool_and_messages_still_flow():
             queue.close()
 
 
+def test_a_delivery_keeps_no_copy_in_redis_and_a_closed_channel_puts_back_what_it_did_not_ack():
+    """Ack emulation is off (hub.settings): taking a message and acking it write nothing to Redis
+    (kombu's default keeps a copy in its `unacked` hash, two MULTI/EXECs per task), and what a
+    consumer took but did not ack is back on its queue once its channel closes — a warm shutdown
+    returns the messages it had not started, from the worker's memory."""
+    from hub.celery import app
+    from hub.completion import redis_client
+
+    assert settings.CELERY_BROKER_TRANSPORT_OPTIONS == {"ack_emulation": False}
+    name = f"hub-broker-test-{uuid.uuid4().hex}"
+    client = redis_client()
+    try:
+        with app.connection_for_read() as connection:  # the workers' settings
+            queue = connection.SimpleQueue(name)
+            queue.put({"n": 1})
+            queue.put({"n": 2})
+            first, second = queue.get(timeout=5), queue.get(timeout=5)
+            channel = connection.default_channel
+            for message in (first, second):
+                assert not client.hexists(channel.unacked_key, message.delivery_tag)
+                assert client.zscore(channel.unacked_index_key, message.delivery_tag) is None
+            first.ack()
+            assert client.llen(name) == 0
+        # Closed with the second unacked (a warm shutdown's end): it is queued again, and only it.
+        with app.connection_for_read() as connection:  # the workers' settings
+            queue = connection.SimpleQueue(name)
+            again = queue.get(timeout=5)
+            assert again.payload == second.payload
+            again.ack()
+            with pytest.raises(queue.Empty):
+                queue.get(timeout=0.5)
+    finally:
+        client.delete(name)
+
+
 def test_a_full_consumer_takes_the_next_message_soon_after_an_ack():
     """Credit exhausted (prefetch 1, one message unacked): the ack from another thread — a task
     finishing while the consumer polls — lets the next message in at once (hub/broker.py). With
