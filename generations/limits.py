@@ -28,7 +28,7 @@ from apikeys.services import api_key_limits_set, api_key_rate_give_back_db, api_
 from billing.selectors import account_type_limits
 from billing.services import account_get_or_create
 from generations.models import Generation, GenerationStatus, ImageModel
-from hub import ratelimit
+from hub import completion, ratelimit
 from hub.errors import InvalidRequest, ModelNotAllowed, MonthlyCreditCapReached, RateLimited
 from hub.limits import Limits
 from hub.timefmt import utc_day
@@ -218,15 +218,26 @@ def _seconds_until_next_month(now: datetime) -> int:
     return int((following - now).total_seconds()) + 1
 
 
-def slot_release(*, api_key_id: str | None, generation_id: str) -> None:
-    """Free the generation's concurrency slot (idempotent; after the commit that finished it).
-    A release lost to a Redis fault is made good by `slots_reconcile`."""
-    if api_key_id is None or not settings.REDIS_URL:
+def slot_release_and_announce(*, api_key_id: str | None, generation_id: str) -> None:
+    """After the commit that finished a generation: free its concurrency slot (idempotent) and
+    wake its sync waiter (hub.completion), in one Redis round trip — as two they were ~4.5 % of
+    a generation worker's busy samples (bench sync-c32-0s, py-spy). Both are made good if lost
+    to a Redis fault: `slots_reconcile` drops the slot, and the waiter re-reads its row."""
+    if not settings.REDIS_URL:
         return
+    pipe = completion.redis_client().pipeline(transaction=False)
+    if api_key_id is not None:
+        ratelimit.slot_release(name=api_key_id, member=generation_id, client=pipe)
+    completion.publish_done(generation_id, client=pipe)
     try:
-        ratelimit.slot_release(name=api_key_id, member=generation_id)
+        pipe.execute()
     except (redis.RedisError, OSError) as exc:
-        logger.warning("generation %s: could not release its slot (the sweeper will): %s", generation_id, exc)
+        logger.warning(
+            "generation %s: could not release its slot or announce its finish (the sweeper and its waiter's "
+            "re-read will): %s",
+            generation_id,
+            exc,
+        )
 
 
 def slots_reconcile() -> int:

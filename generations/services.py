@@ -37,7 +37,7 @@ from generations.limits import (
     limits_effective,
     limits_model_check,
     limits_take,
-    slot_release,
+    slot_release_and_announce,
 )
 from generations.models import (
     FINISHED,
@@ -595,8 +595,7 @@ def _on_finished(generation: Generation) -> None:
     seconds = (generation.finished_at - generation.created_at).total_seconds()
 
     def finished() -> None:
-        slot_release(api_key_id=api_key_id, generation_id=generation_id)
-        completion.publish_done(generation_id)
+        slot_release_and_announce(api_key_id=api_key_id, generation_id=generation_id)
         metrics.GENERATIONS_FINISHED.labels(model, status).inc()
         metrics.GENERATION_LATENCY.labels(model, status).observe(seconds)
         if refunded:

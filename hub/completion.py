@@ -62,8 +62,13 @@ def redis_client() -> redis.Redis:
     return _publisher[1]
 
 
-def publish_done(generation_id: str) -> None:
+def publish_done(generation_id: str, *, client=None) -> None:
+    """Wake the generation's waiters. With `client` (a redis-py pipeline) the PUBLISH is queued
+    on it, and the caller that sends it handles its errors."""
     if not settings.REDIS_URL:
+        return
+    if client is not None:
+        client.publish(_channel(generation_id), "done")
         return
     try:
         redis_client().publish(_channel(generation_id), "done")

@@ -101,8 +101,10 @@ def slot_take(*, name: str, member: str, limit: int, max_age_seconds: int) -> De
     return Decision(bool(result[0]), int(result[1]))
 
 
-def slot_release(*, name: str, member: str) -> None:
-    redis_client().zrem(_slots_key(name), member)
+def slot_release(*, name: str, member: str, client=None) -> None:
+    """Free `member`'s slot of `name`; with `client` (a redis-py pipeline) the command is queued
+    on it, for the caller to send with its others."""
+    (client or redis_client()).zrem(_slots_key(name), member)
 
 
 def slots_held() -> dict[str, dict[str, float]]:

@@ -34,3 +34,41 @@ def test_slots_are_taken_once_per_generation_and_freed_by_release():
     ratelimit.slot_release(name=name, member="gen_1")  # a second release is harmless
     assert ratelimit.slot_take(name=name, member="gen_3", limit=2, max_age_seconds=900).allowed
     assert 0 < ratelimit.redis_client().pttl(f"hub:rl:slots:{name}") <= 900_000
+
+
+def test_a_finish_frees_its_slot_and_wakes_its_waiter_in_one_round_trip(monkeypatch):
+    """slot_release_and_announce, after the commit that finished a generation: the slot is free and
+    the waiter's message published, both sent as one pipeline."""
+    from generations.limits import slot_release_and_announce
+    from hub import completion
+
+    name, generation_id = f"test-{uuid.uuid4().hex}", f"gen_{uuid.uuid4().hex[:24]}"
+    assert ratelimit.slot_take(name=name, member=generation_id, limit=1, max_age_seconds=900).allowed
+    pubsub = ratelimit.redis_client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(completion.CHANNEL_PREFIX + generation_id)
+    sent = []
+    execute = type(ratelimit.redis_client().pipeline()).execute
+    monkeypatch.setattr(
+        type(ratelimit.redis_client().pipeline()), "execute", lambda pipe: sent.append(len(pipe)) or execute(pipe)
+    )
+    try:
+        pubsub.get_message(timeout=1)  # the subscription's confirmation
+        slot_release_and_announce(api_key_id=name, generation_id=generation_id)
+        assert sent == [2]
+        assert pubsub.get_message(timeout=2)["data"] == b"done"
+        assert ratelimit.slot_take(name=name, member="gen_other", limit=1, max_age_seconds=900).allowed
+    finally:
+        pubsub.close()
+
+
+def test_a_finish_announced_while_redis_is_down_is_logged_not_raised(monkeypatch, caplog):
+    """The generation is already finished and committed: a Redis fault here must not fail the task
+    (the sweeper frees the slot, the waiter re-reads its row)."""
+    import redis
+
+    from generations.limits import slot_release_and_announce
+    from hub import completion
+
+    monkeypatch.setattr(completion, "redis_client", lambda: redis.Redis(port=1, socket_connect_timeout=1))
+    slot_release_and_announce(api_key_id="key_down", generation_id="gen_down")
+    assert "gen_down: could not release its slot or announce its finish" in caplog.text
