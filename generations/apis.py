@@ -22,7 +22,7 @@ from generations import schema
 from generations.catalog import aspect_ratios, enabled_models
 from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, ImageModel, WebhookEvent
 from generations.references import reference_images_read
-from generations.selectors import generation_get_for_owner
+from generations.selectors import generation_get_for_owner_api
 from generations.services import generation_cancel, generation_create, generation_precheck, generation_wait
 from hub import storage
 from hub.compiled import STR_MARKER, CompiledQuery
@@ -407,5 +407,5 @@ class GenerationRetrieveApi(APIView):
 
     @extend_schema(responses={200: schema.GenerationSerializer, **errors(401, 404)}, parameters=[SHOULD_RETRY])
     def get(self, request: Request, generation_id: str) -> Response:
-        generation = generation_get_for_owner(owner=request.user, generation_id=generation_id)
+        generation = generation_get_for_owner_api(owner=request.user, generation_id=generation_id)
         return Response(self.OutputSerializer.data(generation, root=base_url(request)))

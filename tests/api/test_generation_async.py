@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from billing.models import CreditAccount, LedgerEntry
 from generations.models import Generation, ReferenceImage
 from hub import storage
-from tests.factories import bearer, make_key, make_user
+from tests.factories import bearer, create_generation, make_generation, make_key, make_user
 from tests.images import image_bytes, upload
 
 pytestmark = pytest.mark.django_db
@@ -83,6 +83,26 @@ def test_reading_another_users_generation_is_not_found(api, customer):
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "notFound"
     assert api.get("/api/v1/generations/gen_doesnotexist", **auth).json()["error"]["code"] == "notFound"
+
+
+def test_a_poll_reads_the_row_alone_and_a_succeeded_ones_images(api, customer):
+    """GET /generations/{id}: an unfinished generation is one read of its row (a client polls
+    every second), a succeeded one that and its images — no join to the model, no prefetch."""
+    user, _, auth = customer
+    queued, succeeded = create_generation(user), make_generation(user, n=2)
+
+    def tables_read(generation_id: str) -> tuple[list[str], dict]:
+        with CaptureQueriesContext(connection) as queries:
+            response = api.get(f"/api/v1/generations/{generation_id}", **auth)
+        assert response.status_code == 200
+        tables = [re.search(r'FROM "(\w+)"', q["sql"]).group(1) for q in queries if "generations_" in q["sql"]]
+        return tables, response.json()
+
+    tables, body = tables_read(queued.id)
+    assert (tables, body["status"], body["images"]) == (["generations_generation"], "queued", [])
+    tables, body = tables_read(succeeded.id)
+    assert tables == ["generations_generation", "generations_generatedimage"]
+    assert (body["status"], body["model"], len(body["images"])) == ("succeeded", "gpt-image-2", 2)
 
 
 def test_generation_lookup_requires_key(api):
