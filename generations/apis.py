@@ -20,12 +20,11 @@ from billing.apis import CreditsOutput
 from billing.selectors import CreditsSummary, credits_summary_for_user, credits_summary_of
 from generations import schema
 from generations.catalog import aspect_ratios, enabled_models
-from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, ImageModel, WebhookEvent
+from generations.models import FINISHED, Generation, GenerationStatus, ImageModel, WebhookEvent
 from generations.references import reference_images_read
-from generations.selectors import generation_get_for_owner_api
+from generations.selectors import generation_get_for_owner_api, images_of
 from generations.services import generation_cancel, generation_create, generation_precheck, generation_wait
 from hub import storage
-from hub.compiled import STR_MARKER, CompiledQuery
 from hub.errors import GenerationCanceled, GenerationFailed, InvalidRequest, NotFound
 from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
 from hub.public_url import base_url
@@ -46,10 +45,6 @@ def _text(value, name: str) -> str:
     return value
 
 
-# A succeeded generation's images, compiled once (hub.compiled: every sync answer and poll reads them).
-_IMAGES = CompiledQuery(lambda pk: GeneratedImage.objects.filter(generation_id=pk), STR_MARKER)
-
-
 class GenerationOutput:
     """A generation as the contract shows it, with OpenAI's `created`/`data` fields beside it."""
 
@@ -62,9 +57,7 @@ class GenerationOutput:
         balance: CreditsSummary | None = None,
         b64_json: bool = False,
     ) -> dict:
-        # Only a finalize that delivered images marks a generation succeeded: no other has any
-        # to read (a query saved on every submit and every poll of an unfinished one).
-        stored = _IMAGES.all(generation.id) if generation.status == GenerationStatus.SUCCEEDED else []
+        stored = images_of(generation)
         images = [
             {
                 "id": image.id,

@@ -48,6 +48,7 @@ from generations.models import (
     ReferenceImage,
     WebhookEvent,
 )
+from generations.selectors import with_images
 from generations.webhooks import webhook_delivery_create
 from hub import completion, metrics, shutdown, storage
 from hub.broker import task_send
@@ -684,8 +685,9 @@ def generation_wait(
 def _finished_row(pk):
     # With its owner's credits summary (billing.selectors.credits_summary_of): a succeeded
     # generation's answer carries it, and read here it costs no query of its own.
+    # And with its images (generations.selectors.with_images): the answer shows them.
     finished = Generation.objects.filter(pk=pk, status__in=FINISHED)
-    return finished.annotate(**credits_summary_annotations(OuterRef("owner_id")))[:1]
+    return with_images(finished.annotate(**credits_summary_annotations(OuterRef("owner_id"))))[:1]
 
 
 # The wait's read of its row, compiled once (hub.compiled: it runs at least twice per sync request).

@@ -86,3 +86,23 @@ def test_a_partial_result_or_a_webhook_takes_the_transactional_path():
     claimed = generation_claim(generation_id=hooked.id)
     assert claimed.attempts == 1 and claimed.webhook_deliveries.filter(event="started").count() == 1
     assert generation_claim(generation_id=hooked.id) is None  # running under a live lease: not claimable
+
+
+def test_the_sync_answer_reads_its_images_with_the_finished_row():
+    """generation_wait's read of the finished row brings its images on PostgreSQL
+    (generations.selectors.with_images): the answer is built without another query, and shows
+    the images the table holds, in index order."""
+    from generations.apis import GenerationOutput
+    from hub.timefmt import iso_z
+    from tests.factories import make_generation
+
+    finished = make_generation(make_user(credits=100), n=3)
+    row = services.generation_wait(generation=finished)
+    with CaptureQueriesContext(connection) as answer:
+        body = GenerationOutput.data(row, root="http://testserver")
+    assert len(answer) == (0 if connection.vendor == "postgresql" else 1)
+    stored = GeneratedImage.objects.filter(generation_id=finished.id).order_by("index")
+    assert [(image["id"], image["created_at"]) for image in body["images"]] == [
+        (image.id, iso_z(image.created_at)) for image in stored
+    ]
+    assert len(body["data"]) == 3 and all(entry["url"] for entry in body["data"])
