@@ -187,11 +187,12 @@ def main(n: int, raw_key: str) -> list:
 
     measure("finalize (+ completion publish)", "worker", finalize, n, results)
     measure("completion publish alone", "worker", lambda: completion.publish_done(created[0]), n, results, summed=False)
-    done = Generation.objects.select_related("model").get(pk=created[-1])
+    done = Generation.objects.get(pk=created[-1])
     measure(
-        "answer body (+ presigned URL)",
+        "finished read + answer body (+ presigned URL)",
         "web",
-        lambda: GenerationOutput.data(done, root="http://127.0.0.1", poll_url=False),
+        # As a sync request's wait reads its finished row, then answers with it.
+        lambda: GenerationOutput.data(services.generation_wait(generation=done), root="http://127.0.0.1"),
         n,
         results,
         summed=False,  # a sync answer's, not a submit's
