@@ -1,8 +1,9 @@
 """The Redis broker transport: kombu's, with one Redis client per channel instead of one per
 command.
 
-kombu's Redis channel builds a new `redis.Redis` client for each publish, and for each
-delivery's bookkeeping and ack (`conn_or_acquire`), all on the same connection pool. Building
+kombu's Redis channel builds a new `redis.Redis` client for each publish, and with ack
+emulation (off here: hub.settings) for each delivery's bookkeeping and ack (`conn_or_acquire`),
+all on the same connection pool. Building
 one fills its response-callback table, a few hundred entries: in the sync-c32-0s profile, over
 half of what a `send_task` cost the web and ~2 % of a generation worker's CPU. A redis-py client
 is safe to share (each command borrows a connection from the pool and gives it back; pipelines
