@@ -19,9 +19,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _connection() -> Connection:
+    """A connection as the workers make it: the hub's transport with its options (hub.settings)."""
+    return Connection(
+        settings.CELERY_BROKER_URL,
+        transport=settings.CELERY_BROKER_TRANSPORT,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+    )
+
+
 def test_one_client_per_channel_pool_and_messages_still_flow():
     assert settings.CELERY_BROKER_TRANSPORT == "hub.broker:Transport"
-    with Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT) as connection:
+    with _connection() as connection:
         channel = connection.default_channel
         first = channel._create_client()
         assert channel._create_client() is first
@@ -45,14 +54,13 @@ def test_a_delivery_keeps_no_copy_in_redis_and_a_closed_channel_puts_back_what_i
     (kombu's default keeps a copy in its `unacked` hash, two MULTI/EXECs per task), and what a
     consumer took but did not ack is back on its queue once its channel closes — a warm shutdown
     returns the messages it had not started, from the worker's memory."""
-    from hub.celery import app
     from hub.completion import redis_client
 
     assert settings.CELERY_BROKER_TRANSPORT_OPTIONS == {"ack_emulation": False}
     name = f"hub-broker-test-{uuid.uuid4().hex}"
     client = redis_client()
     try:
-        with app.connection_for_read() as connection:  # the workers' settings
+        with _connection() as connection:
             queue = connection.SimpleQueue(name)
             queue.put({"n": 1})
             queue.put({"n": 2})
@@ -64,7 +72,7 @@ def test_a_delivery_keeps_no_copy_in_redis_and_a_closed_channel_puts_back_what_i
             first.ack()
             assert client.llen(name) == 0
         # Closed with the second unacked (a warm shutdown's end): it is queued again, and only it.
-        with app.connection_for_read() as connection:  # the workers' settings
+        with _connection() as connection:
             queue = connection.SimpleQueue(name)
             again = queue.get(timeout=5)
             assert again.payload == second.payload
@@ -82,7 +90,7 @@ def test_a_full_consumer_takes_the_next_message_soon_after_an_ack():
     name = f"hub-broker-test-{uuid.uuid4().hex}"
     queue = Queue(name, Exchange(name, "direct"), routing_key=name)
     received = []
-    with Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT) as connection:
+    with _connection() as connection:
         try:
             with Consumer(connection, [queue], callbacks=[lambda body, message: received.append(message)]) as consumer:
                 consumer.qos(prefetch_count=1)
@@ -125,7 +133,7 @@ def test_a_generation_run_pushed_by_task_send_is_the_message_celery_sends():
         assert json.loads(base64.b64decode(sent[0]["body"]))[0] == [task_id]
 
         task_send(name="generations.run", task_id=task_id, queue=ours, headers=headers, retry_policy={})
-        with Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT) as connection:
+        with _connection() as connection:
             received = []
             queue = Queue(ours, Exchange(ours), routing_key=ours)
             with Consumer(connection, [queue], callbacks=[lambda body, message: received.append(message)]):
@@ -141,7 +149,7 @@ def test_more_commands_at_once_than_the_channels_connections_wait_for_one():
     """A gevent worker acks up to 1,000 tasks at once through its channel's pool of 10 (kombu's
     max_connections): past that, a command waits for a free connection instead of failing with
     MaxConnectionsError (seen at c1000 as "Couldn't ack", the message then unacked for good)."""
-    with Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT) as connection:
+    with _connection() as connection:
         channel = connection.default_channel
         client, cap = channel._create_client(), channel.pool.max_connections
         key = f"hub-broker-test-{uuid.uuid4().hex}"  # never pushed: each BLPOP holds a connection 0.3 s
