@@ -6,6 +6,7 @@ signed, expiring URLs — as S3's presigned ones are — checked by hub/media.py
 images are never served to anyone.
 """
 
+import logging
 import time
 from typing import IO
 
@@ -17,6 +18,8 @@ from django.utils.http import urlencode
 
 IMAGES_PREFIX = "generations/"
 _MEDIA_SALT = "hub.media"
+
+logger = logging.getLogger(__name__)
 
 
 def image_key(*, generation_id: str, index: int, ext: str = "png") -> str:
@@ -73,3 +76,14 @@ def local_url_signature_valid(key: str, *, expires: int, signature: str) -> bool
 
 def object_delete(key: str) -> None:
     default_storage.delete(key)
+
+
+def warm_up() -> None:
+    """Build now what the storage's first use builds — on S3 the boto3 client and the URL signer,
+    ~50,000 objects and ~190 ms of CPU — so that a process makes them at start-up, before it
+    freezes its start-up objects (hub.gcfreeze), and not on its first request. A failure here is
+    only logged: the first real use raises it where a caller handles it."""
+    try:
+        default_storage.url(image_key(generation_id="gen_warm_up", index=0))
+    except Exception as exc:  # noqa: BLE001 — see above
+        logger.warning("storage warm-up failed (the first use will retry): %s", exc)

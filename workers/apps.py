@@ -12,3 +12,17 @@ class WorkersConfig(AppConfig):
 
         # Each Celery worker process, once ready, runs the periodic sweep's loop (workers.schedule).
         signals.worker_ready.connect(sweeps_start, weak=False)
+        # The process that runs tasks (the worker itself with the gevent and threads pools, each
+        # prefork child) makes what its first generation would, then freezes its start-up objects.
+        signals.worker_ready.connect(_warm_up_and_freeze, weak=False)
+        signals.worker_process_init.connect(_warm_up_and_freeze, weak=False)
+
+
+def _warm_up_and_freeze(**kwargs) -> None:
+    from hub import storage
+    from hub.gcfreeze import freeze_startup_objects
+    from workers import providers
+
+    storage.warm_up()
+    providers.warm_up()
+    freeze_startup_objects()
