@@ -1,17 +1,19 @@
 """The objects a process holds from start-up on, kept out of the garbage collector's way.
 
 A web or worker process loads Django's apps, models, settings, URLs and every module it imports
-before it serves: hundreds of thousands of objects that live as long as the process. CPython's
-full collections walked all of them each time — ~90 ms, during which the process's event loop
-stands still and every request it holds waits. Counted with `gc.callbacks` in bench
-sync-c32-0s (1,500 generations): 5 full collections in the web and 6 in the worker, and the
-collector's work in all was 9 % of the web's CPU and 6 % of the worker's.
+before it serves, and builds its S3 client and provider SDK clients on first use: a few hundred
+thousand objects that live as long as the process. CPython's full collections walked all of
+them each time, 50–180 ms during which the process's event loop stood still.
 
 `gc.freeze()` moves every object tracked so far into a permanent generation that collections
 skip (its documented use: once start-up is done). What a process would otherwise build on its
 first request and keep — the S3 client and URL signer (hub.storage.warm_up), the provider's SDK
-clients (workers.providers.warm_up) — is built first, or the collector would still walk it:
-frozen before those, the full collections under load still took 23–180 ms each. Objects that
+clients (workers.providers.warm_up) — is built first, or the collector would still walk it.
+Measured with `gc.callbacks` in bench sync-c32-0s (1,500 generations): the worker's full
+collections under load went from three of 108–179 ms to one of 5–7 ms. The web's did not get
+cheaper (~195 ms in all, either way): what they spend is the requests' own cyclic garbage —
+Django's and DRF's request, response and view objects refer to one another, so each request is
+freed by the collector, not by reference counting — and no freeze changes that. Objects that
 start-up made and that would have become garbage later stay allocated; there are few.
 """
 
