@@ -1,12 +1,14 @@
-"""A process freezes its start-up objects once it has built what its first request would
-(hub.gcfreeze): the garbage collector's full collections then skip them. Each check runs in a
-fresh interpreter, as the web and a worker start."""
+"""A process freezes its start-up objects once it has built what its first request would, and
+runs full collections less often (hub.gcfreeze): the garbage collector's full collections then
+skip those objects. Each check runs in a fresh interpreter, as the web and a worker start."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from hub.gcfreeze import FULL_AFTER_YOUNGER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +23,7 @@ frozen = gc.get_freeze_count()
 before = len(gc.get_objects())
 {first_use}
 gc.collect()
-print(json.dumps({{"frozen": frozen, "made": len(gc.get_objects()) - before}}))
+print(json.dumps({{"frozen": frozen, "made": len(gc.get_objects()) - before, "thresholds": gc.get_threshold()}}))
 """
 
 
@@ -53,6 +55,7 @@ def test_the_web_builds_its_s3_signer_before_it_freezes(tmp_path):
     )
     assert probe["frozen"] > 50_000
     assert probe["made"] < FEW, probe
+    assert probe["thresholds"][2] == FULL_AFTER_YOUNGER
 
 
 def test_a_worker_builds_its_provider_and_storage_before_it_freezes(tmp_path):
@@ -73,3 +76,4 @@ storage.object_url('generations/gen_x/0.png', base_url='http://hub')
     probe = _run(tmp_path, start, first_use, IMAGE_PROVIDER="openai", OPENAI_API_KEY="sk-test")
     assert probe["frozen"] > 50_000
     assert probe["made"] < FEW, probe
+    assert probe["thresholds"][2] == FULL_AFTER_YOUNGER
