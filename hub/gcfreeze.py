@@ -18,12 +18,12 @@ start-up made and that would have become garbage later stay allocated; there are
 
 And a full collection runs after every FULL_AFTER_YOUNGER collections of the middle generation,
 not CPython's 10. A sync request that waits seconds outlives the young generations, so at c1000
-each full collection walked a thousand waiting requests' objects: ~150 ms, 8 of them in a
-`sync-c1000-5s --requests 3000 --ramp 5` run, 1.2 s of the web's 15 s of CPU (the worker: 14,
-1.5 s). At 100: 2 in the web and 2 in the worker, all collections together 1.26 s against
-1.89 s in the web and 0.96 against 2.14 s in the worker. The price is memory: the garbage that
-reached the old generation waits longer — the web's peak RSS in that run was 245 MiB against
-213 MiB.
+each full collection walked a thousand waiting requests' objects, ~150 ms: in a
+`sync-c1000-5s --requests 3000 --ramp 5` run full collections took 1.2 s of the web's 15 s of
+CPU (the worker's: 1.5 of 22.5 s). At 100, all collections together took 1.26 and 1.33 s
+against 1.89 s in the web, 0.96 and 1.19 s against 2.14 s in the worker (two runs against one).
+The price is memory: the garbage that reached the old generation waits longer — the web's
+peak RSS in those runs was 245 MiB against 213 MiB.
 """
 
 import gc
