@@ -10,11 +10,23 @@ process exits at the end of the run, writes HUB_PROFILE_DIR/gunicorn-PID.pstat, 
 standard library's pstats reads. CPU time rather than wall samples: on a busy 2-core machine a
 sampler such as py-spy counts the time a process waits for a core, and that lands on whatever
 system call woke another process.
+
+With HUB_GC_STATS_DIR instead (or as well), the web and worker processes time every garbage
+collection (`gc.callbacks`) and keep HUB_GC_STATS_DIR/<process>-PID.json up to date (at most
+once a second, and at exit): collections and seconds per generation, the full collections' own
+durations, and the count of frozen objects (hub/gcfreeze.py). The README's GC figures were
+made with it:
+
+    .venv/bin/python -m bench run sync-c1000-5s --requests 3000 --ramp 5 \\
+        --env PYTHONPATH=bench/profile --env HUB_GC_STATS_DIR=/tmp/gc
 """
 
 import atexit
+import gc
+import json
 import os
 import sys
+import time
 
 if os.environ.get("HUB_PROFILE_DIR") and "hub.wsgi" in " ".join(sys.argv):
     import yappi
@@ -31,3 +43,32 @@ if os.environ.get("HUB_PROFILE_DIR") and "hub.wsgi" in " ".join(sys.argv):
 
     os.register_at_fork(after_in_child=_start)  # the workers, not the master
     atexit.register(_save)
+
+
+_HUB_PROCESS = next((name for name in ("gunicorn", "celery") if name in " ".join(sys.argv)), None)
+if os.environ.get("HUB_GC_STATS_DIR") and _HUB_PROCESS:
+    _gc = {"count": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "full_ms": [], "started": 0.0, "written": 0.0}
+
+    def _gc_save() -> None:
+        stats = {key: _gc[key] for key in ("count", "seconds", "full_ms")}
+        stats["frozen"], stats["cpu_seconds"] = gc.get_freeze_count(), time.process_time()
+        path = os.path.join(os.environ["HUB_GC_STATS_DIR"], f"{_HUB_PROCESS}-{os.getpid()}.json")
+        with open(path, "w") as out:
+            json.dump(stats, out)
+
+    def _gc_timed(phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            _gc["started"] = now
+            return
+        generation, took = info["generation"], now - _gc["started"]
+        _gc["count"][generation] += 1
+        _gc["seconds"][generation] += took
+        if generation == 2:
+            _gc["full_ms"].append(round(took * 1000, 1))
+        if now - _gc["written"] > 1:
+            _gc["written"] = now
+            _gc_save()
+
+    gc.callbacks.append(_gc_timed)
+    atexit.register(_gc_save)
