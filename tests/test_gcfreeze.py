@@ -77,3 +77,30 @@ storage.object_url('generations/gen_x/0.png', base_url='http://hub')
     assert probe["frozen"] > 50_000
     assert probe["made"] < FEW, probe
     assert probe["thresholds"][2] == FULL_AFTER_YOUNGER
+
+
+def test_a_prefork_parent_builds_no_clients_its_children_do(tmp_path):
+    """worker_ready in a prefork parent (its children run the tasks) neither warms up nor freezes;
+    sent by the consumer of any other pool, it does both."""
+    start = """
+import django, os
+from types import SimpleNamespace
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
+django.setup()
+from celery.concurrency import get_implementation
+from workers.apps import _warm_up_and_freeze_unless_prefork
+_warm_up_and_freeze_unless_prefork(sender=SimpleNamespace(pool=get_implementation("prefork")(limit=1)))
+"""
+    first_use = """
+from django.conf import settings
+from workers.providers import provider_for
+provider_for(settings.IMAGE_PROVIDER)
+"""
+    parent = _run(tmp_path, start, first_use, IMAGE_PROVIDER="openai", OPENAI_API_KEY="sk-test")
+    assert parent["frozen"] == 0
+    assert parent["made"] > 10 * FEW, parent  # the provider was still to be built
+    threads = _run(
+        tmp_path, start.replace('"prefork"', '"threads"'), first_use, IMAGE_PROVIDER="openai", OPENAI_API_KEY="sk-test"
+    )
+    assert threads["frozen"] > 50_000
+    assert threads["made"] < FEW, threads

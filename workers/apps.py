@@ -14,8 +14,17 @@ class WorkersConfig(AppConfig):
         signals.worker_ready.connect(sweeps_start, weak=False)
         # The process that runs tasks (the worker itself with the gevent and threads pools, each
         # prefork child) makes what its first generation would, then freezes its start-up objects.
-        signals.worker_ready.connect(_warm_up_and_freeze, weak=False)
+        signals.worker_ready.connect(_warm_up_and_freeze_unless_prefork, weak=False)
         signals.worker_process_init.connect(_warm_up_and_freeze, weak=False)
+
+
+def _warm_up_and_freeze_unless_prefork(sender, **kwargs) -> None:
+    """worker_ready, sent by the consumer: a prefork parent runs no task (its children warm up on
+    worker_process_init), so it builds no client it would never use."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if not isinstance(sender.pool, PreforkPool):
+        _warm_up_and_freeze()
 
 
 def _warm_up_and_freeze(**kwargs) -> None:
