@@ -4,7 +4,6 @@ import os
 import posixpath
 import re
 import threading
-import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
@@ -16,6 +15,8 @@ from botocore.httpsession import get_cert_path
 from botocore.parsers import RestXMLParser
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
+
+from hub.proxies import proxied
 
 # S3 rejects SigV4 presigned URLs valid for longer than 7 days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -127,7 +128,7 @@ class HubS3Storage(S3Storage):
         read once per process as the client reads them) and a plain pool does not."""
         if self._uploads is None or self._uploads[0] != os.getpid():
             signer = self._presign_signer()
-            if signer is None or self.proxies or _proxied(signer[0]):
+            if signer is None or self.proxies or proxied(signer[0]):
                 self._uploads = (os.getpid(), None)
                 return None
             config = self.connection.meta.client.meta.config
@@ -192,12 +193,3 @@ class HubS3Storage(S3Storage):
                 signer = (prefix, credentials, client.meta.region_name)
             self._presign = (os.getpid(), signer)
         return self._presign[1]
-
-
-def _proxied(url: str) -> bool:
-    """Whether the environment sends requests for `url` through a proxy (HTTP(S)_PROXY, NO_PROXY),
-    which the client would honour and a plain pool does not."""
-    parts = urlsplit(url)
-    return parts.scheme in urllib.request.getproxies_environment() and not urllib.request.proxy_bypass_environment(
-        parts.hostname or ""
-    )

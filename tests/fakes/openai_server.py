@@ -32,6 +32,7 @@ Behaviours (``plan(behaviour, *, times=1, **params)``; ``times=None`` means fore
 - ``"not_image"``: valid base64 of bytes that are not an image.
 - ``"bad_base64"``: ``b64_json`` that is not valid base64.
 - ``"disconnect"``: close the connection without answering.
+- ``"redirect"``: 307 to the same path (param ``location``), which a client follows with its POST.
 """
 
 from __future__ import annotations
@@ -230,7 +231,18 @@ class FakeOpenAIServer:
         return out.getvalue()
 
 
-_BEHAVIOURS = {"ok", "malformed", "missing_data", "slow", "fewer", "url", "not_image", "bad_base64", "disconnect"}
+_BEHAVIOURS = {
+    "ok",
+    "malformed",
+    "missing_data",
+    "slow",
+    "fewer",
+    "url",
+    "not_image",
+    "bad_base64",
+    "disconnect",
+    "redirect",
+}
 
 
 class _BadRequest(Exception):
@@ -411,6 +423,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if behaviour == "slow":
             self.fake._stopping.wait(float(params.get("seconds", 5)))
+        if behaviour == "redirect":
+            return self._send(307, b"", headers={"Location": params.get("location", rec.path)})
         if behaviour.isdigit():
             status = int(behaviour)
             headers = {"Retry-After": str(params["retry_after"])} if "retry_after" in params else None

@@ -6,6 +6,7 @@ import socket
 import time
 
 import httpx
+import openai
 import pytest
 from PIL import Image
 
@@ -45,6 +46,18 @@ def png(width, height, color=(10, 200, 30)):
     return out.getvalue()
 
 
+@pytest.fixture(params=["plain", "sdk"])
+def path(request):
+    """Which of the adapter's two paths a test's request takes (workers/providers/openai_images.py):
+    a generation without references is POSTed on the adapter's own pool, one with references
+    goes through the SDK's images.edit. Both must retry, time out and classify failures alike."""
+    return request.param
+
+
+def request_for(path, **kwargs):
+    return make_request(references=[png(8, 8)] if path == "sdk" else (), **kwargs)
+
+
 def test_generate_maps_fields(server):
     images = make_provider(server).generate(make_request(n=2, size="96x64", quality="high", prompt="two owls"))
 
@@ -58,6 +71,69 @@ def test_generate_maps_fields(server):
     assert rec.body["n"] == 2
     assert "response_format" not in rec.body
     assert rec.headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def test_a_plain_generation_sends_what_the_sdk_sends(server, monkeypatch):
+    """A generation without references is POSTed on the adapter's own pool, not through the SDK
+    (the SDK's machinery cost ~2 ms of CPU a call at a thousand in flight): the same method, path,
+    body and headers — the SDK's authorization, organization, project and telemetry included."""
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-test")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-test")
+    provider = make_provider(server)
+    request = make_request(n=2, size="96x64", quality="high", prompt="two owls")
+
+    provider.generate(request)
+    next(provider._clients).images.generate(
+        model="gpt-image-1", prompt="two owls", size="96x64", quality="high", n=2, timeout=10
+    )
+
+    plain, sdk = server.requests
+    assert (plain.method, plain.path, plain.body) == (sdk.method, sdk.path, sdk.body)
+    assert plain.headers["openai-organization"] == "org-test" and plain.headers["openai-project"] == "proj-test"
+    assert plain.headers.keys() == sdk.headers.keys()
+    timeout = "x-stainless-read-timeout"  # the time left, so it differs by a few microseconds
+    assert {k: v for k, v in plain.headers.items() if k != timeout} == {
+        k: v for k, v in sdk.headers.items() if k != timeout
+    }
+    assert 9 < float(plain.headers[timeout]) <= 10
+
+
+def test_a_plain_generation_does_not_call_the_sdk_and_an_edit_does(server, monkeypatch):
+    calls = []
+    monkeypatch.setattr(openai.resources.images.Images, "generate", lambda *a, **k: calls.append("generate"))
+    monkeypatch.setattr(openai.resources.images.Images, "edit", lambda *a, **k: calls.append("edit"))
+    provider = make_provider(server)
+
+    assert len(provider.generate(make_request())) == 1
+    assert calls == []
+    with pytest.raises(ProviderError, match="malformed"):  # what the stand-in returned is no response
+        provider.generate(make_request(references=[png(8, 8)]))
+    assert calls == ["edit"]
+
+
+def test_redirect_followed_with_the_same_request(server, path):
+    server.plan("redirect")
+
+    images = make_provider(server).generate(request_for(path))
+
+    assert len(images) == 1
+    first, second = server.requests
+    assert [first.status, second.status] == [307, 200]
+    assert (second.method, second.path, second.body) == (first.method, first.path, first.body)
+
+
+def test_a_proxied_provider_is_called_through_the_sdk(server, monkeypatch):
+    """The SDK honours HTTP(S)_PROXY and NO_PROXY; the adapter's own pool does not, so a proxied
+    base URL is left to the SDK."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: the SDK's call fails there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+
+    with pytest.raises(ProviderError, match="unavailable"):
+        make_provider(server, max_retries=0).generate(make_request())
+    assert server.requests == []
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert len(make_provider(server).generate(make_request())) == 1
 
 
 def test_b64_results_decoded_to_exact_bytes(server):
@@ -83,20 +159,20 @@ def test_edit_sends_references_as_image_parts(server):
     assert images == rec.response_images
 
 
-def test_url_results_downloaded(server):
+def test_url_results_downloaded(server, path):
     server.plan("url")
 
-    images = make_provider(server).generate(make_request(n=2))
+    images = make_provider(server).generate(request_for(path, n=2))
 
     assert images == server.requests[0].response_images
     assert len(images) == 2
 
 
-def test_429_retry_after_honoured_then_success(server):
+def test_429_retry_after_honoured_then_success(server, path):
     server.plan("429", retry_after=1)
 
     start = time.monotonic()
-    images = make_provider(server).generate(make_request())
+    images = make_provider(server).generate(request_for(path))
     elapsed = time.monotonic() - start
 
     assert len(images) == 1
@@ -104,48 +180,48 @@ def test_429_retry_after_honoured_then_success(server):
     assert 0.95 <= elapsed < 2.0
 
 
-def test_retry_after_beyond_deadline_fails_fast(server):
+def test_retry_after_beyond_deadline_fails_fast(server, path):
     server.plan("429", retry_after=30)
 
     start = time.monotonic()
     with pytest.raises(ProviderError) as info:
-        make_provider(server).generate(make_request(timeout=5))
+        make_provider(server).generate(request_for(path, timeout=5))
 
     assert time.monotonic() - start < 1
     assert info.value.permanent is False
     assert len(server.requests) == 1
 
 
-def test_500_twice_then_success(server):
+def test_500_twice_then_success(server, path):
     server.plan("500", times=2)
 
-    images = make_provider(server).generate(make_request())
+    images = make_provider(server).generate(request_for(path))
 
     assert len(images) == 1
     assert [r.status for r in server.requests] == [500, 500, 200]
 
 
-def test_500_forever_gives_up_after_max_retries(server):
+def test_500_forever_gives_up_after_max_retries(server, path):
     server.plan("500", times=None)
 
     with pytest.raises(ProviderError) as info:
-        make_provider(server, max_retries=3).generate(make_request())
+        make_provider(server, max_retries=3).generate(request_for(path))
 
     assert info.value.permanent is False
     assert "unavailable" in info.value.user_message
     assert len(server.requests) == 4
 
 
-def test_dropped_connection_retried(server):
+def test_dropped_connection_retried(server, path):
     server.plan("disconnect")
 
-    images = make_provider(server).generate(make_request())
+    images = make_provider(server).generate(request_for(path))
 
     assert len(images) == 1
     assert len(server.requests) == 2
 
 
-def test_connection_refused_gives_up():
+def test_connection_refused_gives_up(path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again below: nothing listens there
@@ -154,18 +230,18 @@ def test_connection_refused_gives_up():
     )
 
     with pytest.raises(ProviderError) as info:
-        provider.generate(make_request())
+        provider.generate(request_for(path))
 
     assert info.value.permanent is False
     assert "gave up after 3 attempts" in info.value.detail
 
 
 @pytest.mark.parametrize("status", ["400", "422"])
-def test_bad_request_is_permanent_with_provider_message(server, status):
+def test_bad_request_is_permanent_with_provider_message(server, path, status):
     server.plan(status, message="Your request was rejected by the safety system.", code="moderation_blocked")
 
     with pytest.raises(ProviderError) as info:
-        make_provider(server).generate(make_request())
+        make_provider(server).generate(request_for(path))
 
     assert info.value.permanent is True
     assert info.value.user_message == "Provider rejected the request: Your request was rejected by the safety system."
@@ -174,52 +250,52 @@ def test_bad_request_is_permanent_with_provider_message(server, status):
 
 
 @pytest.mark.parametrize("status", ["401", "403"])
-def test_auth_failure_is_generic_and_not_retried(server, status):
+def test_auth_failure_is_generic_and_not_retried(server, path, status):
     server.plan(status)
 
     with pytest.raises(ProviderError) as info:
-        make_provider(server).generate(make_request())
+        make_provider(server).generate(request_for(path))
 
     assert info.value.permanent is False
     assert info.value.user_message == "Image provider authentication failed"
     assert len(server.requests) == 1
 
 
-def test_other_4xx_not_retried(server):
+def test_other_4xx_not_retried(server, path):
     server.plan("404")
 
     with pytest.raises(ProviderError) as info:
-        make_provider(server).generate(make_request())
+        make_provider(server).generate(request_for(path))
 
     assert info.value.permanent is False
     assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize("behaviour", ["malformed", "missing_data", "bad_base64"])
-def test_malformed_body_is_provider_error(server, behaviour):
+def test_malformed_body_is_provider_error(server, path, behaviour):
     server.plan(behaviour)
 
     with pytest.raises(ProviderError) as info:
-        make_provider(server).generate(make_request())
+        make_provider(server).generate(request_for(path))
 
     assert info.value.user_message == "Provider returned a malformed response"
     assert info.value.permanent is False
     assert len(server.requests) == 1
 
 
-def test_non_json_content_type_is_malformed(server):
+def test_non_json_content_type_is_malformed(server, path):
     server.plan("malformed", body="<html>Bad gateway</html>", content_type="text/html")
 
     with pytest.raises(ProviderError, match="malformed"):
-        make_provider(server).generate(make_request())
+        make_provider(server).generate(request_for(path))
 
 
-def test_slow_answer_times_out_within_deadline(server):
+def test_slow_answer_times_out_within_deadline(server, path):
     server.plan("slow", seconds=5, times=None)
 
     start = time.monotonic()
     with pytest.raises(ProviderError) as info:
-        make_provider(server).generate(make_request(timeout=1.0))
+        make_provider(server).generate(request_for(path, timeout=1.0))
 
     assert "timed out" in info.value.user_message
     assert info.value.permanent is False
@@ -233,10 +309,10 @@ def test_deadline_already_passed_sends_nothing(server):
     assert server.requests == []
 
 
-def test_fewer_images_returned_as_is(server):
+def test_fewer_images_returned_as_is(server, path):
     server.plan("fewer", count=1)
 
-    images = make_provider(server).generate(make_request(n=3))
+    images = make_provider(server).generate(request_for(path, n=3))
 
     assert images == server.requests[0].response_images
     assert len(images) == 1
@@ -266,7 +342,7 @@ def test_missing_api_key_is_provider_error(monkeypatch):
     assert info.value.user_message == "Image provider is not configured"
 
 
-def test_api_key_never_in_errors_or_logs(server, caplog):
+def test_api_key_never_in_errors_or_logs(server, path, caplog):
     caplog.set_level(logging.DEBUG, logger="workers.providers")
     provider = make_provider(server, max_retries=1)
     wrong_key = OpenAIImagesProvider(api_key=API_KEY[::-1], base_url=server.base_url, max_retries=0)
@@ -282,7 +358,7 @@ def test_api_key_never_in_errors_or_logs(server, caplog):
         server.reset()
         server.plan(behaviour, **params)
         with pytest.raises(ProviderError) as info:
-            prov.generate(make_request(timeout=0.5))
+            prov.generate(request_for(path, timeout=0.5))
         err = info.value
         secrets = (API_KEY, API_KEY[::-1])
         for text in (str(err), err.user_message, err.detail, repr(err.args)):
