@@ -69,6 +69,7 @@ class RecordedRequest:
     behaviour: str
     status: int = 0
     response_images: list[bytes] = dataclasses.field(default_factory=list)  # PNGs we sent back
+    header_lines: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # as sent, repeats kept
 
     @property
     def image_count(self) -> int:
@@ -389,6 +390,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _images(self, path: str, raw: bytes) -> None:
         behaviour, params = self.fake._next_plan()
         rec = RecordedRequest("POST", path, {k.lower(): v for k, v in self.headers.items()}, {}, [], [], behaviour)
+        rec.header_lines = [(k.lower(), v) for k, v in self.headers.items()]
         self.fake._record(rec)
         self._rec = rec
         try:

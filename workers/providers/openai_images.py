@@ -139,10 +139,10 @@ class _PlainGenerations:
             return None
         # What the SDK sends: its HTTP client's headers (Accept-Encoding, Connection), its own
         # (User-Agent, X-Stainless-*, OpenAI-Organization and -Project when set) and its authorization.
-        headers = dict(http.headers)
-        headers.update((name, value) for name, value in client.default_headers.items() if isinstance(value, str))
+        headers = httpx2.Headers(http.headers)  # case-insensitive: the SDK's Accept and User-Agent replace httpx's
+        headers.update({name: value for name, value in client.default_headers.items() if isinstance(value, str)})
         headers.update(auth)
-        return cls(url, headers, tls)
+        return cls(url, dict(headers), tls)
 
     def post(self, request: ProviderRequest, timeout: float) -> object | _Failure:
         """The response's JSON body, or the failure: as the SDK's call would classify it."""
