@@ -47,6 +47,7 @@ import http.server
 import io
 import itertools
 import json
+import ssl
 import threading
 import time
 from typing import Any
@@ -117,9 +118,19 @@ _ERROR_MESSAGES = {
 
 
 class FakeOpenAIServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None, verbose: bool = False):
-        """`api_key`: if set, requests with another bearer token get a 401."""
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        verbose: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ):
+        """`api_key`: if set, requests with another bearer token get a 401. `tls`: a server-side
+        context with its certificate: the fake then speaks HTTPS."""
         self.host = host
+        self.tls = tls
         self.api_key = api_key
         self.verbose = verbose
         self._port = port
@@ -137,6 +148,8 @@ class FakeOpenAIServer:
     def start(self) -> FakeOpenAIServer:
         handler = type("_BoundHandler", (_Handler,), {"fake": self})
         self._httpd = http.server.ThreadingHTTPServer((self.host, self._port), handler)
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         self._port = self._httpd.server_address[1]
         self._stopping.clear()
@@ -168,7 +181,7 @@ class FakeOpenAIServer:
 
     @property
     def root_url(self) -> str:
-        return f"http://{self.host}:{self._port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self._port}"
 
     @property
     def base_url(self) -> str:

@@ -1,13 +1,20 @@
 """OpenAIImagesProvider against the local fake OpenAI server, over real HTTP."""
 
+import datetime
 import io
+import ipaddress
 import logging
 import socket
+import ssl
 import time
 
 import httpx
 import openai
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -108,6 +115,65 @@ def test_a_plain_generation_does_not_call_the_sdk_and_an_edit_does(server, monke
     with pytest.raises(ProviderError, match="malformed"):  # what the stand-in returned is no response
         provider.generate(make_request(references=[png(8, 8)]))
     assert calls == ["edit"]
+
+
+def test_both_paths_speak_tls_and_verify_the_providers_certificate(tmp_path, monkeypatch):
+    """The real provider is HTTPS: the plain POST verifies the certificate with the SDK's own TLS
+    context (CA bundle, SSL_CERT_FILE, hostname), and refuses a provider it does not trust."""
+    ca_file, server_context = tls_pair(tmp_path)
+    sdk_calls = []
+    monkeypatch.setattr(openai.resources.images.Images, "generate", lambda *a, **k: sdk_calls.append("generate"))
+    with FakeOpenAIServer(api_key=API_KEY, tls=server_context) as server:
+        assert server.base_url.startswith("https://127.0.0.1:")
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        trusting = make_provider(server)
+        assert len(trusting.generate(make_request())) == 1
+        assert len(trusting.generate(make_request(references=[png(8, 8)]))) == 1
+        assert sdk_calls == []  # the generation went on the plain pool, the edit through the SDK
+
+        monkeypatch.delenv("SSL_CERT_FILE")
+        untrusting = make_provider(server, max_retries=0)
+        for request in (make_request(), make_request(references=[png(8, 8)])):
+            with pytest.raises(ProviderError) as info:
+                untrusting.generate(request)
+            assert info.value.user_message == "Image provider is temporarily unavailable"
+
+        assert [r.path for r in server.requests] == ["/v1/images/generations", "/v1/images/edits"]
+
+
+def tls_pair(directory):
+    """A throwaway CA's certificate (written to a file, for SSL_CERT_FILE) and a server context
+    with a certificate it signed for 127.0.0.1."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub test CA")])
+    ca = _certificate(ca_name, ca_name, ca_key.public_key(), now).add_extension(
+        x509.BasicConstraints(ca=True, path_length=None), critical=True
+    )
+    leaf = _certificate(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name, key.public_key(), now
+    ).add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    ca, leaf = ca.sign(ca_key, hashes.SHA256()), leaf.sign(ca_key, hashes.SHA256())
+    ca_file, chain_file, key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain_file, key_file)
+    return ca_file, context
+
+
+def _certificate(subject, issuer, public_key, now):
+    return x509.CertificateBuilder(
+        subject_name=subject,
+        issuer_name=issuer,
+        public_key=public_key,
+        serial_number=x509.random_serial_number(),
+        not_valid_before=now - datetime.timedelta(minutes=5),
+        not_valid_after=now + datetime.timedelta(days=1),
+    )
 
 
 def test_redirect_followed_with_the_same_request(server, path):
