@@ -32,6 +32,7 @@ Behaviours (``plan(behaviour, *, times=1, **params)``; ``times=None`` means fore
 - ``"not_image"``: valid base64 of bytes that are not an image.
 - ``"bad_base64"``: ``b64_json`` that is not valid base64.
 - ``"disconnect"``: close the connection without answering.
+- ``"gzip"``: a normal answer, gzip-compressed (``Content-Encoding: gzip``).
 - ``"redirect"``: 307 to the same path (param ``location``), which a client follows with its POST.
 """
 
@@ -43,6 +44,7 @@ import collections
 import dataclasses
 import email.parser
 import email.policy
+import gzip
 import http.server
 import io
 import itertools
@@ -256,6 +258,7 @@ _BEHAVIOURS = {
     "bad_base64",
     "disconnect",
     "redirect",
+    "gzip",
 }
 
 
@@ -493,21 +496,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             data = [{"b64_json": base64.b64encode(png).decode()} for png in rec.response_images]
         text_tokens = len(str(rec.body.get("prompt")).split())
-        self._send_json(
-            200,
-            {
-                "created": created,
-                "data": data,
-                "size": f"{width}x{height}",
-                "output_format": "png",
-                "usage": {
-                    "input_tokens": text_tokens + 65 * rec.image_count,
-                    "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 65 * rec.image_count},
-                    "output_tokens": 272 * len(data),
-                    "total_tokens": text_tokens + 65 * rec.image_count + 272 * len(data),
-                },
+        answer = {
+            "created": created,
+            "data": data,
+            "size": f"{width}x{height}",
+            "output_format": "png",
+            "usage": {
+                "input_tokens": text_tokens + 65 * rec.image_count,
+                "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 65 * rec.image_count},
+                "output_tokens": 272 * len(data),
+                "total_tokens": text_tokens + 65 * rec.image_count + 272 * len(data),
             },
-        )
+        }
+        if behaviour == "gzip":
+            body = gzip.compress(json.dumps(answer).encode())
+            return self._send(200, body, headers={"Content-Encoding": "gzip"})
+        self._send_json(200, answer)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -176,6 +176,15 @@ def _certificate(subject, issuer, public_key, now):
     )
 
 
+def test_a_compressed_answer_is_decoded(server, path):
+    server.plan("gzip")
+
+    images = make_provider(server).generate(request_for(path, n=2))
+
+    assert images == server.requests[0].response_images and len(images) == 2
+    assert "gzip" in server.requests[0].headers["accept-encoding"]
+
+
 def test_redirect_followed_with_the_same_request(server, path):
     server.plan("redirect")
 
