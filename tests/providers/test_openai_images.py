@@ -185,6 +185,17 @@ def test_a_compressed_answer_is_decoded(server, path):
     assert "gzip" in server.requests[0].headers["accept-encoding"]
 
 
+def test_a_base_url_with_a_query_is_left_to_the_sdk(server, monkeypatch):
+    """The SDK merges a base URL's query into each request's; the plain POST does not."""
+    calls = []
+    monkeypatch.setattr(openai.resources.images.Images, "generate", lambda *a, **k: calls.append("generate"))
+    provider = OpenAIImagesProvider(api_key=API_KEY, base_url=server.base_url + "?api-version=1", max_retries=0)
+
+    with pytest.raises(ProviderError, match="malformed"):  # what the stand-in returned is no response
+        provider.generate(make_request())
+    assert calls == ["generate"] and server.requests == []
+
+
 def test_redirect_followed_with_the_same_request(server, path):
     server.plan("redirect")
 

@@ -129,11 +129,13 @@ class _PlainGenerations:
 
     @classmethod
     def for_client(cls, client: openai.OpenAI, http: httpx.Client, tls: ssl.SSLContext) -> _PlainGenerations | None:
-        """None where the SDK must send every call: a proxied or unusual URL, or credentials other
-        than a plain API key (workload identity tokens are fetched and refreshed by the SDK)."""
+        """None where the SDK must send every call: a proxied or unusual base URL (another scheme,
+        a query the SDK would merge), or credentials other than a plain API key (workload identity
+        tokens are fetched and refreshed by the SDK)."""
+        base = urllib3.util.parse_url(str(client.base_url))
         url = f"{str(client.base_url).rstrip('/')}/images/generations"
         auth = client.auth_headers  # {"Authorization": "Bearer <key>"}, or {} for other credentials
-        if urllib3.util.parse_url(url).scheme not in ("http", "https") or proxied(url):
+        if base.scheme not in ("http", "https") or base.query or base.fragment or proxied(url):
             return None
         if not auth or client.workload_identity is not None:
             return None
