@@ -111,12 +111,12 @@ class _PlainGenerations:
     urllib3 pool, with the SDK client's own URL and headers, the JSON parsed here.
 
     Why not through the SDK: its request machinery (the parameter transform, request options,
-    httpx's client and httpcore's pool, the response model) cost ~0.7 ms of CPU per call on a quiet
-    worker and ~2 ms at a thousand calls in flight, where the same POST on urllib3 costs ~0.4 ms
-    (bench stages, sync-c1000-5s: README Performance). The SDK still sends edits (multipart
-    references) and any call through a proxy (HTTP(S)_PROXY, which httpx honours and a plain pool
-    does not); both paths share the deadline, the retries and the classification of failures
-    (_status_failure, _extract), and tests/providers holds their requests equal."""
+    httpx's client and httpcore's pool, the response model) made the call 1.36 ms of CPU on a quiet
+    worker against 0.64 ms for this POST (bench stages, 64 KiB images), and cost the worker ~2 ms a
+    generation at a thousand calls in flight (bench sync-c1000-5s: README Performance). The SDK
+    still sends edits (multipart references) and the calls for_client leaves to it; both paths
+    share the deadline, the retries and the classification of failures (_status_failure,
+    _extract), and tests/providers runs every failure on both and holds their requests equal."""
 
     def __init__(self, url: str, headers: dict[str, str], tls: ssl.SSLContext):
         self._url = url
