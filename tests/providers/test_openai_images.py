@@ -104,17 +104,24 @@ def test_a_plain_generation_sends_what_the_sdk_sends(server, monkeypatch):
     assert 9 < float(plain.headers[timeout]) <= 10
 
 
-def test_a_plain_generation_does_not_call_the_sdk_and_an_edit_does(server, monkeypatch):
+@pytest.fixture
+def sdk_calls(monkeypatch):
+    """The SDK's images.generate and images.edit, replaced by stand-ins that record their calls
+    (and return nothing, which the adapter takes for a malformed response)."""
     calls = []
-    monkeypatch.setattr(openai.resources.images.Images, "generate", lambda *a, **k: calls.append("generate"))
-    monkeypatch.setattr(openai.resources.images.Images, "edit", lambda *a, **k: calls.append("edit"))
+    for name in ("generate", "edit"):
+        monkeypatch.setattr(openai.resources.images.Images, name, lambda *a, _name=name, **k: calls.append(_name))
+    return calls
+
+
+def test_a_plain_generation_does_not_call_the_sdk_and_an_edit_does(server, sdk_calls):
     provider = make_provider(server)
 
     assert len(provider.generate(make_request())) == 1
-    assert calls == []
+    assert sdk_calls == []
     with pytest.raises(ProviderError, match="malformed"):  # what the stand-in returned is no response
         provider.generate(make_request(references=[png(8, 8)]))
-    assert calls == ["edit"]
+    assert sdk_calls == ["edit"]
 
 
 def test_both_paths_speak_tls_and_verify_the_providers_certificate(tmp_path, monkeypatch):
@@ -185,15 +192,13 @@ def test_a_compressed_answer_is_decoded(server, path):
     assert "gzip" in server.requests[0].headers["accept-encoding"]
 
 
-def test_a_base_url_with_a_query_is_left_to_the_sdk(server, monkeypatch):
+def test_a_base_url_with_a_query_is_left_to_the_sdk(server, sdk_calls):
     """The SDK merges a base URL's query into each request's; the plain POST does not."""
-    calls = []
-    monkeypatch.setattr(openai.resources.images.Images, "generate", lambda *a, **k: calls.append("generate"))
     provider = OpenAIImagesProvider(api_key=API_KEY, base_url=server.base_url + "?api-version=1", max_retries=0)
 
     with pytest.raises(ProviderError, match="malformed"):  # what the stand-in returned is no response
         provider.generate(make_request())
-    assert calls == ["generate"] and server.requests == []
+    assert sdk_calls == ["generate"] and server.requests == []
 
 
 def test_redirect_followed_with_the_same_request(server, path):

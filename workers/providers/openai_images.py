@@ -252,12 +252,7 @@ class OpenAIImagesProvider:
         # Authorization header) never ends up chained onto the ProviderError.
         if self._plain is not None and not request.references:
             outcome = self._plain.post(request, timeout)
-            if isinstance(outcome, _Failure):
-                return outcome
-            data = outcome.get("data") if isinstance(outcome, dict) else None
-            if not isinstance(data, list):
-                raise self._error(MSG_MALFORMED, False, f"response has no `data` list ({type(outcome).__name__})")
-            return self._extract(data, request)
+            return outcome if isinstance(outcome, _Failure) else self._extract(outcome, request)
         try:
             result = self._call(request, timeout)
         except openai.APIStatusError as exc:
@@ -269,10 +264,10 @@ class OpenAIImagesProvider:
         except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
             return _Failure(MSG_MALFORMED, f"invalid response body: {type(exc).__name__}")
         data = getattr(result, "data", None) if isinstance(result, ImagesResponse) else None
-        if not isinstance(data, list):
-            raise self._error(MSG_MALFORMED, False, f"response has no `data` list ({type(result).__name__})")
-        items = [{"b64_json": getattr(item, "b64_json", None), "url": getattr(item, "url", None)} for item in data]
-        return self._extract(items, request)
+        if isinstance(data, list):  # the SDK's model, as the JSON body the plain POST parses
+            items = [{"b64_json": getattr(item, "b64_json", None), "url": getattr(item, "url", None)} for item in data]
+            result = {"data": items}
+        return self._extract(result, request)
 
     # -- the call ---------------------------------------------------------------------------
 
@@ -284,9 +279,12 @@ class OpenAIImagesProvider:
         images = [(f"reference-{i}.png", data, "image/png") for i, data in enumerate(request.references)]
         return client.images.edit(image=images, **params)
 
-    def _extract(self, data: list, request: ProviderRequest) -> list[bytes]:
-        """The images of a response's `data` list (its items as dicts). Neither path validates
-        response bodies, so every field is checked here."""
+    def _extract(self, body: object, request: ProviderRequest) -> list[bytes]:
+        """The images of a response body's `data` list. Neither path validates response bodies,
+        so every field is checked here."""
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise self._error(MSG_MALFORMED, False, f"response has no `data` list ({type(body).__name__})")
         images = []
         for i, item in enumerate(data):
             if not isinstance(item, dict):
