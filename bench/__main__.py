@@ -27,6 +27,12 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +49,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     run_parser.add_argument(
         "--rounds", type=int, default=1, help="async-c32, history-1m: floor and hub in turn this many times"
+    )
+    run_parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="generation worker processes, as replicas (each deploy/bin/worker, its own Celery node)",
     )
     run_parser.add_argument("--history", type=int, default=1_000_000, help="past generations (history-1m)")
     run_parser.add_argument(
@@ -98,7 +110,7 @@ def _run_all(names: list[str], overrides: dict, args: argparse.Namespace, comman
         base = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
         print(f"=== {name}: {scenario.description}", file=sys.stderr, flush=True)
         try:
-            table = run(scenario, Context(base, dict(args.env), args.history, args.rounds))
+            table = run(scenario, Context(base, dict(args.env), args.history, args.rounds, args.workers))
         except Exception:  # noqa: BLE001 - one scenario's failure must not stop the next; its traceback is shown
             traceback.print_exc()
             failed.append(name)

@@ -55,7 +55,7 @@ class PgActivity:
 def _groups(stack: Stack, pg: PgActivity) -> dict:
     trees = {
         "web": ["web"],
-        "worker": ["worker"],
+        "worker": [name for name, _ in stack.worker_names()],
         "redis": ["redis"],
         "moto": ["moto"],
         "provider": ["provider"],

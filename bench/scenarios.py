@@ -135,6 +135,7 @@ class Context:
     extra_env: dict[str, str]
     history: int
     rounds: int = 1  # async pairs: floor and hub in turn this many times (_async_pair)
+    workers: int = 1  # generation worker processes (replicas of deploy/bin/worker)
 
     def stack(self, scenario: Scenario, *, worker: bool = True) -> Stack:
         return Stack(
@@ -142,6 +143,7 @@ class Context:
             png_bytes=scenario.png_bytes,
             log_dir=self.log_dir,
             worker=worker,
+            workers=self.workers,
             extra_env=self.extra_env,
         )
 
@@ -155,7 +157,9 @@ def run(scenario: Scenario, ctx: Context) -> Table:
     pg_limit, pg_used = pg_connections()
     table = RUNNERS[scenario.kind](scenario, ctx)
     processes = (
-        "deploy/bin/web (no worker)" if scenario.kind in ("async", "history", "stages") else "deploy/bin/{web, worker}"
+        "deploy/bin/web (no worker)"
+        if scenario.kind in ("async", "history", "stages")
+        else "deploy/bin/web and " + (f"{ctx.workers} × deploy/bin/worker" if ctx.workers > 1 else "deploy/bin/worker")
     )
     env = " ".join(f"{k}={v}" for k, v in ctx.extra_env.items()) or "none"
     table.notes[:0] = [

@@ -38,7 +38,6 @@ USER_EMAIL = "bench@example.com"
 USER_CREDITS = 100_000_000
 PROVIDER_KEY = "sk-bench"
 BODY = {"model": "gpt-image-2", "prompt": "bench", "size": "1024x1024", "quality": "low", "n": 1}
-HUB_PROCESSES = ("web", "worker")
 
 
 def free_port() -> int:
@@ -82,12 +81,16 @@ class Stack:
         png_bytes: int,
         log_dir: Path,
         worker: bool = True,
+        workers: int = 1,
         extra_env: dict[str, str] | None = None,
     ):
         self.provider_latency = provider_latency
         self.png_bytes = png_bytes
         self.log_dir = log_dir
         self.with_worker = worker
+        # Generation worker processes, as replicas run them: each is deploy/bin/worker, its own
+        # Celery node (`-n gen2@%h`…) and one event loop, so one core at most.
+        self.workers = workers
         self.extra_env = extra_env or {}
         self.db_name = f"bench_{os.getpid()}"
         self.tmp = Path(tempfile.mkdtemp(prefix="hub-bench-"))
@@ -149,15 +152,20 @@ class Stack:
         self._step("migrate", lambda: self.run("migrate", [str(REPO / "deploy/bin/migrate")]))
         self._step("user and key", self._create_user)
         self._step("floor table", self._create_floor_table)
-        for name in HUB_PROCESSES:
-            if name != "worker" or self.with_worker:
-                self.procs[name] = self.spawn(name, [str(REPO / "deploy/bin" / name)], self.env)
+        self.procs["web"] = self.spawn("web", [str(REPO / "deploy/bin/web")], self.env)
+        if self.with_worker:
+            for name, node in self.worker_names():
+                self.procs[name] = self.spawn(name, [str(REPO / "deploy/bin/worker"), "-n", node], self.env)
         self._step("web ready", self._wait_web)
         if self.with_worker:
             self._step("worker ready (one generation)", self._warm_up)
 
+    def worker_names(self) -> list[tuple[str, str]]:
+        """(process name, Celery node name) of each generation worker: worker, worker-2, …"""
+        return [("worker", "gen@%h")] + [(f"worker-{i}", f"gen{i}@%h") for i in range(2, self.workers + 1)]
+
     def stop(self) -> None:
-        hub = [name for name in reversed(HUB_PROCESSES) if name in self.procs]
+        hub = [name for name, _ in self.worker_names() if name in self.procs] + ["web"] * ("web" in self.procs)
         self._terminate(hub)
         self._terminate([name for name in self.procs if name not in hub])
         if self._db_created:
