@@ -178,13 +178,19 @@ def test_keda_objects_match_kedas_models_exactly(production):
         assert model.model_dump(mode="json", by_alias=True, exclude_unset=True) == doc
 
 
-def test_generation_workers_scale_on_the_generations_queue_length(production):
+def test_generation_workers_scale_on_the_generations_queue_length_and_on_cpu(production):
     scaled = _one(production, "ScaledObject")
     target = scaled["spec"]["scaleTargetRef"]["name"]
     assert target == "hub-worker" and _one(production, "Deployment", target)
     assert "replicas" not in _one(production, "Deployment", target)["spec"], "KEDA owns the replica count"
     assert scaled["spec"]["minReplicaCount"] >= 0
-    (trigger,) = scaled["spec"]["triggers"]
+    trigger, cpu = scaled["spec"]["triggers"]
+    # A worker is one event loop: it is full when its one core is, before its slots are.
+    worker = _container(production, "hub-worker")
+    assert cpu["type"] == "cpu" and cpu["metricType"] == "Utilization"
+    assert cpu["metadata"]["containerName"] == worker["name"]
+    assert 0 < int(cpu["metadata"]["value"]) <= 100
+    assert worker["resources"]["requests"]["cpu"] == "1"
     assert trigger["type"] == "redis"
     config = _one(production, "ConfigMap")["data"]
     assert trigger["metadata"]["listName"] == config.get(
