@@ -165,7 +165,8 @@ class Stack:
         return [("worker", "gen@%h")] + [(f"worker-{i}", f"gen{i}@%h") for i in range(2, self.workers + 1)]
 
     def stop(self) -> None:
-        hub = [name for name, _ in self.worker_names() if name in self.procs] + ["web"] * ("web" in self.procs)
+        workers = [name for name, _ in self.worker_names()]
+        hub = [name for name in (*workers, "web") if name in self.procs]  # workers first, as before
         self._terminate(hub)
         self._terminate([name for name in self.procs if name not in hub])
         if self._db_created:
