@@ -132,8 +132,9 @@ class _PlainGenerations:
         """None where the SDK must send every call: a proxied or unusual base URL (another scheme,
         a query the SDK would merge), or credentials other than a plain API key (workload identity
         tokens are fetched and refreshed by the SDK)."""
-        base = urllib3.util.parse_url(str(client.base_url))
-        url = f"{str(client.base_url).rstrip('/')}/images/generations"
+        base_url = str(client.base_url)
+        base = urllib3.util.parse_url(base_url)
+        url = f"{base_url.rstrip('/')}/images/generations"
         auth = client.auth_headers  # {"Authorization": "Bearer <key>"}, or {} for other credentials
         if base.scheme not in ("http", "https") or base.query or base.fragment or proxied(url):
             return None
