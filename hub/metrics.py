@@ -53,6 +53,16 @@ PROVIDER_ERRORS = Counter(
     "hub_provider_errors_total", "Failed provider calls that failed a generation attempt, by kind", ["kind"]
 )
 CREDITS = Counter("hub_credits_total", "Credits of generations: charged (committed) or refunded", ["direction"])
+# A worker's finishing turns (workers.finishing): how long answers waited for one, and how many
+# waited the longest allowed and finished without one (a sign that WORKER_FINISHING_SLOTS is low).
+FINISHING_WAIT = Histogram(
+    "hub_worker_finishing_wait_seconds",
+    "Time a provider's answer waited for a finishing turn in the worker",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5),
+)
+FINISHING_UNGATED = Counter(
+    "hub_worker_finishing_ungated_total", "Answers finished without a turn after waiting the longest allowed"
+)
 SYNC_WAITS = Gauge(
     "hub_sync_waits_in_flight", "Sync requests waiting for their generation right now", multiprocess_mode="livesum"
 )

@@ -263,6 +263,11 @@ WORKER_SWEEPS = envbool("WORKER_SWEEPS", default=True)
 # A running attempt holds a lease it renews every third of this; a crashed worker stops
 # renewing, and the attempt is taken over (or failed) once the lease runs out.
 GENERATION_LEASE_SECONDS = env.int("GENERATION_LEASE_SECONDS", default=30)
+# How many provider answers one worker process finishes (checks, uploads, finalizes) at once; the
+# others wait their turn in order (workers.finishing). Raise it when S3 answers slowly.
+WORKER_FINISHING_SLOTS = env.int("WORKER_FINISHING_SLOTS", default=8)
+if WORKER_FINISHING_SLOTS < 1:
+    raise ImproperlyConfigured(f"WORKER_FINISHING_SLOTS must be at least 1, not {WORKER_FINISHING_SLOTS}")
 # Attempts before a generation whose worker keeps dying is failed and refunded (poison message).
 GENERATION_MAX_ATTEMPTS = env.int("GENERATION_MAX_ATTEMPTS", default=3)
 # The sweeper fails unfinished generations this long after their deadline.

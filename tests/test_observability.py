@@ -153,6 +153,9 @@ def test_web_and_worker_metrics_and_logs_follow_a_generation(stack):
     assert value(at_worker, "hub_generation_duration_seconds_count", model="gpt-image-2", status="succeeded") == 1
     assert value(at_worker, "hub_provider_errors_total", kind="failed") == 1
     assert value(at_worker, "hub_credits_total", direction="refunded") == 2  # low 1024²: 2 credits
+    # The answer that came back took a finishing turn at once; the provider's failure took none.
+    assert value(at_worker, "hub_worker_finishing_wait_seconds_count") == 1
+    assert value(at_worker, "hub_worker_finishing_ungated_total") == 0
     assert httpx.get(worker_metrics, timeout=5).status_code == 401
 
     # Requests spread over both gunicorn processes; /metrics adds their counts up.

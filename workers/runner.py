@@ -3,6 +3,7 @@
 import io
 import logging
 import time
+from contextlib import ExitStack
 
 import structlog
 from django.db import DatabaseError, connection
@@ -13,6 +14,7 @@ from generations import errors
 from generations.models import Generation
 from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
 from hub import metrics, storage
+from workers.finishing import finishing_turn
 from workers.lease import lease_held
 from workers.providers import ProviderError, ProviderRequest, provider_for
 
@@ -58,22 +60,33 @@ def generation_run(generation_id: str) -> None:
         else [],
     )
     connection.close()  # back to the pool: the provider call may take minutes
-    with lease_held(generation_id=generation_id, attempt=attempt):
-        try:
-            outputs = provider_for(generation.model.backend).generate(request)
-        except ProviderError as exc:
-            metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-            logger.warning("generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail)
-            code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
-            generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=(code, exc.user_message))
-            return
-        images = _store_valid(generation, outputs[: generation.n])
-    error = None
-    if outputs and not images:
-        error = (errors.NO_VALID_IMAGES, "The provider returned data that is not a valid image; credits were refunded.")
-    elif not outputs:
-        error = (errors.PROVIDER_ERROR, "The provider returned no images; credits were refunded.")
-    generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error)
+    with ExitStack() as finishing:
+        with lease_held(generation_id=generation_id, attempt=attempt):
+            try:
+                outputs = provider_for(generation.model.backend).generate(request)
+            except ProviderError as exc:
+                metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+                logger.warning(
+                    "generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail
+                )
+                code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
+                error = (code, exc.user_message)
+                generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=error)
+                return
+            # From here through the finalize, a turn: a burst of answers finishes in the order it came.
+            finishing.enter_context(finishing_turn())
+            images = _store_valid(generation, outputs[: generation.n])
+        error = _no_image_error(outputs, images)
+        generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error)
+
+
+def _no_image_error(outputs: list[bytes], images: list[StoredImage]) -> tuple[str, str] | None:
+    """The failure of an answer that left no image to keep; None when one was stored."""
+    if images:
+        return None
+    if outputs:
+        return errors.NO_VALID_IMAGES, "The provider returned data that is not a valid image; credits were refunded."
+    return errors.PROVIDER_ERROR, "The provider returned no images; credits were refunded."
 
 
 def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredImage]:
