@@ -20,8 +20,8 @@ order the work but never cap a process's throughput, and the wait stays well ins
 FINALIZE_MARGIN_SECONDS (workers.runner) that the provider call leaves before the deadline.
 
 Measured (bench `sync-c200-5s --requests 1000`, one worker, all clients starting together):
-added latency p50 515–642 ms without turns, 118–135 ms with 8; with 1.5 MiB PNGs
-(`sync-c200-5s-big`) 1.24–1.31 s, and −1–212 ms with 8 (README "Performance").
+added latency p50 515–642 ms without turns, 118–180 ms with 8; with 1.5 MiB PNGs
+(`sync-c200-5s-big`) 1.24–1.31 s without, 0–212 ms with 8 (README "Performance").
 """
 
 import os
