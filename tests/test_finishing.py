@@ -88,7 +88,7 @@ def test_with_threads_at_most_the_slots_finish_at_once_and_a_long_wait_goes_ahea
     for worker in workers:
         worker.join()
     assert most[0] == 3
-    assert isinstance(finishing._semaphore(), type(threading.BoundedSemaphore(1)))
+    assert isinstance(finishing._semaphore(), threading.BoundedSemaphore)
 
     monkeypatch.setattr(finishing, "MAX_WAIT_SECONDS", 0.1)
     holders = [threading.Thread(target=finish, args=(0.8,)) for _ in range(3)]
