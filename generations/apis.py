@@ -7,7 +7,6 @@ The shapes are small plain classes rather than DRF serializers: JSON must keep i
 
 import re
 import time
-from urllib.parse import urlsplit
 
 import pybase64
 from drf_spectacular.utils import extend_schema
@@ -24,6 +23,7 @@ from generations.models import FINISHED, Generation, GenerationStatus, ImageMode
 from generations.references import reference_images_read
 from generations.selectors import generation_get_for_owner_api, images_of
 from generations.services import generation_cancel, generation_create, generation_precheck, generation_wait
+from generations.webhook_urls import UnusableWebhookURL, webhook_url_check
 from hub import storage
 from hub.errors import GenerationCanceled, GenerationFailed, InvalidRequest, NotFound
 from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
@@ -31,7 +31,6 @@ from hub.public_url import base_url
 from hub.timefmt import iso_z
 
 PROMPT_MAX_LENGTH = 32000
-WEBHOOK_URL_MAX_LENGTH = 2048
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
@@ -223,32 +222,20 @@ class GenerationCreateApi(APIView):
             raise InvalidRequest(f"'{name}' must be a boolean", param=name)
 
         def _webhook(self) -> dict:
-            """`webhook_url` and `webhook_events`. Only a plainly unusable URL is refused here
-            (not http(s), no host, too long): where its host resolves is checked by every
-            delivery attempt, on the address it connects to (workers.webhooks) — a check now
-            would prove nothing about the address at delivery time."""
+            """`webhook_url` and `webhook_events`. The URL must be usable as written and, when its
+            host is a literal address, an address webhooks may reach (generations.webhook_urls);
+            where a host name resolves is checked by every delivery attempt, on the address it
+            connects to (workers.webhooks) — a check now would prove nothing about delivery time."""
             url = self._string("webhook_url")
             events = self._webhook_events()
             if not url:
                 if events is not None:
                     raise InvalidRequest("webhook_events needs a webhook_url", param="webhook_events")
                 return {}
-            if len(url) > WEBHOOK_URL_MAX_LENGTH:
-                raise InvalidRequest(
-                    f"webhook_url is longer than {WEBHOOK_URL_MAX_LENGTH} characters", param="webhook_url"
-                )
             try:
-                parts = urlsplit(url)
-                port = parts.port  # a port that is no number raises here
-            except ValueError:
-                parts, port = None, None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-                raise InvalidRequest("webhook_url must be an http:// or https:// URL with a host", param="webhook_url")
-            if port == 0 or parts.username is not None or not url.isprintable() or " " in url:
-                raise InvalidRequest(
-                    "webhook_url must have no credentials, spaces or control characters, and a port above 0",
-                    param="webhook_url",
-                )
+                webhook_url_check(url)
+            except UnusableWebhookURL as exc:
+                raise InvalidRequest(str(exc), param="webhook_url") from exc
             return {"webhook_url": url, "webhook_events": events}
 
         def _webhook_events(self) -> list[str] | None:

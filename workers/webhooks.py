@@ -9,7 +9,6 @@ that connection with the URL's host name (SNI and the certificate check). No red
 followed and no proxy from the environment is used: either would connect somewhere unchecked.
 """
 
-import ipaddress
 import json
 import logging
 import socket
@@ -25,6 +24,7 @@ from standardwebhooks import Webhook
 
 from generations.apis import GenerationOutput
 from generations.services import connection_release
+from generations.webhook_urls import AddressRefused, address_refusal
 from generations.webhooks import (
     ADDRESS_REFUSED,
     CONNECTION_ERROR,
@@ -39,40 +39,6 @@ from hub.timefmt import iso_z
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "GPT-Image-Hub-Webhooks/1"
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class AddressRefused(Exception):
-    """The webhook's host resolves to an address no webhook may reach; nothing was sent."""
-
-
-def address_refusal(address: str) -> str | None:
-    """Why a webhook may not be sent to `address`, or None when it may.
-
-    Only public unicast addresses may receive one — not private (unique-local fd00:ec2::254 among
-    them), shared (CGNAT), link-local (169.254.169.254 among them: with the former, the cloud
-    metadata services), multicast, reserved or unspecified ones — and loopback only with
-    WEBHOOK_ALLOW_LOOPBACK. An IPv6 address
-    that carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) is judged by that one too.
-    """
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone id (fe80::1%eth0) is no part of it
-    for candidate in (ip, *_embedded_ipv4(ip)):
-        if candidate.is_loopback:
-            if settings.WEBHOOK_ALLOW_LOOPBACK:
-                continue
-            return f"{address} is a loopback address"
-        if candidate.is_multicast or not candidate.is_global:
-            return f"{address} is not a public unicast address"
-    return None
-
-
-def _embedded_ipv4(ip) -> list:
-    if ip.version != 6:
-        return []
-    embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
-    if ip in _NAT64:
-        embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return [address for address in embedded if address is not None]
 
 
 class _GuardedBackend(httpcore.SyncBackend):

@@ -14,12 +14,13 @@ from standardwebhooks import Webhook
 from generations import webhooks as webhook_services
 from generations.models import Generation, WebhookAttempt, WebhookDelivery
 from generations.services import generation_cancel, generation_claim
+from generations.webhook_urls import address_refusal
 from generations.webhooks import webhook_delivery_claim, webhook_delivery_redeliver, webhook_secret_get_or_create
 from tests.conftest import free_port
 from tests.factories import create_generation, make_generation, make_user
 from tests.reconcile import assert_reconciled
 from tests.webhooks.receiver import Receiver
-from workers.webhooks import address_refusal, webhook_deliver
+from workers.webhooks import webhook_deliver
 
 pytestmark = pytest.mark.django_db
 NO_WAIT = override_settings(WEBHOOK_RETRY_DELAYS_SECONDS=(0, 0, 0))
@@ -221,6 +222,7 @@ def test_only_public_unicast_addresses_are_allowed():
         assert address_refusal(allowed) is None
     refused = ["127.0.0.1", "::1", "10.1.2.3", "172.16.0.1", "100.64.0.1", "169.254.169.254", "fe80::1%eth0"]
     refused += ["fd00:ec2::254", "::ffff:127.0.0.1", "::", "240.0.0.1", "ff02::1", "2002:a00:1::", "64:ff9b::a00:1"]
+    refused += ["::127.0.0.1", "::169.254.169.254", "::ffff:0:7f00:1", "64:ff9b:1::808:808"]  # Python: "global"
     for address in refused:
         assert address_refusal(address), address
 
