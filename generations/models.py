@@ -209,7 +209,7 @@ class WebhookAttempt(models.Model):
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)  # the receiver's HTTP status
-    error = models.CharField(max_length=40, blank=True)  # timeout, connection_error, address_refused
+    error = models.CharField(max_length=40, blank=True)  # generations.webhooks' outcomes
     detail = models.CharField(max_length=300, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
 

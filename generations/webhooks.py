@@ -40,7 +40,9 @@ SECRET_PREFIX = "whsec_"
 # Outcomes of an attempt that sent nothing or got no answer (WebhookAttempt.error).
 TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
-ADDRESS_REFUSED = "address_refused"
+ADDRESS_REFUSED = "address_refused"  # the host is or resolves to an address no webhook may reach
+INVALID_URL = "invalid_url"  # a URL stored before a rule of generations.webhook_urls refused it
+ATTEMPT_ERROR = "attempt_error"  # the attempt raised something unforeseen (the worker's log has it)
 
 # A claimed attempt holds its delivery this long past its timeout (DNS resolution is not under
 # the timeout): a worker that dies mid-attempt leaves it due again after that, and the sweeper
@@ -122,7 +124,7 @@ class AttemptOutcome:
     started_at: datetime
     latency_ms: int
     status_code: int | None = None  # the receiver's answer, when there was one
-    error: str = ""  # TIMEOUT, CONNECTION_ERROR or ADDRESS_REFUSED, when there was none
+    error: str = ""  # one of the outcomes above, when there was no answer
     detail: str = ""
 
 
@@ -131,10 +133,11 @@ def webhook_attempt_record(*, delivery: WebhookDelivery, outcome: AttemptOutcome
 
     - 2xx: succeeded;
     - 410 Gone: the receiver wants no more of it — stopped (`gone`);
-    - a refused address: failed at once — no retry makes a forbidden address safe, and nothing
-      was sent;
-    - anything else (timeout, connection error, another status, a redirect — never followed):
-      retried after the schedule's next wait with jitter, failed once the schedule runs out.
+    - a refused address or an unusable URL: failed at once — no retry makes a forbidden address
+      safe or the URL usable, and nothing was sent;
+    - anything else (timeout, connection error, an attempt that raised, another status, a
+      redirect — never followed): retried after the schedule's next wait with jitter, failed once
+      the schedule runs out.
 
     An outcome whose attempt is no longer the delivery's latest (its worker was presumed dead and
     another attempt was claimed) is kept as history but decides nothing.
@@ -147,7 +150,7 @@ def webhook_attempt_record(*, delivery: WebhookDelivery, outcome: AttemptOutcome
         status = WebhookDeliveryStatus.SUCCEEDED
     elif code == 410:
         status = WebhookDeliveryStatus.GONE
-    elif outcome.error == ADDRESS_REFUSED or step >= len(settings.WEBHOOK_RETRY_DELAYS_SECONDS):
+    elif outcome.error in (ADDRESS_REFUSED, INVALID_URL) or step >= len(settings.WEBHOOK_RETRY_DELAYS_SECONDS):
         status = WebhookDeliveryStatus.FAILED
     else:
         status = WebhookDeliveryStatus.PENDING

@@ -24,10 +24,12 @@ from standardwebhooks import Webhook
 
 from generations.apis import GenerationOutput
 from generations.services import connection_release
-from generations.webhook_urls import AddressRefused, address_refusal
+from generations.webhook_urls import AddressRefused, UnusableWebhookURL, address_refusal, webhook_url_check
 from generations.webhooks import (
     ADDRESS_REFUSED,
+    ATTEMPT_ERROR,
     CONNECTION_ERROR,
+    INVALID_URL,
     TIMEOUT,
     AttemptOutcome,
     webhook_attempt_record,
@@ -91,13 +93,31 @@ def webhook_deliver(delivery_id: str) -> None:
     """Make the delivery's next attempt if it is due and ours (a duplicate message finds
     nothing to do). The payload is the generation as `GET /generations/{id}` answers it now
     (fresh image URLs), in the event's envelope; it is signed at send time with the account's
-    current secret and the attempt's own timestamp."""
+    current secret and the attempt's own timestamp.
+
+    A claimed attempt always ends recorded: one that raises anything unforeseen is a failed
+    attempt too (`attempt_error`, retried on the schedule), or the claim would lapse and the
+    sweeper claim it again, for ever, with no attempt to show for it."""
     delivery = webhook_delivery_claim(delivery_id=delivery_id)
     if delivery is None:
         logger.info("webhook %s: not due, or taken by another attempt; nothing to do", delivery_id)
         return
     generation = delivery.generation
     structlog.contextvars.bind_contextvars(generation_id=generation.id, account_id=generation.owner_id)
+    started_at, start = timezone.now(), time.monotonic()
+    try:
+        outcome = _attempt(delivery, started_at=started_at)
+    except Exception as exc:  # noqa: BLE001 — recorded below; the log has the traceback
+        logger.exception("webhook %s: the attempt raised", delivery_id)
+        latency_ms = int((time.monotonic() - start) * 1000)
+        outcome = AttemptOutcome(
+            started_at=started_at, latency_ms=latency_ms, error=ATTEMPT_ERROR, detail=f"unexpected {type(exc).__name__}"
+        )
+    webhook_attempt_record(delivery=delivery, outcome=outcome)
+
+
+def _attempt(delivery, *, started_at) -> AttemptOutcome:
+    generation = delivery.generation
     body = json.dumps(
         {
             "type": f"generation.{delivery.event}",
@@ -108,7 +128,6 @@ def webhook_deliver(delivery_id: str) -> None:
     )
     secret = webhook_secret_get_or_create(user=generation.owner).secret
     connection_release()  # back to the pool: the receiver may take its full timeout
-    started_at = timezone.now()
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
@@ -116,13 +135,14 @@ def webhook_deliver(delivery_id: str) -> None:
         "webhook-timestamp": str(int(started_at.timestamp())),
         "webhook-signature": Webhook(secret).sign(delivery.id, started_at, body),
     }
-    outcome = _post(generation.webhook_url, body=body, headers=headers, started_at=started_at)
-    webhook_attempt_record(delivery=delivery, outcome=outcome)
+    return _post(generation.webhook_url, body=body, headers=headers, started_at=started_at)
 
 
 def _post(url: str, *, body: str, headers: dict, started_at) -> AttemptOutcome:
     """POST once, within WEBHOOK_TIMEOUT_SECONDS from connect to the answer's status line and
-    headers (the body is not read); the outcome, never an exception."""
+    headers (the body is not read); the outcome of any failure to send or to get an answer. The
+    URL is checked first by the rules it was submitted under (a row stored before one of them
+    existed is refused here rather than retried for a day)."""
     start = time.monotonic()
 
     def outcome(**fields) -> AttemptOutcome:
@@ -133,6 +153,7 @@ def _post(url: str, *, body: str, headers: dict, started_at) -> AttemptOutcome:
     deadline.daemon = True
     deadline.start()
     try:
+        webhook_url_check(url)
         with httpx.Client(
             transport=_guarded_transport(backend),
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
@@ -143,6 +164,8 @@ def _post(url: str, *, body: str, headers: dict, started_at) -> AttemptOutcome:
                 return outcome(status_code=response.status_code)
     except AddressRefused as exc:
         return outcome(error=ADDRESS_REFUSED, detail=str(exc))
+    except UnusableWebhookURL as exc:
+        return outcome(error=INVALID_URL, detail=str(exc))
     except httpx.TimeoutException as exc:
         return outcome(error=TIMEOUT, detail=type(exc).__name__)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:

@@ -164,6 +164,49 @@ def test_a_connection_error_is_retried():
     assert delivery.status == "pending"
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://a..b/", "empty label"),
+        (f"http://{'a' * 64}.example/", "longer than 63"),
+        ("http://0177.0.0.1/", "write it as 127.0.0.1"),
+        ("http://example.com:99999/", "port"),
+    ],
+)
+def test_a_url_stored_before_its_rule_existed_fails_at_once_with_an_attempt(url, says):
+    """Such a URL once raised in every attempt, unrecorded, and the sweeper claimed it again for
+    ever (or it was retried for 27 hours): now one attempt says why, and the delivery is over."""
+    _, delivery = finished(url)
+    webhook_deliver(delivery.id)
+    [attempt] = attempts(delivery)
+    assert attempt.error == "invalid_url" and says in attempt.detail and attempt.status_code is None
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and delivery.next_attempt_at is None
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() - timedelta(hours=1))
+    assert webhook_services.webhook_deliveries_send_due() == []  # nothing left for the sweeper
+
+
+@override_settings(WEBHOOK_RETRY_DELAYS_SECONDS=(0,))
+def test_an_attempt_that_raises_anything_is_recorded_and_the_schedule_runs_out(monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "hooks.example.test":
+            raise RuntimeError("a resolver's surprise, token=s3cr3t")
+        return real(host, *args, **kwargs)
+
+    _, delivery = finished("https://hooks.example.test/hook")
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    webhook_deliver(delivery.id)
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and delivery.schedule_step == 1  # retried on the schedule
+    webhook_deliver(delivery.id)
+    assert [(a.number, a.error) for a in attempts(delivery)] == [(1, "attempt_error"), (2, "attempt_error")]
+    assert all(a.detail == "unexpected RuntimeError" for a in attempts(delivery))  # not the message
+    delivery.refresh_from_db()
+    assert delivery.status == "failed"
+
+
 @pytest.fixture
 def no_connections(monkeypatch):
     """Record (and refuse) every TCP connection the process tries to open."""
