@@ -80,7 +80,11 @@ def handle(exc, context):
     response = Response(body, status=status, headers=exc.headers if isinstance(exc, RateLimited) else None)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
-    response["x-should-retry"] = "true" if should_retry(status, body["error"]["code"]) else "false"
+    return _with_retry_header(response, status=status, code=body["error"]["code"])
+
+
+def _with_retry_header(response, *, status: int, code: str):
+    response["x-should-retry"] = "true" if should_retry(status, code) else "false"
     return response
 
 
@@ -111,9 +115,7 @@ def _unreadable_request(exc) -> dict:
 
 
 def _json(body: dict, *, status: int) -> JsonResponse:
-    response = JsonResponse(body, status=status)
-    response["x-should-retry"] = "true" if should_retry(status, body["error"]["code"]) else "false"
-    return response
+    return _with_retry_header(JsonResponse(body, status=status), status=status, code=body["error"]["code"])
 
 
 def json_404(request, exception=None):
@@ -129,7 +131,5 @@ def bad_request(request, exception=None):
     middleware or a page's view, a malformed form body, a disallowed host…). The pages answer
     an HTML page (400.html), everything else the envelope."""
     if request.path.startswith(PAGE_PATH_PREFIXES):
-        response = defaults.bad_request(request, exception)
-        response["x-should-retry"] = "false"
-        return response
+        return _with_retry_header(defaults.bad_request(request, exception), status=400, code="invalid_request")
     return _json(_unreadable_request(exception), status=400)
