@@ -7,8 +7,10 @@ The shapes are small plain classes rather than DRF serializers: JSON must keep i
 
 import re
 import time
+from urllib.request import parse_http_list
 
 import pybase64
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -303,7 +305,7 @@ class GenerationCreateApi(APIView):
             return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
         max_wait = _preferred_wait(request)
         generation = generation_wait(generation=generation, max_wait=max_wait, enqueued_after=started)
-        headers = {"Preference-Applied": f"wait={max_wait:g}"} if max_wait is not None else None
+        headers = {"Preference-Applied": f"wait={_seconds_text(max_wait)}"} if max_wait is not None else None
         if generation.status not in FINISHED:  # Prefer: wait ran out, or the wait itself failed
             body = self.OutputSerializer.data(generation, root=root, poll_url=True)
             return Response(body, status=202, headers=headers)
@@ -340,13 +342,35 @@ class ImageEditApi(GenerationCreateApi):
         return super().post(request)
 
 
-_PREFER_WAIT = re.compile(r"(?:^|[;,])\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*(?:$|[;,])")
+_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 
 
 def _preferred_wait(request: Request) -> float | None:
-    """`Prefer: wait=N` (RFC 7240, Replicate's convention): wait at most N seconds."""
-    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
-    return float(match.group(1)) if match else None
+    """`Prefer: wait=N` (RFC 7240, Replicate's convention): wait at most N seconds.
+
+    RFC 7240: preferences are comma-separated, in one or several Prefer headers (joined by the
+    server), their names case-insensitive, `=` possibly spaced, a value possibly quoted; only a
+    preference's first instance counts, and one that cannot be read is ignored (a negative,
+    non-numeric or exponent value: no wait preference at all). The wait is capped at the
+    generation timeout, the longest the hub waits anyway, and rounded to milliseconds: what
+    Preference-Applied then names is the wait applied.
+    """
+    for preference in parse_http_list(request.headers.get("Prefer", "")):
+        name, _, value = preference.partition(";")[0].partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if not _SECONDS.fullmatch(value):
+            return None
+        return round(min(float(value), settings.GENERATION_TIMEOUT_SECONDS), 3)
+    return None
+
+
+def _seconds_text(seconds: float) -> str:
+    """`5`, `0.5`: never `1e+30` (_preferred_wait caps and rounds the wait)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -123,14 +123,17 @@ HEADERS = [
         "Prefer",
         OpenApiTypes.STR,
         OpenApiParameter.HEADER,
-        description="wait=N: wait at most N seconds, then answer 202 with poll_url (sync requests)",
+        description=(
+            "wait=N: wait at most N seconds (capped at the generation timeout), then answer 202 with"
+            " poll_url (sync requests)"
+        ),
     ),
     OpenApiParameter(
         "Preference-Applied",
         OpenApiTypes.STR,
         OpenApiParameter.HEADER,
         response=[200, 202],
-        description="wait=N when Prefer: wait=N was applied",
+        description="wait=N: the wait applied, when Prefer asked for one",
     ),
 ]
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-PATH_PREFIXES = ("/account/", "/admin/")
+PAGE_PATH_PREFIXES = ("/account/", "/admin/")  # the pages: HTML, not the JSON API
 
 
 def _image_sources() -> list[str]:
@@ -46,6 +46,6 @@ class ContentSecurityPolicyMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if request.path.startswith(PATH_PREFIXES):
+        if request.path.startswith(PAGE_PATH_PREFIXES):
             response.headers.setdefault("Content-Security-Policy", self.policy)
         return response

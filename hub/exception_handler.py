@@ -2,11 +2,21 @@
 
 import logging
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, JsonResponse
+from django.http.multipartparser import MultiPartParserError
+from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+from hub.csp import PAGE_PATH_PREFIXES
 from hub.errors import HubError, MonthlyCreditCapReached, RateLimited
 
 logger = logging.getLogger(__name__)
@@ -25,6 +35,16 @@ _DRF_ERRORS = {
     drf.Throttled: (429, "rateLimited", "Too many requests"),
     drf.PermissionDenied: (403, "forbidden", "Not allowed"),
     drf.NotFound: (404, "notFound", "Resource not found"),
+}
+
+
+# What Django refuses to read in a request (hub/settings.py's DATA_UPLOAD_* limits) and its other
+# SuspiciousOperations: a 400 `invalid_request`, in a DRF view as Django answers them elsewhere.
+_UNREADABLE = {
+    TooManyFieldsSent: "Too many query parameters or form fields",
+    TooManyFilesSent: "Too many files",
+    RequestDataTooBig: "Request body too large",
+    MultiPartParserError: "Malformed request body",
 }
 
 
@@ -60,7 +80,11 @@ def handle(exc, context):
     response = Response(body, status=status, headers=exc.headers if isinstance(exc, RateLimited) else None)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
-    response["x-should-retry"] = "true" if should_retry(status, body["error"]["code"]) else "false"
+    return _with_retry_header(response, status=status, code=body["error"]["code"])
+
+
+def _with_retry_header(response, *, status: int, code: str):
+    response["x-should-retry"] = "true" if should_retry(status, code) else "false"
     return response
 
 
@@ -70,8 +94,8 @@ def _envelope(exc) -> tuple[int, dict]:
         if getattr(exc, "generation_id", None):
             extra["generation_id"] = exc.generation_id
         return exc.status, error_body(exc.code, exc.message, status=exc.status, param=exc.param, **extra)
-    if isinstance(exc, (RequestDataTooBig, TooManyFilesSent)):
-        return 400, error_body("invalid_request", "Request body too large or too many files", status=400)
+    if isinstance(exc, (SuspiciousOperation, BadRequest)):
+        return 400, _unreadable_request(exc)
     if isinstance(exc, Http404):
         return 404, error_body("notFound", "Resource not found", status=404)
     if isinstance(exc, PermissionDenied):
@@ -85,13 +109,27 @@ def _envelope(exc) -> tuple[int, dict]:
     return 500, error_body("internal_error", "Internal server error", status=500)
 
 
+def _unreadable_request(exc) -> dict:
+    message = next((text for cls, text in _UNREADABLE.items() if isinstance(exc, cls)), "Bad request")
+    return error_body("invalid_request", message, status=400)
+
+
+def _json(body: dict, *, status: int) -> JsonResponse:
+    return _with_retry_header(JsonResponse(body, status=status), status=status, code=body["error"]["code"])
+
+
 def json_404(request, exception=None):
-    return JsonResponse(error_body("notFound", "Resource not found", status=404), status=404)
+    return _json(error_body("notFound", "Resource not found", status=404), status=404)
 
 
 def json_500(request):
-    return JsonResponse(error_body("internal_error", "Internal server error", status=500), status=500)
+    return _json(error_body("internal_error", "Internal server error", status=500), status=500)
 
 
-def json_400(request, exception=None):
-    return JsonResponse(error_body("invalid_request", "Bad request", status=400), status=400)
+def bad_request(request, exception=None):
+    """handler400: a request Django refused outside a DRF view (too many fields read by a
+    middleware or a page's view, a malformed form body, a disallowed host…). The pages answer
+    an HTML page (400.html), everything else the envelope."""
+    if request.path.startswith(PAGE_PATH_PREFIXES):
+        return _with_retry_header(defaults.bad_request(request, exception), status=400, code="invalid_request")
+    return _json(_unreadable_request(exception), status=400)

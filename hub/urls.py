@@ -44,4 +44,4 @@ urlpatterns = [
 
 handler404 = "hub.exception_handler.json_404"
 handler500 = "hub.exception_handler.json_500"
-handler400 = "hub.exception_handler.json_400"
+handler400 = "hub.exception_handler.bad_request"

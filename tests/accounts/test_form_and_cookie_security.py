@@ -5,6 +5,7 @@ import sys
 import pytest
 from django.test import Client
 
+from accounts.services import user_create
 from apikeys.services import api_key_create
 from tests.conftest import ROOT
 from tests.factories import make_user
@@ -64,3 +65,30 @@ def test_a_secure_session_cookie_is_sent_with_the_secure_flag(client, settings):
     response = client.post("/account/login/", {"username": "user@example.com", "password": "correct horse battery"})
     assert response.status_code == 302
     assert response.cookies["sessionid"]["secure"] and response.cookies["sessionid"]["httponly"]
+
+
+TOO_MANY = {f"f{i}": "x" for i in range(1001)}  # Django's DATA_UPLOAD_MAX_NUMBER_FIELDS is 1,000
+
+
+def _bad_request_page(response):
+    """What a page answers for a request Django refuses to read: once a JSON body on a page."""
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+    assert b"<h1>Bad request</h1>" in response.content
+    assert response["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("path", ["/account/login/", "/account/signup/", "/admin/login/"])
+def test_too_many_form_fields_on_a_public_page_is_a_400_page(strict, path):
+    strict.get(path)  # the CSRF cookie: the middleware reads the form before any view
+    token = strict.cookies["csrftoken"].value
+    _bad_request_page(strict.post(path, {**TOO_MANY, "csrfmiddlewaretoken": token}))
+
+
+def test_too_many_query_parameters_on_a_page_is_a_400_page(client):
+    """The pages that read their query string (`next`, `page`, the admin's filters)."""
+    for path in ("/account/login/", "/admin/login/"):
+        _bad_request_page(client.get(path, TOO_MANY))
+    client.force_login(user_create(email="ops@example.com", password="ops password 1", is_staff=True))
+    for path in ("/account/credits/", "/account/generations/", "/admin/billing/ledgerentry/"):
+        _bad_request_page(client.get(path, TOO_MANY))

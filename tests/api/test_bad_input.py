@@ -5,6 +5,7 @@ import io
 import json
 
 import pytest
+from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -63,6 +64,51 @@ def test_a_form_urlencoded_body_is_refused(api, customer):
     _, _, auth = customer
     body = "model=gpt-image-2&prompt=a+fox&size=1024x1024&quality=low"
     _refused(api.post(URL, data=body, content_type="application/x-www-form-urlencoded", **auth))
+
+
+# Django's DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) and hub/settings.py's DATA_UPLOAD_* limits.
+TOO_MANY_PARAMS = "&".join(f"p{i}=1" for i in range(1001))
+TOO_MANY_FIELDS = {**VALID, **{f"f{i}": "x" for i in range(1001)}}
+
+
+def _unreadable(response, message):
+    """A request Django refuses to read: once a 500 `internal_error` the SDKs retried."""
+    error = _refused(response)
+    assert error["code"] == "invalid_request" and error["message"] == message
+    assert response["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/models", "/api/v1/openapi.json", "/api/v1/credits"])
+def test_too_many_query_parameters_is_a_400_with_or_without_a_key(api, customer, path):
+    _, _, auth = customer
+    _unreadable(api.get(f"{path}?{TOO_MANY_PARAMS}"), "Too many query parameters or form fields")
+    _unreadable(api.get(f"{path}?{TOO_MANY_PARAMS}", **auth), "Too many query parameters or form fields")
+
+
+def test_too_many_multipart_fields_is_a_400(api, customer):
+    _, _, auth = customer
+    response = api.post(URL, TOO_MANY_FIELDS, format="multipart", **auth)
+    _unreadable(response, "Too many query parameters or form fields")
+
+
+def test_too_many_files_is_a_400(api, customer, decodes):
+    _, _, auth = customer
+    files = [upload(f"r{i}.png", image_bytes(size=(8, 8))) for i in range(33)]
+    response = api.post(URL, {**VALID, "reference_image": files}, format="multipart", **auth)
+    _unreadable(response, "Too many files")
+    assert decodes == []
+
+
+def test_a_json_body_over_the_upload_limit_is_a_400(api, customer):
+    _, _, auth = customer
+    body = json.dumps({**VALID, "prompt": "a" * (1024 * 1024)})
+    _unreadable(api.post(URL, data=body, content_type="application/json", **auth), "Request body too large")
+
+
+def test_too_many_query_parameters_outside_the_api_is_a_400_envelope(api):
+    with override_settings(USE_S3=False):  # the hub serves its images: /media/ reads the query string
+        response = api.get(f"/media/generations/gen_x/0.png?{TOO_MANY_PARAMS}")
+    _unreadable(response, "Too many query parameters or form fields")
 
 
 @pytest.fixture(scope="module")

@@ -63,3 +63,30 @@ def test_prefer_wait_hands_over_the_poll_url_without_failing_or_refunding(api, c
     assert _wait_for(body["id"], {"succeeded", "failed"}).status == "succeeded"
     assert CreditAccount.objects.get(user=user).balance == 118
     assert_reconciled()
+
+
+QUICK = {**SLOW, "prompt": "quick"}
+
+
+def test_prefer_names_are_case_insensitive_and_the_first_wait_counts(api, customer, celery_worker):
+    """RFC 7240: `wait` after a `;` is a parameter of another preference, not the wait."""
+    _, _, auth = customer
+    cases = {
+        "WAIT=0": "wait=0",
+        "respond-async, Wait = 0.0504": "wait=0.05",
+        'handling=lenient; wait=600, wait="0"': "wait=0",
+        "wait=0, wait=600": "wait=0",
+        "wait=0.0001": "wait=0",
+    }
+    for prefer, applied in cases.items():
+        response = api.post(URL, QUICK, format="json", HTTP_PREFER=prefer, **auth)
+        assert response.status_code in (200, 202)
+        assert response["Preference-Applied"] == applied, prefer
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1e3", "inf", "nan", "", "1_0", "0x10", "+1"])
+def test_an_unreadable_wait_is_ignored(api, customer, celery_worker, value):
+    _, _, auth = customer
+    response = api.post(URL, QUICK, format="json", HTTP_PREFER=f"wait={value}", **auth)
+    assert response.status_code == 200
+    assert "Preference-Applied" not in response

@@ -1,5 +1,6 @@
 import json
 import re
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -143,3 +144,16 @@ def test_a_key_whose_owner_has_no_account_yet_is_refused_for_credits(api):
     response = api.post(URL, data=json.dumps(body), content_type="application/json", **auth)
     assert response.status_code == 402, response.content
     assert CreditAccount.objects.get(user=user).balance == 0
+
+
+def test_a_prefer_wait_past_the_generation_timeout_applies_the_timeout(api, customer, settings):
+    """Not `wait=inf` nor `wait=1e+30`: the wait the hub applies (no worker here: the generation
+    stays queued, and the request answers 202 after the capped wait)."""
+    settings.GENERATION_TIMEOUT_SECONDS = 1
+    _, _, auth = customer
+    body = {"model": "gpt-image-2", "prompt": "a fox", "size": "1024x1024", "quality": "low"}
+    for huge in ("1" + "0" * 30, "9" * 400):  # 1e+30; past a float's range: inf
+        started = time.monotonic()
+        response = api.post(URL, body, format="json", HTTP_PREFER=f"wait={huge}", **auth)
+        assert 1 <= time.monotonic() - started < 2.5
+        assert (response.status_code, response["Preference-Applied"]) == (202, "wait=1")
