@@ -393,6 +393,7 @@ def _idempotency_key_decide(*, owner, key: str, request_hash: str) -> tuple[Gene
         if row.generation is not None:
             logger.info("generation %s: replayed for Idempotency-Key", row.generation_id)
             return row.generation, None
+        connection_release()  # no pooled connection held while waiting (hub.settings, DATABASES)
         time.sleep(delay)  # the first request is still creating: it takes milliseconds
         delay = min(2 * delay, IDEMPOTENCY_WAIT_MAX_SECONDS)
 

@@ -41,9 +41,9 @@ def _post(api, headers, **fields):
 
 @pytest.mark.django_db(transaction=True)
 def test_twenty_parallel_repeats_all_answer_like_the_first_and_take_one_image_of_the_minute(api, unconsumed_queue):
-    """Reported with 10 images a minute against the web server: 16 × 202 and 4 × 429. Requests
-    made in process overlap less, so the key here allows 2: before the key was decided first,
-    3 of the 20 got a 429 in each run tried."""
+    """Reported with 10 images a minute: 16 × 202 and 4 × 429. Fewer requests overlap on this
+    machine, so the key here allows 2: before the key was decided first, 3 of the 20 got a 429
+    in each run tried (on the web server: tests/limits/test_limits_under_load.py)."""
     not_near_a_minute_edge()
     user = make_user(credits=100)
     headers = _keyed(user, images_per_minute=2)
