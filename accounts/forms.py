@@ -5,6 +5,9 @@ from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils import timezone
 
+from apikeys.models import ApiKey
+from hub.bounds import integer_form_field
+
 EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"), ("90", "In 90 days"), ("365", "In 1 year")]
 
 
@@ -71,12 +74,24 @@ class ApiKeyLimitsForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every model your plan allows.",
     )
-    images_per_minute = forms.IntegerField(label="Images per minute", min_value=1, required=False)
-    concurrency = forms.IntegerField(
-        label="Generations at once", min_value=1, required=False, help_text="Queued and running together."
+    images_per_minute = integer_form_field(
+        ApiKey, "images_per_minute", min_value=1, label="Images per minute", required=False
     )
-    monthly_credits = forms.IntegerField(
-        label="Credits per month", min_value=0, required=False, help_text="Charged minus refunded, per UTC month."
+    concurrency = integer_form_field(
+        ApiKey,
+        "concurrency",
+        min_value=1,
+        label="Generations at once",
+        required=False,
+        help_text="Queued and running together.",
+    )
+    monthly_credits = integer_form_field(
+        ApiKey,
+        "monthly_credits",
+        min_value=0,
+        label="Credits per month",
+        required=False,
+        help_text="Charged minus refunded, per UTC month.",
     )
 
     def __init__(self, *args, model_ids: list[str], defaults, **kwargs):

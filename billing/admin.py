@@ -17,6 +17,7 @@ from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, Ledger
 from billing.selectors import next_expiration
 from billing.services import account_set_type, credits_clawback, credits_grant_bulk
 from hub.admin import LIMITS_FIELDSET, LIMITS_FORMFIELDS, ReadOnlyAdmin
+from hub.bounds import integer_form_field
 from hub.errors import HubError
 
 REASON_HELP = "Required. Recorded with your name, and shown to the user in their credit history."
@@ -41,7 +42,9 @@ class GrantForm(forms.Form):
 
 
 class ClawbackForm(forms.Form):
-    amount = forms.IntegerField(min_value=1, help_text="Unspent credits to remove, soonest-expiring first.")
+    amount = integer_form_field(
+        CreditAccount, "balance", min_value=1, help_text="Unspent credits to remove, soonest-expiring first."
+    )
     reason = forms.CharField(max_length=500, help_text=REASON_HELP)
 
 

@@ -9,6 +9,11 @@ from generations.models import GeneratedImage, Generation, ImageModel, WebhookAt
 from generations.webhooks import webhook_delivery_redeliver
 from hub import storage
 from hub.admin import ReadOnlyAdmin
+from hub.bounds import column_range
+
+# A request is at most 4 images, charged as one number: 4 of the highest price must fit the
+# generation's credits column (else every request at that price was a 500).
+PRICE_MAX = column_range(Generation, "credits_requested")[1] // 4
 
 
 def _image_url(image: GeneratedImage) -> str:
@@ -38,11 +43,15 @@ class ImageModelForm(forms.ModelForm):
         if not isinstance(prices, dict):
             self.add_error("prices", 'An object such as {"1K": {"low": 2, "high": 8}}.')
             return cleaned
-        missing = [
-            f"{tier}/{quality}" for tier in sorted(tiers) for quality in qualities if not _price(prices, tier, quality)
-        ]
+        priced = {(tier, quality): _price(prices, tier, quality) for tier in sorted(tiers) for quality in qualities}
+        missing = [f"{tier}/{quality}" for (tier, quality), price in priced.items() if price is None]
+        too_high = [f"{tier}/{quality}" for (tier, quality), price in priced.items() if (price or 0) > PRICE_MAX]
         if missing:
             self.add_error("prices", f"A whole number of credits above 0 is needed for: {', '.join(missing)}.")
+        if too_high:
+            self.add_error(
+                "prices", f"A price is at most {PRICE_MAX} credits (4 images in one charge): {', '.join(too_high)}."
+            )
         return cleaned
 
 
@@ -50,9 +59,10 @@ def _strings(value) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(item, str) and item for item in value)
 
 
-def _price(prices: dict, tier: str, quality: str) -> bool:
+def _price(prices: dict, tier: str, quality: str) -> int | None:
+    """The price of tier/quality: a whole number of credits above 0, else None."""
     price = prices.get(tier, {}).get(quality) if isinstance(prices.get(tier), dict) else None
-    return isinstance(price, int) and not isinstance(price, bool) and price > 0
+    return price if isinstance(price, int) and not isinstance(price, bool) and price > 0 else None
 
 
 @admin.register(ImageModel)

@@ -137,12 +137,14 @@ class ReferenceImage(models.Model):
 
 class IdempotencyKey(models.Model):
     """An `Idempotency-Key` an account sent with a generation request: a retry with the same
-    key and the same request gets the same generation (charged once); keys live 24 h."""
+    key and the same request gets the same generation (charged once); keys live 24 h. A row
+    without a generation is the claim of a first request still creating it
+    (generations.services.generation_create)."""
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)  # SHA-256 of the parsed request and its references
-    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+")
+    generation = models.ForeignKey(Generation, null=True, on_delete=models.CASCADE, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -7,6 +7,7 @@ succeeded | failed), so a redelivered or duplicated task cannot finish a generat
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO
@@ -71,6 +72,13 @@ ONE_STATEMENT_FINISH = {"postgresql"}
 RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (workers.tasks)
 
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+# A first request's claim on its Idempotency-Key lasts while it creates its generation (limits,
+# references stored, the charge): milliseconds, seconds with large references. One older than
+# this was left by a process that died; repeats waiting on a claim look again at growing
+# intervals, from the first to the max.
+IDEMPOTENCY_CLAIM_TIMEOUT = timedelta(seconds=60)
+IDEMPOTENCY_WAIT_FIRST_SECONDS = 0.01
+IDEMPOTENCY_WAIT_MAX_SECONDS = 0.2
 
 # How long past its deadline a sync request still waits for the worker's own verdict.
 WAIT_GRACE = timedelta(seconds=10)
@@ -111,23 +119,68 @@ def generation_create(
 
     With an `idempotency_key`, a repeat of the same request by the same account returns the
     generation the first one made (charged once, finished or not); the same key with another
-    request raises IdempotencyConflict. Two concurrent requests with one key race on a unique
-    index before anything is charged: the loser rolls back and returns the winner's generation.
+    request raises IdempotencyConflict. Who answers is decided before any limit is taken
+    (_idempotency_key_decide): a repeat that arrives while the first is still creating waits for
+    it and answers like it — it never takes a limit, so it is never refused one.
 
     With a `webhook_url`, the `webhook_events` (default: completed) are POSTed there, signed
     (generations.webhooks); `webhook_base_url` is the hub origin the request reached, for the
     payload's image URLs.
     """
     webhook_events = (webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else []
-    request_hash = ""
-    if idempotency_key is not None:
-        # The webhook joins the hash only when there is one: keys stored before webhooks existed
-        # keep their hashes.
-        webhook = [webhook_url, sorted(webhook_events)] if webhook_url else []
-        request_hash = _request_hash(model_id, prompt, size, quality, n, is_async, *webhook, references)
-        replay = _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
+    request = {
+        "owner": owner,
+        "api_key": api_key,
+        "model_id": model_id,
+        "prompt": prompt,
+        "size": size,
+        "quality": quality,
+        "n": n,
+        "is_async": is_async,
+        "references": references,
+        "webhook_url": webhook_url,
+        "webhook_events": webhook_events,
+        "webhook_base_url": webhook_base_url,
+        "account": account,
+    }
+    if idempotency_key is None:
+        return _create(**request, claim=None)
+    # The webhook joins the hash only when there is one: keys stored before webhooks existed
+    # keep their hashes.
+    webhook = [webhook_url, sorted(webhook_events)] if webhook_url else []
+    request_hash = _request_hash(model_id, prompt, size, quality, n, is_async, *webhook, references)
+    while True:
+        replay, claim = _idempotency_key_decide(owner=owner, key=idempotency_key, request_hash=request_hash)
         if replay is not None:
             return replay
+        try:
+            return _create(**request, claim=claim)
+        except _KeyTaken:
+            continue  # our claim was taken over as abandoned: the request that took it decides
+        except BaseException:
+            _idempotency_claim_release(claim)  # refused or failed: the key is free for a retry
+            raise
+
+
+def _create(
+    *,
+    owner,
+    api_key,
+    model_id: str,
+    prompt: str,
+    size: str,
+    quality: str,
+    n: int,
+    is_async: bool,
+    references: list[IO[bytes]],
+    webhook_url: str,
+    webhook_events: list[str],
+    webhook_base_url: str,
+    account: CreditAccount | None,
+    claim: IdempotencyKey | None,
+) -> Generation:
+    """generation_create's work once it is this request's to do (`claim`: its Idempotency-Key's,
+    settled in the charging transaction)."""
     model, shape, price = _priced(model_id, size, quality, len(references))
     account = account or account_get_or_create(user=owner)
     limits = limits_effective(api_key=api_key, account_type=account.account_type)
@@ -172,7 +225,7 @@ def generation_create(
         )
         one_statement = (
             connection.vendor in ONE_STATEMENT_CREATE
-            and idempotency_key is None
+            and claim is None
             and not reference_keys
             and not limits_checked_after_charge(limits=limits)
         )
@@ -181,10 +234,8 @@ def generation_create(
         else:
             with transaction.atomic():
                 insert(generation)
-                if idempotency_key is not None:
-                    _idempotency_key_claim(
-                        owner=owner, key=idempotency_key, request_hash=request_hash, generation=generation
-                    )
+                if claim is not None:
+                    _idempotency_claim_settle(claim=claim, generation=generation)
                 if reference_keys:
                     ReferenceImage.objects.bulk_create(
                         ReferenceImage(generation=generation, index=i, storage_key=key)
@@ -203,13 +254,11 @@ def generation_create(
                     )
                     limits_check_charged(generation=generation, limits=limits)
                 transaction.on_commit(lambda: _on_created(generation_id, n * price))
-    except Exception as exc:
+    except Exception:
         hold.give_back()
         for key in reference_keys:
             storage.object_delete(key)
-        if not isinstance(exc, _KeyTaken):
-            raise
-        return _idempotent_replay(owner=owner, key=idempotency_key, request_hash=request_hash)
+        raise
     # Said by the request's access line (hub.observability), which carries the context: a line of
     # its own cost an async submit ~4 % of the web's CPU (bench async-c32, yappi).
     structlog.contextvars.bind_contextvars(credits_charged=n * price)
@@ -282,15 +331,16 @@ def generation_precheck(
 ) -> CreditAccount:
     """The cheap refusals, before any upload is decoded: the catalog's rules, a model the key
     may not use, and a balance that cannot cover n × price (a read without a lock; the charge
-    itself decides). A retry under a known Idempotency-Key is left to generation_create, which
-    replays it. The rate and concurrency limits are taken by generation_create only: taking
-    them here too would count one request twice. Returns the account it read, for
-    generation_create."""
-    model, _, price = _priced(model_id, size, quality, reference_count)
+    itself decides). A request under a known Idempotency-Key is left to generation_create
+    before anything is checked: a replay answers like the first whatever changed since (the
+    balance spent, the model disabled or taken off the key). The rate and concurrency limits
+    are taken by generation_create only: taking them here too would count one request twice.
+    Returns the account it read, for generation_create."""
     account = account_as_read(user=owner)  # read with the API key: its balance, without a lock
-    limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
     if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
         return account
+    model, _, price = _priced(model_id, size, quality, reference_count)
+    limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
     balance = account.balance
     if balance < n * price:
         raise InsufficientCredits(f"Not enough credits: {n * price} needed, {balance} available")
@@ -298,7 +348,7 @@ def generation_precheck(
 
 
 class _KeyTaken(Exception):
-    """A concurrent request with the same Idempotency-Key committed first."""
+    """This request's Idempotency-Key claim was taken over as abandoned before its charge committed."""
 
 
 def _request_hash(*fields) -> str:
@@ -311,33 +361,75 @@ def _request_hash(*fields) -> str:
     return digest.hexdigest()
 
 
-def _idempotent_replay(*, owner, key: str, request_hash: str) -> Generation | None:
-    row = IdempotencyKey.objects.select_related("generation").filter(owner=owner, key=key).first()
-    if row is None:
-        return None
-    if row.created_at < timezone.now() - IDEMPOTENCY_KEY_TTL:
-        row.delete()  # expired: the key is free again
-        return None
-    if row.request_hash != request_hash:
-        raise IdempotencyConflict(
-            "This Idempotency-Key was already used with a different request; use a new key for a new request",
-            param="Idempotency-Key",
-        )
-    logger.info("generation %s: replayed for Idempotency-Key", row.generation_id)
-    return row.generation
+def _idempotency_key_decide(*, owner, key: str, request_hash: str) -> tuple[Generation | None, IdempotencyKey | None]:
+    """Who answers a request with an Idempotency-Key, before it takes any limit: (the earlier
+    request's generation, None) — a replay — or (None, this request's claim): a row without a
+    generation, committed at once, so that concurrent repeats see it. A repeat that finds a
+    claim waits for that request to settle it and answers with its generation; if it failed
+    instead (refused for credits or a limit, a bad reference), its claim is gone and the repeat
+    claims the key as a first request. A claim older than IDEMPOTENCY_CLAIM_TIMEOUT was left by
+    a process that died while creating: the key is free again."""
+    delay = IDEMPOTENCY_WAIT_FIRST_SECONDS
+    while True:
+        row = IdempotencyKey.objects.select_related("generation").filter(owner=owner, key=key).first()
+        if row is None:
+            claim = _idempotency_key_claim(owner=owner, key=key, request_hash=request_hash)
+            if claim is not None:
+                return None, claim
+            continue  # another request claimed it just now
+        now = timezone.now()
+        abandoned = row.generation_id is None and row.created_at < now - IDEMPOTENCY_CLAIM_TIMEOUT
+        if abandoned or row.created_at < now - IDEMPOTENCY_KEY_TTL:
+            if abandoned:
+                logger.warning("Idempotency-Key claimed %s ago and never settled: freed", now - row.created_at)
+            # Unless it was settled meanwhile: then the next look replays it.
+            IdempotencyKey.objects.filter(pk=row.pk, generation=row.generation_id).delete()
+            continue
+        if row.request_hash != request_hash:
+            raise IdempotencyConflict(
+                "This Idempotency-Key was already used with a different request; use a new key for a new request",
+                param="Idempotency-Key",
+            )
+        if row.generation is not None:
+            logger.info("generation %s: replayed for Idempotency-Key", row.generation_id)
+            return row.generation, None
+        connection_release()  # no pooled connection held while waiting (hub.settings, DATABASES)
+        time.sleep(delay)  # the first request is still creating: it takes milliseconds
+        delay = min(2 * delay, IDEMPOTENCY_WAIT_MAX_SECONDS)
 
 
-def _idempotency_key_claim(*, owner, key: str, request_hash: str, generation: Generation) -> None:
+def _idempotency_key_claim(*, owner, key: str, request_hash: str) -> IdempotencyKey | None:
+    """This request's claim on the key; None when another request claimed it first."""
     try:
         with transaction.atomic():  # a savepoint: the unique index decides who was first
-            IdempotencyKey.objects.create(owner=owner, key=key, request_hash=request_hash, generation=generation)
+            return IdempotencyKey.objects.create(owner=owner, key=key, request_hash=request_hash, generation=None)
     except IntegrityError:
-        raise _KeyTaken from None
+        return None
+
+
+def _idempotency_claim_settle(*, claim: IdempotencyKey, generation: Generation) -> None:
+    """In the charging transaction: the claim names its generation (repeats replay it from the
+    commit on) — unless a repeat took the claim over as abandoned."""
+    if not IdempotencyKey.objects.filter(pk=claim.pk, generation=None).update(generation=generation):
+        raise _KeyTaken
+
+
+def _idempotency_claim_release(claim: IdempotencyKey) -> None:
+    """Free the key of a request that created nothing; its waiting repeats then go on as first
+    requests. Should this fail, the claim lapses after IDEMPOTENCY_CLAIM_TIMEOUT."""
+    try:
+        IdempotencyKey.objects.filter(pk=claim.pk, generation=None).delete()
+    except DatabaseError as exc:
+        logger.warning("could not free an Idempotency-Key claim: %s", exc)
 
 
 def idempotency_keys_expire() -> int:
-    """Forget keys older than IDEMPOTENCY_KEY_TTL (the sweeper's job)."""
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - IDEMPOTENCY_KEY_TTL).delete()
+    """Forget keys older than IDEMPOTENCY_KEY_TTL, and abandoned claims (the sweeper's job)."""
+    now = timezone.now()
+    lapsed = Q(created_at__lt=now - IDEMPOTENCY_KEY_TTL) | Q(
+        generation=None, created_at__lt=now - IDEMPOTENCY_CLAIM_TIMEOUT
+    )
+    deleted, _ = IdempotencyKey.objects.filter(lapsed).delete()
     return deleted
 
 

@@ -54,6 +54,9 @@ def test_the_ledger_lists_charges_and_refunds_newest_first_in_pages(member):
     second = client.get("/account/credits/?page=2").content.decode()
     assert "Page 2 of 2" in second and _ledger_rows(second) == 2
     assert generations[0].id in second and "+100" in second
+    for page in ["abc", "-1", str(2**63), str(10**30)]:  # not a page: the first or the last one, no error
+        for listing in ("credits", "generations"):
+            assert client.get(f"/account/{listing}/?page={page}").status_code == 200
 
 
 def test_the_generations_page_lists_status_model_credits_and_thumbnails(member):

@@ -10,6 +10,7 @@ from apikeys.services import api_key_create
 from billing.models import AccountTypeLimits
 from billing.services import account_get_or_create, credits_grant
 from generations.services import generation_create
+from tests.bounds import REFUSED, refused_input
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -67,6 +68,19 @@ def test_what_an_operator_granted_beyond_the_plan_survives_saving_the_form(membe
     assert "at most 100" in client.post(url, {"images_per_minute": "101"}).content.decode()
     key.refresh_from_db()
     assert (key.images_per_minute, key.concurrency) == (100, 1)
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+@pytest.mark.parametrize("field", ["images_per_minute", "concurrency", "monthly_credits"])
+def test_a_limit_the_column_cannot_hold_is_a_form_error_and_nothing_is_saved(member, field, kind):
+    user, client = member
+    key, _ = api_key_create(owner=user, name="ci")
+    text = refused_input(kind, ApiKey, field)
+    response = client.post(f"/account/keys/{key.pk}/limits/", {field: text, "concurrency": "2"} | {field: text})
+    assert response.status_code == 200
+    assert response.context["form"].errors.keys() == {field}
+    key.refresh_from_db()
+    assert (key.images_per_minute, key.concurrency, key.monthly_credits) == (None, None, None)
 
 
 def test_another_users_key_limits_page_is_not_found(member):

@@ -8,6 +8,7 @@ from billing.models import CreditAccount, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_grant, credits_grant_bulk
 from hub.errors import InvalidRequest
+from tests.bounds import REFUSED, assert_form_refused, refused_input
 from tests.factories import bearer, make_key, make_user
 
 pytestmark = pytest.mark.django_db
@@ -108,6 +109,17 @@ def test_claw_back_of_more_than_the_unspent_credits_changes_nothing(console):
     assert response.status_code == 200 and b"Only 10 unspent credits" in response.content
     account.refresh_from_db()
     assert account.balance == 10
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+@pytest.mark.parametrize("tool", ["grant", "clawback"])
+def test_an_amount_its_column_cannot_hold_is_a_form_error_and_moves_nothing(console, tool, kind):
+    account = account_get_or_create(user=make_user(credits=10))
+    column = (CreditGrant, "amount") if tool == "grant" else (CreditAccount, "balance")
+    data = {"amount": refused_input(kind, *column), "reason": "typo", "apply": "1"}
+    assert_form_refused(console.post(f"{ACCOUNTS}{account.pk}/{tool}/", data), "amount")
+    account.refresh_from_db()
+    assert (account.balance, LedgerEntry.objects.filter(account=account).count()) == (10, 1)
 
 
 def test_changing_the_account_type_keeps_a_concurrently_changed_balance(console):

@@ -4,9 +4,10 @@ from django.contrib.admin.utils import quote
 from apikeys.services import api_key_create
 from billing.models import CreditAccount
 from billing.services import account_get_or_create, credits_grant
-from generations.models import ImageModel
+from generations.models import Generation, ImageModel
 from tests.accounts.pages import image_sources
-from tests.factories import bearer, make_generation, make_user
+from tests.bounds import REFUSED, assert_form_refused, column_max, refused_input
+from tests.factories import bearer, make_generation, make_key, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -104,6 +105,48 @@ def test_a_catalog_row_without_a_price_for_every_size_and_quality_is_refused(con
     response = console.post("/admin/generations/imagemodel/gpt-image-2/change/", _model_form(**changes))
     assert response.status_code == 200 and error in response.content.decode()
     assert ImageModel.objects.get(pk="gpt-image-2").prices["1K"]["low"] == 2
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+@pytest.mark.parametrize("field", ["reference_image_limit", "sort_order", "created"])
+def test_a_catalog_number_its_column_cannot_hold_is_a_form_error(console, field, kind):
+    text = refused_input(kind, ImageModel, field)
+    response = console.post("/admin/generations/imagemodel/gpt-image-2/change/", _model_form(**{field: text}))
+    assert_form_refused(response, field)
+    model = ImageModel.objects.get(pk="gpt-image-2")
+    assert (model.reference_image_limit, model.sort_order, model.prices["1K"]["low"]) == (16, 0, 2)
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+def test_a_sort_order_typed_in_the_list_its_column_cannot_hold_is_a_form_error(console, kind):
+    row = {
+        "form-0-id": "gpt-image-2",
+        "form-0-enabled": "on",
+        "form-0-sort_order": refused_input(kind, ImageModel, "sort_order"),
+    }
+    response = console.post(
+        "/admin/generations/imagemodel/", {"form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "_save": "Save", **row}
+    )
+    assert response.status_code == 200 and "sort_order" in response.context["cl"].formset.errors[0]
+    assert ImageModel.objects.get(pk="gpt-image-2").sort_order == 0
+
+
+@pytest.mark.parametrize("kind", ["column max + 1", "2**63", "10**30"])
+def test_a_price_whose_four_images_no_charge_could_hold_is_a_form_error(console, api, kind):
+    """n is at most 4: a price whose 4 images overflow a generation's credits column made
+    every request at that quality a 500."""
+    most = column_max(Generation, "credits_requested") // 4
+    price = str(most + 1) if kind == "column max + 1" else refused_input(kind, Generation, "credits_requested")
+    url = "/admin/generations/imagemodel/gpt-image-2/change/"
+    response = console.post(url, _model_form(prices=f'{{"1K": {{"low": {price}, "high": 9}}}}'))
+    assert_form_refused(response, "prices")
+    assert f"at most {most}" in response.content.decode()
+    assert ImageModel.objects.get(pk="gpt-image-2").prices["1K"]["low"] == 2
+    assert console.post(url, _model_form(prices=f'{{"1K": {{"low": {most}, "high": 9}}}}')).status_code == 302
+    body = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "low", "n": 4, "async": True}
+    auth = bearer(make_key(make_user(credits=4 * most)))
+    response = api.post("/api/v1/images/generations", body, format="json", **auth)
+    assert response.status_code == 202 and response.json()["usage"]["credits_requested"] == 4 * most
 
 
 def test_users_show_their_account_type_and_balance_and_new_ones_get_an_account(console):

@@ -6,6 +6,7 @@ from django.contrib.admin.utils import quote
 from apikeys.models import ApiKey
 from apikeys.services import api_key_create
 from billing.models import AccountTypeLimits
+from tests.bounds import REFUSED, assert_form_refused, refused_input
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -47,3 +48,27 @@ def test_operator_sets_the_defaults_of_an_account_type(console):
     assert response.status_code == 302
     free = AccountTypeLimits.objects.get(account_type="FREE")
     assert (free.allowed_models, free.images_per_minute, free.concurrency, free.monthly_credits) == (None, 5, 1, None)
+
+
+LIMITS = ["images_per_minute", "concurrency", "monthly_credits"]
+NO_LIMITS = {"allowed_models": "", "images_per_minute": "", "concurrency": "", "monthly_credits": ""}
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+@pytest.mark.parametrize("field", LIMITS)
+def test_a_keys_limit_its_column_cannot_hold_is_a_form_error(console, field, kind):
+    key, _ = api_key_create(owner=make_user(), name="ci")
+    text = refused_input(kind, ApiKey, field)
+    response = console.post(f"/admin/apikeys/apikey/{quote(key.pk)}/change/", {**NO_LIMITS, field: text})
+    assert_form_refused(response, field)
+    key.refresh_from_db()
+    assert (key.images_per_minute, key.concurrency, key.monthly_credits) == (None, None, None)
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+@pytest.mark.parametrize("field", LIMITS)
+def test_an_account_types_limit_its_column_cannot_hold_is_a_form_error(console, field, kind):
+    text = refused_input(kind, AccountTypeLimits, field)
+    response = console.post("/admin/billing/accounttypelimits/add/", {**NO_LIMITS, "account_type": "FREE", field: text})
+    assert_form_refused(response, field)
+    assert not AccountTypeLimits.objects.exists()

@@ -6,7 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apikeys.models import ApiKey
-from billing.models import CreditAccount
+from billing.models import CreditAccount, CreditGrant
+from tests.bounds import REFUSED, refused_input
 from tests.factories import bearer, make_key, make_user
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +48,22 @@ def test_createuser_again_tops_up_instead_of_duplicating():
     _run("hub_createuser", "bob@example.com", "--credits", "10")
     _run("hub_createuser", "bob@example.com", "--credits", "5")
     assert CreditAccount.objects.get(user__email="bob@example.com").balance == 15
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+def test_createuser_refuses_credits_a_grant_cannot_hold_in_one_line(kind):
+    make_user(email="bob@example.com")
+    with pytest.raises(CommandError, match=r"^Error: argument --credits: .* is not a whole number from 0 to \d+$"):
+        _run("hub_createuser", "bob@example.com", "--credits", refused_input(kind, CreditGrant, "amount"))
+    assert CreditAccount.objects.get(user__email="bob@example.com").balance == 0
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-1", "36501", str(2**63), str(10**30)])
+def test_createkey_refuses_an_expiry_that_is_no_reasonable_number_of_days_in_one_line(text):
+    make_user(email="bob@example.com")
+    with pytest.raises(CommandError, match=r"^Error: argument --expires-in-days: .* from 1 to 36500$"):
+        _run("hub_createkey", "bob@example.com", "--expires-in-days", text)
+    assert not ApiKey.objects.exists()
 
 
 def test_createkey_for_unknown_user_fails():

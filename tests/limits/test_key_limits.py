@@ -3,7 +3,6 @@ concurrency (429 with Retry-After and x-ratelimit-*), the monthly cap in the cha
 transaction, account-type defaults, and the database fallback used without Redis."""
 
 import time
-from datetime import UTC, datetime
 
 import pytest
 from django.core.management import CommandError
@@ -15,6 +14,7 @@ from generations.models import Generation
 from generations.sweeper import generations_sweep
 from hub import ratelimit
 from tests.concurrency import run_together
+from tests.conftest import not_near_a_minute_edge
 from tests.factories import bearer, make_key, make_user
 from tests.reconcile import assert_reconciled
 
@@ -41,12 +41,6 @@ def _assert_rate_limited(response, *, limit: int, code: str = "rateLimited"):
     assert response["x-ratelimit-limit"] == str(limit)
     assert int(response["x-ratelimit-remaining"]) >= 0
     assert int(response["x-ratelimit-reset"]) >= 1
-
-
-def _not_near_a_minute_edge():
-    """The database fallback counts fixed minutes: start a test well inside one."""
-    while datetime.now(UTC).second > 50:
-        time.sleep(1)
 
 
 @pytest.mark.django_db
@@ -138,7 +132,7 @@ def test_concurrency_counts_unfinished_generations_and_a_finish_frees_a_slot(api
 
 @pytest.mark.django_db(transaction=True)
 def test_database_fallback_lets_exactly_the_limit_through_concurrent_takes():
-    _not_near_a_minute_edge()
+    not_near_a_minute_edge()
     user = make_user()
     key, _ = _key(user)
     results = []
@@ -149,7 +143,7 @@ def test_database_fallback_lets_exactly_the_limit_through_concurrent_takes():
 @pytest.mark.django_db
 def test_database_fallback_answers_429_through_the_api(api, settings):
     settings.REDIS_URL = ""
-    _not_near_a_minute_edge()
+    not_near_a_minute_edge()
     user = make_user(credits=100)
     _, auth = _key(user, images_per_minute=3)
     assert [_post(api, auth).status_code for _ in range(3)] == [202, 202, 202]

@@ -1,6 +1,9 @@
 """hub_keylimits (prefix resolution, set, clear, errors) and GET /api/v1/usage (numbers, days,
 owner isolation)."""
 
+import os
+import subprocess
+import sys
 from io import StringIO
 
 import pytest
@@ -10,6 +13,8 @@ from apikeys.models import ApiKey
 from apikeys.services import api_key_create
 from billing.models import AccountTypeLimits
 from generations.services import generation_cancel, generation_create
+from tests.bounds import REFUSED, refused_input
+from tests.conftest import ROOT, database_url_for_subprocess
 from tests.factories import bearer, make_user
 
 pytestmark = pytest.mark.django_db
@@ -48,10 +53,36 @@ def test_keylimits_refuses_unknown_or_ambiguous_keys_and_bad_values():
         _run(keys[0].display_prefix, "--concurrency", "1")
     with pytest.raises(CommandError, match="Unknown model"):
         _run(keys[0].pk, "--models", "dall-e-9")
-    with pytest.raises(CommandError, match="at least 1"):
+    with pytest.raises(CommandError, match="not a whole number from 1 to"):
         _run(keys[0].pk, "--concurrency", "0")
-    with pytest.raises(CommandError, match="whole number"):
-        _run(keys[0].pk, "--concurrency", "three")
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+@pytest.mark.parametrize("option", ["images-per-minute", "concurrency", "monthly-credits"])
+def test_keylimits_refuses_a_number_its_column_cannot_hold_in_one_line(option, kind):
+    key, _ = api_key_create(owner=make_user())
+    text = refused_input(kind, ApiKey, option.replace("-", "_"))
+    with pytest.raises(CommandError) as refused:
+        _run(key.pk, f"--{option}", text)
+    assert str(refused.value).startswith(f"Error: argument --{option}: ") and "\n" not in str(refused.value)
+    key.refresh_from_db()
+    assert (key.images_per_minute, key.concurrency, key.monthly_credits) == (None, None, None)
+
+
+@pytest.mark.parametrize("text", ["abc", str(2**63)])
+def test_keylimits_on_the_command_line_says_what_is_wrong_without_a_traceback(text):
+    key, _ = api_key_create(owner=make_user())
+    done = subprocess.run(
+        [sys.executable, "manage.py", "hub_keylimits", key.pk, "--images-per-minute", text],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url_for_subprocess()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "argument --images-per-minute: " in done.stderr, done.stderr
+    assert ApiKey.objects.get(pk=key.pk).images_per_minute is None
 
 
 def _generate(user, key, *, n: int, quality: str = "low"):
@@ -96,6 +127,7 @@ def test_usage_per_key_and_day_matches_charges_and_refunds_and_shows_only_the_ca
     assert (rows["app"]["images"], rows["app"]["credits"]) == (1, 8)
     theirs = api.get("/api/v1/usage", **bearer(stranger_raw)).json()["data"]
     assert [(row["api_key_id"], row["images"]) for row in theirs] == [(stranger_key.pk, 4)]
-    assert api.get("/api/v1/usage?days=0", **bearer(ci_raw)).status_code == 400
-    assert api.get("/api/v1/usage?days=367", **bearer(ci_raw)).status_code == 400
+    for days in ["0", "367", "abc", "-1", str(2**63), str(10**30)]:
+        refused = api.get(f"/api/v1/usage?days={days}", **bearer(ci_raw))
+        assert (refused.status_code, refused.json()["error"]["param"]) == (400, "days")
     assert api.get("/api/v1/usage").status_code == 401

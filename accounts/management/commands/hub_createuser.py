@@ -1,10 +1,11 @@
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.services import user_create
-from billing.models import AccountType, GrantSource
+from billing.models import AccountType, CreditGrant, GrantSource
 from billing.services import account_get_or_create, account_set_type, credits_grant
+from hub.bounds import column_option
 
 
 class Command(BaseCommand):
@@ -12,14 +13,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("email")
-        parser.add_argument("--credits", type=int, default=0)
+        parser.add_argument("--credits", type=column_option(CreditGrant, "amount", min_value=0), default=0)
         parser.add_argument("--account-type", default=None, choices=AccountType.values)
         parser.add_argument("--password", default=None)
 
     @transaction.atomic
     def handle(self, *args, email, credits, account_type, password, **options):
-        if credits < 0:
-            raise CommandError("--credits must not be negative")
         User = get_user_model()
         user = User.objects.filter(email__iexact=email).first()
         created = user is None

@@ -1,22 +1,15 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from apikeys.models import ApiKey
 from apikeys.selectors import api_keys_matching
 from billing.services import account_get_or_create
 from generations.limits import key_limits_set, limits_effective
+from hub.bounds import column_option
 from hub.errors import HubError
 from hub.limits import LIMIT_NAMES, Limits
 
 UNSET = object()  # an option not given (None is "none": clear the limit)
 OPTIONS = {"models": "allowed_models", **{name: name for name in LIMIT_NAMES[1:]}}
-
-
-def _count(text: str) -> int | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise CommandError(f"{text!r} is not a whole number or 'none'") from None
 
 
 def _models(text: str) -> list[str] | None:
@@ -37,11 +30,22 @@ class Command(BaseCommand):
         parser.add_argument("key", help="key id (key_…), display prefix (gih_live_AbC4) or a longer leading part")
         parser.add_argument("--models", type=_models, default=UNSET, help="allowed model ids, comma-separated, or none")
         parser.add_argument(
-            "--images-per-minute", type=_count, default=UNSET, help="images per sliding minute, or none"
+            "--images-per-minute",
+            type=column_option(ApiKey, "images_per_minute", min_value=1, none=True),
+            default=UNSET,
+            help="images per sliding minute, or none",
         )
-        parser.add_argument("--concurrency", type=_count, default=UNSET, help="unfinished generations at once, or none")
         parser.add_argument(
-            "--monthly-credits", type=_count, default=UNSET, help="credits per calendar month (UTC), or none"
+            "--concurrency",
+            type=column_option(ApiKey, "concurrency", min_value=1, none=True),
+            default=UNSET,
+            help="unfinished generations at once, or none",
+        )
+        parser.add_argument(
+            "--monthly-credits",
+            type=column_option(ApiKey, "monthly_credits", min_value=0, none=True),
+            default=UNSET,
+            help="credits per calendar month (UTC), or none",
         )
         parser.add_argument("--clear", action="store_true", help="clear every limit of the key first")
 
