@@ -78,7 +78,7 @@ class _GenerationFields(serializers.Serializer):
     webhook_url = serializers.URLField(
         required=False,
         max_length=2048,
-        help_text="http(s) URL the hub POSTs the generation to, signed per Standard Webhooks (README Webhooks)",
+        help_text="http(s) URL the hub POSTs the generation to, signed per Standard Webhooks (docs/api.md, Webhooks)",
     )
     webhook_events = serializers.ListField(
         child=serializers.ChoiceField(["completed", "started"]),
