@@ -78,7 +78,7 @@ class _GenerationFields(serializers.Serializer):
     webhook_url = serializers.URLField(
         required=False,
         max_length=2048,
-        help_text="http(s) URL the hub POSTs the generation to, signed per Standard Webhooks (README Webhooks); "
+        help_text="http(s) URL the hub POSTs the generation to, signed per Standard Webhooks (docs/api.md, Webhooks); "
         "a host it cannot use, or a literal address it may not reach, is a 400 with param webhook_url",
     )
     webhook_events = serializers.ListField(

@@ -345,7 +345,7 @@ CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
 # Kubernetes manifests run one, since KEDA may scale the generation workers to zero.
 # (Generation tasks name their queue when they are sent: generations.services.generation_enqueue.)
 CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
-# The pool is chosen on the command line (`--pool threads`, see README): a worker_pool setting
+# The pool is chosen on the command line (`--pool threads`, see docs/operations.md): a worker_pool setting
 # would silently override an explicit `--pool prefork`.
 # Provider calls in flight per generation worker process (gevent pool: greenlets, not threads);
 # also the size of the provider HTTP client's connection pool.

@@ -1,5 +1,5 @@
-"""Every environment variable hub/settings.py reads is listed in .env.example and in the README's
-settings table."""
+"""Every environment variable hub/settings.py reads is listed in .env.example and in the settings
+table of docs/operations.md, the operators' reference."""
 
 import ast
 import re
@@ -40,9 +40,9 @@ def _env_example() -> set[str]:
     return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
 
 
-def _readme_settings_table() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+def _operations_settings_table() -> set[str]:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    section = operations.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     names = set()
     for row in re.findall(r"^\|([^|\n]+)\|", section, re.MULTILINE):
         names.update(re.findall(r"`([A-Z][A-Z0-9_]*)`", row))
@@ -57,5 +57,5 @@ def test_env_example_lists_every_setting():
     assert sorted(_settings_read() - _env_example()) == []
 
 
-def test_the_readme_settings_table_lists_every_setting():
-    assert sorted(_settings_read() - _readme_settings_table()) == []
+def test_the_operations_settings_table_lists_every_setting():
+    assert sorted(_settings_read() - _operations_settings_table()) == []

@@ -21,7 +21,7 @@ FINALIZE_MARGIN_SECONDS (workers.runner) that the provider call leaves before th
 
 Measured (bench `sync-c200-5s --requests 1000`, one worker, all clients starting together):
 added latency p50 515–642 ms without turns, 118–180 ms with 8; with 1.5 MiB PNGs
-(`sync-c200-5s-big`) 1.24–1.31 s without, 0–212 ms with 8 (README "Performance").
+(`sync-c200-5s-big`) 1.24–1.31 s without, 0–212 ms with 8 (bench/RESULTS.md, ninth sitting).
 """
 
 import os

@@ -113,7 +113,7 @@ class _PlainGenerations:
     Why not through the SDK: its request machinery (the parameter transform, request options,
     httpx's client and httpcore's pool, the response model) made the call 1.36 ms of CPU on a quiet
     worker against 0.64 ms for this POST (bench stages, 64 KiB images), and cost the worker ~2 ms a
-    generation at a thousand calls in flight (bench sync-c1000-5s: README Performance). The SDK
+    generation at a thousand calls in flight (bench sync-c1000-5s: bench/RESULTS.md). The SDK
     still sends edits (multipart references) and the calls for_client leaves to it; both paths
     share the deadline, the retries and the classification of failures (_status_failure,
     _extract), and tests/providers runs every failure on both and holds their requests equal."""
