@@ -30,6 +30,7 @@ _MEANINGS = {
     429: "rateLimited (images per minute or concurrency of the key; retry after Retry-After), or"
     " monthlyCreditCapReached (x-should-retry: false); nothing charged",
     500: "generationFailed (credits refunded) or internal_error",
+    503: "paymentsUnavailable: Stripe could not open the checkout (nothing charged; retry)",
 }
 
 
