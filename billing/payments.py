@@ -130,7 +130,7 @@ def _event_claim(event: dict) -> bool:
     for this transaction and fails once it commits (or goes ahead if it rolls back)."""
     try:
         with transaction.atomic():
-            ProcessedStripeEvent.objects.create(event_id=event["id"][:255], type=event["type"][:100])
+            ProcessedStripeEvent.objects.create(event_id=event["id"], type=event["type"])
     except IntegrityError:
         return False
     return True

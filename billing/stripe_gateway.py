@@ -101,7 +101,12 @@ def event_verify(*, payload: bytes, signature: str | None) -> dict:
     except (stripe.SignatureVerificationError, ValueError, AttributeError) as error:
         raise InvalidStripeEvent(str(error).split("\n")[0]) from error
     data = event.to_dict()
-    fields_ok = isinstance(data.get("id"), str) and isinstance(data.get("type"), str)
-    if not fields_ok or not isinstance((data.get("data") or {}).get("object"), dict):
+    named = all(_text(data.get(field), longest) for field, longest in (("id", 255), ("type", 100)))
+    inner = data.get("data")
+    if not named or not isinstance(inner, dict) or not isinstance(inner.get("object"), dict):
         raise InvalidStripeEvent("Not a Stripe event: id, type and data.object are required")
     return data
+
+
+def _text(value, longest: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= longest

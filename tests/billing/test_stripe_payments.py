@@ -195,6 +195,10 @@ def _forgeries(fake, event):
         "signed, not JSON": (fake.signature_header("not json"), "not json"),
         "signed, not an object": (fake.signature_header("[1, 2]"), "[1, 2]"),
         "signed, no data": (fake.signature_header(no_data), no_data),
+        "signed, data not an object": (
+            fake.signature_header(no_data[:-1] + ', "data": 1}'),
+            no_data[:-1] + ', "data": 1}',
+        ),
     }
 
 
