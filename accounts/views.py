@@ -41,7 +41,7 @@ from generations.selectors import (
 )
 from generations.services import generation_cancel as services_generation_cancel
 from generations.webhooks import webhook_secret_get_or_create, webhook_secret_rotate
-from hub.errors import HubError, NotFound, PaymentsUnavailable
+from hub.errors import HubError, NotFound, PaymentsUnavailable, RateLimited
 from hub.public_url import base_url
 from hub.timefmt import utc_day
 
@@ -231,7 +231,7 @@ def billing_buy(request, pack_id: str):
             customer_email=request.user.email,
             return_url=base_url(request) + reverse("accounts:billing"),
         )
-    except PaymentsUnavailable as error:
+    except (PaymentsUnavailable, RateLimited) as error:
         messages.error(request, error.message)
         return redirect("accounts:billing")
     return redirect(checkout.url)

@@ -14,7 +14,7 @@ from billing.selectors import CreditsSummary, credits_summary, packs_for_sale
 from billing.services import account_get_or_create, account_settle
 from billing.stripe_gateway import InvalidStripeEvent, event_verify, stripe_enabled
 from hub.errors import InvalidRequest, NotFound
-from hub.openapi import SHOULD_RETRY, errors
+from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
 from hub.public_url import base_url
 from hub.timefmt import iso_z
 
@@ -118,8 +118,8 @@ class CreditPackCheckoutApi(APIView):
     @extend_schema(
         operation_id="credit_pack_checkout",
         request=None,
-        responses={201: CheckoutSerializer, **errors(401, 404, 503)},
-        parameters=[SHOULD_RETRY],
+        responses={201: CheckoutSerializer, **errors(401, 404, 429, 503)},
+        parameters=[SHOULD_RETRY, *RATE_LIMIT_HEADERS],
         description="Open a Stripe Checkout Session for the pack: the credits are granted once Stripe"
         f" confirms the payment (its webhook). {NOT_SELLING}, or the pack is not for sale.",
     )

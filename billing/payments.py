@@ -31,7 +31,7 @@ from billing.models import (
     PurchaseStatus,
 )
 from billing.services import credits_grant, credits_take_back
-from hub.errors import InvalidRequest, NotFound, PaymentsUnavailable
+from hub.errors import InvalidRequest, NotFound, PaymentsUnavailable, RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,11 @@ class Checkout:
 def checkout_start(*, account: CreditAccount, pack_id: str, customer_email: str, return_url: str) -> Checkout:
     """A pending purchase of the pack and its Stripe Checkout Session, whose page the user pays
     on; Stripe sends them back to `return_url` (`?checkout=success` or `?checkout=canceled`).
-    NotFound when the hub sells nothing or the pack is not for sale; PaymentsUnavailable when
-    Stripe cannot open the session (the purchase is then failed, nothing was charged)."""
+    NotFound when the hub sells nothing or the pack is not for sale; RateLimited past
+    CHECKOUTS_PER_HOUR; PaymentsUnavailable when Stripe cannot open the session (the purchase is
+    then failed, nothing was charged)."""
     pack = pack_for_sale(pack_id=pack_id)
+    _checkouts_allowed(account)
     purchase = Purchase.objects.create(
         account=account,
         pack=pack,
@@ -107,6 +109,29 @@ def checkout_start(*, account: CreditAccount, pack_id: str, customer_email: str,
     purchase.stripe_session_id = session.id
     logger.info("purchase %s: checkout session %s opened", purchase.id, session.id)
     return Checkout(purchase=purchase, session_id=session.id, url=session.url)
+
+
+# Checkouts one account may open in an hour: each is a call to Stripe and a purchase row, and a
+# runaway program should not make thousands.
+CHECKOUTS_PER_HOUR = 20
+
+
+def _checkouts_allowed(account: CreditAccount) -> None:
+    """RateLimited once the account opened CHECKOUTS_PER_HOUR checkouts in the last hour (a
+    count, not a lock: two racing requests may both pass the last one)."""
+    since = timezone.now() - timedelta(hours=1)
+    recent = Purchase.objects.filter(account=account, kind=PurchaseKind.CHECKOUT, created_at__gt=since)
+    opened = list(recent.order_by("-created_at").values_list("created_at", flat=True)[:CHECKOUTS_PER_HOUR])
+    if len(opened) < CHECKOUTS_PER_HOUR:
+        return
+    wait = max(1, int((opened[-1] - since).total_seconds()) + 1)
+    raise RateLimited(
+        f"At most {CHECKOUTS_PER_HOUR} checkouts an hour; finish or wait for an open one",
+        limit=CHECKOUTS_PER_HOUR,
+        remaining=0,
+        reset=wait,
+        retry_after=wait,
+    )
 
 
 def stripe_event_apply(*, event: dict) -> bool:

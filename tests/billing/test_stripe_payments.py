@@ -355,3 +355,17 @@ def test_an_inactive_or_unknown_pack_cannot_be_bought(api, fake_stripe):
         response = api.post(f"/api/v1/credit-packs/{pack_id}/checkout", **auth)
         assert response.status_code == 404 and response.json()["error"]["code"] == "notFound"
     assert not fake_stripe.requests and not Purchase.objects.exists()
+
+
+def test_an_account_opens_at_most_20_checkouts_an_hour(api, fake_stripe):
+    user = make_user()
+    auth = bearer(make_key(user))
+    pack = make_pack()
+    for _ in range(20):
+        assert api.post(f"/api/v1/credit-packs/{pack.id}/checkout", **auth).status_code == 201
+    refused = api.post(f"/api/v1/credit-packs/{pack.id}/checkout", **auth)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rateLimited"
+    assert 1 <= int(refused["Retry-After"]) <= 3600 and refused["x-ratelimit-limit"] == "20"
+    assert Purchase.objects.count() == 20 and len(fake_stripe.requests) == 20
+    Purchase.objects.update(created_at=timezone.now() - timedelta(hours=1, seconds=1))
+    assert api.post(f"/api/v1/credit-packs/{pack.id}/checkout", **auth).status_code == 201
