@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
@@ -18,8 +19,19 @@ from accounts.services import email_verification_send, user_email_confirm, user_
 from accounts.throttle import client_ip, sign_up_attempt_allowed
 from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner, email_verification_pending, usage_for_owner
 from apikeys.services import api_key_create, api_key_revoke
-from billing.selectors import account_type_limits, credits_summary, grants_for_account, ledger_for_account
+from billing.payments import checkout_start
+from billing.selectors import (
+    account_type_limits,
+    billing_history_for_account,
+    credits_by_kind,
+    credits_summary,
+    grants_for_account,
+    ledger_for_account,
+    packs_for_sale,
+    purchases_for_account,
+)
 from billing.services import account_settle
+from billing.stripe_gateway import stripe_enabled
 from generations.catalog import enabled_models
 from generations.limits import key_limits_set, limits_effective
 from generations.selectors import (
@@ -29,12 +41,13 @@ from generations.selectors import (
 )
 from generations.services import generation_cancel as services_generation_cancel
 from generations.webhooks import webhook_secret_get_or_create, webhook_secret_rotate
-from hub.errors import HubError, NotFound
+from hub.errors import HubError, NotFound, PaymentsUnavailable, RateLimited
 from hub.public_url import base_url
 from hub.timefmt import utc_day
 
 USAGE_DAYS = 30
 LEDGER_PAGE_SIZE = 25
+PURCHASES_SHOWN = 50
 GENERATIONS_PAGE_SIZE = 20
 SIGNED_UP_EMAIL = "signed_up_email"  # session key: the address the "check your inbox" page names
 
@@ -99,6 +112,7 @@ def home(request):
         "quickstart": quickstart,
         "unconfirmed": settings.REQUIRE_EMAIL_VERIFICATION and email_verification_pending(owner=request.user),
         "webhook_secret": webhook_secret_get_or_create(user=request.user).secret,
+        "selling": stripe_enabled(),
     }
     return render(request, "accounts/home.html", context)
 
@@ -180,10 +194,47 @@ def credits(request):
     ledger = Paginator(ledger_for_account(account=account), LEDGER_PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "summary": credits_summary(account=account),
+        "by_kind": credits_by_kind(account=account),
         "grants": grants_for_account(account=account),
         "page": ledger,
+        "selling": stripe_enabled(),
     }
     return render(request, "accounts/credits.html", context)
+
+
+@login_required
+def billing(request):
+    """Packs to buy (when the hub sells credits), the purchases with their receipts, refunds and
+    top-ups, and the credits granted, expired and taken back."""
+    account = account_settle(user=request.user)
+    history = Paginator(billing_history_for_account(account=account), LEDGER_PAGE_SIZE)
+    context = {
+        "summary": credits_summary(account=account),
+        "packs": list(packs_for_sale()) if stripe_enabled() else None,
+        "purchases": purchases_for_account(account=account)[:PURCHASES_SHOWN],
+        "page": history.get_page(request.GET.get("page")),
+        "returned": request.GET.get("checkout"),
+    }
+    return render(request, "accounts/billing.html", context)
+
+
+@require_POST
+@login_required
+@owned
+def billing_buy(request, pack_id: str):
+    """Buy credits: a Stripe Checkout Session for the pack, and a redirect to its payment page.
+    The credits come with Stripe's webhook, not with the user's return."""
+    try:
+        checkout = checkout_start(
+            account=account_settle(user=request.user),
+            pack_id=pack_id,
+            customer_email=request.user.email,
+            return_url=base_url(request) + reverse("accounts:billing"),
+        )
+    except (PaymentsUnavailable, RateLimited) as error:
+        messages.error(request, error.message)
+        return redirect("accounts:billing")
+    return redirect(checkout.url)
 
 
 @login_required

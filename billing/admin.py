@@ -13,13 +13,24 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, LedgerEntry
-from billing.selectors import next_expiration
+from billing.models import (
+    AccountTypeLimits,
+    CreditAccount,
+    CreditGrant,
+    CreditPack,
+    LedgerEntry,
+    ProcessedStripeEvent,
+    Purchase,
+    PurchaseStatus,
+)
+from billing.money import money
+from billing.selectors import next_expiration, revenue_per_day
 from billing.services import account_set_type, credits_clawback, credits_grant_bulk
 from hub.admin import LIMITS_FIELDSET, LIMITS_FORMFIELDS, ReadOnlyAdmin
 from hub.bounds import integer_form_field
 from hub.errors import HubError
 
+REVENUE_DAYS = 90  # the admin's "Revenue per day"
 REASON_HELP = "Required. Recorded with your name, and shown to the user in their credit history."
 
 
@@ -78,9 +89,11 @@ class CreditAccountAdmin(admin.ModelAdmin):
 
     @admin.display(description="History")
     def history(self, account):
-        grants = reverse("admin:billing_creditgrant_changelist") + f"?account__id__exact={account.pk}"
-        ledger = reverse("admin:billing_ledgerentry_changelist") + f"?account__id__exact={account.pk}"
-        return format_html('<a href="{}">Grants</a> · <a href="{}">Ledger</a>', grants, ledger)
+        links = [
+            reverse(f"admin:billing_{model}_changelist") + f"?account__id__exact={account.pk}"
+            for model in ("creditgrant", "ledgerentry", "purchase")
+        ]
+        return format_html('<a href="{}">Grants</a> · <a href="{}">Ledger</a> · <a href="{}">Purchases</a>', *links)
 
     def save_model(self, request, obj, form, change):
         # Not obj.save(): that would write back a balance read before a concurrent charge.
@@ -172,11 +185,13 @@ class CreditGrantAdmin(ReadOnlyAdmin):
         "remaining",
         "expires_at",
         "expired_at",
+        "kind",
         "source",
         "reason",
         "granted_by",
+        "purchase",
     ]
-    list_filter = ["source", "created_at", "expires_at"]
+    list_filter = ["kind", "source", "created_at", "expires_at"]
     search_fields = ["account__user__email", "reason"]
     list_select_related = ["account__user", "granted_by"]
     date_hierarchy = "created_at"
@@ -198,3 +213,127 @@ class AccountTypeLimitsAdmin(admin.ModelAdmin):
     list_display = ["account_type", "allowed_models", "images_per_minute", "concurrency", "monthly_credits"]
     fieldsets = [(None, {"fields": ["account_type"]}), LIMITS_FIELDSET]
     formfield_overrides = LIMITS_FORMFIELDS
+
+
+class CreditPackForm(forms.ModelForm):
+    class Meta:
+        model = CreditPack
+        fields = ["name", "credits", "price_cents", "currency", "expires_days", "active"]
+
+    def clean_currency(self):
+        return self.cleaned_data["currency"].strip().lower()  # USD is usd to Stripe
+
+
+@admin.register(CreditPack)
+class CreditPackAdmin(admin.ModelAdmin):
+    """What users can buy (when Stripe is configured). A pack bought once stays: deactivate it;
+    its purchases keep what they cost and granted."""
+
+    form = CreditPackForm
+    list_display = ["name", "credits", "price", "expires_days", "active", "id", "created_at"]
+    list_filter = ["active", "currency"]
+    list_editable = ["active"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Price", ordering="price_cents")
+    def price(self, pack):
+        return money(pack.price_cents, pack.currency)
+
+
+class ShortfallFilter(admin.SimpleListFilter):
+    title = "shortfall"
+    parameter_name = "shortfall"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Credits already spent when refunded or disputed")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(credits_shortfall__gt=0) if self.value() == "yes" else queryset
+
+
+@admin.register(Purchase)
+class PurchaseAdmin(ReadOnlyAdmin):
+    """Payments for credits, written by billing.payments from Stripe's events. `Shortfall`: the
+    credits a refund or dispute called back that were already spent (or expired) — the
+    operator's to settle with the user."""
+
+    list_display = [
+        "created_at",
+        "id",
+        "account",
+        "kind",
+        "status_shown",
+        "credits",
+        "amount",
+        "refunded",
+        "credits_taken_back",
+        "credits_shortfall",
+        "receipt",
+    ]
+    list_filter = ["status", "kind", ShortfallFilter, "currency", "created_at"]
+    search_fields = ["id", "account__user__email", "stripe_session_id", "stripe_payment_intent_id"]
+    list_select_related = ["account__user"]
+    date_hierarchy = "created_at"
+    change_list_template = "admin/billing/purchase/change_list.html"
+
+    @admin.display(description="Status", ordering="status")
+    def status_shown(self, purchase):
+        return purchase.display_status
+
+    @admin.display(description="Amount", ordering="amount_cents")
+    def amount(self, purchase):
+        return money(purchase.amount_cents, purchase.currency)
+
+    @admin.display(description="Refunded or disputed")
+    def refunded(self, purchase):
+        called_back = purchase.amount_called_back_cents
+        return money(called_back, purchase.currency) if called_back else "—"
+
+    @admin.display(description="Receipt")
+    def receipt(self, purchase):
+        return (
+            format_html('<a href="{}" rel="noopener noreferrer">Receipt</a>', purchase.receipt_url)
+            if purchase.receipt_url
+            else "—"
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.revenue_view)
+        return [path("revenue/", view, name="billing_purchase_revenue"), *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        failed = reverse("admin:billing_purchase_changelist") + f"?status__exact={PurchaseStatus.FAILED}"
+        return super().changelist_view(request, {**(extra_context or {}), "failed_url": failed})
+
+    def revenue_view(self, request):
+        """Paid purchases per UTC day and currency over the last REVENUE_DAYS days, less refunds."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        rows = [
+            {
+                "day": row.day,
+                "currency": row.currency.upper(),
+                "purchases": row.purchases,
+                "gross": money(row.gross_cents, row.currency),
+                "refunded": money(row.refunded_cents, row.currency),
+                "net": money(row.net_cents, row.currency),
+            }
+            for row in revenue_per_day(days=REVENUE_DAYS)
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Revenue per day (last {REVENUE_DAYS} days)",
+            "rows": rows,
+        }
+        return TemplateResponse(request, "admin/billing/purchase/revenue.html", context)
+
+
+@admin.register(ProcessedStripeEvent)
+class ProcessedStripeEventAdmin(ReadOnlyAdmin):
+    list_display = ["processed_at", "event_id", "type", "purchase"]
+    list_filter = ["type", "processed_at"]
+    search_fields = ["event_id", "purchase__id"]
+    date_hierarchy = "processed_at"

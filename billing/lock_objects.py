@@ -1,7 +1,9 @@
 """Row locks for moving credits, taken through these helpers only (after saleor's
 `lock_objects.py`), always in one order:
 
-1. the account row (`CreditAccount`), first and always;
+0. a purchase row (`Purchase`; billing.payments, applying a Stripe event), before its account —
+   the only row ever locked before an account;
+1. the account row (`CreditAccount`), before any credit row and always;
 2. then that account's grants, in expiry order: soonest-expiring first, never-expiring last,
    ties by creation time and id.
 
@@ -21,7 +23,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 
-from billing.models import CreditAccount, CreditGrant
+from billing.models import CreditAccount, CreditGrant, Purchase
 from hub.compiled import INT_MARKER, CompiledQuery
 from hub.db import hold_the_loop
 
@@ -32,6 +34,20 @@ def account_lock(account: CreditAccount) -> CreditAccount:
     """Lock and re-read the account row; call inside a transaction."""
     hold_the_loop(connection)
     return CreditAccount.objects.select_for_update().get(pk=account.pk)
+
+
+def purchase_lock(**lookup) -> Purchase | None:
+    """Lock and read the purchase `lookup` finds (pk=…, stripe_payment_intent_id=…), or None,
+    before its account: the Stripe events of one purchase apply one at a time. Like the account
+    lock, the connection holds the event loop from here to the commit, so no request of the
+    process is parked holding it."""
+    hold_the_loop(connection)
+    return Purchase.objects.select_for_update().filter(**lookup).first()
+
+
+def grant_lock(grant: CreditGrant) -> CreditGrant:
+    """Lock and re-read one grant, after its account (taking back a purchase's credits)."""
+    return CreditGrant.objects.select_for_update().get(pk=grant.pk)
 
 
 def grants_due_lock(account: CreditAccount, now: datetime) -> QuerySet[CreditGrant]:

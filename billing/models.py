@@ -1,7 +1,9 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
+from hub.ids import opaque_id
 from hub.limits import LimitFields
 
 
@@ -32,6 +34,13 @@ class GrantSource(models.TextChoices):
     PROMO = "promo"
 
 
+class GrantKind(models.TextChoices):
+    """Paid credits were bought (a Purchase); promotional ones were given (operators, sign-up, promotions)."""
+
+    PAID = "paid"
+    PROMOTIONAL = "promotional"
+
+
 class CreditGrant(models.Model):
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="grants")
     amount = models.PositiveIntegerField()
@@ -43,6 +52,11 @@ class CreditGrant(models.Model):
     granted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    kind = models.CharField(max_length=12, choices=GrantKind.choices, default=GrantKind.PROMOTIONAL)
+    # The purchase a paid grant came from: one grant per purchase (unique), whatever the webhooks do.
+    purchase = models.OneToOneField(
+        "Purchase", null=True, blank=True, on_delete=models.PROTECT, related_name="grant", editable=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -50,6 +64,10 @@ class CreditGrant(models.Model):
             models.CheckConstraint(condition=Q(amount__gt=0), name="credit_grant_amount_positive"),
             models.CheckConstraint(
                 condition=Q(remaining__gte=0) & Q(remaining__lte=F("amount")), name="credit_grant_remaining_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="paid", purchase__isnull=False) | Q(kind="promotional", purchase__isnull=True),
+                name="credit_grant_paid_iff_purchase",
             ),
         ]
         indexes = [models.Index(fields=["account", "expires_at"])]
@@ -64,6 +82,8 @@ class LedgerKind(models.TextChoices):
     REFUND = "refund"
     EXPIRE = "expire"
     ADJUST = "adjust"
+    # What is left of a purchase's credits, taken back when its payment is refunded or disputed.
+    REVERSAL = "reversal"
 
 
 class LedgerEntry(models.Model):
@@ -106,7 +126,7 @@ class LedgerEntry(models.Model):
             models.CheckConstraint(condition=Q(balance_after__gte=0), name="ledger_balance_after_not_negative"),
             models.CheckConstraint(
                 condition=Q(kind__in=["grant", "refund"], amount__gt=0)
-                | Q(kind__in=["charge", "expire", "adjust"], amount__lt=0),
+                | Q(kind__in=["charge", "expire", "adjust", "reversal"], amount__lt=0),
                 name="ledger_amount_sign_matches_kind",
             ),
         ]
@@ -134,3 +154,161 @@ class AccountTypeLimits(LimitFields):
 
     def __str__(self) -> str:
         return f"{self.account_type} limits"
+
+
+CURRENCY = RegexValidator(r"^[a-z]{3}$", "A three-letter ISO currency code in lower case, e.g. usd")
+# Stripe's largest amount (eight digits in the smallest unit).
+MAX_PRICE_CENTS = 99_999_999
+
+
+def _pack_id() -> str:
+    return opaque_id("pack")
+
+
+class CreditPack(models.Model):
+    """Credits for sale at a price (operators define them in the admin or with `hub_pack`)."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=_pack_id, editable=False)
+    name = models.CharField(max_length=100)
+    credits = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(10_000_000)])
+    price_cents = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_PRICE_CENTS)],
+        help_text="In the currency's smallest unit (cents for usd and eur; yen for jpy).",
+    )
+    currency = models.CharField(max_length=3, default="usd", validators=[CURRENCY])
+    expires_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="The bought credits expire this many days after the payment; empty: never.",
+    )
+    active = models.BooleanField(
+        default=True, help_text="Offered to users; a pack once sold is deactivated, not deleted."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["price_cents", "credits"]
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gt=0), name="credit_pack_credits_positive"),
+            models.CheckConstraint(condition=Q(price_cents__gt=0), name="credit_pack_price_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.credits} credits)"
+
+
+class PurchaseKind(models.TextChoices):
+    CHECKOUT = "checkout"  # a Checkout Session the user paid in Stripe's page
+    AUTO_TOPUP = "auto_topup", "Auto top-up"  # charged off-session to a saved card
+
+
+class PurchaseStatus(models.TextChoices):
+    PENDING = "pending"  # waiting for the user to pay
+    PROCESSING = "processing"  # paid by a method that settles later (Stripe's async payments)
+    PAID = "paid"  # the credits were granted (refunds and disputes are amounts on the row)
+    FAILED = "failed"
+    EXPIRED = "expired"  # the Checkout Session expired unpaid
+
+
+def _purchase_id() -> str:
+    return opaque_id("pur")
+
+
+class Purchase(models.Model):
+    """One payment for credits. What it grants (credits, expiry) and what it must cost are copied
+    from the pack when the checkout starts: Stripe's events are checked against this row, never
+    trusted for amounts. Written by billing.payments only."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=_purchase_id, editable=False)
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="purchases")
+    pack = models.ForeignKey(CreditPack, null=True, blank=True, on_delete=models.PROTECT, related_name="purchases")
+    kind = models.CharField(max_length=12, choices=PurchaseKind.choices, default=PurchaseKind.CHECKOUT)
+    status = models.CharField(max_length=12, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING)
+    credits = models.PositiveIntegerField()
+    amount_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    expires_days = models.PositiveIntegerField(null=True, blank=True)
+    stripe_session_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    receipt_url = models.CharField(max_length=1000, blank=True)  # http(s) only: billing.payments checks
+    # Cumulative, as Stripe reports them (an event repeated or late changes nothing).
+    amount_refunded_cents = models.PositiveIntegerField(default=0)
+    amount_disputed_cents = models.PositiveIntegerField(default=0)
+    # Of the credits the refunds and disputes call back: what was taken from the grant, and what
+    # was no longer there (spent or expired) — the operator's to settle.
+    credits_taken_back = models.PositiveIntegerField(default=0)
+    credits_shortfall = models.PositiveIntegerField(default=0)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["account", "-created_at"], name="purchase_account_created"),
+            models.Index(fields=["status", "-created_at"], name="purchase_status_created"),
+            models.Index(fields=["paid_at"], condition=Q(paid_at__isnull=False), name="purchase_paid_at"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gt=0), name="purchase_credits_positive"),
+            models.CheckConstraint(condition=Q(amount_cents__gt=0), name="purchase_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded_cents__lte=F("amount_cents"))
+                & Q(amount_disputed_cents__lte=F("amount_cents")),
+                name="purchase_refunds_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(credits_taken_back__lte=F("credits") - F("credits_shortfall")),
+                name="purchase_takes_back_at_most_its_credits",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="paid", paid_at__isnull=False) | (~Q(status="paid") & Q(paid_at__isnull=True)),
+                name="purchase_paid_at_iff_paid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.credits} credits, {self.status})"
+
+    @property
+    def amount_called_back_cents(self) -> int:
+        """What refunds and disputes took back of the payment, at most all of it."""
+        return min(self.amount_cents, self.amount_refunded_cents + self.amount_disputed_cents)
+
+    @property
+    def credits_called_back(self) -> int:
+        """The credits the refunds and disputes call back: the refunded share of the purchase's
+        credits, rounded down (the user keeps the fraction)."""
+        return self.credits * self.amount_called_back_cents // self.amount_cents
+
+    @property
+    def display_status(self) -> str:
+        if self.status != PurchaseStatus.PAID:
+            return self.get_status_display()
+        if self.amount_disputed_cents:
+            return "Disputed"
+        if self.amount_refunded_cents >= self.amount_cents:
+            return "Refunded"
+        if self.amount_refunded_cents:
+            return "Partly refunded"
+        return "Paid"
+
+
+class ProcessedStripeEvent(models.Model):
+    """Each Stripe event id, inserted in the transaction that applies the event: a repeated or
+    concurrent delivery of the same event finds it and changes nothing."""
+
+    event_id = models.CharField(primary_key=True, max_length=255)
+    type = models.CharField(max_length=100)
+    purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="stripe_events"
+    )
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-processed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.type})"

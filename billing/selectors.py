@@ -2,13 +2,23 @@
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
-from django.db.models import Min, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Now
+from django.db.models import Count, Min, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Now, TruncDate
 from django.utils import timezone
 
-from billing.models import AccountTypeLimits, CreditAccount, CreditGrant, LedgerEntry, LedgerKind
+from billing.models import (
+    AccountTypeLimits,
+    CreditAccount,
+    CreditGrant,
+    CreditPack,
+    GrantKind,
+    LedgerEntry,
+    LedgerKind,
+    Purchase,
+    PurchaseStatus,
+)
 from hub.compiled import INT_MARKER, CompiledQuery
 from hub.limits import Limits
 from hub.snapshot import Snapshot
@@ -115,7 +125,81 @@ def grants_for_account(*, account: CreditAccount):
 
 
 def ledger_for_account(*, account: CreditAccount):
-    return LedgerEntry.objects.filter(account=account).order_by("-created_at", "-id")
+    return LedgerEntry.objects.filter(account=account).select_related("grant").order_by("-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class CreditsByKind:
+    paid: int
+    promotional: int
+
+
+def credits_by_kind(*, account: CreditAccount) -> CreditsByKind:
+    """The unspent credits that were bought and those that were given."""
+    rows = dict(
+        CreditGrant.objects.filter(account=account, remaining__gt=0)
+        .values_list("kind")
+        .annotate(total=Sum("remaining"))
+        .values_list("kind", "total")
+    )
+    return CreditsByKind(paid=rows.get(GrantKind.PAID, 0), promotional=rows.get(GrantKind.PROMOTIONAL, 0))
+
+
+def packs_for_sale():
+    return CreditPack.objects.filter(active=True).order_by("price_cents", "credits")
+
+
+def purchases_for_account(*, account: CreditAccount):
+    return Purchase.objects.filter(account=account).select_related("pack").order_by("-created_at")
+
+
+# The ledger rows of the Billing page: credits in and out other than generations' charges and refunds.
+BILLING_HISTORY_KINDS = [LedgerKind.GRANT, LedgerKind.EXPIRE, LedgerKind.REVERSAL, LedgerKind.ADJUST]
+
+
+def billing_history_for_account(*, account: CreditAccount):
+    return ledger_for_account(account=account).filter(kind__in=BILLING_HISTORY_KINDS)
+
+
+@dataclass(frozen=True)
+class RevenueDay:
+    day: date
+    currency: str
+    purchases: int
+    gross_cents: int
+    refunded_cents: int
+
+    @property
+    def net_cents(self) -> int:
+        return self.gross_cents - self.refunded_cents
+
+
+def revenue_per_day(*, days: int) -> list[RevenueDay]:
+    """Paid purchases per UTC day of payment and currency, newest first, with what refunds and
+    disputes took back of them (counted on the purchase's day)."""
+    since = timezone.now() - timedelta(days=days)
+    rows = (
+        Purchase.objects.filter(status=PurchaseStatus.PAID, paid_at__gte=since)
+        .annotate(day=TruncDate("paid_at"))
+        .values("day", "currency")
+        .annotate(
+            purchases=Count("id"),
+            gross=Sum("amount_cents"),
+            refunded=Sum("amount_refunded_cents"),
+            disputed=Sum("amount_disputed_cents"),
+        )
+        .order_by("-day", "currency")
+    )
+    return [
+        RevenueDay(
+            day=row["day"],
+            currency=row["currency"],
+            purchases=row["purchases"],
+            gross_cents=row["gross"],
+            refunded_cents=min(row["gross"], row["refunded"] + row["disputed"]),
+        )
+        for row in rows
+    ]
 
 
 def ledger_for_generation(*, generation_id: str):
@@ -152,6 +236,41 @@ def ledger_drift() -> list[str]:
             problems.append(f"account {account.pk}: balance {account.balance} != unspent grants {grants}")
     overdrawn = CreditGrant.objects.filter(Q(remaining__lt=0))
     problems += [f"grant {g.pk}: negative remaining {g.remaining}" for g in overdrawn]
+    return problems + purchase_drift()
+
+
+def purchase_drift() -> list[str]:
+    """Every way the purchases disagree with their grants and the ledger: a paid purchase has one
+    paid grant of its credits and nothing else does; what its refunds and disputes called back was
+    taken from the grant (its reversal rows) or counted as its shortfall, never more."""
+    problems = []
+    reversed_by_grant = dict(
+        LedgerEntry.objects.filter(kind=LedgerKind.REVERSAL)
+        .values_list("grant")
+        .annotate(total=Sum("amount"))
+        .values_list("grant", "total")
+    )
+    grants = {grant.purchase_id: grant for grant in CreditGrant.objects.filter(purchase__isnull=False)}
+    for purchase in Purchase.objects.all():
+        grant = grants.get(purchase.pk)
+        name = f"purchase {purchase.pk}"
+        if purchase.status != PurchaseStatus.PAID:
+            if grant is not None:
+                problems.append(f"{name}: {purchase.status} but granted (grant {grant.pk})")
+            if purchase.credits_taken_back or purchase.credits_shortfall:
+                problems.append(f"{name}: {purchase.status} but credits were taken back")
+            continue
+        if grant is None:
+            problems.append(f"{name}: paid but no grant")
+            continue
+        if grant.amount != purchase.credits:
+            problems.append(f"{name}: grant {grant.pk} of {grant.amount} credits, purchase of {purchase.credits}")
+        taken = -reversed_by_grant.get(grant.pk, 0)
+        if taken != purchase.credits_taken_back:
+            problems.append(f"{name}: {purchase.credits_taken_back} credits taken back, the ledger reverses {taken}")
+        called_back = purchase.credits_taken_back + purchase.credits_shortfall
+        if called_back != purchase.credits_called_back:
+            problems.append(f"{name}: {called_back} credits called back of {purchase.credits_called_back} due")
     return problems
 
 

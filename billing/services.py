@@ -15,15 +15,18 @@ from billing.lock_objects import (
     account_and_grants_lock_ctes,
     account_lock,
     account_lock_then,
+    grant_lock,
     grants_due_lock,
 )
 from billing.models import (
     ChargeAllocation,
     CreditAccount,
     CreditGrant,
+    GrantKind,
     GrantSource,
     LedgerEntry,
     LedgerKind,
+    Purchase,
 )
 from hub.compiled import INT_MARKER, CompiledQuery
 from hub.errors import InsufficientCredits, InvalidRequest
@@ -137,7 +140,10 @@ def credits_grant(
     reason: str = "",
     expires_at: datetime | None = None,
     actor=None,
+    purchase: Purchase | None = None,
 ) -> CreditGrant:
+    """A grant is paid when it is a purchase's (billing.payments, the only caller that passes
+    one), promotional otherwise; the database holds the two together."""
     if amount <= 0:
         raise InvalidRequest("A grant must be a positive number of credits")
     if expires_at is not None and expires_at <= timezone.now():
@@ -151,10 +157,31 @@ def credits_grant(
         source=source,
         reason=reason,
         granted_by=actor,
+        kind=GrantKind.PAID if purchase is not None else GrantKind.PROMOTIONAL,
+        purchase=purchase,
     )
     _record(account, kind=LedgerKind.GRANT, amount=amount, grant=grant, actor=actor, memo=reason or source)
     logger.info("granted %s credits to account %s (%s)", amount, account.pk, source)
     return grant
+
+
+@transaction.atomic
+def credits_take_back(*, grant: CreditGrant, amount: int, memo: str) -> int:
+    """Take up to `amount` credits back from what is left of one grant — a refunded or disputed
+    purchase's — and return how many were taken: never more than the grant still holds (spent
+    credits stay spent). Due grants are expired first, so an expired remainder shows as an
+    expiry, not as taken back. One `reversal` ledger row when anything was taken."""
+    if amount <= 0:
+        return 0
+    account = account_lock(grant.account)
+    _expire_due(account, timezone.now())
+    grant = grant_lock(grant)
+    taken = min(amount, grant.remaining)
+    if taken:
+        CreditGrant.objects.filter(pk=grant.pk).update(remaining=grant.remaining - taken)
+        _record(account, kind=LedgerKind.REVERSAL, amount=-taken, grant=grant, memo=memo)
+        logger.info("took back %s credits of grant %s from account %s", taken, grant.pk, account.pk)
+    return taken
 
 
 def credits_charge(

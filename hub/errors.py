@@ -69,6 +69,14 @@ class NotFound(HubError):
     default_message = "Resource not found"
 
 
+class PaymentsUnavailable(HubError):
+    """Stripe could not be reached or refused to open a checkout: nothing was charged."""
+
+    status = 503
+    code = "paymentsUnavailable"
+    default_message = "The payment provider is unavailable; nothing was charged, try again shortly"
+
+
 class GenerationFailed(_AboutGeneration):
     status = 500
     code = "generationFailed"

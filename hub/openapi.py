@@ -27,9 +27,10 @@ _MEANINGS = {
     404: "notFound (also: someone else's generation)",
     405: "methodNotAllowed",
     409: "idempotencyConflict, or generationCanceled",
-    429: "rateLimited (images per minute or concurrency of the key; retry after Retry-After), or"
-    " monthlyCreditCapReached (x-should-retry: false); nothing charged",
+    429: "rateLimited (images per minute or concurrency of the key, or checkouts an hour; retry after"
+    " Retry-After), or monthlyCreditCapReached (x-should-retry: false); nothing charged",
     500: "generationFailed (credits refunded) or internal_error",
+    503: "paymentsUnavailable: Stripe could not open the checkout (nothing charged; retry)",
 }
 
 

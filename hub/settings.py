@@ -290,6 +290,24 @@ WEBHOOK_ALLOW_LOOPBACK = envbool("HUB_WEBHOOK_ALLOW_LOOPBACK", default=not SHARE
 # the first try, 8 attempts over at least 27.6 h — a receiver down for a day still gets it.
 WEBHOOK_RETRY_DELAYS_SECONDS = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
+# --- Payments (Stripe) -----------------------------------------------------------------------
+# Both or neither. Without them the hub sells nothing: the Buy section of the Billing page, the
+# credit-pack API and the webhook answer 404, and credits come from operators' grants only.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+if bool(STRIPE_SECRET_KEY) != bool(STRIPE_WEBHOOK_SECRET):
+    raise ImproperlyConfigured(
+        "STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET go together: set both to sell credits, or neither"
+    )
+if STRIPE_SECRET_KEY and not STRIPE_SECRET_KEY.startswith(("sk_", "rk_")):
+    raise ImproperlyConfigured("STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_… or rk_…)")
+if STRIPE_WEBHOOK_SECRET and not STRIPE_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured("STRIPE_WEBHOOK_SECRET must be the webhook endpoint's signing secret (whsec_…)")
+# Another server for Stripe's API (stripe-mock, the tests' fake); empty: Stripe's own.
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="").rstrip("/")
+if STRIPE_API_BASE and not STRIPE_API_BASE.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"STRIPE_API_BASE must be an http(s) URL, not {STRIPE_API_BASE!r}")
+
 # --- Celery ---------------------------------------------------------------------------------
 # All Celery settings are in this block; each says why it is set.
 REDIS_URL = env.str("REDIS_URL", default="")

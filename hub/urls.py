@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from apikeys.apis import UsageListApi
-from billing.apis import CreditsRetrieveApi
+from billing.apis import CreditPackCheckoutApi, CreditPackListApi, CreditsRetrieveApi, StripeWebhookApi
 from generations.apis import (
     GenerationCancelApi,
     GenerationCreateApi,
@@ -23,6 +23,8 @@ api_v1 = [
     path("models", ModelListApi.as_view(), name="models"),
     path("models/<id:model_id>", ModelRetrieveApi.as_view(), name="model-detail"),
     path("credits", CreditsRetrieveApi.as_view(), name="credits"),
+    path("credit-packs", CreditPackListApi.as_view(), name="credit-packs"),
+    path("credit-packs/<id:pack_id>/checkout", CreditPackCheckoutApi.as_view(), name="credit-pack-checkout"),
     path("usage", UsageListApi.as_view(), name="usage"),
     path("images/generations", GenerationCreateApi.as_view(), name="generation-create"),
     path("images/edits", ImageEditApi.as_view(), name="image-edit"),
@@ -35,6 +37,7 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="v1:openapi", **PUBLIC), name="api-docs"),
     path("admin/", admin.site.urls),
+    path("stripe/webhook", StripeWebhookApi.as_view(), name="stripe-webhook"),
     path("account/", include("accounts.urls")),
     path("", RedirectView.as_view(pattern_name="accounts:home")),
     path("healthz", healthz),

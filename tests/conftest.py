@@ -277,6 +277,26 @@ def fake_openai():
 
 
 @pytest.fixture(scope="session")
+def fake_stripe_server():
+    """A local server speaking the few Stripe API endpoints the payment flows use (tests/fakes)."""
+    from tests.fakes.stripe_server import FakeStripeServer
+
+    server = FakeStripeServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_stripe(fake_stripe_server, settings):
+    """The hub sells credits, through the fake Stripe (reset for each test)."""
+    fake_stripe_server.reset()
+    settings.STRIPE_SECRET_KEY = fake_stripe_server.api_key
+    settings.STRIPE_WEBHOOK_SECRET = fake_stripe_server.webhook_secret
+    settings.STRIPE_API_BASE = fake_stripe_server.base_url
+    return fake_stripe_server
+
+
+@pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, fake_openai):
     """One real worker process for the session (tests using it need transactional_db).
 

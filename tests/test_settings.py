@@ -27,3 +27,19 @@ def test_a_boolean_setting_that_is_not_a_boolean_stops_start_up():
 def test_boolean_settings_accept_the_usual_spellings():
     result = _check(HUB_SECURE_COOKIES="TRUE", HUB_BEHIND_TLS_PROXY="off", DJANGO_DEBUG="0")
     assert result.returncode == 0, result.stderr
+
+
+def test_the_stripe_settings_go_together_and_must_be_stripe_s_kinds_of_secret():
+    both = {"STRIPE_SECRET_KEY": "sk_test_1", "STRIPE_WEBHOOK_SECRET": "whsec_1"}
+    refused = [
+        ({"STRIPE_SECRET_KEY": "sk_test_1"}, "STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET go together"),
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_1"}, "STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET go together"),
+        ({**both, "STRIPE_SECRET_KEY": "pk_test_1"}, "must be a Stripe secret or restricted key"),
+        ({**both, "STRIPE_WEBHOOK_SECRET": "secret"}, "the webhook endpoint's signing secret (whsec_…)"),
+        ({**both, "STRIPE_API_BASE": "localhost:12111"}, "STRIPE_API_BASE must be an http(s) URL"),
+    ]
+    for env, message in refused:
+        result = _check(**env)
+        assert result.returncode != 0 and message in result.stderr, env
+    result = _check(**both, STRIPE_API_BASE="http://127.0.0.1:12111")
+    assert result.returncode == 0, result.stderr

@@ -1,6 +1,7 @@
 from django import template
 from django.utils import timezone
 
+from billing.money import money as billing_money
 from hub import storage
 from hub.public_url import base_url
 
@@ -17,6 +18,11 @@ def grant_status(grant) -> str:
     if grant.remaining > 0:
         return "active"
     return "expired" if grant.expired_at else "spent"
+
+
+@register.filter
+def money(amount: int, currency: str) -> str:
+    return billing_money(amount, currency)
 
 
 @register.filter

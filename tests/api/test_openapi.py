@@ -24,6 +24,8 @@ OPERATIONS = {
     "GET /api/v1/models",
     "GET /api/v1/models/{model_id}",
     "GET /api/v1/credits",
+    "GET /api/v1/credit-packs",
+    "POST /api/v1/credit-packs/{pack_id}/checkout",
     "GET /api/v1/usage",
     "POST /api/v1/images/generations",
     "POST /api/v1/images/edits",

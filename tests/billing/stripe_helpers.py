@@ -1,0 +1,36 @@
+"""Buying credits in tests: a pack, a checkout through the API, and Stripe's events delivered to
+the hub's webhook endpoint, signed by the fake Stripe (tests/fakes/stripe_server.py)."""
+
+from django.test import Client
+
+from billing.models import Purchase
+from billing.payments import pack_create
+from tests.factories import bearer, make_key
+
+WEBHOOK = "/stripe/webhook"
+
+
+def make_pack(**fields):
+    values = {"name": "Starter", "credits": 500, "price_cents": 900, "currency": "usd", **fields}
+    return pack_create(**values)
+
+
+def checkout(api, user, pack) -> Purchase:
+    """The user's program opens a checkout for the pack (the API); its purchase."""
+    response = api.post(f"/api/v1/credit-packs/{pack.id}/checkout", **bearer(make_key(user)))
+    assert response.status_code == 201, response.content
+    return Purchase.objects.get(stripe_session_id=response.json()["session_id"])
+
+
+def deliver(fake, event, *, client=None, header: str | None = None, payload: str | None = None):
+    """POST the event to the webhook endpoint, signed as Stripe signs it (or with `header`)."""
+    payload = fake.payload(event) if payload is None else payload
+    signature = fake.signature_header(payload) if header is None else header
+    extra = {"HTTP_STRIPE_SIGNATURE": signature} if signature else {}
+    return (client or Client()).post(WEBHOOK, data=payload, content_type="application/json", **extra)
+
+
+def deliver_all(fake, events, **kwargs) -> None:
+    for event in events:
+        response = deliver(fake, event, **kwargs)
+        assert response.status_code == 200, response.content
