@@ -345,11 +345,23 @@ CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
 # Kubernetes manifests run one, since KEDA may scale the generation workers to zero.
 # (Generation tasks name their queue when they are sent: generations.services.generation_enqueue.)
 CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
+# Both queues are declared, so a worker started without --queues (`celery -A hub worker`, as
+# Celery's own docs start one) takes the paid generations too, not only the default queue. Each
+# is bound to an exchange of its own name, as Celery creates an undeclared queue.
+CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in (GENERATIONS_QUEUE, HOUSEKEEPING_QUEUE)}
 # The pool is chosen on the command line (`--pool threads`, see README): a worker_pool setting
 # would silently override an explicit `--pool prefork`.
-# Provider calls in flight per generation worker process (gevent pool: greenlets, not threads);
-# also the size of the provider HTTP client's connection pool.
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1000)
+# Tasks a worker runs at once (`--concurrency` wins). Unset (or empty), the pool the worker starts
+# with decides (hub.celery): WORKER_GREEN_CONCURRENCY greenlets for gevent, the CPUs for prefork and
+# threads — `celery -A hub worker` is prefork, where a fixed 1,000 forked a thousand ~96 MiB
+# processes. The worker writes its figure back here: the provider's HTTP pools hold that many.
+_concurrency = env.str("CELERY_WORKER_CONCURRENCY", default="").strip()
+if _concurrency and not (_concurrency.isdigit() and int(_concurrency) > 0):
+    raise ImproperlyConfigured(
+        f"CELERY_WORKER_CONCURRENCY={_concurrency!r} is not a number of tasks: leave it unset for the pool's default"
+    )
+CELERY_WORKER_CONCURRENCY = int(_concurrency) if _concurrency else None
+WORKER_GREEN_CONCURRENCY = 1000  # greenlets: each call in flight waits on a socket, holding no thread
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 REST_FRAMEWORK = {

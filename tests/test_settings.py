@@ -27,3 +27,11 @@ def test_a_boolean_setting_that_is_not_a_boolean_stops_start_up():
 def test_boolean_settings_accept_the_usual_spellings():
     result = _check(HUB_SECURE_COOKIES="TRUE", HUB_BEHIND_TLS_PROXY="off", DJANGO_DEBUG="0")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_worker_concurrency_that_is_not_a_number_of_tasks_stops_start_up():
+    for value in ("many", "0", "-4"):
+        result = _check(CELERY_WORKER_CONCURRENCY=value)
+        assert result.returncode != 0
+        assert f"CELERY_WORKER_CONCURRENCY={value!r} is not a number of tasks" in result.stderr
+    assert _check(CELERY_WORKER_CONCURRENCY="").returncode == 0  # empty is unset (docker compose)
