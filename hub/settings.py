@@ -326,7 +326,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 GENERATIONS_QUEUE = env.str("HUB_GENERATIONS_QUEUE", default="generations")
 HOUSEKEEPING_QUEUE = env.str("HUB_HOUSEKEEPING_QUEUE", default="housekeeping")
 BROKER_DIR = VAR_DIR / "broker"
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
+# The filesystem broker ignores the host; naming one spares every worker kombu's "No hostname was
+# supplied" warning.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost/"
 _refuse_placeholder("REDIS_URL's password", urlsplit(REDIS_URL).password)
 _refuse_placeholder("CELERY_BROKER_URL's password", urlsplit(CELERY_BROKER_URL).password)
 if CELERY_BROKER_URL.startswith("filesystem://"):
