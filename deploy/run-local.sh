@@ -22,8 +22,11 @@ Revoke one:   .venv/bin/python manage.py hub_revokekey gih_live_AbC4   (its disp
 Stop:         Ctrl-C
 EOT
 
-# The production processes (deploy/bin): the worker and the web.
-CELERY_WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-100}" deploy/bin/worker &
+# The production processes (deploy/bin) with production's defaults: the worker (gevent, 1,000
+# provider calls in flight unless CELERY_WORKER_CONCURRENCY says otherwise) and the web. Run as
+# root, Celery warns the worker to drop privileges (--uid): advice for a server, where the image
+# runs as uid 10001 — not for one's own machine, and the hub accepts JSON messages only, never pickle.
+PYTHONWARNINGS="ignore:You're running the worker with superuser privileges" deploy/bin/worker &
 worker=$!
 HUB_BIND="127.0.0.1:${PORT}" WEB_GRACEFUL_TIMEOUT=10 deploy/bin/web &
 web=$!

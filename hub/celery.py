@@ -27,6 +27,28 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+def _concurrency_for_the_pool(sender, instance, options, **kwargs) -> None:
+    """celeryd_init, before the worker reads its settings: how many tasks it runs at once, decided
+    once — `--concurrency`, else CELERY_WORKER_CONCURRENCY, else by the pool it starts with:
+    WORKER_GREEN_CONCURRENCY for gevent (a call in flight is a greenlet waiting on a socket), the
+    CPUs for prefork and threads, as Celery's `--concurrency auto` counts them (for prefork, within
+    the container's CPU quota). `celery -A hub worker` starts prefork: a fixed 1,000 forked
+    children until the kernel killed processes. The figure goes back into the settings, where
+    Celery reads it and the provider's HTTP pools take their size."""
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+    from celery.utils.sysinfo import AUTO_CONCURRENCY, cpu_budget, is_auto_concurrency
+    from django.conf import settings
+
+    pool = get_implementation(instance.app.either("worker_pool", options.get("pool"), options.get("pool_cls")))
+    concurrency = options.get("concurrency") or settings.CELERY_WORKER_CONCURRENCY
+    if not concurrency:
+        concurrency = settings.WORKER_GREEN_CONCURRENCY if pool.is_green else AUTO_CONCURRENCY
+    if is_auto_concurrency(concurrency):
+        concurrency = cpu_budget(use_cgroup_quota=issubclass(pool, PreforkPool)).count
+    settings.CELERY_WORKER_CONCURRENCY = int(concurrency)
+
+
 def _refuse_unsafe_start(**kwargs) -> None:
     """Workers refuse to start on unsafe settings (hub.startup). Celery logs and ignores
     an exception a signal handler raises, so this one ends the process."""
@@ -54,6 +76,7 @@ def _fresh_log_context(**kwargs) -> None:
     structlog.contextvars.clear_contextvars()
 
 
+signals.celeryd_init.connect(_concurrency_for_the_pool, weak=False)
 signals.worker_init.connect(_refuse_unsafe_start, weak=False)
 signals.task_prerun.connect(_fresh_log_context, weak=False)
 signals.worker_ready.connect(_serve_metrics, weak=False)

@@ -7,6 +7,7 @@ file storage, a filesystem Celery broker and the built-in `local` image provider
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -49,14 +50,41 @@ _DATABASE = env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'hub.sqlite3'}
 # share one secret — it signs sessions and image URLs and is the default API-key pepper — so
 # production never invents one; the file fallback exists for the embedded default only.
 SHARED_DATABASE = _DATABASE["ENGINE"] != "django.db.backends.sqlite3"
-if SHARED_DATABASE and not env.str("DJANGO_SECRET_KEY", default=""):
+# The examples' placeholders for secrets (.env.example, the Kubernetes example secrets) begin so.
+PLACEHOLDER_SECRET = "change-me"
+SECRET_KEY_MIN_LENGTH = 32
+
+
+def _refuse_placeholder(name: str, secret: str | None) -> None:
+    """Production (a shared database) stops at start-up on a secret still set to an example's
+    placeholder, as it does on a missing one: the examples are public."""
+    if SHARED_DATABASE and secret and secret.startswith(PLACEHOLDER_SECRET):
+        raise ImproperlyConfigured(f"{name} is still the example's placeholder ({PLACEHOLDER_SECRET}…): set your own")
+
+
+_secret_key = env.str("DJANGO_SECRET_KEY", default="")
+if SHARED_DATABASE and not _secret_key:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is not set: it is required when DATABASE_URL points at PostgreSQL (every process and"
         " replica must share it; a per-process secret would reject the other replicas' API keys)"
     )
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _embedded_secret_key()
+_refuse_placeholder("DJANGO_SECRET_KEY", _secret_key)
+if SHARED_DATABASE and len(_secret_key) < SECRET_KEY_MIN_LENGTH:
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY is shorter than {SECRET_KEY_MIN_LENGTH} characters: it signs sessions and image URLs"
+        " (e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`)"
+    )
+_refuse_placeholder("DATABASE_URL's password", _DATABASE.get("PASSWORD"))
+# Debug pages show the settings and the SQL of any failing request to whoever sent it.
+if SHARED_DATABASE and DEBUG and not envbool("HUB_ALLOW_DEBUG_IN_PRODUCTION", default=False):
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG=true on PostgreSQL: its error pages show settings and SQL to any client"
+        " (HUB_ALLOW_DEBUG_IN_PRODUCTION=true runs it anyway)"
+    )
+SECRET_KEY = _secret_key or _embedded_secret_key()
 # Keyed hash for API keys; a separate pepper lets SECRET_KEY rotate without invalidating keys.
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default="") or SECRET_KEY
+_refuse_placeholder("API_KEY_PEPPER", API_KEY_PEPPER)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Production runs behind a TLS-terminating proxy: trust its X-Forwarded-Proto, redirect plain
@@ -206,6 +234,8 @@ STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing root until 
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+# Read by botocore itself; checked here only for the examples' placeholder.
+_refuse_placeholder("AWS_SECRET_ACCESS_KEY", env.str("AWS_SECRET_ACCESS_KEY", default=""))
 AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
 AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="us-east-1")
 # Presigned URL lifetime; S3 rejects SigV4 presigns longer than 7 days, so it is clamped there.
@@ -314,7 +344,11 @@ REDIS_URL = env.str("REDIS_URL", default="")
 GENERATIONS_QUEUE = env.str("HUB_GENERATIONS_QUEUE", default="generations")
 HOUSEKEEPING_QUEUE = env.str("HUB_HOUSEKEEPING_QUEUE", default="housekeeping")
 BROKER_DIR = VAR_DIR / "broker"
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
+# The filesystem broker ignores the host; naming one spares every worker kombu's "No hostname was
+# supplied" warning.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://localhost/"
+_refuse_placeholder("REDIS_URL's password", urlsplit(REDIS_URL).password)
+_refuse_placeholder("CELERY_BROKER_URL's password", urlsplit(CELERY_BROKER_URL).password)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Embedded default: a broker that needs no server, shared by processes through a folder.
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
@@ -363,11 +397,23 @@ CELERY_TASK_TIME_LIMIT = GENERATION_TIMEOUT_SECONDS + 90
 # Kubernetes manifests run one, since KEDA may scale the generation workers to zero.
 # (Generation tasks name their queue when they are sent: generations.services.generation_enqueue.)
 CELERY_TASK_DEFAULT_QUEUE = HOUSEKEEPING_QUEUE
+# Both queues are declared, so a worker started without --queues (`celery -A hub worker`, as
+# Celery's own docs start one) takes the paid generations too, not only the default queue. Each
+# is bound to an exchange of its own name, as Celery creates an undeclared queue.
+CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in (GENERATIONS_QUEUE, HOUSEKEEPING_QUEUE)}
 # The pool is chosen on the command line (`--pool threads`, see docs/operations.md): a worker_pool setting
 # would silently override an explicit `--pool prefork`.
-# Provider calls in flight per generation worker process (gevent pool: greenlets, not threads);
-# also the size of the provider HTTP client's connection pool.
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1000)
+# Tasks a worker runs at once (`--concurrency` wins). Unset (or empty), the pool the worker starts
+# with decides (hub.celery): WORKER_GREEN_CONCURRENCY greenlets for gevent, the CPUs for prefork and
+# threads — `celery -A hub worker` is prefork, where a fixed 1,000 forked a thousand ~96 MiB
+# processes. The worker writes its figure back here: the provider's HTTP pools hold that many.
+_concurrency = env.str("CELERY_WORKER_CONCURRENCY", default="").strip()
+if _concurrency and not (_concurrency.isdigit() and int(_concurrency) > 0):
+    raise ImproperlyConfigured(
+        f"CELERY_WORKER_CONCURRENCY={_concurrency!r} is not a number of tasks: leave it unset for the pool's default"
+    )
+CELERY_WORKER_CONCURRENCY = int(_concurrency) if _concurrency else None
+WORKER_GREEN_CONCURRENCY = 1000  # greenlets: each call in flight waits on a socket, holding no thread
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 REST_FRAMEWORK = {
@@ -406,6 +452,7 @@ METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
 METRICS_PORT = env.int("HUB_METRICS_PORT", default=0)
 if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
     raise ImproperlyConfigured("HUB_METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+_refuse_placeholder("HUB_METRICS_TOKEN", METRICS_TOKEN)
 
 # One JSON object per line by default (hub/logs.py); `plain` for reading in a terminal.
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")

@@ -161,16 +161,17 @@ class ChildProcess:
 class WorkerProcess(ChildProcess):
     """A real `celery -A hub worker` process on the configured broker and the test database
     (gevent pool by default, as deploy/bin/worker runs it). It does not sweep unless a test
-    asks (WORKER_SWEEPS=true): the tests run the sweeper when they choose."""
+    asks (WORKER_SWEEPS=true): the tests run the sweeper when they choose. None for pool,
+    concurrency or queues leaves the option out, as `celery -A hub worker` alone does."""
 
     def __init__(
         self,
         *,
         env_overrides: dict | None = None,
         name: str = "worker",
-        concurrency: int = 8,
-        pool: str = "gevent",
-        queues: str = "",
+        concurrency: int | None = 8,
+        pool: str | None = "gevent",
+        queues: str | None = "",
     ):
         self.log_path = Path(settings.VAR_DIR) / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.env = {
@@ -179,6 +180,9 @@ class WorkerProcess(ChildProcess):
             "WORKER_SWEEPS": "false",
             **(env_overrides or {}),
         }
+        if queues == "":
+            queues = f"{settings.GENERATIONS_QUEUE},{settings.HOUSEKEEPING_QUEUE}"
+        options = {"--pool": pool, "--concurrency": concurrency, "--queues": queues}
         self.args = [
             sys.executable,
             "-m",
@@ -186,12 +190,7 @@ class WorkerProcess(ChildProcess):
             "-A",
             "hub",
             "worker",
-            "--pool",
-            pool,
-            "--concurrency",
-            str(concurrency),
-            "--queues",
-            queues or f"{settings.GENERATIONS_QUEUE},{settings.HOUSEKEEPING_QUEUE}",
+            *[part for option, value in options.items() if value is not None for part in (option, str(value))],
             "--loglevel",
             "INFO",
             "--hostname",

@@ -1,5 +1,6 @@
-"""Production (a PostgreSQL DATABASE_URL) refuses unsafe settings: no shared secret, the placeholder
-`local` provider serving the catalog; and `check --deploy` is clean with the documented settings."""
+"""Production (a PostgreSQL DATABASE_URL) refuses unsafe settings: no shared secret, a placeholder or
+short one, debug pages, the placeholder `local` provider serving the catalog; and `check --deploy`
+is clean with the documented settings."""
 
 import os
 import re
@@ -55,6 +56,47 @@ def test_postgres_without_a_secret_key_refuses_to_start():
     assert "DJANGO_SECRET_KEY is not set" in result.stderr
 
 
+# The compose block of .env.example, as it ships (its uncommented lines): placeholders to replace.
+SHIPPED = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.+)$", (ROOT / ".env.example").read_text(), re.MULTILINE))
+OFFLINE_POSTGRES = "postgres://hub@127.0.0.1:1/hub"  # refused while the settings load: never reached
+
+
+@pytest.mark.parametrize(
+    ("env", "refusal"),
+    [
+        *[
+            ({name: SHIPPED[name]}, f"{name} is still the example's placeholder")
+            for name in ("DJANGO_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+        ],
+        # docker-compose.yml puts the bundled PostgreSQL's password into DATABASE_URL.
+        (
+            {"DATABASE_URL": f"postgres://hub:{SHIPPED['POSTGRES_PASSWORD']}@127.0.0.1:1/hub"},
+            "DATABASE_URL's password is still",
+        ),
+        ({"DJANGO_SECRET_KEY": "a" * 31}, "DJANGO_SECRET_KEY is shorter than 32 characters"),
+        ({"API_KEY_PEPPER": "change-me-to-another-50-random-characters"}, "API_KEY_PEPPER is still the example's"),
+        ({"REDIS_URL": "redis://:change-me@127.0.0.1:1/0"}, "REDIS_URL's password is still the example's"),
+        ({"HUB_METRICS_TOKEN": "change-me-to-32-random-characters"}, "HUB_METRICS_TOKEN is still the example's"),
+        ({"DJANGO_DEBUG": "true"}, "DJANGO_DEBUG=true on PostgreSQL"),
+    ],
+)
+def test_postgres_refuses_placeholder_secrets_a_short_key_and_debug(env, refusal):
+    result = _manage("check", **{"DATABASE_URL": OFFLINE_POSTGRES, **env})
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {refusal}" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_embedded_default_takes_any_secret_key_and_debug(tmp_path):
+    """SQLite is one machine's hub (make run): nothing to share, nothing public."""
+    result = _manage(
+        "check",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'hub.sqlite3'}",
+        DJANGO_SECRET_KEY="change-me",
+        DJANGO_DEBUG="true",
+    )
+    assert result.returncode == 0, result.stderr
+
+
 needs_postgres = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="the refusal applies on PostgreSQL"
 )
@@ -76,6 +118,14 @@ def test_manage_py_refuses_a_catalog_served_by_the_local_provider():
     assert (
         _manage("check", DATABASE_URL=database, IMAGE_PROVIDER="local", HUB_ALLOW_LOCAL_PROVIDER="true").returncode == 0
     )
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_debug_on_postgres_runs_when_explicitly_allowed():
+    database = database_url_for_subprocess()
+    result = _manage("check", DATABASE_URL=database, DJANGO_DEBUG="true", HUB_ALLOW_DEBUG_IN_PRODUCTION="true")
+    assert result.returncode == 0, result.stderr
 
 
 @needs_postgres

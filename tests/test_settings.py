@@ -43,3 +43,11 @@ def test_the_stripe_settings_go_together_and_must_be_stripe_s_kinds_of_secret():
         assert result.returncode != 0 and message in result.stderr, env
     result = _check(**both, STRIPE_API_BASE="http://127.0.0.1:12111")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_worker_concurrency_that_is_not_a_number_of_tasks_stops_start_up():
+    for value in ("many", "0", "-4"):
+        result = _check(CELERY_WORKER_CONCURRENCY=value)
+        assert result.returncode != 0
+        assert f"CELERY_WORKER_CONCURRENCY={value!r} is not a number of tasks" in result.stderr
+    assert _check(CELERY_WORKER_CONCURRENCY="").returncode == 0  # empty is unset (docker compose)

@@ -43,6 +43,7 @@ def stack(dockerd, tmp_path):
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "DJANGO_SECRET_KEY": uuid.uuid4().hex * 2,
         "POSTGRES_PASSWORD": uuid.uuid4().hex,
+        "REDIS_PASSWORD": uuid.uuid4().hex,
         "AWS_ACCESS_KEY_ID": "hub-test",
         "AWS_SECRET_ACCESS_KEY": uuid.uuid4().hex,
         "IMAGE_PROVIDER": "local",  # its [sleep:N] directive makes a generation last N seconds

@@ -113,6 +113,28 @@ def test_compose_images_are_overridable_and_every_variable_is_in_env_example():
     assert used - documented == set(), "compose variables missing from .env.example"
 
 
+def test_compose_bounds_every_service_with_cpu_and_memory_limits():
+    for name, service in compose_config()["services"].items():
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert float(limits.get("cpus", 0)) > 0 and int(limits.get("memory", 0)) >= 256 * 2**20, name
+
+
+def test_compose_redis_requires_the_password_the_hub_connects_with():
+    services = compose_config()["services"]
+    password = re.search(r"^REDIS_PASSWORD=(.+)$", (ROOT / ".env.example").read_text(), re.M)[1]
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == password
+    assert "--protected-mode" not in command
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == password  # the health check's redis-cli
+    for name in HUB_SERVICES:
+        assert services[name]["environment"]["REDIS_URL"] == f"redis://:{password}@redis:6379/0", name
+
+
+def test_compose_publishes_the_web_on_loopback_unless_told_otherwise():
+    (port,) = compose_config()["services"]["web"]["ports"]
+    assert (port["host_ip"], port["published"]) == ("127.0.0.1", "8000")
+
+
 def test_compose_worker_grace_period_outlasts_the_longest_generation():
     services = compose_config()["services"]
     # `docker compose config` gives durations as strings such as "14m0s".

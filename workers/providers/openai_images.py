@@ -67,6 +67,12 @@ class _Failure:
 POOL_SHARD_SIZE = 16
 
 
+def _calls_in_flight() -> int:
+    """The tasks this process runs at once: a worker's concurrency (hub.celery decides it as the
+    worker starts); outside a worker (a script, a test) what a gevent worker runs."""
+    return settings.CELERY_WORKER_CONCURRENCY or settings.WORKER_GREEN_CONCURRENCY
+
+
 def _shared_http_clients(tls: ssl.SSLContext) -> list[httpx.Client]:
     """The process's HTTP clients for provider calls (the adapter is cached per process): keep-alive
     pools that hold, together, as many connections as the calls a worker keeps in flight —
@@ -78,7 +84,7 @@ def _shared_http_clients(tls: ssl.SSLContext) -> list[httpx.Client]:
     samples at c1000; of 16, the worker's CPU fell 8 % (bench sync-c1000-5s --ramp 5: 15.9 and
     16.6 s against 17.6–19.0), its memory did not move. Timeouts are set per call from the
     generation's deadline."""
-    size = settings.CELERY_WORKER_CONCURRENCY
+    size = _calls_in_flight()
     shards = max(1, math.ceil(size / POOL_SHARD_SIZE))
     per_shard = math.ceil(size / shards)
     limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
@@ -124,7 +130,7 @@ class _PlainGenerations:
         # A pool holds connections to one host without a walk per request (urllib3 keeps its idle
         # connections in a queue), so one pool serves every call in flight.
         self._pool = urllib3.PoolManager(
-            maxsize=settings.CELERY_WORKER_CONCURRENCY, block=False, retries=REDIRECTS_ONLY, ssl_context=tls
+            maxsize=_calls_in_flight(), block=False, retries=REDIRECTS_ONLY, ssl_context=tls
         )
 
     @classmethod
