@@ -43,3 +43,10 @@ def test_the_stripe_settings_go_together_and_must_be_stripe_s_kinds_of_secret():
         assert result.returncode != 0 and message in result.stderr, env
     result = _check(**both, STRIPE_API_BASE="http://127.0.0.1:12111")
     assert result.returncode == 0, result.stderr
+
+
+def test_hub_upstream_keys_must_be_fernet_keys_and_are_never_echoed():
+    result = _check(HUB_UPSTREAM_KEYS="not-a-fernet-key-but-a-secret")
+    assert result.returncode != 0
+    assert "HUB_UPSTREAM_KEYS: key 1 is not a Fernet key" in result.stderr
+    assert "not-a-fernet-key-but-a-secret" not in result.stderr

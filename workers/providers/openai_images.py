@@ -182,20 +182,35 @@ class OpenAIImagesProvider:
         base_url: str | None = None,
         max_retries: int = 4,
         backoff_base: float = 0.5,
+        azure_api_version: str | None = None,
     ):
         # None lets the SDK read OPENAI_API_KEY / OPENAI_BASE_URL. The SDK's own retries are off:
-        # ours respect the request deadline and are the only ones that happen.
+        # ours respect the request deadline and are the only ones that happen. With an Azure
+        # api-version, base_url is the Azure OpenAI resource's endpoint and the model a deployment.
         tls = httpx2.create_ssl_context()  # the SDK client's default one, shared (~1 MiB each otherwise)
         https = _shared_http_clients(tls)
         try:
-            clients = [
-                openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http) for http in https
-            ]
+            if azure_api_version:
+                clients = [
+                    openai.AzureOpenAI(
+                        api_key=api_key,
+                        azure_endpoint=base_url,
+                        api_version=azure_api_version,
+                        max_retries=0,
+                        http_client=http,
+                    )
+                    for http in https
+                ]
+            else:
+                clients = [
+                    openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http) for http in https
+                ]
         except openai.OpenAIError as exc:  # e.g. no OPENAI_API_KEY; callers expect ProviderError
             raise ProviderError(MSG_NOT_CONFIGURED, permanent=False, detail=str(exc), kind="not_configured") from None
         self._api_key = clients[0].api_key
         self._clients = itertools.cycle(clients)  # each call takes the next pool
-        self._plain = _PlainGenerations.for_client(clients[0], https[0], tls)
+        # Azure's paths (deployments/…, api-version) are the SDK's to build: every call through it.
+        self._plain = None if azure_api_version else _PlainGenerations.for_client(clients[0], https[0], tls)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
 
@@ -246,7 +261,9 @@ class OpenAIImagesProvider:
                 delay,
             )
             time.sleep(delay)
-        raise self._error(last.message, False, f"gave up after {attempts} attempts; last: {last.detail}")
+        raise self._error(
+            last.message, False, f"gave up after {attempts} attempts; last: {last.detail}", retry_after=last.retry_after
+        )
 
     def _attempt(self, request: ProviderRequest, timeout: float) -> list[bytes] | _Failure:
         # Failures are returned, not raised, so that the SDK exception (whose request carries the
@@ -334,9 +351,17 @@ class OpenAIImagesProvider:
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _error(self, user_message: str, permanent: bool, detail: str) -> ProviderError:
+    def _error(
+        self, user_message: str, permanent: bool, detail: str, *, retry_after: float | None = None
+    ) -> ProviderError:
         kind = "rejected" if permanent else KINDS.get(user_message, "failed")
-        return ProviderError(self._redact(user_message), permanent=permanent, detail=self._redact(detail), kind=kind)
+        return ProviderError(
+            self._redact(user_message),
+            permanent=permanent,
+            detail=self._redact(detail),
+            kind=kind,
+            retry_after=retry_after,
+        )
 
     def _redact(self, text: str) -> str:
         key = self._api_key
