@@ -204,7 +204,9 @@ def rate_limited(target: Target, *, retry_after: float | None) -> float | None:
         return None
     if learned is None:
         return None
-    logger.warning("upstream %s: 429, cooling down %.1f s; learned limit now %s", target.name, ms / 1000, learned)
+    logger.warning(
+        "upstream %s: 429, cooling down %.1f s; learned limit now %.1f", target.name, ms / 1000, float(learned)
+    )
     return float(learned)
 
 

@@ -69,6 +69,7 @@ class _Call:
         self.last_error: ProviderError | None = None
 
     def run(self) -> list[bytes]:
+        self._make_adapters()
         waited_since = None
         while True:
             left = self.request.deadline - time.monotonic()
@@ -92,6 +93,15 @@ class _Call:
             outputs = self._send(choice)
             if outputs is not None:
                 return outputs
+
+    def _make_adapters(self) -> None:
+        """Make (once per process) the adapters this call may use before it holds any slot: a
+        first adapter takes a while of CPU, during which the process renews no lease."""
+        for target in self.targets:
+            try:
+                upstream_adapter(target)
+            except ProviderError:
+                pass  # said again, and handled, when a call is sent there
 
     def _send(self, choice: Choice) -> list[bytes] | None:
         """One call on the chosen upstream: its images, or None to try again (ProviderError to stop)."""

@@ -82,6 +82,7 @@ class RecordedRequest:
     status: int = 0
     response_images: list[bytes] = dataclasses.field(default_factory=list)  # PNGs we sent back
     header_lines: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # as sent, repeats kept
+    received_at: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def image_count(self) -> int:
@@ -331,6 +332,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
     fake: FakeOpenAIServer  # set on the bound subclass
     _rec: RecordedRequest | None = None  # the image API request being answered
+    _admitted: str | None = None  # the key whose call this is, until its answer goes out
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.fake.verbose:
@@ -356,6 +358,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     ) -> None:
         if self._rec is not None:
             self._rec.status = status  # before answering: the client may look as soon as it has the answer
+        self._release(status)  # likewise: a client that has its answer may send the next call at once
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -458,11 +461,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if refusal is not None:
             rec.behaviour = f"key_{refusal.status}"
             return self._send_json(refusal.status, refusal.body, headers=refusal.headers)
+        self._admitted = token
         rec.behaviour, params = self.fake._next_plan()
         try:
             self._answer(rec, rec.behaviour, params)
         finally:
-            self.fake.keys.release(token, rec.status)
+            self._release(rec.status)  # not answered (a disconnect)
+
+    def _release(self, status: int) -> None:
+        if self._admitted is not None:
+            self.fake.keys.release(self._admitted, status)
+            self._admitted = None
 
     def _token(self) -> str:
         auth = self.headers.get("Authorization", "")
