@@ -160,3 +160,13 @@ def test_the_admin_shows_the_hint_and_takes_a_new_key_write_only(admin_client, o
     )
     assert response.status_code == 302
     assert not Upstream.objects.get(pk=upstream.pk).enabled
+
+
+def test_a_model_served_by_an_upstream_is_not_refused_as_local(settings):
+    from workers.checks import local_provider_check
+
+    settings.ALLOW_LOCAL_PROVIDER = False
+    settings.IMAGE_PROVIDER = "local"
+    assert [error.id for error in local_provider_check()] == ["hub.E001"]  # gpt-image-2: backend blank
+    add("--models", "gpt-image-2")
+    assert local_provider_check() == []
