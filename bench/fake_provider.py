@@ -10,6 +10,10 @@ at once without a thread each, and its CPU stays small next to the hub's. Edits 
 
 `GET /_bench/stats` counts what arrived (so a run can prove the hub really called it);
 `POST /_bench/reset-peak` restarts the in-flight peak for the next measurement.
+`POST /_bench/key` with `{"key": "sk-…", "concurrency": 20, "images_per_minute": 300, "failing": 500}`
+holds that API key to a provider's per-key limits, as the tests' fake does
+(tests/fakes/key_limits.py): over them a 429 `rate_limit_exceeded` with `Retry-After`, and
+`failing` answers 500 until set back to null; `/_bench/stats` then counts each key's answers.
 tests/fakes/openai_server.py is the scriptable fake for the tests; this one only has to be cheap.
 """
 
@@ -24,6 +28,7 @@ import uvloop
 from aiohttp import web
 
 from bench.pngs import noise_png
+from tests.fakes.key_limits import KeyLimits
 
 
 class FakeProvider:
@@ -40,6 +45,8 @@ class FakeProvider:
             "peak_in_flight": 0,
             "upload_bytes": 0,
         }
+        self.keys = KeyLimits()
+        self.limited_keys: set[str] = set()
 
     async def images(self, request: web.Request) -> web.Response:
         kind = "edits" if request.path.endswith("/edits") else "generations"
@@ -48,7 +55,14 @@ class FakeProvider:
         self.stats["peak_in_flight"] = max(self.stats["peak_in_flight"], self.stats["in_flight"])
         try:
             n = await (self._edits_n(request) if kind == "edits" else self._generations_n(request))
-            await asyncio.sleep(self.latency)
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            refusal = self.keys.admit(key, n)
+            if refusal is not None:
+                return web.json_response(refusal.body, status=refusal.status, headers=refusal.headers)
+            try:
+                await asyncio.sleep(self.latency)
+            finally:
+                self.keys.release(key, 200)
             body = b'{"created":%d,"data":[%s]}' % (int(time.time()), b",".join([self.item] * n))
             self.stats["answered"] += 1
             return web.Response(body=body, content_type="application/json")
@@ -72,7 +86,21 @@ class FakeProvider:
         return n
 
     async def stats_view(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.stats, "png_bytes": self.png_size, "latency": self.latency})
+        keys = {
+            key[:8]: {"statuses": dict(self.keys.statuses(key)), "peak_in_flight": self.keys.stats(key).max_in_flight}
+            for key in sorted(self.limited_keys)
+        }
+        return web.json_response({**self.stats, "png_bytes": self.png_size, "latency": self.latency, "keys": keys})
+
+    async def key_view(self, request: web.Request) -> web.Response:
+        try:
+            spec = await request.json()
+            key = spec.pop("key")
+            self.keys.configure(key, **spec)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.limited_keys.add(key)
+        return web.json_response({"ok": True})
 
     async def reset_peak(self, request: web.Request) -> web.Response:
         self.stats["peak_in_flight"] = self.stats["in_flight"]
@@ -93,6 +121,7 @@ async def serve(host: str, port: int, latency: float, png_bytes: int) -> None:
     app.router.add_post("/v1/images/edits", fake.images)
     app.router.add_get("/_bench/stats", fake.stats_view)
     app.router.add_post("/_bench/reset-peak", fake.reset_peak)
+    app.router.add_post("/_bench/key", fake.key_view)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=4096).start()

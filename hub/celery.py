@@ -49,6 +49,14 @@ def _concurrency_for_the_pool(sender, instance, options, **kwargs) -> None:
     settings.CELERY_WORKER_CONCURRENCY = int(concurrency)
 
 
+def calls_in_flight() -> int:
+    """The tasks this process runs at once: a worker's concurrency (decided as it starts, above);
+    outside a worker (a script, a test, the web) what a gevent worker runs."""
+    from django.conf import settings
+
+    return settings.CELERY_WORKER_CONCURRENCY or settings.WORKER_GREEN_CONCURRENCY
+
+
 def _refuse_unsafe_start(**kwargs) -> None:
     """Workers refuse to start on unsafe settings (hub.startup). Celery logs and ignores
     an exception a signal handler raises, so this one ends the process."""

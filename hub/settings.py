@@ -4,6 +4,8 @@ With no environment variables set the hub runs on embedded defaults: SQLite, loc
 file storage, a filesystem Celery broker and the built-in `local` image provider.
 """
 
+import base64
+import binascii
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -117,6 +119,7 @@ INSTALLED_APPS = [
     "apikeys",
     "billing",
     "generations",
+    "upstreams",
     "workers",
     "accounts",
     "axes",
@@ -308,6 +311,33 @@ GENERATION_RESEND_AFTER_SECONDS = env.int("GENERATION_RESEND_AFTER_SECONDS", def
 # Each process reads the model catalog at most this often (an admin edit shows within it).
 CATALOG_CACHE_SECONDS = env.float("CATALOG_CACHE_SECONDS", default=5.0)
 WAIT_POLL_INTERVAL_SECONDS = 0.2  # embedded default only; Redis deployments are notified
+
+# --- Upstreams (upstreams/) -----------------------------------------------------------------
+# Fernet keys (comma-separated) that encrypt the upstreams' credentials at rest: the first
+# encrypts, every one decrypts, so a new key goes first and an old one leaves once
+# `hub_upstream rotate-keys` re-encrypted everything. Required on PostgreSQL as soon as an upstream
+# holds a credential (refused at start-up otherwise); the embedded default keeps a local key in
+# var/ instead.
+UPSTREAM_KEYS = env.list("HUB_UPSTREAM_KEYS", default=[])
+for _index, _key in enumerate(UPSTREAM_KEYS, start=1):
+    try:
+        _valid = len(base64.urlsafe_b64decode(_key.encode())) == 32
+    except (ValueError, binascii.Error):
+        _valid = False
+    if not _valid:  # the key itself is never repeated in the message
+        raise ImproperlyConfigured(
+            f"HUB_UPSTREAM_KEYS: key {_index} is not a Fernet key (32 url-safe base64 bytes); make one with"
+            " `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+        )
+# An upstream that fails (5xx, timeouts, connection errors) this many times in a row within a
+# minute is opened (circuit breaker): its traffic goes to the model's other upstreams, and after
+# the cool-off one call probes it.
+UPSTREAM_FAILURE_THRESHOLD = env.int("HUB_UPSTREAM_FAILURE_THRESHOLD", default=5)
+UPSTREAM_COOLOFF_SECONDS = env.float("HUB_UPSTREAM_COOLOFF_SECONDS", default=30.0)
+if UPSTREAM_FAILURE_THRESHOLD < 1 or UPSTREAM_COOLOFF_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "HUB_UPSTREAM_FAILURE_THRESHOLD must be at least 1, HUB_UPSTREAM_COOLOFF_SECONDS above 0"
+    )
 
 # --- Webhooks -------------------------------------------------------------------------------
 # A webhook attempt, from connecting to the receiver's status line, gets this long in all.

@@ -37,6 +37,28 @@ def _catalog(request):
 
 
 @pytest.fixture(autouse=True)
+def _default_upstream_fresh(request):
+    """The default upstream's shared state (its circuit, cooldown, learned limit) lives in Redis
+    across tests: each test that talks to the fake provider starts from none."""
+    if "fake_openai" not in request.fixturenames or not settings.REDIS_URL:
+        return
+    from upstreams.targets import default_target
+
+    server = request.getfixturevalue("fake_openai")
+    forget_upstream_state(default_target("openai", base_url=server.base_url).upstream_id)
+
+
+def forget_upstream_state(upstream_id: str) -> None:
+    from hub.completion import redis_client
+    from upstreams.budget import state_key
+
+    client = redis_client()
+    keys = list(client.scan_iter(match=state_key(upstream_id, "*"), count=500))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
 def _worker_idle_before_flush(request):
     """After a test with real workers, let in-flight generations settle before the database is
     flushed: a TRUNCATE racing a worker's transaction can deadlock."""

@@ -13,3 +13,7 @@ CATALOG_CACHE_SECONDS = 0
 # The tests' webhook receivers listen on loopback (production refuses it; tests/webhooks checks
 # the refusal with this turned off).
 WEBHOOK_ALLOW_LOOPBACK = True
+
+# Encrypts the upstreams' credentials (on PostgreSQL the hub refuses them without a key); the
+# worker processes the tests start read these same settings.
+UPSTREAM_KEYS = ["bvvfiIw7LbVcMpu0onQqMI-I6nMu1zrbCb8os81EBxo="]

@@ -1,4 +1,4 @@
-"""The packages import one way: hub → apikeys/billing → generations → workers → accounts.
+"""The packages import one way: hub → apikeys/billing → generations → upstreams → workers → accounts.
 
 A module may import its own layer or a lower one, never a higher one; `hub/urls.py` (the
 routing table) may import every app's views.
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"hub": 0, "apikeys": 1, "billing": 1, "generations": 2, "workers": 3, "accounts": 4}
+LAYERS = {"hub": 0, "apikeys": 1, "billing": 1, "generations": 2, "upstreams": 3, "workers": 4, "accounts": 5}
 EXEMPT = {"hub/urls.py"}
 
 

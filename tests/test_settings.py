@@ -51,3 +51,10 @@ def test_a_worker_concurrency_that_is_not_a_number_of_tasks_stops_start_up():
         assert result.returncode != 0
         assert f"CELERY_WORKER_CONCURRENCY={value!r} is not a number of tasks" in result.stderr
     assert _check(CELERY_WORKER_CONCURRENCY="").returncode == 0  # empty is unset (docker compose)
+
+
+def test_hub_upstream_keys_must_be_fernet_keys_and_are_never_echoed():
+    result = _check(HUB_UPSTREAM_KEYS="not-a-fernet-key-but-a-secret")
+    assert result.returncode != 0
+    assert "HUB_UPSTREAM_KEYS: key 1 is not a Fernet key" in result.stderr
+    assert "not-a-fernet-key-but-a-secret" not in result.stderr

@@ -12,6 +12,7 @@ from django.db import DatabaseError, ProgrammingError
 
 from generations.catalog import enabled_models
 from hub.startup import TAG
+from upstreams.targets import upstream_targets
 from workers.providers import LOCAL, backend_name
 
 
@@ -20,7 +21,11 @@ def local_provider_check(app_configs=None, **kwargs) -> list[checks.CheckMessage
     if settings.ALLOW_LOCAL_PROVIDER:
         return []
     try:
-        served = [model.id for model in enabled_models() if backend_name(model.backend) == LOCAL]
+        served = [
+            model.id
+            for model in enabled_models()
+            if backend_name(model.backend) == LOCAL and not upstream_targets(model)  # upstreams serve it otherwise
+        ]
     except ProgrammingError:  # the catalog table does not exist yet: `migrate` is about to create it
         return []
     except DatabaseError as exc:  # unreachable: start anyway, every generation is still checked

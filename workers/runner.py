@@ -14,9 +14,10 @@ from generations import errors
 from generations.models import Generation
 from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
 from hub import metrics, storage
+from workers import upstream_calls
 from workers.finishing import finishing_turn
 from workers.lease import lease_held
-from workers.providers import ProviderError, ProviderRequest, provider_for
+from workers.providers import ProviderError, ProviderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def generation_run(generation_id: str) -> None:
     with ExitStack() as finishing:
         with lease_held(generation_id=generation_id, attempt=attempt):
             try:
-                outputs = provider_for(generation.model.backend).generate(request)
+                outputs = upstream_calls.generate(generation.model, request)
             except ProviderError as exc:
                 metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
                 logger.warning(

@@ -15,7 +15,14 @@ Standalone (e.g. for a worker in another process)::
 
 which prints the base URL. Other processes can then script it over HTTP:
 ``POST /_fake/plan`` with ``{"behaviour": "500", "times": 2, ...params}``,
-``POST /_fake/reset``, ``GET /_fake/requests``.
+``POST /_fake/reset``, ``GET /_fake/requests``, ``POST /_fake/key`` with ``{"key", ...settings}``.
+
+Per-key limits (``key(KEY, concurrency=…, images_per_minute=…, failing=…, retry_after_ms=…)``,
+tests/fakes/key_limits.py): the key is accepted besides ``api_key``; over its calls in flight or
+its images per sliding minute it answers 429 ``rate_limit_exceeded`` with ``Retry-After``;
+``failing=500`` makes it answer 500 until set back to None. Checked before any planned behaviour
+(a refused request does not use up a plan); ``key_stats(KEY)`` tells its peak in flight and
+``key_statuses(KEY)`` what it answered.
 
 Behaviours (``plan(behaviour, *, times=1, **params)``; ``times=None`` means forever):
 
@@ -56,6 +63,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from tests.fakes.key_limits import KeyLimits, KeyState
+
 API_PREFIX = "/v1"
 MAX_SIDE = 4096
 DEFAULT_SIZE = (1024, 1024)
@@ -73,6 +82,7 @@ class RecordedRequest:
     status: int = 0
     response_images: list[bytes] = dataclasses.field(default_factory=list)  # PNGs we sent back
     header_lines: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # as sent, repeats kept
+    received_at: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def image_count(self) -> int:
@@ -140,6 +150,7 @@ class FakeOpenAIServer:
         self._plans: collections.deque[_Plan] = collections.deque()
         self._requests: list[RecordedRequest] = []
         self._files: dict[str, bytes] = {}
+        self.keys = KeyLimits()
         self._counter = itertools.count(1)
         self._stopping = threading.Event()
         self._httpd: http.server.ThreadingHTTPServer | None = None
@@ -200,11 +211,23 @@ class FakeOpenAIServer:
         return self
 
     def reset(self) -> None:
-        """Forget plans, recorded requests and served files."""
+        """Forget plans, recorded requests, served files and per-key limits."""
         with self._lock:
             self._plans.clear()
             self._requests.clear()
             self._files.clear()
+        self.keys.clear()
+
+    def key(self, key: str, **settings: Any) -> FakeOpenAIServer:
+        """Accept `key` and hold it to limits (tests/fakes/key_limits.KeyState's settings)."""
+        self.keys.configure(key, **settings)
+        return self
+
+    def key_stats(self, key: str) -> KeyState:
+        return self.keys.stats(key)
+
+    def key_statuses(self, key: str) -> collections.Counter:
+        return self.keys.statuses(key)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -309,6 +332,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
     fake: FakeOpenAIServer  # set on the bound subclass
     _rec: RecordedRequest | None = None  # the image API request being answered
+    _admitted: str | None = None  # the key whose call this is, until its answer goes out
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.fake.verbose:
@@ -334,6 +358,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     ) -> None:
         if self._rec is not None:
             self._rec.status = status  # before answering: the client may look as soon as it has the answer
+        self._release(status)  # likewise: a client that has its answer may send the next call at once
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -395,6 +420,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(400, {"error": str(exc)})
             else:
                 self._send_json(200, {"ok": True})
+        elif path == "/_fake/key":
+            try:
+                spec = json.loads(body)
+                self.fake.key(spec.pop("key"), **spec)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._send_json(400, {"error": str(exc)})
+            else:
+                self._send_json(200, {"ok": True})
         elif path == "/_fake/reset":
             self.fake.reset()
             self._send_json(200, {"ok": True})
@@ -404,8 +437,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_error(404, f"Invalid URL (POST {path})")
 
     def _images(self, path: str, raw: bytes) -> None:
-        behaviour, params = self.fake._next_plan()
-        rec = RecordedRequest("POST", path, {k.lower(): v for k, v in self.headers.items()}, {}, [], [], behaviour)
+        rec = RecordedRequest("POST", path, {k.lower(): v for k, v in self.headers.items()}, {}, [], [], "")
         rec.header_lines = [(k.lower(), v) for k, v in self.headers.items()]
         self.fake._record(rec)
         self._rec = rec
@@ -424,14 +456,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     raise _BadRequest("Expected a JSON object.")
         except _BadRequest as exc:
             return self._send_error(400, exc.message, param=exc.param, code=exc.code)
-        self._answer(rec, behaviour, params)
+        token = self._token()
+        refusal = self.fake.keys.admit(token, _images_asked(rec.body))
+        if refusal is not None:
+            rec.behaviour = f"key_{refusal.status}"
+            return self._send_json(refusal.status, refusal.body, headers=refusal.headers)
+        self._admitted = token
+        rec.behaviour, params = self.fake._next_plan()
+        try:
+            self._answer(rec, rec.behaviour, params)
+        finally:
+            self._release(rec.status)  # not answered (a disconnect)
+
+    def _release(self, status: int) -> None:
+        if self._admitted is not None:
+            self.fake.keys.release(self._admitted, status)
+            self._admitted = None
+
+    def _token(self) -> str:
+        auth = self.headers.get("Authorization", "")
+        return auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
 
     def _check_auth(self) -> str | None:
-        auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+        token = self._token()
         if not token:
             return "You didn't provide an API key."
-        if self.fake.api_key is not None and token != self.fake.api_key:
+        if self.fake.api_key is not None and token != self.fake.api_key and not self.fake.keys.known(token):
             return f"Incorrect API key provided: {token}."
         return None
 
@@ -512,6 +562,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = gzip.compress(json.dumps(answer).encode())
             return self._send(200, body, headers={"Content-Encoding": "gzip"})
         self._send_json(200, answer)
+
+
+def _images_asked(body: dict[str, Any]) -> int:
+    """The `n` a request asked for (1 when absent or not a number): what a per-minute limit counts."""
+    try:
+        return max(1, int(body.get("n") or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,18 @@
-"""Provider registry: catalog `backend` name → adapter class."""
+"""Provider registry: catalog `backend` name → adapter class; an upstream row → its adapter.
 
+Every adapter but `local` makes one attempt per call: workers.upstream_calls retries, within the
+generation's deadline and across the model's upstreams, each call under its upstream's budget.
+"""
+
+import threading
 from functools import cache
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from upstreams.credentials import credential_open
+from upstreams.targets import Target
 from workers.providers.base import Provider, ProviderError, ProviderRequest
 
 LOCAL = "local"
@@ -13,7 +21,16 @@ ADAPTERS = {
     "openai": "workers.providers.openai_images.OpenAIImagesProvider",
 }
 
-__all__ = ["LOCAL", "Provider", "ProviderError", "ProviderRequest", "backend_name", "provider_for", "warm_up"]
+__all__ = [
+    "LOCAL",
+    "Provider",
+    "ProviderError",
+    "ProviderRequest",
+    "backend_name",
+    "provider_for",
+    "upstream_adapter",
+    "warm_up",
+]
 
 
 @cache
@@ -25,7 +42,46 @@ def _adapter(name: str) -> Provider:
             detail=f"unknown backend {name!r}",
             kind="not_configured",
         )
-    return import_string(ADAPTERS[name])()
+    if name == LOCAL:
+        return import_string(ADAPTERS[name])()
+    return import_string(ADAPTERS[name])(max_retries=0)
+
+
+_upstream_adapters: dict[tuple, Provider] = {}
+_upstream_adapters_lock = threading.Lock()
+
+
+def upstream_adapter(target: Target) -> Provider:
+    """The adapter of one upstream: the default upstream's is its backend's; a row's is made once
+    per process and again when its URL, credential or adapter changes (the credential decrypted
+    only then)."""
+    if target.is_default:
+        return provider_for(target.adapter)
+    key = (target.upstream_id, target.adapter, target.base_url, target.api_version, target.credential_encrypted)
+    with _upstream_adapters_lock:
+        adapter = _upstream_adapters.get(key)
+        if adapter is None:
+            for stale in [known for known in _upstream_adapters if known[0] == target.upstream_id]:
+                del _upstream_adapters[stale]  # its old credential or URL
+            adapter = _upstream_adapters[key] = import_string(ADAPTERS["openai"])(
+                api_key=_credential(target),
+                base_url=target.base_url or None,
+                azure_api_version=target.api_version if target.adapter == "azure" else None,
+                max_retries=0,
+            )
+        return adapter
+
+
+def _credential(target: Target) -> str:
+    try:
+        return credential_open(target.credential_encrypted)
+    except ImproperlyConfigured as exc:
+        raise ProviderError(
+            "This model is not available right now",
+            permanent=False,
+            detail=f"upstream {target.name}: {exc}",
+            kind="not_configured",
+        ) from None
 
 
 def backend_name(backend: str) -> str:

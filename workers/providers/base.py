@@ -22,14 +22,18 @@ class ProviderError(Exception):
     temporary ones (429, 5xx, network) may be. `user_message` is safe to show to the user.
     `kind` labels the provider-errors metric: timeout, unavailable, rate_limited, auth,
     not_configured, malformed, download, rejected (a permanent refusal) or failed.
+    `retry_after`: the seconds a rate-limited (or unavailable) provider asked to wait, if it said.
     """
 
-    def __init__(self, user_message: str, *, permanent: bool, detail: str = "", kind: str = ""):
+    def __init__(
+        self, user_message: str, *, permanent: bool, detail: str = "", kind: str = "", retry_after: float | None = None
+    ):
         super().__init__(user_message)
         self.user_message = user_message
         self.permanent = permanent
         self.detail = detail  # for operator logs; never contains credentials
         self.kind = kind or ("rejected" if permanent else "failed")
+        self.retry_after = retry_after
 
 
 class Provider(Protocol):

@@ -19,9 +19,9 @@ import httpx2
 import openai
 import pybase64
 import urllib3
-from django.conf import settings
 from openai.types import ImagesResponse
 
+from hub.celery import calls_in_flight
 from hub.proxies import proxied
 
 from .base import ProviderError, ProviderRequest
@@ -67,12 +67,6 @@ class _Failure:
 POOL_SHARD_SIZE = 16
 
 
-def _calls_in_flight() -> int:
-    """The tasks this process runs at once: a worker's concurrency (hub.celery decides it as the
-    worker starts); outside a worker (a script, a test) what a gevent worker runs."""
-    return settings.CELERY_WORKER_CONCURRENCY or settings.WORKER_GREEN_CONCURRENCY
-
-
 def _shared_http_clients(tls: ssl.SSLContext) -> list[httpx.Client]:
     """The process's HTTP clients for provider calls (the adapter is cached per process): keep-alive
     pools that hold, together, as many connections as the calls a worker keeps in flight —
@@ -84,7 +78,7 @@ def _shared_http_clients(tls: ssl.SSLContext) -> list[httpx.Client]:
     samples at c1000; of 16, the worker's CPU fell 8 % (bench sync-c1000-5s --ramp 5: 15.9 and
     16.6 s against 17.6–19.0), its memory did not move. Timeouts are set per call from the
     generation's deadline."""
-    size = _calls_in_flight()
+    size = calls_in_flight()
     shards = max(1, math.ceil(size / POOL_SHARD_SIZE))
     per_shard = math.ceil(size / shards)
     limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
@@ -130,7 +124,7 @@ class _PlainGenerations:
         # A pool holds connections to one host without a walk per request (urllib3 keeps its idle
         # connections in a queue), so one pool serves every call in flight.
         self._pool = urllib3.PoolManager(
-            maxsize=_calls_in_flight(), block=False, retries=REDIRECTS_ONLY, ssl_context=tls
+            maxsize=calls_in_flight(), block=False, retries=REDIRECTS_ONLY, ssl_context=tls
         )
 
     @classmethod
@@ -188,20 +182,35 @@ class OpenAIImagesProvider:
         base_url: str | None = None,
         max_retries: int = 4,
         backoff_base: float = 0.5,
+        azure_api_version: str | None = None,
     ):
         # None lets the SDK read OPENAI_API_KEY / OPENAI_BASE_URL. The SDK's own retries are off:
-        # ours respect the request deadline and are the only ones that happen.
+        # ours respect the request deadline and are the only ones that happen. With an Azure
+        # api-version, base_url is the Azure OpenAI resource's endpoint and the model a deployment.
         tls = httpx2.create_ssl_context()  # the SDK client's default one, shared (~1 MiB each otherwise)
         https = _shared_http_clients(tls)
         try:
-            clients = [
-                openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http) for http in https
-            ]
+            if azure_api_version:
+                clients = [
+                    openai.AzureOpenAI(
+                        api_key=api_key,
+                        azure_endpoint=base_url,
+                        api_version=azure_api_version,
+                        max_retries=0,
+                        http_client=http,
+                    )
+                    for http in https
+                ]
+            else:
+                clients = [
+                    openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http) for http in https
+                ]
         except openai.OpenAIError as exc:  # e.g. no OPENAI_API_KEY; callers expect ProviderError
             raise ProviderError(MSG_NOT_CONFIGURED, permanent=False, detail=str(exc), kind="not_configured") from None
         self._api_key = clients[0].api_key
         self._clients = itertools.cycle(clients)  # each call takes the next pool
-        self._plain = _PlainGenerations.for_client(clients[0], https[0], tls)
+        # Azure's paths (deployments/…, api-version) are the SDK's to build: every call through it.
+        self._plain = None if azure_api_version else _PlainGenerations.for_client(clients[0], https[0], tls)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
 
@@ -252,7 +261,9 @@ class OpenAIImagesProvider:
                 delay,
             )
             time.sleep(delay)
-        raise self._error(last.message, False, f"gave up after {attempts} attempts; last: {last.detail}")
+        raise self._error(
+            last.message, False, f"gave up after {attempts} attempts; last: {last.detail}", retry_after=last.retry_after
+        )
 
     def _attempt(self, request: ProviderRequest, timeout: float) -> list[bytes] | _Failure:
         # Failures are returned, not raised, so that the SDK exception (whose request carries the
@@ -340,9 +351,17 @@ class OpenAIImagesProvider:
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _error(self, user_message: str, permanent: bool, detail: str) -> ProviderError:
+    def _error(
+        self, user_message: str, permanent: bool, detail: str, *, retry_after: float | None = None
+    ) -> ProviderError:
         kind = "rejected" if permanent else KINDS.get(user_message, "failed")
-        return ProviderError(self._redact(user_message), permanent=permanent, detail=self._redact(detail), kind=kind)
+        return ProviderError(
+            self._redact(user_message),
+            permanent=permanent,
+            detail=self._redact(detail),
+            kind=kind,
+            retry_after=retry_after,
+        )
 
     def _redact(self, text: str) -> str:
         key = self._api_key

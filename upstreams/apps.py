@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class UpstreamsConfig(AppConfig):
+    name = "upstreams"
+
+    def ready(self):
+        from hub.metrics import SCRAPE_COLLECTORS
+        from upstreams import checks  # noqa: F401 — registers the start-up check
+        from upstreams.metrics import UpstreamStateCollector
+
+        SCRAPE_COLLECTORS.append(UpstreamStateCollector())

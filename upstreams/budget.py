@@ -1,0 +1,259 @@
+"""Each upstream's shared budget, in Redis: calls in flight and images per minute, across every
+worker process and replica, each decision one Lua script (as hub.ratelimit decides the API
+keys' limits), so no two workers can both take the last slot.
+
+- Calls in flight: a sorted set of slot ids scored by their lease's end. A call takes a slot
+  before it is sent and frees it when it ends; while it runs, its process renews the lease
+  every third of GENERATION_LEASE_SECONDS (one loop per process, as workers.lease renews the
+  generations'). A worker that dies stops renewing: its slots lapse with the lease, and the
+  next acquire drops them.
+- Images per minute: a sliding window log of (images, taken at), as hub.ratelimit's.
+- Cooldown: a key set for the Retry-After of a 429, shared by every worker: while it lives no
+  call is sent to that upstream.
+- The learned limit (AIMD, for an upstream whose provider limit is not configured, or lower
+  than configured): a 429 halves it — from the calls in flight then, at most once per cooldown,
+  not once per call that the same burst refused — and each success adds 1/limit, so a whole
+  window of successes adds one. An acquire holds calls to min(configured, learned).
+
+Over budget, `acquire` says how long to wait rather than failing: the caller waits (up to the
+generation's deadline) and asks again. Without Redis (the embedded default: one worker process)
+there is no budget: every acquire is granted, and a 429 is waited out by its own call.
+"""
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from hub.completion import redis_client
+from upstreams.targets import Target, learned_cap
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "hub:up:"
+WINDOW_MS = 60_000
+DEFAULT_COOLDOWN_MS = 1_000  # a 429 without Retry-After
+STATS_TTL_MS = 24 * 3600 * 1000
+
+
+def state_key(upstream_id: str, part: str) -> str:
+    return f"{PREFIX}{upstream_id}:{part}"
+
+
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cooldown = redis.call('PTTL', KEYS[3])
+if cooldown > 0 then return {0, cooldown, 'cooldown'} end
+local lease, configured, cap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local limit = cap
+if configured > 0 then limit = configured end
+local learned = tonumber(redis.call('GET', KEYS[4]))
+if learned and learned < limit then limit = math.max(1, math.floor(learned)) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+if held >= limit then return {0, 0, 'concurrency'} end
+local per_minute, images = tonumber(ARGV[5]), tonumber(ARGV[6])
+if per_minute > 0 then
+  images = math.min(images, per_minute)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local used = 0
+  for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
+  if used + images > per_minute then
+    local need, freed, wait = used + images - per_minute, 0, 60000
+    for i = 1, #entries, 2 do
+      freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
+      if freed >= need then wait = tonumber(entries[i + 1]) + 60000 - now break end
+    end
+    return {0, wait, 'minute'}
+  end
+  redis.call('ZADD', KEYS[2], now, images .. ':' .. ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], 60000)
+end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return {1, held + 1, limit}
+"""
+
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return 1
+"""
+
+# KEYS: slots, learned, stats; ARGV: slot id, outcome, cap, seconds, stats ttl
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] == 'ok' then
+  local learned, cap = tonumber(redis.call('GET', KEYS[2])), tonumber(ARGV[3])
+  if learned and learned < cap then
+    redis.call('SET', KEYS[2], tostring(math.min(cap, learned + 1 / learned)))
+  end
+end
+if ARGV[2] ~= 'rejected' then
+  local failed = 1
+  if ARGV[2] == 'ok' then failed = 0 end
+  local errors = tonumber(redis.call('HGET', KEYS[3], 'errors')) or failed
+  redis.call('HSET', KEYS[3], 'errors', tostring(errors * 0.9 + failed * 0.1))
+  if ARGV[2] == 'ok' then
+    local seconds = tonumber(ARGV[4])
+    local latency = tonumber(redis.call('HGET', KEYS[3], 'latency')) or seconds
+    redis.call('HSET', KEYS[3], 'latency', tostring(latency * 0.9 + seconds * 0.1))
+  end
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
+end
+return 1
+"""
+
+# KEYS: cooldown, learned, slots, decrease guard; ARGV: cooldown ms, cap
+_RATE_LIMITED = """
+local ms = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ms) then
+  local learned = tonumber(redis.call('GET', KEYS[2])) or tonumber(ARGV[2])
+  local held = redis.call('ZCARD', KEYS[3])
+  if held < learned then learned = held end
+  learned = math.max(1, learned / 2)
+  redis.call('SET', KEYS[2], tostring(learned))
+  return tostring(learned)
+end
+return false
+"""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A slot taken (slot None: no Redis, nothing held)."""
+
+    target: Target
+    slot: str | None
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Over budget: ask again in `wait_seconds` at the soonest (0: when a call ends, unknown)."""
+
+    wait_seconds: float
+    reason: str  # cooldown, concurrency or minute
+
+
+def _run(script: str, *, keys: list[str], args: list):
+    return redis_client().register_script(script)(keys=keys, args=args)
+
+
+def _lease_ms() -> int:
+    return settings.GENERATION_LEASE_SECONDS * 1000
+
+
+def acquire(target: Target, *, images: int) -> Grant | Busy:
+    """Take one of the upstream's slots (and `images` of its minute) for a call."""
+    if not settings.REDIS_URL:
+        return Grant(target, None)
+    slot = uuid.uuid4().hex
+    keys = [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
+    args = [slot, _lease_ms(), target.concurrency or 0, learned_cap(), target.images_per_minute or 0, images]
+    try:
+        result = _run(_ACQUIRE, keys=keys, args=args)
+    except (redis.RedisError, OSError) as exc:  # an outage of Redis must not stop paid traffic
+        logger.warning("upstream %s: budget not enforced, Redis unavailable: %s", target.name, exc)
+        return Grant(target, None)
+    if not result[0]:
+        return Busy(int(result[1]) / 1000, result[2].decode() if isinstance(result[2], bytes) else result[2])
+    _keeper().hold(target.upstream_id, slot)
+    return Grant(target, slot)
+
+
+def release(grant: Grant, *, outcome: str, seconds: float) -> None:
+    """The call ended (`outcome`: ok, rate_limited, failed or rejected): free its slot; a success
+    widens the learned limit; the upstream's error ratio and latency (moving averages) follow."""
+    if grant.slot is None:
+        return
+    _keeper().drop(grant.target.upstream_id, grant.slot)
+    target = grant.target
+    keys = [state_key(target.upstream_id, part) for part in ("slots", "learned", "stats")]
+    args = [grant.slot, outcome, target.concurrency or learned_cap(), round(seconds, 3), STATS_TTL_MS]
+    try:
+        _run(_RELEASE, keys=keys, args=args)
+    except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
+        logger.warning("upstream %s: could not free a slot: %s", target.name, exc)
+
+
+def rate_limited(target: Target, *, retry_after: float | None) -> float | None:
+    """The provider answered 429: every worker holds off this upstream for Retry-After (a second
+    without one), and its learned limit halves (once per cooldown). The new learned limit, or
+    None when this burst had halved it already (or without Redis)."""
+    if not settings.REDIS_URL:
+        return None
+    ms = max(1, round(retry_after * 1000)) if retry_after is not None else DEFAULT_COOLDOWN_MS
+    keys = [state_key(target.upstream_id, part) for part in ("cooldown", "learned", "slots", "decreased")]
+    try:
+        learned = _run(_RATE_LIMITED, keys=keys, args=[ms, target.concurrency or learned_cap()])
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("upstream %s: could not record its 429: %s", target.name, exc)
+        return None
+    if learned is None:
+        return None
+    logger.warning(
+        "upstream %s: 429, cooling down %.1f s; learned limit now %.1f", target.name, ms / 1000, float(learned)
+    )
+    return float(learned)
+
+
+class _SlotKeeper:
+    """Renews the leases of the slots this process holds: one loop per process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: dict[str, set[str]] = {}  # upstream id → slot ids
+        threading.Thread(target=self._renew_forever, name="upstream-slot-keeper", daemon=True).start()
+
+    def hold(self, upstream_id: str, slot: str) -> None:
+        with self._lock:
+            self._held.setdefault(upstream_id, set()).add(slot)
+
+    def drop(self, upstream_id: str, slot: str) -> None:
+        with self._lock:
+            slots = self._held.get(upstream_id)
+            if slots is not None:
+                slots.discard(slot)
+                if not slots:
+                    del self._held[upstream_id]
+
+    def _renew_forever(self) -> None:
+        while True:  # as long as the process lives
+            time.sleep(settings.GENERATION_LEASE_SECONDS / 3)
+            with self._lock:
+                held = {upstream_id: sorted(slots) for upstream_id, slots in self._held.items()}
+            for upstream_id, slots in held.items():
+                try:
+                    _run(_RENEW, keys=[state_key(upstream_id, "slots")], args=[_lease_ms(), *slots])
+                except Exception:  # noqa: BLE001 — a Redis hiccup must not end renewal for good
+                    logger.exception("upstream slot renewal failed; retrying next period")
+
+
+_keepers: dict[int, _SlotKeeper] = {}  # pid → keeper: a forked pool child makes its own
+_keepers_lock = threading.Lock()
+
+
+def _keeper() -> _SlotKeeper:
+    with _keepers_lock:
+        keeper = _keepers.get(os.getpid())
+        if keeper is None:
+            keeper = _keepers[os.getpid()] = _SlotKeeper()
+        return keeper
+
+
+def shared() -> bool:
+    """Whether budgets and cooldowns are shared (Redis) rather than absent."""
+    return bool(settings.REDIS_URL)

@@ -1,0 +1,85 @@
+"""What an upstream is doing right now, read from its shared state in Redis: for the admin,
+`hub_upstream list` and /metrics."""
+
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from hub.completion import redis_client
+from upstreams.budget import state_key
+from upstreams.circuit import CLOSED, HALF_OPEN, OPEN
+from upstreams.targets import learned_cap
+
+_READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local opened_until = tonumber(redis.call('HGET', KEYS[4], 'opened_until'))
+local circuit = -1
+if opened_until then circuit = math.max(0, opened_until - now) end
+return {
+  redis.call('ZCOUNT', KEYS[1], now, '+inf'),
+  redis.call('GET', KEYS[2]) or '',
+  math.max(0, redis.call('PTTL', KEYS[3])),
+  circuit,
+  redis.call('HGET', KEYS[5], 'errors') or '',
+  redis.call('HGET', KEYS[5], 'latency') or '',
+}
+"""
+
+
+@dataclass(frozen=True)
+class UpstreamState:
+    circuit: str = CLOSED
+    slots_in_use: int = 0
+    learned_limit: float | None = None  # None: nothing learned (no 429 seen)
+    cooldown_seconds: float = 0.0
+    error_ratio: float | None = None  # moving average of the calls' failures (0 to 1)
+    latency_seconds: float | None = None  # moving average of successful calls' time
+    known: bool = True  # False: Redis could not be read (or is not used)
+
+    def limit(self, configured: int | None) -> int | None:
+        """The calls in flight an acquire allows now: min(configured, learned); None: no limit."""
+        values = [value for value in (configured, self.learned_limit) if value is not None]
+        return max(1, int(min(values))) if values else None
+
+
+def _number(raw) -> float | None:
+    return float(raw) if raw not in (b"", "", None) else None
+
+
+def upstream_state(upstream_id: str) -> UpstreamState:
+    if not settings.REDIS_URL:
+        return UpstreamState(known=False)
+    parts = ("slots", "learned", "cooldown", "circuit", "stats")
+    try:
+        raw = redis_client().register_script(_READ)(keys=[state_key(upstream_id, part) for part in parts])
+    except (redis.RedisError, OSError):
+        return UpstreamState(known=False)
+    slots, learned, cooldown_ms, circuit_ms, errors, latency = raw
+    learned = _number(learned)
+    return UpstreamState(
+        circuit=CLOSED if int(circuit_ms) < 0 else OPEN if int(circuit_ms) > 0 else HALF_OPEN,
+        slots_in_use=int(slots),
+        learned_limit=min(learned, learned_cap()) if learned is not None else None,
+        cooldown_seconds=int(cooldown_ms) / 1000,
+        error_ratio=_number(errors),
+        latency_seconds=_number(latency),
+    )
+
+
+def describe(state: UpstreamState, configured: int | None) -> str:
+    """One line for a person: circuit, slots in use of the limit, cooldown, error ratio, latency."""
+    if not state.known:
+        return "state unknown (no Redis)"
+    limit = state.limit(configured)
+    text = f"{state.circuit}, {state.slots_in_use} of {limit if limit is not None else 'unlimited'} in flight"
+    if state.learned_limit is not None:
+        text += f" (learned {state.learned_limit:.1f})"
+    if state.cooldown_seconds:
+        text += f", cooling down {state.cooldown_seconds:.1f} s"
+    if state.error_ratio is not None:
+        text += f", errors {state.error_ratio:.0%}"
+    if state.latency_seconds is not None:
+        text += f", latency {state.latency_seconds:.2f} s"
+    return text

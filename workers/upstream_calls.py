@@ -1,0 +1,181 @@
+"""A generation's provider call, through its model's upstreams.
+
+Each attempt first takes a slot of an upstream's shared budget (upstreams.routing: by priority,
+then weight, skipping open circuits and full budgets), sends one call, and gives the slot back.
+Over every upstream's budget the generation waits — it is neither sent nor failed — until a slot
+frees or its deadline comes. What a failed call means:
+
+- refused (`provider_rejected`, a 4xx such as the content policy): the generation fails; the
+  same request would be refused anywhere, so it is not tried elsewhere.
+- 429: the upstream cools down for every worker (Retry-After) and its learned limit shrinks
+  (upstreams.budget); the call is tried again (elsewhere if another upstream has room) and this
+  does not count as a failed attempt: a rate limit never fails a generation while its deadline
+  allows.
+- 5xx, timeouts, connection errors: a failure of the upstream (its circuit counts it), tried
+  again right away on another upstream when one is usable, else on the same after a backoff.
+- anything else not permanent (bad credentials, a malformed answer): tried again on another
+  upstream only.
+
+At most MAX_FAILED_CALLS failed calls, all within the generation's deadline; the generation is
+charged once whatever happens here (its charge was taken at submit).
+
+A model with no enabled upstream is served by its backend (or IMAGE_PROVIDER): `local` is
+called directly (no budget), anything else is the default upstream of the environment.
+"""
+
+import logging
+import random
+import time
+from dataclasses import replace
+
+from generations.models import ImageModel
+from upstreams import budget, circuit
+from upstreams import metrics as upstream_metrics
+from upstreams.routing import Choice, Wait, choose
+from upstreams.targets import Target, default_target, upstream_targets
+from workers.providers import LOCAL, ProviderError, ProviderRequest, backend_name, provider_for, upstream_adapter
+
+logger = logging.getLogger(__name__)
+
+MAX_FAILED_CALLS = 5  # as many as the OpenAI adapter's own attempts were (4 retries)
+BACKOFF_BASE_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+# Looking again for a slot that frees when some call ends: soon, spread so waiters do not all ask
+# at once, and less often the longer a generation has waited.
+BUSY_POLL_SECONDS = (0.05, 1.0)
+UPSTREAM_FAULTS = frozenset({"timeout", "unavailable"})  # worth trying on the same upstream again
+MSG_TIMED_OUT = "Image provider timed out"
+MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
+
+
+def generate(model: ImageModel, request: ProviderRequest) -> list[bytes]:
+    """The model's images for `request`, or ProviderError."""
+    targets = upstream_targets(model)
+    if not targets:
+        backend = backend_name(model.backend)
+        if backend == LOCAL:
+            return provider_for(backend).generate(request)
+        provider_for(backend)  # an unknown backend is refused here, as before upstreams
+        targets = [default_target(backend)]
+    return _Call(targets, request).run()
+
+
+class _Call:
+    def __init__(self, targets: list[Target], request: ProviderRequest):
+        self.targets = targets
+        self.request = request
+        self.failures = 0
+        self.waits = 0
+        self.last_error: ProviderError | None = None
+
+    def run(self) -> list[bytes]:
+        self._make_adapters()
+        waited_since = None
+        while True:
+            left = self.request.deadline - time.monotonic()
+            if left <= 0:
+                raise self._out_of_time()
+            choice = choose(self.targets, images=self.request.n)
+            if isinstance(choice, Wait):
+                waited_since = waited_since or time.monotonic()
+                time.sleep(min(self._wait_seconds(choice), left))
+                continue
+            if waited_since is not None:
+                upstream_metrics.BUDGET_WAIT.observe(time.monotonic() - waited_since)
+                waited_since = None
+            if choice is None:
+                raise self.last_error or ProviderError(
+                    MSG_UNAVAILABLE,
+                    permanent=False,
+                    detail="every upstream of the model is open (circuit breaker) or was given up on",
+                    kind="unavailable",
+                )
+            outputs = self._send(choice)
+            if outputs is not None:
+                return outputs
+
+    def _make_adapters(self) -> None:
+        """Make (once per process) the adapters this call may use before it holds any slot: a
+        first adapter takes a while of CPU, during which the process renews no lease."""
+        for target in self.targets:
+            try:
+                upstream_adapter(target)
+            except ProviderError:
+                pass  # said again, and handled, when a call is sent there
+
+    def _send(self, choice: Choice) -> list[bytes] | None:
+        """One call on the chosen upstream: its images, or None to try again (ProviderError to stop)."""
+        target = choice.target
+        started = time.monotonic()
+        try:
+            outputs = upstream_adapter(target).generate(
+                replace(self.request, model=target.upstream_model or self.request.model)
+            )
+        except ProviderError as exc:
+            self._failed(choice, exc, time.monotonic() - started)
+            return None
+        seconds = time.monotonic() - started
+        budget.release(choice.grant, outcome="ok", seconds=seconds)
+        circuit.circuit_record(target, ok=True)
+        upstream_metrics.CALLS.labels(target.name, "ok").inc()
+        upstream_metrics.CALL_LATENCY.labels(target.name).observe(seconds)
+        return outputs
+
+    def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> None:
+        target = choice.target
+        if exc.permanent:
+            budget.release(choice.grant, outcome="rejected", seconds=seconds)
+            upstream_metrics.CALLS.labels(target.name, "rejected").inc()
+            raise exc
+        if exc.kind == "rate_limited":
+            budget.rate_limited(target, retry_after=exc.retry_after)  # before the release: its slot counts
+            budget.release(choice.grant, outcome="rate_limited", seconds=seconds)
+            upstream_metrics.CALLS.labels(target.name, "rate_limited").inc()
+            self.last_error = exc
+            if not budget.shared():  # no shared cooldown to wait out: this call waits on its own
+                time.sleep(min(exc.retry_after or 1.0, max(0.0, self.request.deadline - time.monotonic())))
+            return
+        budget.release(choice.grant, outcome="failed", seconds=seconds)
+        circuit.circuit_record(target, ok=False)
+        upstream_metrics.CALLS.labels(target.name, "failed").inc()
+        self.failures += 1
+        self.last_error = exc
+        logger.warning(
+            "upstream %s: call failed (%s, %d of %d): %s",
+            target.name,
+            exc.kind,
+            self.failures,
+            MAX_FAILED_CALLS,
+            exc.detail,
+        )
+        if self.failures >= MAX_FAILED_CALLS:
+            raise exc
+        if exc.kind not in UPSTREAM_FAULTS:
+            self.targets = [other for other in self.targets if other.upstream_id != target.upstream_id]
+            return  # tried elsewhere at once, if there is an elsewhere
+        others = [other for other in self.targets if other.upstream_id != target.upstream_id]
+        if not any(state.state != circuit.OPEN for state in circuit.circuit_states(others)):
+            delay = exc.retry_after if exc.retry_after is not None else self._backoff()
+            if time.monotonic() + delay >= self.request.deadline:
+                raise exc
+            time.sleep(delay)
+
+    def _backoff(self) -> float:
+        return min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
+
+    def _wait_seconds(self, wait: Wait) -> float:
+        """How long to sleep before asking for a slot again."""
+        self.waits += 1
+        if wait.seconds > 0:  # a cooldown or the minute: known, plus a spread
+            return wait.seconds + random.uniform(0, 0.1)
+        low, high = BUSY_POLL_SECONDS
+        return random.uniform(low, min(high, low * 2 ** min(self.waits, 5)))
+
+    def _out_of_time(self) -> ProviderError:
+        last = self.last_error
+        detail = f"deadline passed after {self.failures} failed call(s)"
+        if last is not None:
+            detail += f"; last: {last.detail}"
+        if last is not None and last.kind == "rate_limited":
+            return ProviderError(last.user_message, permanent=False, detail=detail, kind="rate_limited")
+        return ProviderError(MSG_TIMED_OUT, permanent=False, detail=detail, kind="timeout")
