@@ -6,6 +6,9 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.utils import timezone
 
 from apikeys.models import ApiKey
+from billing.models import AutoTopUp, CreditAccount
+from billing.money import money
+from generations.webhook_urls import WEBHOOK_URL_MAX_LENGTH
 from hub.bounds import integer_form_field
 
 EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"), ("90", "In 90 days"), ("365", "In 1 year")]
@@ -103,3 +106,39 @@ class ApiKeyLimitsForm(forms.Form):
 
     def limits(self) -> dict:
         return {**self.cleaned_data, "allowed_models": self.cleaned_data["allowed_models"] or None}
+
+
+class AutoTopUpForm(forms.Form):
+    pack = forms.ChoiceField(label="Pack to buy")
+    threshold = integer_form_field(
+        AutoTopUp,
+        "threshold",
+        min_value=1,
+        label="Threshold",
+        help_text="credits: bought when a charge takes the balance under it",
+    )
+
+    def __init__(self, *args, packs, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["pack"].choices = [
+            (pack.id, f"{pack.name} — {pack.credits} credits, {money(pack.price_cents, pack.currency)}")
+            for pack in packs
+        ]
+
+
+class AlertsForm(forms.Form):
+    low_balance_threshold = integer_form_field(
+        CreditAccount,
+        "low_balance_threshold",
+        min_value=1,
+        required=False,
+        label="Low-balance threshold",
+        help_text="credits; blank: no alert.",
+    )
+    webhook_url = forms.CharField(
+        label="Webhook endpoint for account events",
+        max_length=WEBHOOK_URL_MAX_LENGTH,
+        required=False,
+        widget=forms.URLInput(attrs={"placeholder": "https://example.com/hooks/hub"}),
+        help_text="blank: email only.",
+    )

@@ -13,12 +13,20 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts.forms import ApiKeyCreateForm, ApiKeyLimitsForm, SignUpForm
+from accounts.forms import AlertsForm, ApiKeyCreateForm, ApiKeyLimitsForm, AutoTopUpForm, SignUpForm
 from accounts.quickstart import quickstart_commands
 from accounts.services import email_verification_send, user_email_confirm, user_sign_up
 from accounts.throttle import client_ip, sign_up_attempt_allowed
 from apikeys.selectors import api_key_get_for_owner, api_keys_for_owner, email_verification_pending, usage_for_owner
 from apikeys.services import api_key_create, api_key_revoke
+from billing.alerts import low_balance_threshold_set
+from billing.autotopup import (
+    autotopup_card_setup_start,
+    autotopup_configure,
+    autotopup_disable,
+    autotopup_of,
+    autotopup_resume,
+)
 from billing.payments import checkout_start
 from billing.selectors import (
     account_type_limits,
@@ -37,11 +45,17 @@ from generations.limits import key_limits_set, limits_effective
 from generations.selectors import (
     generation_get_for_owner,
     generations_for_owner,
+    webhook_deliveries_for_account,
     webhook_deliveries_for_generation,
 )
 from generations.services import generation_cancel as services_generation_cancel
-from generations.webhooks import webhook_secret_get_or_create, webhook_secret_rotate
-from hub.errors import HubError, NotFound, PaymentsUnavailable, RateLimited
+from generations.webhooks import (
+    account_webhook_set,
+    account_webhook_url,
+    webhook_secret_get_or_create,
+    webhook_secret_rotate,
+)
+from hub.errors import HubError, InvalidRequest, NotFound, PaymentsUnavailable, RateLimited
 from hub.public_url import base_url
 from hub.timefmt import utc_day
 
@@ -204,16 +218,35 @@ def credits(request):
 
 @login_required
 def billing(request):
-    """Packs to buy (when the hub sells credits), the purchases with their receipts, refunds and
-    top-ups, and the credits granted, expired and taken back."""
+    """Packs to buy and auto top-up (when the hub sells credits), the low-balance alert and the
+    account's webhook endpoint, the purchases with their receipts, refunds and top-ups, and the
+    credits granted, expired and taken back."""
+    return _billing_page(request)
+
+
+def _billing_page(request, *, topup_form=None, alerts_form=None):
+    """The Billing page, with a form the user just sent back when it has errors to show."""
     account = account_settle(user=request.user)
     history = Paginator(billing_history_for_account(account=account), LEDGER_PAGE_SIZE)
+    packs = list(packs_for_sale()) if stripe_enabled() else None
+    topup = autotopup_of(account=account)
+    if packs is not None and topup_form is None:
+        initial = {"pack": topup.pack_id, "threshold": topup.threshold} if topup else {}
+        topup_form = AutoTopUpForm(initial=initial, packs=packs)
+    if alerts_form is None:
+        initial = {"low_balance_threshold": account.low_balance_threshold}
+        alerts_form = AlertsForm(initial={**initial, "webhook_url": account_webhook_url(user=request.user)})
     context = {
         "summary": credits_summary(account=account),
-        "packs": list(packs_for_sale()) if stripe_enabled() else None,
+        "packs": packs,
+        "topup": topup,
+        "topup_form": topup_form,
+        "alerts_form": alerts_form,
+        "account_deliveries": webhook_deliveries_for_account(user=request.user),
         "purchases": purchases_for_account(account=account)[:PURCHASES_SHOWN],
         "page": history.get_page(request.GET.get("page")),
         "returned": request.GET.get("checkout"),
+        "card_returned": request.GET.get("card"),
     }
     return render(request, "accounts/billing.html", context)
 
@@ -235,6 +268,71 @@ def billing_buy(request, pack_id: str):
         messages.error(request, error.message)
         return redirect("accounts:billing")
     return redirect(checkout.url)
+
+
+@require_POST
+@login_required
+def billing_autotopup(request):
+    """Save auto top-up's pack and threshold and turn it on; without a saved card (or with
+    `action=card`), on to Stripe's page to save one."""
+    if not stripe_enabled():
+        return render(request, "accounts/not_found.html", status=404)
+    account = account_settle(user=request.user)
+    form = AutoTopUpForm(request.POST, packs=list(packs_for_sale()))
+    if not form.is_valid():
+        return _billing_page(request, topup_form=form)
+    try:
+        topup = autotopup_configure(
+            account=account, pack_id=form.cleaned_data["pack"], threshold=form.cleaned_data["threshold"]
+        )
+        if topup.payment_method_id and request.POST.get("action") != "card":
+            messages.success(request, "Auto top-up is on.")
+            return redirect(reverse("accounts:billing") + "#auto-top-up")
+        url = autotopup_card_setup_start(
+            account=account, email=request.user.email, return_url=base_url(request) + reverse("accounts:billing")
+        )
+    except PaymentsUnavailable as error:
+        messages.error(request, error.message)
+        return redirect(reverse("accounts:billing") + "#auto-top-up")
+    except HubError as error:
+        form.add_error(error.param if error.param in form.fields else "pack", error.message)
+        return _billing_page(request, topup_form=form)
+    return redirect(url)
+
+
+@require_POST
+@login_required
+def billing_autotopup_off(request):
+    autotopup_disable(account=account_settle(user=request.user))
+    messages.success(request, "Auto top-up is off.")
+    return redirect(reverse("accounts:billing") + "#auto-top-up")
+
+
+@require_POST
+@login_required
+def billing_autotopup_resume(request):
+    autotopup_resume(account=account_settle(user=request.user))
+    messages.success(request, "Auto top-up is on again.")
+    return redirect(reverse("accounts:billing") + "#auto-top-up")
+
+
+@require_POST
+@login_required
+def billing_alerts(request):
+    """The low-balance alert's threshold and the account's webhook endpoint: both or neither (an
+    endpoint the webhook rules refuse saves nothing)."""
+    form = AlertsForm(request.POST)
+    if form.is_valid():
+        try:
+            account_webhook_set(user=request.user, url=form.cleaned_data["webhook_url"])
+        except InvalidRequest as error:
+            form.add_error("webhook_url", error.message)
+        else:
+            account = account_settle(user=request.user)
+            low_balance_threshold_set(account=account, threshold=form.cleaned_data["low_balance_threshold"])
+            messages.success(request, "Alerts saved.")
+            return redirect(reverse("accounts:billing") + "#alerts")
+    return _billing_page(request, alerts_form=form)
 
 
 @login_required

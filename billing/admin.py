@@ -15,6 +15,8 @@ from django.utils.html import format_html
 
 from billing.models import (
     AccountTypeLimits,
+    AutoTopUp,
+    BalanceCrossing,
     CreditAccount,
     CreditGrant,
     CreditPack,
@@ -337,3 +339,35 @@ class ProcessedStripeEventAdmin(ReadOnlyAdmin):
     list_filter = ["type", "processed_at"]
     search_fields = ["event_id", "purchase__id"]
     date_hierarchy = "processed_at"
+
+
+@admin.register(AutoTopUp)
+class AutoTopUpAdmin(ReadOnlyAdmin):
+    """Each account's auto top-up as its owner set it on the Billing page (billing.autotopup):
+    paused after two failed payments in a row, until the owner resumes it."""
+
+    list_display = ["account", "pack", "threshold", "enabled", "card_label", "consecutive_failures", "paused_at"]
+    list_filter = ["enabled", ("paused_at", admin.EmptyFieldListFilter)]
+    search_fields = ["account__user__email", "stripe_customer_id"]
+    list_select_related = ["account__user", "pack"]
+
+
+@admin.register(BalanceCrossing)
+class BalanceCrossingAdmin(ReadOnlyAdmin):
+    """Each charge or expiry that took a balance under a threshold: the alert it sent, and the auto
+    top-up bought for it (Purchases, kind auto top-up). Unhandled ones are in hand or retried."""
+
+    list_display = [
+        "created_at",
+        "account",
+        "balance_before",
+        "balance_after",
+        "topup_threshold",
+        "alert_threshold",
+        "alert_sent_at",
+        "handled_at",
+    ]
+    list_filter = [("handled_at", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["account__user__email"]
+    list_select_related = ["account__user"]
+    date_hierarchy = "created_at"

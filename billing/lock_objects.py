@@ -136,14 +136,16 @@ def account_lock_then(account_id: int, sql: str, params: list) -> tuple | None:
 
 def account_and_grants_lock_ctes(account_id: int) -> tuple[str, list]:
     """account_and_grants_lock as two common table expressions, for a statement that goes on to
-    write with what they locked: `locked_account` (id, balance) and `locked_grants` (id,
+    write with what they locked: `locked_account` (id, balance and the two thresholds a falling
+    balance is watched against) and `locked_grants` (id,
     remaining, expires_at, created_at; all the account's grants with credits left, in spending
     order). The grants' scan takes the account's id from `locked_account`, so the account row is
     locked first, as everywhere else. Run under account_lock_then: the account row is already
     this transaction's, so the statement's snapshot is newer than every movement before it."""
     return (
         """locked_account AS MATERIALIZED (
-            SELECT id, balance FROM billing_creditaccount WHERE id = %s FOR UPDATE
+            SELECT id, balance, auto_topup_threshold, low_balance_threshold
+            FROM billing_creditaccount WHERE id = %s FOR UPDATE
         ),
         locked_grants AS MATERIALIZED (
             SELECT id, remaining, expires_at, created_at FROM billing_creditgrant

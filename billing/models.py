@@ -18,10 +18,24 @@ class CreditAccount(models.Model):
     account_type = models.CharField(max_length=20, choices=AccountType.choices, default=AccountType.FREE)
     # Cached sum of the ledger; changed only by billing.services, in the ledger row's transaction.
     balance = models.BigIntegerField(default=0, editable=False)
+    # The thresholds a falling balance is watched against (billing.alerts): a charge or an expiry
+    # that takes the balance from one of them or above to under it is a crossing, recorded in its
+    # own transaction. On the row every charge locks and reads anyway, so an account with neither
+    # set costs its charges nothing. The auto top-up's is set while it is on (billing.autotopup:
+    # enabled, a card saved, not paused); AutoTopUp.threshold keeps it while it is off.
+    auto_topup_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
+    low_balance_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(balance__gte=0), name="credit_balance_not_negative")]
+        constraints = [
+            models.CheckConstraint(condition=Q(balance__gte=0), name="credit_balance_not_negative"),
+            models.CheckConstraint(
+                condition=(Q(auto_topup_threshold__isnull=True) | Q(auto_topup_threshold__gt=0))
+                & (Q(low_balance_threshold__isnull=True) | Q(low_balance_threshold__gt=0)),
+                name="credit_account_thresholds_positive",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} ({self.account_type})"
@@ -47,6 +61,8 @@ class CreditGrant(models.Model):
     remaining = models.BigIntegerField()
     expires_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)  # when its remainder was expired
+    # When its owner was told it expires soon (generations.credit_alerts): once per grant.
+    expiry_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
     source = models.CharField(max_length=20, choices=GrantSource.choices)
     reason = models.CharField(max_length=500, blank=True)
     granted_by = models.ForeignKey(
@@ -143,6 +159,40 @@ class ChargeAllocation(models.Model):
     amount = models.PositiveIntegerField()
 
 
+class BalanceCrossing(models.Model):
+    """A charge or an expiry that took the balance from a threshold of the account or above to
+    under it, written in that movement's transaction (billing.services): one row per crossing,
+    whatever happens after. Handled after the commit by the housekeeping queue
+    (generations.credit_alerts): the low-balance alert once (`alert_sent_at`), the auto top-up
+    once (its purchase is unique per crossing); `handled_at` once both are done, and the sweeper
+    hands over what is left unhandled."""
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="crossings")
+    balance_before = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    # The thresholds it crossed (null: that one was not crossed, or not set).
+    topup_threshold = models.BigIntegerField(null=True, blank=True)
+    alert_threshold = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    alert_sent_at = models.DateTimeField(null=True, blank=True)
+    handled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["created_at"], condition=Q(handled_at__isnull=True), name="crossing_unhandled"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(topup_threshold__isnull=False) | Q(alert_threshold__isnull=False),
+                name="crossing_crosses_a_threshold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.balance_before} → {self.balance_after}"
+
+
 class AccountTypeLimits(LimitFields):
     """The limits every key of an account type gets unless the key sets its own (admin)."""
 
@@ -231,6 +281,11 @@ class Purchase(models.Model):
     expires_days = models.PositiveIntegerField(null=True, blank=True)
     stripe_session_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     stripe_payment_intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # An auto top-up's: the crossing it buys for — one purchase per crossing, however many
+    # workers run its task (billing.payments.autotopup_charge).
+    crossing = models.OneToOneField(
+        BalanceCrossing, null=True, blank=True, on_delete=models.PROTECT, related_name="purchase", editable=False
+    )
     receipt_url = models.CharField(max_length=1000, blank=True)  # http(s) only: billing.payments checks
     # Cumulative, as Stripe reports them (an event repeated or late changes nothing).
     amount_refunded_cents = models.PositiveIntegerField(default=0)
@@ -266,6 +321,10 @@ class Purchase(models.Model):
             models.CheckConstraint(
                 condition=Q(status="paid", paid_at__isnull=False) | (~Q(status="paid") & Q(paid_at__isnull=True)),
                 name="purchase_paid_at_iff_paid",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="auto_topup", crossing__isnull=False) | Q(kind="checkout", crossing__isnull=True),
+                name="purchase_auto_topup_iff_crossing",
             ),
         ]
 
@@ -312,3 +371,34 @@ class ProcessedStripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} ({self.type})"
+
+
+class AutoTopUp(models.Model):
+    """An account's auto top-up (billing.autotopup): when a charge takes the balance under
+    `threshold`, the pack is bought off-session with the saved card. It is on while enabled, with
+    a card and not paused — CreditAccount.auto_topup_threshold says so to the charges. Two
+    failed top-ups in a row pause it until the user resumes it or saves another card; so does a
+    top-up whose pack is no longer sold."""
+
+    account = models.OneToOneField(CreditAccount, on_delete=models.CASCADE, related_name="auto_topup")
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="+")
+    threshold = models.BigIntegerField(validators=[MinValueValidator(1)])
+    enabled = models.BooleanField(default=False)
+    stripe_customer_id = models.CharField(max_length=255, blank=True)
+    payment_method_id = models.CharField(max_length=255, blank=True)  # the card a setup Checkout saved
+    card_label = models.CharField(max_length=100, blank=True)  # "visa •••• 4242", from Stripe
+    consecutive_failures = models.PositiveSmallIntegerField(default=0)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "auto top-up"
+        constraints = [models.CheckConstraint(condition=Q(threshold__gt=0), name="auto_topup_threshold_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.pack} under {self.threshold} credits"
+
+    @property
+    def is_on(self) -> bool:
+        return self.enabled and bool(self.payment_method_id) and self.paused_at is None

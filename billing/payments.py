@@ -1,6 +1,6 @@
-"""Selling credits through Stripe: packs, checkout, and the webhook events that pay, fail, refund
-or dispute a purchase. Credits still move only through billing.services (a paid grant, a
-take-back); this module decides when.
+"""Selling credits through Stripe: packs, checkout, auto top-ups, and the webhook events that pay,
+fail, refund or dispute a purchase. Credits still move only through billing.services (a paid
+grant, a take-back); this module decides when.
 
 Exactly once, whatever Stripe's deliveries do: each event id is inserted in the transaction that
 applies the event (ProcessedStripeEvent, unique), so a repeated or concurrent delivery finds it
@@ -9,6 +9,12 @@ lock (lock_objects, before the account's); and the database holds one grant per 
 purchase per Checkout Session. Amounts are never taken from an event: the purchase row, written
 when the checkout started, says what is granted, and the event must name the same session,
 amount and currency.
+
+An auto top-up is a purchase per crossing of the account's top-up threshold (unique), paid by
+one off-session PaymentIntent whose idempotency key names the crossing: workers racing on one
+crossing make one purchase and, at Stripe, one payment. Stripe's synchronous answer and its
+`payment_intent.*` events settle the purchase the same way under its row lock, whichever comes
+first; the other finds it settled.
 """
 
 import logging
@@ -20,8 +26,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing import stripe_gateway
+from billing.autotopup import autotopup_card_saved, autotopup_failed, autotopup_succeeded
 from billing.lock_objects import purchase_lock
 from billing.models import (
+    AutoTopUp,
+    BalanceCrossing,
     CreditAccount,
     CreditPack,
     GrantSource,
@@ -202,7 +211,10 @@ def _session_purchase(session: dict) -> Purchase | None:
 def _session_settled(session: dict) -> Purchase | None:
     """checkout.session.completed and checkout.session.async_payment_succeeded, in either order:
     the first that finds the session paid grants the credits; an unpaid completion (a payment
-    method that settles later) marks the purchase processing."""
+    method that settles later) marks the purchase processing. A setup session (auto top-up's
+    card) pays nothing: its card comes with setup_intent.succeeded."""
+    if session.get("mode") == "setup":
+        return None
     purchase = _session_purchase(session)
     if purchase is None or purchase.status == PurchaseStatus.PAID:
         return purchase
@@ -227,6 +239,8 @@ def _purchase_grant(purchase: Purchase, payment_intent: str | None) -> Purchase:
     now = timezone.now()
     expires_at = now + timedelta(days=purchase.expires_days) if purchase.expires_days else None
     name = purchase.pack.name if purchase.pack_id else purchase.get_kind_display()
+    if purchase.kind == PurchaseKind.AUTO_TOPUP:
+        name = f"Auto top-up: {name}"
     credits_grant(
         account=purchase.account,
         amount=purchase.credits,
@@ -351,6 +365,122 @@ def _receipt_fetch(purchase: Purchase) -> None:
         Purchase.objects.filter(pk=purchase.pk, receipt_url="").update(receipt_url=_receipt(url))
 
 
+# An auto top-up left unpaid because Stripe could not be reached is tried again (the sweeper
+# hands its crossing over) for this long, under Stripe's 24 hours of an idempotency key: a
+# retry must get the first request's answer, never make a second payment.
+TOPUP_RETRY_WINDOW = timedelta(hours=23)
+
+
+def autotopup_charge(*, crossing: BalanceCrossing) -> bool:
+    """Buy the auto top-up's pack for a crossing of its threshold, at most once: the crossing's
+    purchase (unique: the first caller makes it), then the off-session payment whose idempotency
+    key is `autotopup-<account>-<crossing>` — two workers on one crossing send the same key and
+    Stripe makes one payment. True once the crossing's top-up is settled (paid, processing,
+    failed, or not to be made); False when Stripe could not be reached, for a retry with the same
+    key."""
+    purchase = Purchase.objects.filter(crossing=crossing).first() or _topup_purchase_open(crossing)
+    if purchase is None or purchase.status != PurchaseStatus.PENDING:
+        return True
+    topup = AutoTopUp.objects.get(account_id=crossing.account_id)
+    try:
+        payment = stripe_gateway.payment_intent_off_session(
+            idempotency_key=f"autotopup-{crossing.account_id}-{crossing.pk}",
+            purchase_id=purchase.id,
+            customer_id=topup.stripe_customer_id,
+            payment_method_id=topup.payment_method_id,
+            amount_cents=purchase.amount_cents,
+            currency=purchase.currency,
+            description=f"Auto top-up: {purchase.pack.name} — {purchase.credits} credits",
+        )
+    except stripe_gateway.StripeError as error:
+        if crossing.created_at > timezone.now() - TOPUP_RETRY_WINDOW:
+            logger.warning("auto top-up %s: Stripe not reached (%s), tried later", purchase.id, type(error).__name__)
+            return False
+        payment = stripe_gateway.OffSessionPayment(intent={}, declined="Stripe could not be reached for a day")
+    with transaction.atomic():
+        purchase = _topup_intent_apply(purchase_lock(pk=purchase.pk), payment.intent, declined=payment.declined)
+    if purchase.status == PurchaseStatus.PAID and not purchase.receipt_url:
+        _receipt_fetch(purchase)
+    return True
+
+
+def _topup_purchase_open(crossing: BalanceCrossing) -> Purchase | None:
+    """The crossing's purchase, made by the first caller (a racing one finds it); None when no
+    top-up is to be made: the hub sells nothing, auto top-up was turned off or paused since, or
+    the balance is back at the threshold (the user bought credits meanwhile). A pack taken off
+    sale pauses auto top-up."""
+    topup = AutoTopUp.objects.select_related("pack", "account").filter(account_id=crossing.account_id).first()
+    if not stripe_gateway.stripe_enabled() or topup is None or not topup.is_on:
+        return None
+    if topup.account.balance >= topup.threshold:
+        return None
+    pack = topup.pack
+    if not pack.active:
+        with transaction.atomic():
+            autotopup_failed(account_id=topup.account_id, reason=f"The pack {pack.name} is no longer sold", pause=True)
+        return None
+    try:
+        with transaction.atomic():
+            return Purchase.objects.create(
+                account_id=crossing.account_id,
+                pack=pack,
+                kind=PurchaseKind.AUTO_TOPUP,
+                crossing=crossing,
+                credits=pack.credits,
+                amount_cents=pack.price_cents,
+                currency=pack.currency,
+                expires_days=pack.expires_days,
+            )
+    except IntegrityError:  # a racing caller made it (its insert committed first)
+        return Purchase.objects.get(crossing=crossing)
+
+
+def _topup_intent_apply(purchase: Purchase, intent: dict, *, declined: str = "") -> Purchase:
+    """Settle a locked auto top-up by its PaymentIntent — Stripe's answer to the payment, or a
+    `payment_intent.*` event, whichever comes first (a settled purchase stays as it is):
+    succeeded, for the purchase's amount and currency, grants the pack; processing waits for the
+    event; anything else — a decline — fails it, which counts against auto top-up."""
+    if purchase.status not in (PurchaseStatus.PENDING, PurchaseStatus.PROCESSING):
+        return purchase
+    intent_id = _stripe_id(intent.get("id")) or purchase.stripe_payment_intent_id
+    status = intent.get("status") if not declined else "declined"
+    charged = (intent.get("amount"), intent.get("currency"))
+    if status == "succeeded" and charged == (purchase.amount_cents, purchase.currency):
+        autotopup_succeeded(account_id=purchase.account_id)
+        return _purchase_grant(purchase, intent_id)
+    if status == "processing":
+        return _update(purchase, status=PurchaseStatus.PROCESSING, stripe_payment_intent_id=intent_id)
+    if status == "succeeded":
+        logger.error("auto top-up %s: Stripe charged %s %s, it costs %s", purchase.id, *charged, purchase.amount_cents)
+        reason = f"Stripe reported {charged[0]} {charged[1]}, not {purchase.amount_cents} {purchase.currency}"
+    else:
+        error = intent.get("last_payment_error") or {}
+        reason = declined or (error.get("message") if isinstance(error, dict) else None) or f"Payment {status}"
+    _update(purchase, status=PurchaseStatus.FAILED, failure_reason=reason[:500], stripe_payment_intent_id=intent_id)
+    autotopup_failed(account_id=purchase.account_id, reason=reason)
+    return purchase
+
+
+def _topup_of_intent(intent: dict) -> Purchase | None:
+    """The auto top-up a PaymentIntent pays, locked; None for any other (a Checkout's payment is
+    settled by its session's events)."""
+    if (intent.get("metadata") or {}).get("purpose") != stripe_gateway.AUTO_TOP_UP:
+        return None
+    purchase = _payment_purchase(intent.get("id"), intent.get("metadata"))
+    return purchase if purchase is not None and purchase.kind == PurchaseKind.AUTO_TOPUP else None
+
+
+def _intent_event(intent: dict) -> Purchase | None:
+    """payment_intent.succeeded and payment_intent.payment_failed of an auto top-up."""
+    purchase = _topup_of_intent(intent)
+    return _topup_intent_apply(purchase, intent) if purchase is not None else None
+
+
+def _setup_succeeded(setup_intent: dict) -> None:
+    """setup_intent.succeeded: a card saved for auto top-up (billing.autotopup)."""
+    autotopup_card_saved(setup_intent=setup_intent)
+
+
 _HANDLERS = {
     "checkout.session.completed": _session_settled,
     "checkout.session.async_payment_succeeded": _session_settled,
@@ -358,6 +488,9 @@ _HANDLERS = {
     "checkout.session.expired": _session_expired,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "setup_intent.succeeded": _setup_succeeded,
+    "payment_intent.succeeded": _intent_event,
+    "payment_intent.payment_failed": _intent_event,
 }
 # What to register on the webhook endpoint in Stripe's dashboard (README "Billing").
 HANDLED_EVENTS = tuple(_HANDLERS)

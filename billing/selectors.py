@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from billing.models import (
     AccountTypeLimits,
+    AutoTopUp,
     CreditAccount,
     CreditGrant,
     CreditPack,
@@ -236,7 +237,7 @@ def ledger_drift() -> list[str]:
             problems.append(f"account {account.pk}: balance {account.balance} != unspent grants {grants}")
     overdrawn = CreditGrant.objects.filter(Q(remaining__lt=0))
     problems += [f"grant {g.pk}: negative remaining {g.remaining}" for g in overdrawn]
-    return problems + purchase_drift()
+    return problems + purchase_drift() + auto_topup_drift()
 
 
 def purchase_drift() -> list[str]:
@@ -271,6 +272,20 @@ def purchase_drift() -> list[str]:
         called_back = purchase.credits_taken_back + purchase.credits_shortfall
         if called_back != purchase.credits_called_back:
             problems.append(f"{name}: {called_back} credits called back of {purchase.credits_called_back} due")
+    return problems
+
+
+def auto_topup_drift() -> list[str]:
+    """Accounts whose charges watch another auto top-up threshold than their auto top-up says:
+    its threshold while it is on, none otherwise (billing.autotopup writes both together)."""
+    topups = {topup.account_id: topup for topup in AutoTopUp.objects.all()}
+    problems = []
+    watched = CreditAccount.objects.filter(Q(auto_topup_threshold__isnull=False) | Q(pk__in=list(topups)))
+    for account_id, threshold in watched.values_list("pk", "auto_topup_threshold"):
+        topup = topups.get(account_id)
+        expected = topup.threshold if topup is not None and topup.is_on else None
+        if threshold != expected:
+            problems.append(f"account {account_id}: auto top-up threshold {threshold} watched, {expected} set")
     return problems
 
 

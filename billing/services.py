@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.alerts import balance_crossings_enqueue, crossed
 from billing.lock_objects import (
     account_and_grants_lock,
     account_and_grants_lock_ctes,
@@ -19,6 +20,7 @@ from billing.lock_objects import (
     grants_due_lock,
 )
 from billing.models import (
+    BalanceCrossing,
     ChargeAllocation,
     CreditAccount,
     CreditGrant,
@@ -77,11 +79,39 @@ def account_set_type(*, account: CreditAccount, account_type: str) -> CreditAcco
 
 
 def _record(account: CreditAccount, *, kind: str, amount: int, **fields) -> LedgerEntry:
+    before = account.balance
     account.balance += amount
     CreditAccount.objects.filter(pk=account.pk).update(balance=account.balance, updated_at=timezone.now())
-    return LedgerEntry.objects.create(
+    entry = LedgerEntry.objects.create(
         account=account, kind=kind, amount=amount, balance_after=account.balance, **fields
     )
+    if kind in WATCHED_KINDS:
+        _crossing_record(account, before)
+    return entry
+
+
+# The movements whose fall under a threshold is a crossing (billing.alerts): spending and expiry.
+# Not a refund's or a dispute's reversal, nor an operator's claw-back: an auto top-up must not
+# buy again for a payment the user took back.
+WATCHED_KINDS = (LedgerKind.CHARGE, LedgerKind.EXPIRE)
+
+
+def _crossing_record(account: CreditAccount, before: int) -> None:
+    """Record the crossing, if the movement just written (from `before` to the account's balance)
+    is one, and hand it to the housekeeping queue after the commit. Two comparisons of the locked
+    row when the account watches a threshold, none when it watches none."""
+    topup, alert = account.auto_topup_threshold, account.low_balance_threshold
+    if topup is None and alert is None:
+        return
+    after = account.balance
+    topup = topup if crossed(topup, before=before, after=after) else None
+    alert = alert if crossed(alert, before=before, after=after) else None
+    if topup is None and alert is None:
+        return
+    BalanceCrossing.objects.create(
+        account=account, balance_before=before, balance_after=after, topup_threshold=topup, alert_threshold=alert
+    )
+    transaction.on_commit(lambda: balance_crossings_enqueue(account_id=account.pk))
 
 
 def _expire(account: CreditAccount, due: list[CreditGrant], now: datetime) -> int:
@@ -203,10 +233,12 @@ def credits_charge(
             ctes, params = credits_charge_ctes(
                 account_id=account.pk, amount=amount, generation_id=generation_id, memo=memo, now=now
             )
-            sql = f"WITH {ctes} SELECT balance_after, (SELECT id FROM charge_entry) {CHARGED}"
+            sql = f"WITH {ctes} SELECT balance_after, (SELECT id FROM charge_entry), {CROSSED} {CHARGED}"
             charged = account_lock_then(account.pk, sql, params)
             if charged is not None:
-                balance_after, entry_id = charged
+                balance_after, entry_id, crossing = charged
+                if crossing:
+                    transaction.on_commit(lambda: balance_crossings_enqueue(account_id=account.pk))
                 return LedgerEntry(
                     pk=entry_id,
                     account_id=account.pk,
@@ -229,6 +261,8 @@ def credits_charge(
 # The condition a statement's own writes take beside credits_charge_ctes' (`… WHERE {CHARGED}`),
 # and the FROM of its answer (`SELECT balance_after {CHARGED}`: no row when nothing was charged).
 CHARGED = "FROM charge_ok WHERE charge_ok.ok"
+# In that answer: whether the charge crossed a threshold (it wrote a BalanceCrossing).
+CROSSED = "EXISTS (SELECT 1 FROM charge_crossing)"
 
 
 def credits_charge_ctes(
@@ -249,7 +283,11 @@ def credits_charge_ctes(
     (`charge_ok` is false): a grant due to expire (the row-by-row path expires it first, in the
     ledger), a balance short of `amount` (refused there), or grants that do not add up to the
     cached balance (drift, which the row-by-row path and hub_reconcile report). The table
-    constraints check every row as they do for the ORM's writes."""
+    constraints check every row as they do for the ORM's writes.
+
+    A charge that takes the balance from a threshold of the account or above to under it also
+    writes its BalanceCrossing (`charge_crossing`, as _record does row by row): compared on the
+    locked row, so nothing is written when it crosses none."""
     locks, params = account_and_grants_lock_ctes(account_id)
     sql = f"""{locks},
         charge_ok AS MATERIALIZED (
@@ -286,10 +324,28 @@ def credits_charge_ctes(
         charge_allocations AS (
             INSERT INTO billing_chargeallocation (entry_id, grant_id, amount)
             SELECT charge_entry.id, charge_drawn.id, charge_drawn.amount FROM charge_entry, charge_drawn
+        ),
+        charge_crossing AS (
+            INSERT INTO billing_balancecrossing
+                (account_id, balance_before, balance_after, topup_threshold, alert_threshold, created_at)
+            SELECT id, balance, balance_after, topup, alert, %s FROM (
+                SELECT locked_account.id, balance, balance_after,
+                    CASE WHEN {_crossed_sql("auto_topup_threshold")} THEN auto_topup_threshold END AS topup,
+                    CASE WHEN {_crossed_sql("low_balance_threshold")} THEN low_balance_threshold END AS alert
+                FROM locked_account, charge_ok WHERE charge_ok.ok
+            ) AS crossing
+            WHERE topup IS NOT NULL OR alert IS NOT NULL
+            RETURNING id
         )"""
     params += [amount, now, amount, amount, amount, now, account_id]
     params += [account_id, LedgerKind.CHARGE, -amount, generation_id, memo, now]
+    params += [now]
     return sql, params
+
+
+def _crossed_sql(threshold: str) -> str:
+    """billing.alerts.crossed in SQL, on charge_crossing's columns (not true when the threshold is null)."""
+    return f"(balance >= {threshold} AND balance_after < {threshold})"
 
 
 @transaction.atomic

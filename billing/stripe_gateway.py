@@ -15,6 +15,8 @@ NETWORK_RETRIES = 2
 
 StripeError = stripe.StripeError
 
+AUTO_TOP_UP = "auto_top_up"  # `purpose` in the metadata of what auto top-up makes at Stripe
+
 
 class InvalidStripeEvent(Exception):
     """A webhook body that is not a Stripe event signed with the endpoint's secret, recently."""
@@ -110,3 +112,84 @@ def event_verify(*, payload: bytes, signature: str | None) -> dict:
 
 def _text(value, longest: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= longest
+
+
+def customer_create(*, account_id: int, email: str) -> str:
+    """A Stripe Customer for the account (its saved card belongs to one); the account id is the
+    idempotency key, so a retried call or two at once make one customer."""
+    customer = client().v1.customers.create(
+        params={"email": email, "metadata": {"account_id": str(account_id)}},
+        options={"idempotency_key": f"customer-{account_id}"},
+    )
+    return customer.id
+
+
+def setup_session_create(*, account_id: int, customer_id: str, success_url: str, cancel_url: str) -> CheckoutSession:
+    """A Checkout Session in setup mode: Stripe's page saves a card to the customer for later
+    off-session payments, and its SetupIntent (`setup_intent.succeeded`) names the account in
+    its metadata."""
+    metadata = {"account_id": str(account_id), "purpose": AUTO_TOP_UP}
+    session = client().v1.checkout.sessions.create(
+        params={
+            "mode": "setup",
+            "customer": customer_id,
+            "payment_method_types": ["card"],
+            "metadata": metadata,
+            "setup_intent_data": {"metadata": metadata, "description": "Auto top-up of credits"},
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+    )
+    return CheckoutSession(id=session.id, url=session.url)
+
+
+def card_label(*, payment_method_id: str) -> str:
+    """How the page names a saved card: "visa •••• 4242" ("" for what is not a card)."""
+    method = client().v1.payment_methods.retrieve(payment_method_id)
+    card = getattr(method, "card", None)
+    return f"{card.brand} •••• {card.last4}" if card is not None else ""
+
+
+@dataclass(frozen=True)
+class OffSessionPayment:
+    intent: dict  # the PaymentIntent as Stripe answered it, or as its decline carried it ({} if neither)
+    declined: str = ""  # why Stripe refused the payment (a card error), "" when it did not
+
+
+def payment_intent_off_session(
+    *,
+    idempotency_key: str,
+    purchase_id: str,
+    customer_id: str,
+    payment_method_id: str,
+    amount_cents: int,
+    currency: str,
+    description: str,
+) -> OffSessionPayment:
+    """Charge the saved card now, with no customer present (`off_session`, confirmed at once).
+    A refusal — the card declined, or the bank wants the customer there (authentication) — is
+    Stripe's 402 card error, answered here as `declined`; anything else that goes wrong (network,
+    Stripe's 5xx) raises StripeError, and the caller may try again with the same idempotency key:
+    Stripe answers a repeated key with the first request's answer, a decline too, so one key
+    makes one payment at most."""
+    try:
+        intent = client().v1.payment_intents.create(
+            params={
+                "amount": amount_cents,
+                "currency": currency,
+                "customer": customer_id,
+                "payment_method": payment_method_id,
+                "off_session": True,
+                "confirm": True,
+                "description": description,
+                "metadata": {"purchase_id": purchase_id, "purpose": AUTO_TOP_UP},
+            },
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.CardError as error:
+        body = (error.json_body or {}).get("error") or {}
+        intent = body.get("payment_intent") if isinstance(body.get("payment_intent"), dict) else {}
+        reason = error.user_message or "The card was declined"
+        decline = body.get("decline_code")
+        return OffSessionPayment(intent=intent, declined=f"{reason} ({decline})" if decline else reason)
+    return OffSessionPayment(intent=intent.to_dict())

@@ -207,11 +207,24 @@ class WebhookAttemptInline(admin.TabularInline):
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     """Deliveries and their attempts as the workers wrote them; an operator may only redeliver."""
 
-    list_display = ["id", "generation", "event", "status", "attempts", "next_attempt_at", "created_at"]
+    list_display = ["id", "generation", "user", "event", "status", "attempts", "next_attempt_at", "created_at"]
     list_filter = ["status", "event", "created_at"]
-    search_fields = ["id", "generation__id", "generation__owner__email"]
-    list_select_related = ["generation"]
-    fields = ["id", "generation", "event", "status", "attempts", "schedule_step", "next_attempt_at", "created_at"]
+    search_fields = ["id", "generation__id", "generation__owner__email", "user__email"]
+    list_select_related = ["generation", "user"]
+    fields = [
+        "id",
+        "generation",
+        "user",
+        "event",
+        "subject",
+        "url",
+        "data",
+        "status",
+        "attempts",
+        "schedule_step",
+        "next_attempt_at",
+        "created_at",
+    ]
     inlines = [WebhookAttemptInline]
     actions = ["redeliver"]
 

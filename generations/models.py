@@ -166,8 +166,24 @@ class WebhookSecret(models.Model):
 
 
 class WebhookEvent(models.TextChoices):
+    # A generation's, to the URL it was submitted with; its type is `generation.<event>`.
     COMPLETED = "completed"  # the generation reached a final state (succeeded, failed, canceled)
     STARTED = "started"  # a worker started running it
+    # An account's, to its account endpoint (AccountWebhook); the type is the event itself.
+    CREDITS_LOW = "credits.low"  # a charge took the balance under the low-balance threshold
+    CREDITS_EXPIRING = "credits.expiring"  # a grant's unspent credits expire within 7 days
+
+
+ACCOUNT_EVENTS = (WebhookEvent.CREDITS_LOW, WebhookEvent.CREDITS_EXPIRING)
+
+
+class AccountWebhook(models.Model):
+    """Where an account's own events (ACCOUNT_EVENTS) are POSTed, signed with its WebhookSecret;
+    set on the Billing page."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    url = models.CharField(max_length=2048)
+    updated_at = models.DateTimeField(auto_now=True)
 
 
 class WebhookDeliveryStatus(models.TextChoices):
@@ -178,12 +194,25 @@ class WebhookDeliveryStatus(models.TextChoices):
 
 
 class WebhookDelivery(models.Model):
-    """One event of one generation to its webhook URL. Its id is the `webhook-id` header, the
-    same on every attempt, so a receiver can drop duplicates."""
+    """One event of one generation to its webhook URL, or one event of an account (`user`) to its
+    account endpoint. Its id is the `webhook-id` header, the same on every attempt, so a receiver
+    can drop duplicates."""
 
     id = models.CharField(primary_key=True, max_length=40, default=_webhook_message_id, editable=False)
-    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="webhook_deliveries")
-    event = models.CharField(max_length=10, choices=WebhookEvent.choices)
+    generation = models.ForeignKey(
+        Generation, null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    # An account event's: whose it is, where it goes (the endpoint when it happened), its `data`
+    # (what the event says, as it was then) and what it is about (`subject`: one delivery each).
+    # Found by the unique index below, whose first column it is (with `generation IS NULL`): an
+    # index of its own would take an entry for every generation's delivery too.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    url = models.CharField(max_length=2048, blank=True)
+    data = models.JSONField(null=True, blank=True)
+    subject = models.CharField(max_length=60, blank=True)
+    event = models.CharField(max_length=20, choices=WebhookEvent.choices)
     status = models.CharField(
         max_length=10, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
     )
@@ -198,10 +227,27 @@ class WebhookDelivery(models.Model):
         ordering = ["created_at"]
         verbose_name_plural = "webhook deliveries"
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
-        constraints = [models.UniqueConstraint(fields=["generation", "event"], name="one_delivery_per_event")]
+        constraints = [
+            models.UniqueConstraint(fields=["generation", "event"], name="one_delivery_per_event"),
+            models.UniqueConstraint(
+                fields=["user", "event", "subject"],
+                condition=Q(generation__isnull=True),
+                name="one_delivery_per_account_event",
+            ),
+            models.CheckConstraint(
+                condition=Q(generation__isnull=False, user__isnull=True)
+                | Q(generation__isnull=True, user__isnull=False),
+                name="delivery_of_a_generation_or_an_account",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.id
+
+    @property
+    def type(self) -> str:
+        """The payload's `type`: `generation.completed`, `credits.low`, …"""
+        return f"generation.{self.event}" if self.generation_id else self.event
 
 
 class WebhookAttempt(models.Model):

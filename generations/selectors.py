@@ -89,3 +89,9 @@ def generations_for_owner(*, owner):
 def webhook_deliveries_for_generation(*, generation: Generation) -> list[WebhookDelivery]:
     """The generation's webhook deliveries (one per event), each with its attempts."""
     return list(WebhookDelivery.objects.filter(generation=generation).prefetch_related("attempts_made"))
+
+
+def webhook_deliveries_for_account(*, user, limit: int = 10) -> list[WebhookDelivery]:
+    """The account's own events' latest deliveries (credits.low, credits.expiring), newest first."""
+    deliveries = WebhookDelivery.objects.filter(user=user, generation__isnull=True).order_by("-created_at")
+    return list(deliveries[:limit])

@@ -19,6 +19,7 @@ from django.db.models import F, OuterRef, Q
 from django.utils import timezone
 
 from apikeys.services import api_key_usage_charge, api_key_usage_charge_sql, api_key_usage_refund
+from billing.alerts import balance_watch_after_charge
 from billing.lock_objects import account_lock_then
 from billing.models import CreditAccount
 from billing.selectors import credits_summary_annotations
@@ -230,7 +231,7 @@ def _create(
             and not limits_checked_after_charge(limits=limits)
         )
         if one_statement and _create_charged_pg(generation, account=account, memo=f"{n} × {model.id}"):
-            transaction.on_commit(lambda: _on_created(generation_id, n * price))
+            transaction.on_commit(lambda: _on_created(generation_id, n * price, account))
         else:
             with transaction.atomic():
                 insert(generation)
@@ -253,7 +254,7 @@ def _create(
                         api_key_id=api_key.pk, day=utc_day(generation.created_at), images=n, credits=n * price
                     )
                     limits_check_charged(generation=generation, limits=limits)
-                transaction.on_commit(lambda: _on_created(generation_id, n * price))
+                transaction.on_commit(lambda: _on_created(generation_id, n * price, account))
     except Exception:
         hold.give_back()
         for key in reference_keys:
@@ -296,10 +297,13 @@ def _create_charged_pg(generation: Generation, *, account: CreditAccount, memo: 
     return charged
 
 
-def _on_created(generation_id: str, credits: int) -> None:
-    """After the charge commits: count it and hand the generation to the broker."""
+def _on_created(generation_id: str, credits: int, account: CreditAccount) -> None:
+    """After the charge commits: count it, hand the generation to the broker, and tell billing
+    what was charged, should it have crossed a threshold of the account (`account` as read
+    before the charge: billing.alerts.balance_watch_after_charge, no query)."""
     metrics.CREDITS.labels("charged").inc(credits)
     generation_enqueue(generation_id=generation_id, stamp=False)
+    balance_watch_after_charge(account=account, charged=credits)
 
 
 def _priced(model_id: str, size: str, quality: str, reference_count: int):

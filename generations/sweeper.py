@@ -10,8 +10,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apikeys.services import api_key_rate_windows_expire
+from billing.alerts import balance_crossings_send_due
 from billing.services import credits_expire_all_due
 from generations import errors
+from generations.credit_alerts import grants_expiring_warn
 from generations.limits import slots_reconcile
 from generations.models import Generation, GenerationStatus, SweepSchedule
 from generations.services import generation_enqueue, generation_fail, generation_requeue, idempotency_keys_expire
@@ -31,6 +33,8 @@ class SweepReport:
     webhooks_sent: list[str] = field(default_factory=list)
     expired_credits: int = 0
     released_slots: int = 0
+    crossings_sent: list[int] = field(default_factory=list)  # accounts whose crossings were handed over
+    expiry_warnings: int = 0
 
 
 def sweep_claim(*, period: timedelta) -> bool:
@@ -79,6 +83,10 @@ def generations_sweep() -> SweepReport:
     # Webhook deliveries due: retries after long waits, and what the broker never took.
     report.webhooks_sent = webhook_deliveries_send_due()
     report.expired_credits = credits_expire_all_due()
+    # After the expiries (an expiry may cross a threshold): what the queue did not handle, and
+    # the grants that expire within a week.
+    report.crossings_sent = balance_crossings_send_due()
+    report.expiry_warnings = grants_expiring_warn()
     idempotency_keys_expire()
     # After the steps above, so the slots of what they just failed are already free.
     report.released_slots = slots_reconcile()

@@ -1,5 +1,6 @@
-"""Signed webhooks: an account's signing secret, the deliveries of a generation's events, and
-their schedule.
+"""Signed webhooks: an account's signing secret, the deliveries of a generation's events and of
+the account's own events (credits.low, credits.expiring: generations.credit_alerts) to its
+account endpoint, and their schedule.
 
 This module owns the rows and the rules — what is due, which attempt may run, what an outcome
 means for the delivery. Sending (the signed POST through an SSRF-guarded connection) is the
@@ -25,12 +26,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from generations.models import (
+    AccountWebhook,
     Generation,
     WebhookAttempt,
     WebhookDelivery,
     WebhookDeliveryStatus,
     WebhookSecret,
 )
+from generations.webhook_urls import UnusableWebhookURL, webhook_url_check
+from hub.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +92,43 @@ def webhook_delivery_create(*, generation: Generation, event: str) -> None:
         transaction.on_commit(lambda: webhook_delivery_enqueue(delivery_id=delivery.id))
 
 
+def account_webhook_url(*, user) -> str:
+    """The account endpoint its own events go to ("" when it has none)."""
+    return AccountWebhook.objects.filter(user=user).values_list("url", flat=True).first() or ""
+
+
+def account_webhook_set(*, user, url: str) -> None:
+    """Set the account endpoint, or remove it (an empty `url`). Held to the rules a generation's
+    `webhook_url` is (generations.webhook_urls): InvalidRequest saying why, `param: webhook_url`."""
+    url = url.strip()
+    if not url:
+        AccountWebhook.objects.filter(user=user).delete()
+        return
+    try:
+        webhook_url_check(url)
+    except UnusableWebhookURL as exc:
+        raise InvalidRequest(str(exc), param="webhook_url") from exc
+    AccountWebhook.objects.update_or_create(user=user, defaults={"url": url})
+
+
+def webhook_account_event_create(*, user, event: str, subject: str, data: dict) -> None:
+    """Record an account event for its endpoint — its `data` as it is now, to the endpoint it has
+    now — if it has one; call it inside the transaction that made the event happen. Once per
+    event and `subject` (what it is about: a crossing, a grant): the unique index decides."""
+    url = account_webhook_url(user=user)
+    if not url:
+        return
+    delivery, created = WebhookDelivery.objects.get_or_create(
+        user=user,
+        event=event,
+        subject=subject,
+        generation=None,
+        defaults={"url": url, "data": data, "next_attempt_at": timezone.now()},
+    )
+    if created:
+        transaction.on_commit(lambda: webhook_delivery_enqueue(delivery_id=delivery.id))
+
+
 def webhook_delivery_enqueue(*, delivery_id: str, countdown: float | None = None) -> None:
     """Hand a delivery to the housekeeping workers. A broker that is down loses nothing: the
     delivery stays due and the sweeper sends it."""
@@ -116,7 +157,7 @@ def webhook_delivery_claim(*, delivery_id: str) -> WebhookDelivery | None:
     ).update(attempts=F("attempts") + 1, next_attempt_at=hold)
     if not claimed:
         return None
-    return WebhookDelivery.objects.select_related("generation__owner").get(pk=delivery_id)
+    return WebhookDelivery.objects.select_related("generation__owner", "user").get(pk=delivery_id)
 
 
 @dataclass(frozen=True)

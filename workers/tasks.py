@@ -3,6 +3,8 @@ import random
 import structlog
 from celery import shared_task
 
+from billing.alerts import CROSSINGS_TASK_NAME
+from generations.credit_alerts import balance_crossings_handle
 from generations.services import RUN_TASK_NAME
 from generations.webhooks import DELIVER_TASK_NAME
 from workers.runner import ClaimUnavailable, generation_run
@@ -30,3 +32,11 @@ def deliver_webhook(delivery_id: str) -> None:
     """One attempt of a webhook delivery (housekeeping queue). A failure to reach the database
     is not retried here: the delivery stays due and the sweeper sends it again."""
     webhook_deliver(delivery_id)
+
+
+@shared_task(name=CROSSINGS_TASK_NAME)
+def handle_balance_crossings(account_id: int) -> None:
+    """An account's balance crossed a threshold: its alert and its auto top-up (housekeeping
+    queue). Whatever is left undone — Stripe not reached, the database gone — stays unhandled,
+    and the sweeper hands it over again."""
+    balance_crossings_handle(account_id=account_id)

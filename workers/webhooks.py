@@ -91,9 +91,10 @@ def _guarded_transport(backend: _GuardedBackend) -> httpx.HTTPTransport:
 
 def webhook_deliver(delivery_id: str) -> None:
     """Make the delivery's next attempt if it is due and ours (a duplicate message finds
-    nothing to do). The payload is the generation as `GET /generations/{id}` answers it now
-    (fresh image URLs), in the event's envelope; it is signed at send time with the account's
-    current secret and the attempt's own timestamp.
+    nothing to do). A generation's payload is the generation as `GET /generations/{id}` answers
+    it now (fresh image URLs), an account event's the `data` it was recorded with, in the
+    event's envelope; it is signed at send time with the account's current secret and the
+    attempt's own timestamp.
 
     A claimed attempt always ends recorded: one that raises anything unforeseen is a failed
     attempt too (`attempt_error`, retried on the schedule), or the claim would lapse and the
@@ -103,7 +104,10 @@ def webhook_deliver(delivery_id: str) -> None:
         logger.info("webhook %s: not due, or taken by another attempt; nothing to do", delivery_id)
         return
     generation = delivery.generation
-    structlog.contextvars.bind_contextvars(generation_id=generation.id, account_id=generation.owner_id)
+    if generation is not None:
+        structlog.contextvars.bind_contextvars(generation_id=generation.id, account_id=generation.owner_id)
+    else:
+        structlog.contextvars.bind_contextvars(account_id=delivery.user_id)
     started_at, start = timezone.now(), time.monotonic()
     try:
         outcome = _attempt(delivery, started_at=started_at)
@@ -118,15 +122,15 @@ def webhook_deliver(delivery_id: str) -> None:
 
 def _attempt(delivery, *, started_at) -> AttemptOutcome:
     generation = delivery.generation
+    if generation is not None:
+        data = GenerationOutput.data(generation, root=generation.webhook_base_url)
+        owner, url = generation.owner, generation.webhook_url
+    else:
+        data, owner, url = delivery.data, delivery.user, delivery.url
     body = json.dumps(
-        {
-            "type": f"generation.{delivery.event}",
-            "timestamp": iso_z(delivery.created_at),
-            "data": GenerationOutput.data(generation, root=generation.webhook_base_url),
-        },
-        separators=(",", ":"),
+        {"type": delivery.type, "timestamp": iso_z(delivery.created_at), "data": data}, separators=(",", ":")
     )
-    secret = webhook_secret_get_or_create(user=generation.owner).secret
+    secret = webhook_secret_get_or_create(user=owner).secret
     connection_release()  # back to the pool: the receiver may take its full timeout
     headers = {
         "content-type": "application/json",
@@ -135,7 +139,7 @@ def _attempt(delivery, *, started_at) -> AttemptOutcome:
         "webhook-timestamp": str(int(started_at.timestamp())),
         "webhook-signature": Webhook(secret).sign(delivery.id, started_at, body),
     }
-    return _post(generation.webhook_url, body=body, headers=headers, started_at=started_at)
+    return _post(url, body=body, headers=headers, started_at=started_at)
 
 
 def _post(url: str, *, body: str, headers: dict, started_at) -> AttemptOutcome:

@@ -3,8 +3,10 @@ the hub's webhook endpoint, signed by the fake Stripe (tests/fakes/stripe_server
 
 from django.test import Client
 
-from billing.models import Purchase
+from billing.autotopup import autotopup_card_setup_start, autotopup_configure
+from billing.models import AutoTopUp, Purchase
 from billing.payments import pack_create
+from billing.services import account_get_or_create
 from tests.factories import bearer, make_key
 
 WEBHOOK = "/stripe/webhook"
@@ -34,3 +36,13 @@ def deliver_all(fake, events, **kwargs) -> None:
     for event in events:
         response = deliver(fake, event, **kwargs)
         assert response.status_code == 200, response.content
+
+
+def autotopup_on(fake, user, pack, *, threshold: int):
+    """Auto top-up of `pack` under `threshold` for the user, with a card saved through a setup
+    Checkout on Stripe's page (its events delivered to the hub)."""
+    account = account_get_or_create(user=user)
+    autotopup_configure(account=account, pack_id=pack.id, threshold=threshold)
+    url = autotopup_card_setup_start(account=account, email=user.email, return_url="http://testserver/account/billing/")
+    deliver_all(fake, fake.save_card(url.rsplit("/", 1)[1]))
+    return AutoTopUp.objects.get(account=account)

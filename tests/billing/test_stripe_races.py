@@ -1,14 +1,24 @@
 """Stripe's deliveries racing each other on the real database: threads, each with its own
 connection, released together (tests/concurrency.py). Stripe retries a delivery it saw no 2xx
 for in time, so the same event can arrive while its first delivery is still being applied, and
-a purchase's events can arrive in any order."""
+a purchase's events can arrive in any order. And a crossing's auto top-up may be run by several
+workers at once (a duplicate message, the sweeper's hand-over)."""
 
 import pytest
 
-from billing.models import CreditAccount, CreditGrant, LedgerEntry, LedgerKind, ProcessedStripeEvent, Purchase
-from tests.billing.stripe_helpers import checkout, deliver, make_pack
+from billing.models import (
+    BalanceCrossing,
+    CreditAccount,
+    CreditGrant,
+    LedgerEntry,
+    LedgerKind,
+    ProcessedStripeEvent,
+    Purchase,
+)
+from generations.credit_alerts import balance_crossings_handle
+from tests.billing.stripe_helpers import autotopup_on, checkout, deliver, make_pack
 from tests.concurrency import run_together
-from tests.factories import make_user
+from tests.factories import create_generation, make_user
 from tests.reconcile import assert_reconciled
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,4 +83,26 @@ def test_a_refund_and_a_dispute_delivered_together_take_back_the_credits_once(ap
     assert CreditAccount.objects.get(user=user).balance == 0
     reversals = LedgerEntry.objects.filter(kind=LedgerKind.REVERSAL).values_list("amount", flat=True)
     assert sum(reversals) == -500
+    assert_reconciled()
+
+
+def test_workers_racing_on_one_crossing_make_one_payment_one_purchase_one_grant(fake_stripe):
+    """Duplicate messages of one crossing's task, run at once by four workers: each makes the
+    crossing's purchase or finds it, and any that pays sends the crossing's idempotency key."""
+    user = make_user(credits=40)
+    account = CreditAccount.objects.get(user=user)
+    autotopup_on(fake_stripe, user, make_pack(credits=40), threshold=30)
+    create_generation(user, n=2, quality="high")  # 40 → 24: one crossing
+    (crossing,) = BalanceCrossing.objects.all()
+
+    run_together([lambda: balance_crossings_handle(account_id=account.pk)] * 4)
+
+    assert len(fake_stripe.payment_intents) == 1
+    sent = [r for r in fake_stripe.requests if (r.method, r.path) == ("POST", "/v1/payment_intents")]
+    assert {r.headers["idempotency-key"] for r in sent} == {f"autotopup-{account.pk}-{crossing.pk}"}
+    (purchase,) = Purchase.objects.all()
+    assert purchase.status == "paid" and purchase.crossing == crossing
+    assert CreditGrant.objects.filter(purchase=purchase).count() == 1
+    assert CreditAccount.objects.get(user=user).balance == 64
+    assert BalanceCrossing.objects.get().handled_at is not None
     assert_reconciled()

@@ -10,17 +10,25 @@ The hub's official `stripe` library is pointed at it by its base URL (STRIPE_API
     fake.signature_header(payload)              # Stripe-Signature: t=…,v1=<HMAC-SHA256>
     fake.deliver(event, url)                    # POSTs it, signed, as Stripe would
 
-Endpoints: POST/GET /v1/checkout/sessions[/{id}], GET /v1/payment_intents/{id} (`expand[]=
+Endpoints: POST/GET /v1/checkout/sessions[/{id}] (payment and setup mode), POST /v1/customers,
+GET /v1/payment_methods/{id}, POST /v1/payment_intents (off-session: `customer`,
+`payment_method`, `confirm`, `off_session`), GET /v1/payment_intents/{id} (`expand[]=
 latest_charge`), GET /v1/charges/{id}, POST /v1/refunds. Pages a browser sees: GET /pay/{session}
-(the "Checkout" page; its Pay button pays, delivers the events to `webhook_url` and redirects to
-the session's success_url) and GET /receipts/{charge} (the receipt). Scripting:
-``fail_next(status, times)`` answers the next API calls with Stripe's error body.
+(the "Checkout" page; its Pay button pays — or, in setup mode, its Save card button saves a card —
+delivers the events to `webhook_url` and redirects to the session's success_url) and GET
+/receipts/{charge} (the receipt). Scripting: ``fail_next(status, times)`` answers the next API
+calls with Stripe's error body; ``decline_next(decline_code, times)`` declines the next
+off-session payments as Stripe does (402, a `card_error` naming its PaymentIntent). An idempotency
+key answers every repeat with its first answer, a decline too, as Stripe's do.
 
 Flows: ``pay`` (card: completed with payment_status=paid), ``pay(async_payment=True)`` then
 ``settle(succeeded=…)`` (a bank debit: completed unpaid, then async_payment_succeeded or
 _failed), ``expire``, ``refund`` (charge.refunded, amounts cumulative as Stripe reports them) and
-``dispute`` (charge.dispute.created). Each returns the events Stripe would send, as dicts; a
-charge carries the PaymentIntent's metadata, which Stripe copies onto it when it is made.
+``dispute`` (charge.dispute.created), ``save_card`` (a setup session: checkout.session.completed
+and setup_intent.succeeded). Each returns the events Stripe would send, as dicts; a charge
+carries the PaymentIntent's metadata, which Stripe copies onto it when it is made. The events of
+what API calls did (an off-session payment: payment_intent.succeeded or .payment_failed) are
+appended to ``events``, for a test to deliver.
 """
 
 from __future__ import annotations
@@ -108,10 +116,15 @@ class FakeStripeServer:
             self.sessions: dict[str, dict] = {}
             self.payment_intents: dict[str, dict] = {}
             self.charges: dict[str, dict] = {}
+            self.customers: dict[str, dict] = {}
+            self.payment_methods: dict[str, dict] = {}
+            self.setup_intents: dict[str, dict] = {}
             self.requests: list[RecordedRequest] = []
             self.delivered: list[tuple[dict, int]] = []  # (event, the webhook's status)
+            self.events: list[dict] = []  # what API calls made Stripe send (off-session payments)
             self._idempotent: dict[str, tuple[int, dict]] = {}
             self._failures: list[int] = []
+            self._declines: list[str] = []
             self.webhook_url = None
 
     def start(self) -> FakeStripeServer:
@@ -143,6 +156,11 @@ class FakeStripeServer:
         `Stripe-Should-Retry: false`, so the library does not retry them)."""
         with self._lock:
             self._failures += [status] * times
+
+    def decline_next(self, decline_code: str = "insufficient_funds", *, times: int = 1) -> None:
+        """The next `times` off-session payments are declined with `decline_code`."""
+        with self._lock:
+            self._declines += [decline_code] * times
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_test_{next(self._ids):04d}{secrets.token_hex(8)}"
@@ -218,6 +236,40 @@ class FakeStripeServer:
             }
             charge["disputed"] = True
             return [self.event("charge.dispute.created", dispute)]
+
+    def save_card(self, session_id: str, *, brand: str = "visa", last4: str = "4242") -> list[dict]:
+        """The customer saves a card on a setup session: a PaymentMethod attached to the session's
+        customer and a succeeded SetupIntent carrying `setup_intent_data.metadata`."""
+        with self._lock:
+            session = self.sessions[session_id]
+            assert session["mode"] == "setup" and session["status"] == "open", session
+            method = {
+                "id": self._id("pm"),
+                "object": "payment_method",
+                "type": "card",
+                "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2034},
+                "customer": session["customer"],
+                "created": int(time.time()),
+                "livemode": False,
+            }
+            self.payment_methods[method["id"]] = method
+            setup_intent = {
+                "id": self._id("seti"),
+                "object": "setup_intent",
+                "status": "succeeded",
+                "usage": "off_session",
+                "customer": session["customer"],
+                "payment_method": method["id"],
+                "metadata": dict(session["_setup_intent_metadata"]),
+                "created": int(time.time()),
+                "livemode": False,
+            }
+            self.setup_intents[setup_intent["id"]] = setup_intent
+            session.update(status="complete", setup_intent=setup_intent["id"], url=None)
+            return [
+                self.event("checkout.session.completed", session),
+                self.event("setup_intent.succeeded", setup_intent),
+            ]
 
     def _charge(self, intent: dict) -> dict:
         charge_id = self._id("ch")
@@ -337,6 +389,12 @@ class FakeStripeServer:
                 return 200, self._session_create(params)
             if method == "GET" and len(parts) == 4:
                 return 200, _public(self._get(self.sessions, parts[3]))
+        if parts == ["v1", "customers"] and method == "POST":
+            return 200, self._customer_create(params)
+        if parts[:2] == ["v1", "payment_methods"] and method == "GET" and len(parts) == 3:
+            return 200, copy.deepcopy(self._get(self.payment_methods, parts[2]))
+        if parts == ["v1", "payment_intents"] and method == "POST":
+            return self._payment_intent_create(params)
         if parts[:2] == ["v1", "payment_intents"] and method == "GET" and len(parts) == 3:
             intent = copy.deepcopy(self._get(self.payment_intents, parts[2]))
             if "latest_charge" in (params.get("expand") or []) and intent["latest_charge"]:
@@ -356,12 +414,71 @@ class FakeStripeServer:
             raise StripeError(404, f"No such object: '{object_id}'", param="id")
         return table[object_id]
 
+    def _customer_create(self, params: dict) -> dict:
+        customer = {
+            "id": self._id("cus"),
+            "object": "customer",
+            "email": params.get("email"),
+            "metadata": params.get("metadata") or {},
+            "created": int(time.time()),
+            "livemode": False,
+        }
+        self.customers[customer["id"]] = customer
+        return customer
+
+    def _payment_intent_create(self, params: dict) -> tuple[int, dict]:
+        """An off-session payment with a saved card, confirmed at once: succeeded (charged), or
+        declined as Stripe declines one — a 402 card_error carrying the failed PaymentIntent."""
+        for name in ("amount", "currency", "customer", "payment_method"):
+            if not params.get(name):
+                raise StripeError(400, f"Missing required param: {name}.", param=name)
+        if params.get("confirm") != "true" or params.get("off_session") != "true":
+            raise StripeError(400, "This fake confirms off-session payments only", param="confirm")
+        self._get(self.customers, params["customer"])
+        method = self._get(self.payment_methods, params["payment_method"])
+        if method["customer"] != params["customer"]:
+            raise StripeError(400, "The PaymentMethod does not belong to the Customer.", param="payment_method")
+        intent = {
+            "id": self._id("pi"),
+            "object": "payment_intent",
+            "amount": int(params["amount"]),
+            "currency": params["currency"],
+            "customer": params["customer"],
+            "payment_method": method["id"],
+            "description": params.get("description"),
+            "metadata": params.get("metadata") or {},
+            "status": "succeeded",
+            "latest_charge": None,
+            "last_payment_error": None,
+            "created": int(time.time()),
+            "livemode": False,
+        }
+        self.payment_intents[intent["id"]] = intent
+        if self._declines:
+            decline_code = self._declines.pop(0)
+            error = {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": decline_code,
+                "message": _DECLINES.get(decline_code, "Your card was declined."),
+                "param": None,
+                "payment_method": copy.deepcopy(method),
+            }
+            intent.update(status="requires_payment_method", last_payment_error=error)
+            self.events.append(self.event("payment_intent.payment_failed", intent))
+            return 402, {"error": {**error, "payment_intent": copy.deepcopy(intent)}}
+        self._charge(intent)
+        self.events.append(self.event("payment_intent.succeeded", intent))
+        return 200, copy.deepcopy(intent)
+
     def _session_create(self, params: dict) -> dict:
+        if params.get("mode") == "setup":
+            return self._setup_session_create(params)
         for name in ("mode", "success_url", "line_items"):
             if not params.get(name):
                 raise StripeError(400, f"Missing required param: {name}.", param=name)
         if params["mode"] != "payment":
-            raise StripeError(400, "This fake opens payment sessions only", param="mode")
+            raise StripeError(400, "This fake opens payment and setup sessions only", param="mode")
         (item,) = params["line_items"]
         price = item["price_data"]
         amount = int(price["unit_amount"]) * int(item.get("quantity", 1))
@@ -391,10 +508,44 @@ class FakeStripeServer:
         self.sessions[session_id] = session
         return _public(session)
 
+    def _setup_session_create(self, params: dict) -> dict:
+        for name in ("success_url", "customer"):
+            if not params.get(name):
+                raise StripeError(400, f"Missing required param: {name}.", param=name)
+        self._get(self.customers, params["customer"])
+        session_id = self._id("cs")
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "mode": "setup",
+            "status": "open",
+            "payment_status": "no_payment_required",
+            "amount_total": None,
+            "currency": None,
+            "customer": params["customer"],
+            "metadata": params.get("metadata") or {},
+            "payment_intent": None,
+            "setup_intent": None,
+            "success_url": params["success_url"],
+            "cancel_url": params.get("cancel_url"),
+            "url": f"{self.base_url}/pay/{session_id}",
+            "created": int(time.time()),
+            "expires_at": int(time.time()) + 24 * 3600,
+            "livemode": False,
+            "_setup_intent_metadata": (params.get("setup_intent_data") or {}).get("metadata") or {},
+        }
+        self.sessions[session_id] = session
+        return _public(session)
+
     # -- the pages a browser sees ----------------------------------------------------------------
 
     def pay_page(self, session_id: str) -> str:
         session = self._get(self.sessions, session_id)
+        if session["mode"] == "setup":
+            return (
+                "<!doctype html><title>Fake Stripe Checkout</title><h1>Save a card</h1>"
+                f'<form method="post" action="/pay/{session_id}"><button type="submit">Save card</button></form>'
+            )
         price = f"{session['amount_total'] / 100:.2f} {session['currency'].upper()}"
         return (
             "<!doctype html><title>Fake Stripe Checkout</title>"
@@ -403,11 +554,21 @@ class FakeStripeServer:
         )
 
     def pay_and_return(self, session_id: str) -> str:
-        """The Pay button: pay, deliver the events to webhook_url, and return the success URL."""
-        events = self.pay(session_id)
+        """The Pay (or Save card) button: pay (or save the card), deliver the events to
+        webhook_url, and return the success URL."""
+        setup = self.sessions[session_id]["mode"] == "setup"
+        events = self.save_card(session_id) if setup else self.pay(session_id)
         for event in events:
             self.deliver(event)
         return self.sessions[session_id]["success_url"]
+
+
+# Stripe's messages for a few decline codes (docs.stripe.com/declines/codes).
+_DECLINES = {
+    "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+    "authentication_required": "Your card was declined. This transaction requires authentication.",
+}
 
 
 def _public(obj: dict) -> dict:
