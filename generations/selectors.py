@@ -6,7 +6,7 @@ from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import JSONObject
 
-from generations.models import GeneratedImage, Generation, GenerationStatus, WebhookDelivery
+from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
 from hub.errors import NotFound
 
@@ -89,3 +89,8 @@ def generations_for_owner(*, owner):
 def webhook_deliveries_for_generation(*, generation: Generation) -> list[WebhookDelivery]:
     """The generation's webhook deliveries (one per event), each with its attempts."""
     return list(WebhookDelivery.objects.filter(generation=generation).prefetch_related("attempts_made"))
+
+
+def generation_events(*, generation: Generation) -> list[GenerationEvent]:
+    """The generation's history, oldest first."""
+    return list(GenerationEvent.objects.filter(generation=generation).order_by("created_at", "id"))

@@ -5,6 +5,7 @@ fail, cancel, refund)."""
 from generations.services.idempotency import idempotency_keys_expire
 from generations.services.lifecycle import (
     RUN_TASK_NAME,
+    ProviderCall,
     StoredImage,
     generation_cancel,
     generation_claim,
@@ -19,6 +20,7 @@ from generations.services.wait import connection_release, generation_wait
 
 __all__ = [
     "RUN_TASK_NAME",
+    "ProviderCall",
     "StoredImage",
     "SubmitOutcome",
     "connection_release",

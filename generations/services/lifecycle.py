@@ -8,8 +8,8 @@ inside a transaction when more must commit with it (a webhook's delivery, a refu
 """
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -21,7 +21,15 @@ from billing.services import account_get_or_create, credits_refund
 from generations import errors
 from generations.catalog import model_for_run
 from generations.limits import slot_release_and_announce
-from generations.models import FINISHED, GeneratedImage, Generation, GenerationStatus, WebhookEvent
+from generations.models import (
+    FINISHED,
+    GeneratedImage,
+    Generation,
+    GenerationEventKind,
+    GenerationStatus,
+    WebhookEvent,
+)
+from generations.services.events import ROW_ATTEMPT, Event, events_sql, events_write
 from generations.webhooks import webhook_delivery_create
 from hub import metrics
 from hub.broker import task_send
@@ -34,9 +42,30 @@ logger = logging.getLogger(__name__)
 
 RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (workers.tasks)
 
-# Databases where a statement may write in its common table expressions: a finish's row and its
-# images are one statement there; elsewhere the same statements run one after the other.
+# Databases where a statement may write in its common table expressions: a claim and its event, a
+# finish and its images and events are one statement there; elsewhere the same statements run one
+# after the other, in a transaction.
 DML_IN_CTE = {"postgresql"}
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    """An attempt's call to the provider (workers.runner): its two events are written with the
+    attempt's finish, by the finish's statement — no round trip of their own on the worker's hot
+    path. (A worker lost during the call leaves its claim's event and the sweeper's `retried`.)"""
+
+    started_at: datetime
+    latency_ms: int
+    outcome: str  # ok, or the ProviderError's kind (timeout, rate_limited, rejected …)
+    images: int = 0  # how many the provider returned
+
+    def events(self, attempt: int) -> list[Event]:
+        ended = self.started_at + timedelta(milliseconds=self.latency_ms)
+        detail = {"images": self.images} if self.outcome == "ok" else {}
+        return [
+            Event(GenerationEventKind.PROVIDER_CALL_STARTED, attempt, self.started_at),
+            Event(GenerationEventKind.PROVIDER_CALL_ENDED, attempt, ended, self.outcome, self.latency_ms, detail),
+        ]
 
 
 @dataclass(frozen=True)
@@ -109,28 +138,35 @@ def generation_claim(*, generation_id: str) -> Generation | None:
 
 def _claimed(*, generation_id: str, now, lease_until, webhook: bool) -> Generation | None:
     """The claim's one `UPDATE … RETURNING` (instead of an UPDATE and a read in a transaction:
-    four round trips, ~1 ms of worker CPU), of a generation with a webhook or without one. The
-    model comes from the process's catalog snapshot, read from the table only when it is not
-    there (disabled since the generation was made)."""
+    four round trips, ~1 ms of worker CPU), of a generation with a webhook or without one, with
+    its `claimed` event (in the same statement where a CTE may write). The model comes from the
+    process's catalog snapshot, read from the table only when it is not there (disabled since
+    the generation was made)."""
     ops, table = connection.ops, Generation._meta.db_table
-    rows = query_instances(
-        Generation,
-        f"""UPDATE {table} SET status = %s, attempts = attempts + 1, started_at = %s, lease_expires_at = %s
+    update = f"""UPDATE {table} SET status = %s, attempts = attempts + 1, started_at = %s, lease_expires_at = %s
         WHERE id = %s AND webhook_url {"<>" if webhook else "="} '' AND attempts < %s
           AND (status = %s OR (status = %s AND lease_expires_at < %s))
-        RETURNING {columns_sql(Generation)}""",
-        [
-            GenerationStatus.RUNNING,
-            ops.adapt_datetimefield_value(now),
-            ops.adapt_datetimefield_value(lease_until),
-            generation_id,
-            settings.GENERATION_MAX_ATTEMPTS,
-            GenerationStatus.QUEUED,
-            GenerationStatus.RUNNING,
-            ops.adapt_datetimefield_value(now),
-        ],
-    )
-    generation = next(iter(rows), None)
+        RETURNING {columns_sql(Generation)}"""
+    params = [
+        GenerationStatus.RUNNING,
+        ops.adapt_datetimefield_value(now),
+        ops.adapt_datetimefield_value(lease_until),
+        generation_id,
+        settings.GENERATION_MAX_ATTEMPTS,
+        GenerationStatus.QUEUED,
+        GenerationStatus.RUNNING,
+        ops.adapt_datetimefield_value(now),
+    ]
+    claimed = Event(GenerationEventKind.CLAIMED, ROW_ATTEMPT, now)
+    if connection.vendor in DML_IN_CTE:  # its event in the same statement
+        event_sql, event_params = events_sql(generation_id, [claimed], condition="FROM claimed")
+        sql = f"WITH claimed AS ({update}), claim_event AS ({event_sql}) SELECT {columns_sql(Generation)} FROM claimed"
+        generation = next(iter(query_instances(Generation, sql, params + event_params)), None)
+    else:
+        with transaction.atomic():
+            generation = next(iter(query_instances(Generation, update, params)), None)
+            if generation is not None:
+                events_write(generation_id, [replace(claimed, attempt=generation.attempts)])
     if generation is not None:
         generation.model = model_for_run(generation.model_id)
     return generation
@@ -150,9 +186,13 @@ def generation_leases_renew(*, attempts: dict[str, int]) -> int:
 
 def generation_requeue(*, generation_id: str, attempt: int) -> bool:
     """Hand an attempt whose worker died back to the queue (the sweeper's recovery path)."""
-    requeued = Generation.objects.filter(
-        pk=generation_id, status=GenerationStatus.RUNNING, attempts=attempt, lease_expires_at__lt=timezone.now()
-    ).update(status=GenerationStatus.QUEUED, enqueued_at=None)
+    now = timezone.now()
+    with transaction.atomic():
+        requeued = Generation.objects.filter(
+            pk=generation_id, status=GenerationStatus.RUNNING, attempts=attempt, lease_expires_at__lt=now
+        ).update(status=GenerationStatus.QUEUED, enqueued_at=None)
+        if requeued:
+            events_write(generation_id, [Event(GenerationEventKind.RETRIED, attempt, now, errors.WORKER_LOST)])
     if requeued:
         logger.warning("generation %s: worker lost during attempt %s; re-queued", generation_id, attempt)
         generation_enqueue(generation_id=generation_id)
@@ -160,23 +200,36 @@ def generation_requeue(*, generation_id: str, attempt: int) -> bool:
 
 
 def generation_finalize(
-    *, generation_id: str, attempt: int, images: list[StoredImage], error: tuple[str, str] | None = None
+    *,
+    generation_id: str,
+    attempt: int,
+    images: list[StoredImage],
+    error: tuple[str, str] | None = None,
+    call: ProviderCall | None = None,
 ) -> Generation:
-    """Record the outcome of one attempt and refund the missing images, exactly once.
+    """Record the outcome of one attempt — with its provider `call`, when there was one — and
+    refund the missing images, exactly once.
 
     A stale attempt (the sweeper already failed it, or a newer attempt owns it) changes nothing.
     The common finish — every image delivered, no webhook, nothing to refund — is the finish's
     statement alone, in autocommit (the worker's other hot path); any other is the same
     statement in a transaction with the refund and the webhook's delivery.
     """
+    now = timezone.now()
+    events = call.events(attempt) if call is not None else []
+    if images:
+        events.append(Event(GenerationEventKind.SUCCEEDED, attempt, now, detail={"images": len(images)}))
+    else:
+        events.append(Event(GenerationEventKind.FAILED, attempt, now, error[0] if error else ""))
+    finish = {"generation_id": generation_id, "attempt": attempt, "images": images, "events": events, "now": now}
     if images and not error:
-        generation = _finished(generation_id=generation_id, attempt=attempt, images=images, plain=True)
+        generation = _finished(**finish, plain=True)
         if generation is not None:
             _on_finished(generation)  # autocommit: its after-commit steps run now
             logger.info("generation %s succeeded: %s/%s images", generation_id, len(images), generation.n)
             return generation
     with transaction.atomic():
-        generation = _finished(generation_id=generation_id, attempt=attempt, images=images, plain=False)
+        generation = _finished(**finish, plain=False)
         if generation is None:
             logger.warning("generation %s: stale attempt %s ignored", generation_id, attempt)
             return Generation.objects.get(pk=generation_id)
@@ -195,16 +248,17 @@ def generation_finalize(
     return generation
 
 
-def _finished(*, generation_id: str, attempt: int, images: list[StoredImage], plain: bool) -> Generation | None:
+def _finished(
+    *, generation_id: str, attempt: int, images: list[StoredImage], events: list[Event], now, plain: bool
+) -> Generation | None:
     """The finish's statement: the row of this attempt (running, `attempts` its fence) moves to
-    succeeded — failed without images — and its images are stored; the row as it is then, or
-    None when it was not this attempt's to finish. `plain` adds the hot path's conditions: all n
-    images delivered and no webhook (nothing else to write with it).
+    succeeded — failed without images — and its images and `events` are stored; the row as it
+    is then, or None when it was not this attempt's to finish. `plain` adds the hot path's
+    conditions: all n images delivered and no webhook (nothing else to write with it).
 
     One statement where a statement can write in its common table expressions (the UPDATE and
-    the image rows commit together in autocommit: five round trips and the ORM's save() became
-    one); elsewhere the same two statements in a transaction."""
-    now = timezone.now()
+    the rows commit together in autocommit: five round trips and the ORM's save() became one);
+    elsewhere the same statements one after the other in a transaction."""
     ops, table, image_table = connection.ops, Generation._meta.db_table, GeneratedImage._meta.db_table
     status = GenerationStatus.SUCCEEDED if images else GenerationStatus.FAILED
     update = f"""UPDATE {table} SET status = %s, finished_at = %s
@@ -212,34 +266,37 @@ def _finished(*, generation_id: str, attempt: int, images: list[StoredImage], pl
         RETURNING {columns_sql(Generation)}"""
     params = [status, ops.adapt_datetimefield_value(now), generation_id, GenerationStatus.RUNNING, attempt]
     params += [len(images)] if plain else []
-    if not images:
-        return next(iter(query_instances(Generation, update, params)), None)
     new_image_id = GeneratedImage._meta.get_field("id").get_default
     columns = 'id, generation_id, "index", storage_key, content_type, width, height, byte_size, created_at'
     if connection.vendor in DML_IN_CTE:
-        values = ", ".join(["(%s, %s::smallint, %s, %s, %s::integer, %s::integer, %s::integer)"] * len(images))
-        params.append(now)
-        for image in images:
-            params += [new_image_id(), image.index, image.storage_key, image.content_type]
-            params += [image.width, image.height, image.byte_size]
-        sql = f"""WITH finished AS ({update}),
-            stored AS (
+        ctes = [f"finished AS ({update})"]
+        if images:
+            values = ", ".join(["(%s, %s::smallint, %s, %s, %s::integer, %s::integer, %s::integer)"] * len(images))
+            ctes.append(f"""stored AS (
                 INSERT INTO {image_table} ({columns})
                 SELECT v.id, finished.id, v.index, v.storage_key, v.content_type, v.width, v.height, v.byte_size, %s
                 FROM finished, (VALUES {values}) AS v (id, index, storage_key, content_type, width, height, byte_size)
-            )
-            SELECT {columns_sql(Generation)} FROM finished"""
-        return next(iter(query_instances(Generation, sql, params)), None)
-    rows = []
-    for image in images:
-        rows += [new_image_id(), generation_id, image.index, image.storage_key, image.content_type]
-        rows += [image.width, image.height, image.byte_size, ops.adapt_datetimefield_value(now)]
+            )""")
+            params.append(now)
+            for image in images:
+                params += [new_image_id(), image.index, image.storage_key, image.content_type]
+                params += [image.width, image.height, image.byte_size]
+        event_sql, event_params = events_sql(generation_id, events, condition="FROM finished")
+        ctes.append(f"finish_events AS ({event_sql})")
+        sql = f"WITH {', '.join(ctes)} SELECT {columns_sql(Generation)} FROM finished"
+        return next(iter(query_instances(Generation, sql, params + event_params)), None)
     with transaction.atomic():
         generation = next(iter(query_instances(Generation, update, params)), None)
         if generation is not None:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(images))
-            with connection.cursor() as cursor:
-                cursor.execute(f"INSERT INTO {image_table} ({columns}) VALUES {values}", rows)
+            if images:
+                rows = []
+                for image in images:
+                    rows += [new_image_id(), generation_id, image.index, image.storage_key, image.content_type]
+                    rows += [image.width, image.height, image.byte_size, ops.adapt_datetimefield_value(now)]
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(images))
+                with connection.cursor() as cursor:
+                    cursor.execute(f"INSERT INTO {image_table} ({columns}) VALUES {values}", rows)
+            events_write(generation_id, events)
         return generation
 
 
@@ -266,6 +323,7 @@ def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: 
         generation.status = status
         generation.error_code, generation.error_message = code, message[:1000]
         generation.finished_at = timezone.now()
+        events_write(generation.id, [Event(status, generation.attempts, generation.finished_at, code)])
         _refund(generation, generation.credits_requested)
         generation.save(update_fields=["status", "error_code", "error_message", "credits_refunded", "finished_at"])
         _on_finished(generation)
@@ -294,6 +352,8 @@ def _on_finished(generation: Generation) -> None:
 
 
 def _refund(generation: Generation, amount: int) -> None:
+    """Give `amount` back (the ledger, the key's usage) and record it; inside the transaction
+    that ends the generation."""
     if amount <= 0:
         return
     images = amount // generation.price_per_image
@@ -308,6 +368,8 @@ def _refund(generation: Generation, amount: int) -> None:
             api_key_id=generation.api_key_id, day=utc_day(generation.created_at), images=images, credits=amount
         )
     generation.credits_refunded = amount
+    refunded = Event(GenerationEventKind.REFUNDED, generation.attempts, timezone.now(), detail={"credits": amount})
+    events_write(generation.id, [refunded])
 
 
 def generation_cancel(*, owner, generation_id: str) -> Generation:

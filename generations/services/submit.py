@@ -26,8 +26,17 @@ from generations.limits import (
     limits_model_check,
     limits_take,
 )
-from generations.models import FINISHED, Generation, GenerationStatus, IdempotencyKey, ReferenceImage, WebhookEvent
+from generations.models import (
+    FINISHED,
+    Generation,
+    GenerationEventKind,
+    GenerationStatus,
+    IdempotencyKey,
+    ReferenceImage,
+    WebhookEvent,
+)
 from generations.references import reference_images_read
+from generations.services.events import Event, events_sql
 from generations.services.idempotency import (
     KeyTaken,
     idempotency_claim_release,
@@ -295,8 +304,8 @@ def _create(
 
 
 def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> None:
-    """Write the generation's row, charge its credits (billing.services) and count its key's
-    usage: all three or none (InsufficientCredits: nothing written).
+    """Write the generation's row and its `queued` event, charge its credits (billing.services)
+    and count its key's usage: all or none (InsufficientCredits: nothing written).
 
     On PostgreSQL, one statement after the account lock in the same round trip
     (credits_charge_ctes, account_lock_then): the account row stays locked until the commit and
@@ -308,19 +317,24 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
     writes as statements of their own."""
     amount = generation.credits_requested
 
-    def writes(condition: str) -> list[tuple[str, list]]:
-        """The generation's own writes, made when `condition` (a FROM and a WHERE) yields a row."""
-        made = [insert_when(generation, condition)]
+    queued = Event(GenerationEventKind.QUEUED, 0, generation.enqueued_at, detail={"credits": amount})
+
+    def writes(condition: str) -> list[tuple[str, str, list]]:
+        """The generation's own writes (name, SQL, parameters), made when `condition` (a FROM and a
+        WHERE) yields a row: its row, its first event, its key's usage."""
+        made = [("charge_generation", *insert_when(generation, condition))]
+        made.append(("charge_event", *events_sql(generation.id, [queued], condition=condition)))
         if generation.api_key_id is not None:
             usage = {"images": generation.n, "credits": amount, "day": utc_day(generation.created_at)}
-            made.append(api_key_usage_charge_sql(api_key_id=generation.api_key_id, condition=condition, **usage))
+            usage_sql = api_key_usage_charge_sql(api_key_id=generation.api_key_id, condition=condition, **usage)
+            made.append(("charge_usage", *usage_sql))
         return made
 
     if connection.vendor in ONE_STATEMENT_CREATE:
         sql, params = credits_charge_ctes(
             account_id=account.pk, amount=amount, generation_id=generation.id, memo=memo, now=generation.enqueued_at
         )
-        for name, (write, write_params) in zip(("charge_generation", "charge_usage"), writes(CHARGED), strict=False):
+        for name, write, write_params in writes(CHARGED):
             sql += f", {name} AS ({write})"
             params += write_params
         if account_lock_then(account.pk, f"WITH {sql} SELECT 1 {CHARGED}", params) is not None:
@@ -328,8 +342,8 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
             return
     with transaction.atomic(), connection.cursor() as cursor:
         credits_charge(account=account, amount=amount, generation_id=generation.id, memo=memo, savepoint=False)
-        for write in writes("WHERE TRUE"):
-            cursor.execute(*write)
+        for _, write, write_params in writes("WHERE TRUE"):
+            cursor.execute(write, write_params)
     inserted(generation)
 
 
