@@ -43,6 +43,7 @@ from billing.stripe_gateway import stripe_enabled
 from generations.catalog import enabled_models
 from generations.limits import key_limits_set, limits_effective
 from generations.selectors import (
+    generation_events,
     generation_get_for_owner,
     generations_for_owner,
     webhook_deliveries_for_account,
@@ -345,7 +346,11 @@ def generations(request):
 @owned
 def generation(request, generation_id: str):
     found = generation_get_for_owner(owner=request.user, generation_id=generation_id)
-    context = {"generation": found, "deliveries": webhook_deliveries_for_generation(generation=found)}
+    context = {
+        "generation": found,
+        "events": generation_events(generation=found),
+        "deliveries": webhook_deliveries_for_generation(generation=found),
+    }
     return render(request, "accounts/generation.html", context)
 
 

@@ -3,7 +3,6 @@ import hmac
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -123,20 +122,13 @@ def api_key_limits_set(*, key: ApiKey, **changes) -> ApiKey:
     return key
 
 
-def api_key_usage_charge(*, api_key_id: str, day: date, images: int, credits: int) -> None:
-    """Count a charge against the key, inside the charging transaction and after its account
-    lock (the order refunds take them in too: account, then usage row). One upsert — the
-    statement runs while the account row is locked, so a round trip less is throughput."""
-    with connection.cursor() as cursor:
-        cursor.execute(*api_key_usage_charge_sql(api_key_id=api_key_id, day=day, images=images, credits=credits))
-
-
 def api_key_usage_charge_sql(
     *, api_key_id: str, day: date, images: int, credits: int, condition: str = "WHERE TRUE"
 ) -> tuple[str, list]:
-    """api_key_usage_charge's upsert, counted only when `condition` (a FROM and a WHERE) yields a
-    row: as a common table expression, it joins a charge made in the same statement
-    (generations.services)."""
+    """Count a charge against the key: one upsert, counted only when `condition` (a FROM and a
+    WHERE) yields a row — as a common table expression, it joins a charge made in the same
+    statement (generations.services.submit). Run inside the charging transaction and after its
+    account lock (the order refunds take them in too: account, then usage row)."""
     table = ApiKeyUsage._meta.db_table
     return (
         f"INSERT INTO {table} (api_key_id, day, images, images_refunded, credits_charged, credits_refunded)"

@@ -42,6 +42,7 @@ from bench.scenarios import FLOOR_KEY  # noqa: E402
 from generations import services  # noqa: E402
 from generations.apis import GenerationOutput  # noqa: E402
 from generations.models import Generation  # noqa: E402
+from generations.services import submit  # noqa: E402
 from hub import completion, storage  # noqa: E402
 from workers.providers import ProviderRequest, provider_for  # noqa: E402
 from workers.runner import image_shape  # noqa: E402
@@ -134,8 +135,8 @@ def main(n: int, raw_key: str) -> list:
         results,
     )
     created: list[str] = []
-    enqueue = services.generation_enqueue
-    services.generation_enqueue = lambda **kwargs: True  # the charge alone; the publish is measured next
+    enqueue = submit.generation_enqueue
+    submit.generation_enqueue = lambda **kwargs: True  # the charge alone; the publish is measured next
     try:
         measure(
             "create + charge transaction",
@@ -149,7 +150,7 @@ def main(n: int, raw_key: str) -> list:
             results,
         )
     finally:
-        services.generation_enqueue = enqueue
+        submit.generation_enqueue = enqueue
     measure("Celery publish", "web", lambda: enqueue(generation_id=created[0], stamp=False), n, results)
 
     to_claim = iter(created)

@@ -5,7 +5,14 @@ from django.utils.html import format_html, format_html_join
 
 from billing.selectors import ledger_for_generation
 from generations.catalog import size_shape
-from generations.models import GeneratedImage, Generation, ImageModel, WebhookAttempt, WebhookDelivery
+from generations.models import (
+    GeneratedImage,
+    Generation,
+    GenerationEvent,
+    ImageModel,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from generations.webhooks import webhook_delivery_redeliver
 from hub import storage
 from hub.admin import ReadOnlyAdmin
@@ -141,6 +148,24 @@ class WebhookDeliveryInline(admin.TabularInline):
         return delivery.id
 
 
+class GenerationEventInline(admin.TabularInline):
+    """The generation's history (generations.services.events): appended by the services, never
+    edited."""
+
+    model = GenerationEvent
+    fields = ["created_at", "kind", "attempt", "outcome", "latency_ms", "detail"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "history"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Generation)
 class GenerationAdmin(ReadOnlyAdmin):
     list_display = [
@@ -158,7 +183,7 @@ class GenerationAdmin(ReadOnlyAdmin):
     search_fields = ["id", "owner__email", "prompt"]
     list_select_related = ["owner", "model"]
     date_hierarchy = "created_at"
-    inlines = [GeneratedImageInline, WebhookDeliveryInline]
+    inlines = [GenerationEventInline, GeneratedImageInline, WebhookDeliveryInline]
     fieldsets = [
         (None, {"fields": ["id", "owner", "api_key", "status", "error_code", "error_message", "prompt"]}),
         (

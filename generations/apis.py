@@ -1,12 +1,7 @@
-"""The public generation endpoints. Each API class carries its input and output shapes
-(HackSoft's nested InputSerializer/OutputSerializer); the rules live in the services.
-
-The shapes are small plain classes rather than DRF serializers: JSON must keep its types
-(`"n": "2"` is refused) while multipart fields arrive as strings, which DRF's fields blur.
-"""
+"""The public generation endpoints: thin views. A request is parsed by its contract
+(generations.schema's serializers), handled by the services, and its answer shaped here."""
 
 import re
-import time
 from urllib.request import parse_http_list
 
 import pybase64
@@ -18,32 +13,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.apis import CreditsOutput
-from billing.selectors import CreditsSummary, credits_summary_for_user, credits_summary_of
+from billing.selectors import CreditsSummary
 from generations import schema
 from generations.catalog import aspect_ratios, enabled_models
-from generations.models import FINISHED, Generation, GenerationStatus, ImageModel, WebhookEvent
-from generations.references import reference_images_read
+from generations.models import Generation, ImageModel
 from generations.selectors import generation_get_for_owner_api, images_of
-from generations.services import generation_cancel, generation_create, generation_precheck, generation_wait
-from generations.webhook_urls import UnusableWebhookURL, webhook_url_check
+from generations.services import generation_cancel, generation_submit
 from hub import storage
-from hub.errors import GenerationCanceled, GenerationFailed, InvalidRequest, NotFound
+from hub.errors import InvalidRequest, NotFound
 from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
 from hub.public_url import base_url
 from hub.timefmt import iso_z
-
-PROMPT_MAX_LENGTH = 32000
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
-
-
-def _text(value, name: str) -> str:
-    """A string the database can store: PostgreSQL refuses NUL, and a lone surrogate (which
-    JSON's `\\ud800` escape produces) cannot be encoded as UTF-8 at all."""
-    if not isinstance(value, str):
-        raise InvalidRequest(f"'{name}' must be a string", param=name)
-    if "\x00" in value or not value.isprintable() and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
-        raise InvalidRequest(f"'{name}' contains a NUL character or an unpaired surrogate", param=name)
-    return value
 
 
 class GenerationOutput:
@@ -125,145 +105,8 @@ class ModelListApi(APIView):
 
 
 class GenerationCreateApi(APIView):
-    class InputSerializer:
-        """Strict parsing of the request; JSON keeps its types, multipart fields are strings.
-
-        Unknown fields are ignored (OpenAI clients send extras such as `user`). Reference
-        uploads are counted against the model's limit before any is decoded.
-        """
-
-        FILE_FIELDS: tuple[str, ...] = ("reference_image",)
-        IMAGE_REQUIRED = False
-
-        def __init__(self, request: Request):
-            self.is_multipart = request.content_type.startswith("multipart/")
-            self.data = request.data
-            self.files = request.FILES if self.is_multipart else None
-
-        def validated(self) -> dict:
-            if not hasattr(self.data, "get"):
-                raise InvalidRequest("The request body must be a JSON object")
-            for name in self.FILE_FIELDS:
-                if not self.is_multipart and name in self.data:
-                    raise InvalidRequest(f"{name} is only accepted in multipart/form-data requests", param=name)
-            if "mask" in self.data or (self.files and "mask" in self.files):
-                raise InvalidRequest("mask is not supported: the whole image is edited", param="mask")
-            if self._optional_bool("stream"):
-                raise InvalidRequest(
-                    "stream is not supported: omit it for a sync answer, or send async=true and poll poll_url",
-                    param="stream",
-                )
-            params = {
-                "model_id": self._string("model", required=True),
-                "prompt": self._prompt(),
-                "size": self._string("size", default="auto"),
-                "quality": self._string("quality", default="auto"),
-                "n": self._n(),
-                "is_async": self._bool("async"),
-                **self._webhook(),
-            }
-            files = self._reference_files()
-            if self.IMAGE_REQUIRED and not files:
-                raise InvalidRequest("At least one image is required (multipart field 'image')", param="image")
-            return {**params, "files": files}
-
-        def response_format(self) -> str:
-            value = self.data.get("response_format") or "url"
-            if value not in ("url", "b64_json"):
-                raise InvalidRequest("response_format must be 'url' or 'b64_json'", param="response_format")
-            return value
-
-        def _reference_files(self) -> list:
-            if not self.is_multipart:
-                return []
-            files = [file for name in self.FILE_FIELDS for file in self.files.getlist(name)]
-            texts = sum(len(self.data.getlist(name)) for name in self.FILE_FIELDS)
-            if texts != len(files):
-                name = self.FILE_FIELDS[0]
-                raise InvalidRequest(f"{name} must be a file upload (curl: -F '{name}=@./file.png')", param=name)
-            unknown = set(self.files) - set(self.FILE_FIELDS)
-            if unknown:
-                raise InvalidRequest(f"Unexpected file field(s): {', '.join(sorted(unknown))}", param=min(unknown))
-            return files
-
-        def _string(self, name: str, *, required: bool = False, default: str = "") -> str:
-            value = self.data.get(name)
-            if value is None:
-                if required:
-                    raise InvalidRequest(f"'{name}' is required", param=name)
-                return default
-            return _text(value, name).strip()
-
-        def _prompt(self) -> str:
-            prompt = self.data.get("prompt")
-            if prompt is None:
-                raise InvalidRequest("'prompt' is required", param="prompt")
-            prompt = _text(prompt, "prompt")
-            if not prompt.strip():
-                raise InvalidRequest("'prompt' must not be empty", param="prompt")
-            if len(prompt) > PROMPT_MAX_LENGTH:
-                raise InvalidRequest(f"'prompt' is longer than {PROMPT_MAX_LENGTH} characters", param="prompt")
-            return prompt
-
-        def _n(self) -> int:
-            value = self.data.get("n", 1)
-            if self.is_multipart and isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value.strip()):
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidRequest("'n' must be an integer between 1 and 4", param="n")
-            if not 1 <= value <= 4:
-                raise InvalidRequest("'n' must be between 1 and 4", param="n")
-            return value
-
-        def _bool(self, name: str) -> bool:
-            value = self.data.get(name, False)
-            if isinstance(value, bool):
-                return value
-            if self.is_multipart and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-                return value.strip().lower() in _TRUE
-            raise InvalidRequest(f"'{name}' must be a boolean", param=name)
-
-        def _webhook(self) -> dict:
-            """`webhook_url` and `webhook_events`. The URL must be usable as written and, when its
-            host is a literal address, an address webhooks may reach (generations.webhook_urls);
-            where a host name resolves is checked by every delivery attempt, on the address it
-            connects to (workers.webhooks) — a check now would prove nothing about delivery time."""
-            url = self._string("webhook_url")
-            events = self._webhook_events()
-            if not url:
-                if events is not None:
-                    raise InvalidRequest("webhook_events needs a webhook_url", param="webhook_events")
-                return {}
-            try:
-                webhook_url_check(url)
-            except UnusableWebhookURL as exc:
-                raise InvalidRequest(str(exc), param="webhook_url") from exc
-            return {"webhook_url": url, "webhook_events": events}
-
-        def _webhook_events(self) -> list[str] | None:
-            """A JSON list of event names; in multipart, repeated fields or one comma-separated."""
-            if "webhook_events" not in self.data:
-                return None
-            if self.is_multipart:
-                value = [event.strip() for item in self.data.getlist("webhook_events") for event in item.split(",")]
-            else:
-                value = self.data["webhook_events"]
-            choices = WebhookEvent.values
-            if not isinstance(value, list) or not value or not all(isinstance(event, str) for event in value):
-                raise InvalidRequest(
-                    f"webhook_events must be a non-empty list of: {', '.join(choices)}", param="webhook_events"
-                )
-            unknown = sorted({event for event in value if event not in choices})
-            if unknown:
-                raise InvalidRequest(
-                    f"Unknown webhook event(s) {', '.join(map(repr, unknown))[:200]}; known: {', '.join(choices)}",
-                    param="webhook_events",
-                )
-            return sorted(set(value))
-
-        def _optional_bool(self, name: str) -> bool:
-            return name in self.data and self._bool(name)
-
+    # The request's contract, by content type (generations.schema): a JSON object or a multipart form.
+    input_serializers = {False: schema.GenerationJSONSerializer, True: schema.GenerationMultipartSerializer}
     OutputSerializer = GenerationOutput
 
     @extend_schema(
@@ -279,55 +122,36 @@ class GenerationCreateApi(APIView):
         parameters=[*schema.HEADERS, SHOULD_RETRY, *RATE_LIMIT_HEADERS],
     )
     def post(self, request: Request) -> Response:
-        started = time.monotonic()  # before the generation is enqueued: generation_wait
-        shape = self.InputSerializer(request)
-        params, response_format = shape.validated(), shape.response_format()
-        files, idempotency_key = params.pop("files"), _idempotency_key(request)
-        priced = {name: params[name] for name in ("model_id", "size", "quality", "n")}
-        account = generation_precheck(
-            owner=request.user,
-            api_key=request.auth,
-            reference_count=len(files),
-            idempotency_key=idempotency_key,
-            **priced,
-        )
+        form = request.content_type.startswith("multipart/")
+        serializer = self.input_serializers[form](data=request.data)
+        serializer.is_valid(raise_exception=True)
+        params = dict(serializer.validated_data)
+        files, response_format = params.pop("files", []), params.pop("response_format")
         root = base_url(request)
-        generation = generation_create(
+        outcome = generation_submit(
             owner=request.user,
             api_key=request.auth,
-            idempotency_key=idempotency_key,
-            references=reference_images_read(files),
+            params=params,
+            files=files,
+            idempotency_key=_idempotency_key(request),
+            max_wait=None if params["is_async"] else _preferred_wait(request),
             webhook_base_url=root,
-            account=account,
-            **params,
         )
-        if params["is_async"]:
-            return Response(self.OutputSerializer.data(generation, root=root, poll_url=True), status=202)
-        max_wait = _preferred_wait(request)
-        generation = generation_wait(generation=generation, max_wait=max_wait, enqueued_after=started)
-        headers = {"Preference-Applied": f"wait={_seconds_text(max_wait)}"} if max_wait is not None else None
-        if generation.status not in FINISHED:  # Prefer: wait ran out, or the wait itself failed
-            body = self.OutputSerializer.data(generation, root=root, poll_url=True)
-            return Response(body, status=202, headers=headers)
-        if generation.status == GenerationStatus.FAILED:
-            raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
-        if generation.status == GenerationStatus.CANCELED:
-            raise GenerationCanceled(generation_id=generation.id)
-        # Read with the finished row by the wait; a row it re-read after a timeout has none.
-        balance = credits_summary_of(generation) or credits_summary_for_user(user_id=generation.owner_id)
         body = self.OutputSerializer.data(
-            generation, root=root, balance=balance, b64_json=response_format == "b64_json"
+            outcome.generation,
+            root=root,
+            poll_url=outcome.status == 202,
+            balance=outcome.balance,
+            b64_json=outcome.status == 200 and response_format == "b64_json",
         )
-        return Response(body, headers=headers)
+        return Response(body, status=outcome.status, headers=outcome.headers or None)
 
 
 class ImageEditApi(GenerationCreateApi):
     """`POST /images/edits`, the OpenAI SDK's `images.edit(image=[…], prompt=…)`: the same
     generation as `reference_image` uploads, with the SDK's field names."""
 
-    class InputSerializer(GenerationCreateApi.InputSerializer):
-        FILE_FIELDS = ("image", "image[]")
-        IMAGE_REQUIRED = True
+    input_serializers = {False: schema.ImageEditJSONSerializer, True: schema.ImageEditSerializer}
 
     @extend_schema(
         request={"multipart/form-data": schema.ImageEditSerializer},
@@ -366,11 +190,6 @@ def _preferred_wait(request: Request) -> float | None:
             return None
         return round(min(float(value), settings.GENERATION_TIMEOUT_SECONDS), 3)
     return None
-
-
-def _seconds_text(seconds: float) -> str:
-    """`5`, `0.5`: never `1e+30` (_preferred_wait caps and rounds the wait)."""
-    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 def _idempotency_key(request: Request) -> str | None:

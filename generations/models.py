@@ -280,3 +280,41 @@ class SweepSchedule(models.Model):
 
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(id=1), name="one_sweep_schedule")]
+
+
+class GenerationEventKind(models.TextChoices):
+    QUEUED = "queued", "queued"  # charged and handed to the queue
+    CLAIMED = "claimed", "claimed"  # a worker took it for an attempt
+    PROVIDER_CALL_STARTED = "provider_call_started", "provider call started"
+    PROVIDER_CALL_ENDED = "provider_call_ended", "provider call ended"  # with its outcome and latency
+    RETRIED = "retried", "retried"  # its worker was lost: back to the queue for another attempt
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELED = "canceled", "canceled"
+    REFUNDED = "refunded", "refunded"  # credits given back (all, or the images not delivered)
+
+
+class GenerationEvent(models.Model):
+    """One step of a generation's history, appended in the transaction (or the statement) of the
+    transition it records (generations.services.events): a transition that does not commit
+    leaves none. Never updated or deleted (but with its generation)."""
+
+    # Found by the unique index, whose first column it is (an index of its own: one more write).
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="events", db_index=False)
+    kind = models.CharField(max_length=24, choices=GenerationEventKind.choices)
+    attempt = models.PositiveSmallIntegerField()  # the attempt it belongs to; 0 before the first claim
+    outcome = models.CharField(max_length=40, blank=True)  # a provider call's (ok, or its error kind), an error code
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)  # a provider call's
+    detail = models.JSONField(default=dict, blank=True)  # a few facts: images, credits
+    created_at = models.DateTimeField()  # when it happened (a provider call's start: when it started)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # A kind happens once per attempt (a final state and a refund: once at all), so a
+            # transition recorded twice is refused by the database, whatever the code does.
+            models.UniqueConstraint(fields=["generation", "kind", "attempt"], name="one_event_per_kind_and_attempt")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.generation_id} {self.kind} #{self.attempt}"

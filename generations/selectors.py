@@ -6,7 +6,7 @@ from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import JSONObject
 
-from generations.models import GeneratedImage, Generation, GenerationStatus, WebhookDelivery
+from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
 from hub.errors import NotFound
 
@@ -95,3 +95,8 @@ def webhook_deliveries_for_account(*, user, limit: int = 10) -> list[WebhookDeli
     """The account's own events' latest deliveries (credits.low, credits.expiring), newest first."""
     deliveries = WebhookDelivery.objects.filter(user=user, generation__isnull=True).order_by("-created_at")
     return list(deliveries[:limit])
+
+
+def generation_events(*, generation: Generation) -> list[GenerationEvent]:
+    """The generation's history, oldest first."""
+    return list(GenerationEvent.objects.filter(generation=generation).order_by("created_at", "id"))

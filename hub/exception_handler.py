@@ -15,6 +15,7 @@ from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from hub.csp import PAGE_PATH_PREFIXES
 from hub.errors import HubError, MonthlyCreditCapReached, RateLimited
@@ -100,6 +101,9 @@ def _envelope(exc) -> tuple[int, dict]:
         return 404, error_body("notFound", "Resource not found", status=404)
     if isinstance(exc, PermissionDenied):
         return 403, error_body("forbidden", "Not allowed", status=403)
+    if isinstance(exc, drf.ValidationError):
+        param, message = _first_error(exc.detail)
+        return 400, error_body("invalid_request", message, status=400, param=param)
     for cls, (status, code, message) in _DRF_ERRORS.items():
         if isinstance(exc, cls):
             return status, error_body(code, message, status=status)
@@ -107,6 +111,18 @@ def _envelope(exc) -> tuple[int, dict]:
         return exc.status_code, error_body("invalid_request", str(exc.detail), status=exc.status_code)
     logger.exception("unhandled API error")
     return 500, error_body("internal_error", "Internal server error", status=500)
+
+
+def _first_error(detail) -> tuple[str | None, str]:
+    """(param, message) of a serializer's first refusal: its field's name (none for the request
+    as a whole), and the field's first message."""
+    param = None
+    if isinstance(detail, dict):
+        name, detail = next(iter(detail.items()))
+        param = None if name == api_settings.NON_FIELD_ERRORS_KEY else name
+    while isinstance(detail, (list, dict)):
+        detail = next(iter(detail.values() if isinstance(detail, dict) else detail))
+    return param, str(detail)
 
 
 def _unreadable_request(exc) -> dict:

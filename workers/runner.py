@@ -12,7 +12,7 @@ from PIL import Image
 
 from generations import errors
 from generations.models import Generation
-from generations.services import StoredImage, generation_claim, generation_fail, generation_finalize
+from generations.services import ProviderCall, StoredImage, generation_claim, generation_fail, generation_finalize
 from hub import metrics, storage
 from workers import upstream_calls
 from workers.finishing import finishing_turn
@@ -63,22 +63,29 @@ def generation_run(generation_id: str) -> None:
     connection.close()  # back to the pool: the provider call may take minutes
     with ExitStack() as finishing:
         with lease_held(generation_id=generation_id, attempt=attempt):
+            called_at, clock = timezone.now(), time.monotonic()
             try:
                 outputs = upstream_calls.generate(generation.model, request)
             except ProviderError as exc:
+                call = ProviderCall(called_at, _ms_since(clock), exc.kind)
                 metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
                 logger.warning(
                     "generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail
                 )
                 code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
                 error = (code, exc.user_message)
-                generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=error)
+                generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=error, call=call)
                 return
+            call = ProviderCall(called_at, _ms_since(clock), "ok", images=len(outputs))
             # From here through the finalize, a turn: a burst of answers finishes in the order it came.
             finishing.enter_context(finishing_turn())
             images = _store_valid(generation, outputs[: generation.n])
         error = _no_image_error(outputs, images)
-        generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error)
+        generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error, call=call)
+
+
+def _ms_since(clock: float) -> int:
+    return round((time.monotonic() - clock) * 1000)
 
 
 def _no_image_error(outputs: list[bytes], images: list[StoredImage]) -> tuple[str, str] | None:

@@ -1,4 +1,5 @@
 import html
+import re
 from datetime import timedelta
 
 import pytest
@@ -86,6 +87,22 @@ def test_the_generation_page_shows_every_image_and_they_load(member):
         True,
     ]
     assert all(fetch(client, src).startswith(PNG) for src in sources)
+
+
+def test_the_generation_page_shows_its_history(member):
+    user, client = member
+    credits_grant(account=account_get_or_create(user=user), amount=100)
+    generation = make_generation(user, n=3, delivered=2)
+    content = client.get(f"/account/generations/{generation.id}/").content.decode()
+    history = content[content.index('id="generation-history"') :]
+    history = history[: history.index("</table>")]
+    rows = [re.sub(r"<[^>]+>|\s+", " ", row).split() for row in re.findall(r"<tr>(.*?)</tr>", history, re.S)[1:]]
+    assert [row[3:] for row in rows] == [
+        ["queued", "—", "6", "credits"],
+        ["claimed", "1"],
+        ["succeeded", "1", "2", "images"],
+        ["refunded", "1", "2", "credits"],
+    ]
 
 
 def test_the_overview_has_the_quick_start_with_this_hubs_base_url(member):

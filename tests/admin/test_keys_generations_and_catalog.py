@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.contrib.admin.utils import quote
 
@@ -58,6 +60,14 @@ def test_a_generation_shows_its_status_refund_and_images(console):
     key = generation.images.get().storage_key
     assert [src for src in image_sources(content) if key in src] != []
     assert "Refund +2 (refund: 1 of 2 images not delivered)" in content and "Charge -4" in content
+    # Its history, read-only: no field of it to edit, no box to delete it.
+    assert re.findall(r'<td class="field-kind">\s*<p>(.*?)</p>', content) == [
+        "queued",
+        "claimed",
+        "succeeded",
+        "refunded",
+    ]
+    assert 'name="events-0-kind"' not in content and 'name="events-0-DELETE"' not in content
 
 
 def test_disabling_a_model_takes_it_off_the_api(console, api):

@@ -37,7 +37,7 @@ def test_a_generation_charged_under_the_threshold_is_topped_up_by_a_housekeeping
             **bearer(make_key(user)),
         )
         assert response.status_code == 202, response.content  # 40 → 24: under 30
-        assert until(lambda: Purchase.objects.filter(status="paid").exists(), timeout=30), worker.output()[-3000:]
+        assert until(lambda: Purchase.objects.filter(status="paid").exists(), timeout=90), worker.output()[-3000:]
     finally:
         worker.stop()
     assert CreditAccount.objects.get(user=user).balance == 64

@@ -89,10 +89,10 @@ def test_a_low_balance_alerts_once_per_crossing_by_email_and_a_signed_webhook(
 )
 def test_every_charge_path_records_the_same_crossing(monkeypatch, one_statement_create, one_statement_charge):
     """Generations' one-statement create, credits_charge's one statement, and row by row."""
-    from generations import services as generation_services
+    from generations.services import submit
 
     if not one_statement_create:
-        monkeypatch.setattr(generation_services, "ONE_STATEMENT_CREATE", set())
+        monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", set())
     if not one_statement_charge:
         monkeypatch.setattr(services, "ONE_STATEMENT_CHARGE", set())
     user = make_user(credits=40)

@@ -175,7 +175,7 @@ def test_concurrent_grants_spends_refunds_and_expiries_keep_the_ledger_consisten
         refunder(refund_queues[1]),
         sweeper,
     ]
-    with patch("generations.services.generation_enqueue"):  # keep these generations away from any worker
+    with patch("generations.services.submit.generation_enqueue"):  # keep these generations away from any worker
         run_together(threads)
 
     # let every expiring grant run out, then one last sweep

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from billing.models import CreditAccount, LedgerEntry
-from generations.models import Generation
+from generations.models import Generation, GenerationEvent
 from tests.faults.conftest import sweep_until, wait_for_status
 from tests.reconcile import assert_reconciled
 
@@ -49,6 +49,18 @@ def test_killed_worker_group_is_recovered_by_the_sweeper(api, customer, start_wo
     start_worker()  # the replacement pod
     generation = sweep_until(generation_id)
     assert (generation.status, generation.attempts) == ("succeeded", 2)
+    # Its history: the lost attempt's claim, its retry, the second attempt (the first one's
+    # provider call was never finished: its events would have come with the finish).
+    history = GenerationEvent.objects.filter(generation_id=generation_id).order_by("created_at", "id")
+    assert [(event.kind, event.attempt, event.outcome) for event in history] == [
+        ("queued", 0, ""),
+        ("claimed", 1, ""),
+        ("retried", 1, "worker_lost"),
+        ("claimed", 2, ""),
+        ("provider_call_started", 2, ""),
+        ("provider_call_ended", 2, "ok"),
+        ("succeeded", 2, ""),
+    ]
     assert CreditAccount.objects.get(user=user).balance == 116
     assert_reconciled()
 

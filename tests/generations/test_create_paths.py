@@ -1,8 +1,8 @@
 """A generation's row, its charge and its key's usage are one statement on PostgreSQL
-(generations.services._create_charged_pg, after the account lock in the same round trip) and
-one transaction of several elsewhere — or when the
-statement leaves the charge to the row-by-row path. Both write the same rows; the statement
-charges only what the row-by-row path would charge the same way."""
+(generations.services.submit._charged, after the account lock in the same round trip) and the
+same writes one after the other in a transaction elsewhere — or when the statement leaves the
+charge to the row-by-row path. Both write the same rows; the statement charges only what the
+row-by-row path would charge the same way."""
 
 import threading
 from datetime import timedelta
@@ -17,9 +17,8 @@ from apikeys.services import api_key_create
 from billing.models import ChargeAllocation, CreditAccount, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_charge, credits_grant
-from generations import services
 from generations.models import Generation
-from generations.services import generation_create
+from generations.services import generation_create, submit
 from hub.errors import InsufficientCredits
 from tests.conftest import until
 from tests.factories import make_user
@@ -92,7 +91,7 @@ def test_one_statement_and_the_transaction_write_the_same_rows(monkeypatch):
     assert not made._state.adding
     one = _rows(account, key)
 
-    monkeypatch.setattr(services, "ONE_STATEMENT_CREATE", set())
+    monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", set())
     user, account, key = _funded((5, SOON), (10, None), (7, SOON * 2))
     _create(user, key)
     assert _rows(account, key) == one

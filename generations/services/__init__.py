@@ -1,0 +1,39 @@
+"""Writes of the generation life cycle: a request's submit (create + charge, Idempotency-Key,
+its sync wait) and what happens to the generation after (lifecycle: enqueue, claim, finish,
+fail, cancel, refund)."""
+
+from generations.services.idempotency import idempotency_keys_expire
+from generations.services.lifecycle import (
+    RUN_TASK_NAME,
+    ProviderCall,
+    StoredImage,
+    generation_cancel,
+    generation_claim,
+    generation_enqueue,
+    generation_fail,
+    generation_finalize,
+    generation_leases_renew,
+    generation_requeue,
+)
+from generations.services.submit import SubmitOutcome, generation_create, generation_precheck, generation_submit
+from generations.services.wait import connection_release, generation_wait
+
+__all__ = [
+    "RUN_TASK_NAME",
+    "ProviderCall",
+    "StoredImage",
+    "SubmitOutcome",
+    "connection_release",
+    "generation_cancel",
+    "generation_claim",
+    "generation_create",
+    "generation_enqueue",
+    "generation_fail",
+    "generation_finalize",
+    "generation_leases_renew",
+    "generation_precheck",
+    "generation_requeue",
+    "generation_submit",
+    "generation_wait",
+    "idempotency_keys_expire",
+]

@@ -1,0 +1,112 @@
+"""A sync request's wait for its generation: no database connection and, under gevent, no
+thread held while waiting (hub.completion wakes it)."""
+
+import logging
+from datetime import timedelta
+
+from django.db import DatabaseError, connection
+from django.db.models import OuterRef
+from django.utils import timezone
+
+from billing.selectors import credits_summary_annotations
+from generations import errors
+from generations.models import FINISHED, Generation
+from generations.selectors import with_images
+from generations.services.lifecycle import generation_fail
+from hub import completion, metrics, shutdown
+from hub.compiled import STR_MARKER, CompiledQuery
+
+logger = logging.getLogger(__name__)
+
+# How long past its deadline a sync request still waits for the worker's own verdict.
+WAIT_GRACE = timedelta(seconds=10)
+
+
+def generation_wait(
+    *, generation: Generation, max_wait: float | None = None, enqueued_after: float | None = None
+) -> Generation:
+    """Wait until the generation finishes or its deadline passes (then fail and refund it).
+
+    `max_wait` (the client's `Prefer: wait=N`) ends the wait sooner without touching the
+    generation: it is returned unfinished, for a 202 with its poll_url. `enqueued_after`, a
+    `time.monotonic()` taken before the generation was created, spares the read before the
+    first wait when the completion listener was subscribed by then (hub.completion).
+
+    The wait holds no database connection (it is given back before waiting and after each
+    read that finds the row unfinished; the answer to a finished one reads on) and, under
+    gevent, no thread. It never raises: the credits are already charged, so a
+    failure of the wait itself — notifications, database — must not answer 5xx (an SDK would
+    retry and pay again). The caller gets the generation as last read, possibly unfinished,
+    and answers 202 with its poll_url.
+    """
+    until = generation.deadline_at + WAIT_GRACE
+    remaining = (until - timezone.now()).total_seconds()
+    capped = max_wait is not None and max_wait < remaining
+
+    latest = [generation]
+
+    def finished() -> bool:
+        try:
+            row = _FINISHED_ROW.first(generation.pk)
+        except BaseException:
+            connection_release()
+            raise
+        if row is None:
+            connection_release()  # before it waits; the answer to a finished row reads on
+            return False
+        latest[0] = row  # the finished row: no second read to answer with it
+        return True
+
+    try:
+        connection_release()
+        with metrics.SYNC_WAITS.track_inprogress():
+            done = completion.wait_done(
+                generation.pk,
+                timeout=max_wait if capped else remaining,
+                is_finished=finished,
+                finished_among=_finished_among,
+                enqueued_after=enqueued_after,
+            )
+        if done:
+            return latest[0]
+        if not capped:
+            generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
+        generation.refresh_from_db()
+    except shutdown.Stopping:
+        logger.info("generation %s: this process is stopping; answering with its poll_url", generation.pk)
+        return _reread(generation)
+    except Exception:  # noqa: BLE001 — see above: charged work is answered, never a 5xx
+        logger.exception("generation %s: the wait failed; answering with the row as it is", generation.pk)
+        return _reread(generation)
+    return generation
+
+
+def _finished_row(pk):
+    # With its owner's credits summary (billing.selectors.credits_summary_of): a succeeded
+    # generation's answer carries it, and read here it costs no query of its own.
+    # And with its images (generations.selectors.with_images): the answer shows them.
+    finished = Generation.objects.filter(pk=pk, status__in=FINISHED)
+    return with_images(finished.annotate(**credits_summary_annotations(OuterRef("owner_id"))))[:1]
+
+
+# The wait's read of its row, compiled once (hub.compiled: it runs at least twice per sync request).
+_FINISHED_ROW = CompiledQuery(_finished_row, STR_MARKER)
+
+
+def _reread(generation: Generation) -> Generation:
+    try:
+        generation.refresh_from_db()
+    except DatabaseError:
+        logger.warning("generation %s: could not re-read the row; answering 202", generation.pk)
+    return generation
+
+
+def _finished_among(generation_ids: list[str]) -> list[str]:
+    return list(Generation.objects.filter(pk__in=generation_ids, status__in=FINISHED).values_list("pk", flat=True))
+
+
+def connection_release() -> None:
+    """Give this thread's database connection back (to the pool on PostgreSQL) before a long
+    wait — unless a caller's transaction is open on it (tests), which must not be cut."""
+    if not connection.in_atomic_block:
+        connection.close()
