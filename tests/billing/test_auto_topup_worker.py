@@ -5,7 +5,6 @@ and a real worker process buys the pack from the fake Stripe."""
 import json
 
 import pytest
-from django.conf import settings
 
 from billing.models import CreditAccount, Purchase
 from tests.billing.stripe_helpers import autotopup_on, make_pack
@@ -17,17 +16,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_generation_charged_under_the_threshold_is_topped_up_by_a_housekeeping_worker(
-    api, fake_stripe, unconsumed_queue
+    api, fake_stripe, unconsumed_queue, settings
 ):
     user = make_user(credits=40)
     autotopup_on(fake_stripe, user, make_pack(credits=40), threshold=30)
-    purge_queues(settings.HOUSEKEEPING_QUEUE)
+    # A queue of the test's own: a session worker (started by an earlier test, without Stripe's
+    # settings) consumes the run's housekeeping queue and would take the crossing.
+    settings.HOUSEKEEPING_QUEUE = queue = f"{settings.HOUSEKEEPING_QUEUE}-topup"
+    purge_queues(queue)
     stripe = {
+        "HUB_HOUSEKEEPING_QUEUE": queue,
         "STRIPE_SECRET_KEY": fake_stripe.api_key,
         "STRIPE_WEBHOOK_SECRET": fake_stripe.webhook_secret,
         "STRIPE_API_BASE": fake_stripe.base_url,
     }
-    worker = WorkerProcess(name="housekeeping", queues=settings.HOUSEKEEPING_QUEUE, env_overrides=stripe).start()
+    worker = WorkerProcess(name="housekeeping", queues=queue, env_overrides=stripe).start()
     try:
         body = {"model": "gpt-image-2", "prompt": "p", "size": "1024x1024", "quality": "high", "n": 2, "async": True}
         response = api.post(
