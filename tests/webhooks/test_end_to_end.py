@@ -1,19 +1,42 @@
 """Through the real API and a real Celery worker process (which consumes the housekeeping queue
 too): a sync generation with a webhook ends in signed POSTs to a receiver on loopback."""
 
+import uuid
+
 import pytest
+from django.test import override_settings
 from standardwebhooks import Webhook
 
 from generations.models import WebhookDelivery
 from generations.webhooks import webhook_secret_get_or_create
-from tests.conftest import until
+from tests.conftest import OPENAI_TEST_KEY, WorkerProcess, until
 from tests.reconcile import assert_reconciled
 from tests.webhooks.receiver import Receiver
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
-def test_a_sync_generation_with_a_webhook_is_posted_signed(api, customer, celery_worker):
+@pytest.fixture
+def own_worker(fake_openai):
+    """A worker on queues of this test's own (the generation and its deliveries): the run's session
+    worker may be busy with what earlier tests left it."""
+    generations, housekeeping = f"e2e-gen-{uuid.uuid4().hex[:8]}", f"e2e-hk-{uuid.uuid4().hex[:8]}"
+    env = {
+        "HUB_GENERATIONS_QUEUE": generations,
+        "HUB_HOUSEKEEPING_QUEUE": housekeeping,
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "OPENAI_API_KEY": OPENAI_TEST_KEY,
+    }
+    with override_settings(GENERATIONS_QUEUE=generations, HOUSEKEEPING_QUEUE=housekeeping):
+        worker = WorkerProcess(name="e2e", queues=f"{generations},{housekeeping}", env_overrides=env).start()
+        try:
+            yield worker
+        finally:
+            worker.stop()
+
+
+def test_a_sync_generation_with_a_webhook_is_posted_signed(api, customer, own_worker):
+    celery_worker = own_worker
     user, _, auth = customer
     with Receiver() as receiver:
         body = {
