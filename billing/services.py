@@ -31,7 +31,7 @@ from billing.models import (
     Purchase,
 )
 from hub.compiled import INT_MARKER, CompiledQuery
-from hub.errors import InsufficientCredits, InvalidRequest
+from hub.http.errors import InsufficientCredits, InvalidRequest
 
 logger = logging.getLogger(__name__)
 

@@ -22,16 +22,18 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from apikeys import ratelimit
 from apikeys.models import ApiKey
 from apikeys.selectors import api_key_month_credits
 from apikeys.services import api_key_limits_set, api_key_rate_give_back_db, api_key_rate_take_db
 from billing.selectors import account_type_limits
 from billing.services import account_get_or_create
+from generations import completion
 from generations.models import Generation, GenerationStatus, ImageModel
-from hub import completion, ratelimit
-from hub.errors import InvalidRequest, ModelNotAllowed, MonthlyCreditCapReached, RateLimited
+from hub.http.errors import InvalidRequest, ModelNotAllowed, MonthlyCreditCapReached, RateLimited
+from hub.infra.redis_client import redis_client
+from hub.infra.timefmt import utc_day
 from hub.limits import Limits
-from hub.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 
@@ -220,12 +222,12 @@ def _seconds_until_next_month(now: datetime) -> int:
 
 def slot_release_and_announce(*, api_key_id: str | None, generation_id: str) -> None:
     """After the commit that finished a generation: free its concurrency slot (idempotent) and
-    wake its sync waiter (hub.completion), in one Redis round trip — as two they were ~4.5 % of
+    wake its sync waiter (generations.completion), in one Redis round trip — as two they were ~4.5 % of
     a generation worker's busy samples (bench sync-c32-0s, py-spy). Both are made good if lost
     to a Redis fault: `slots_reconcile` drops the slot, and the waiter re-reads its row."""
     if not settings.REDIS_URL:
         return
-    pipe = completion.redis_client().pipeline(transaction=False)
+    pipe = redis_client().pipeline(transaction=False)
     if api_key_id is not None:
         ratelimit.slot_release(name=api_key_id, member=generation_id, client=pipe)
     completion.publish_done(generation_id, client=pipe)

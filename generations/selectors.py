@@ -8,7 +8,7 @@ from django.db.models.functions import JSONObject
 
 from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
-from hub.errors import NotFound
+from hub.http.errors import NotFound
 
 # The annotation with_images() adds, read back by images_of().
 _IMAGES_READ = "images_read"

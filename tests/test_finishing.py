@@ -21,7 +21,7 @@ import django
 django.setup()
 import gevent
 from gevent.lock import BoundedSemaphore
-from hub import metrics
+from hub.infra import metrics
 from workers import finishing
 
 inside, most, entered = [0], [0], []

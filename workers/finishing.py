@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from django.conf import settings
 from gevent import monkey
 
-from hub import metrics
+from hub.infra import metrics
 
 MAX_WAIT_SECONDS = 2.0
 

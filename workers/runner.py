@@ -13,7 +13,7 @@ from PIL import Image
 from generations import errors
 from generations.models import Generation
 from generations.services import ProviderCall, StoredImage, generation_claim, generation_fail, generation_finalize
-from hub import metrics, storage
+from hub.infra import metrics, storage
 from workers import upstream_calls
 from workers.finishing import finishing_turn
 from workers.lease import lease_held

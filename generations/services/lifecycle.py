@@ -31,12 +31,12 @@ from generations.models import (
 )
 from generations.services.events import ROW_ATTEMPT, Event, events_sql, events_write
 from generations.webhooks import webhook_delivery_create
-from hub import metrics
 from hub.broker import task_send
 from hub.compiled import columns_sql, query_instances
-from hub.errors import NotFound
-from hub.observability import current_request_id
-from hub.timefmt import utc_day
+from hub.http.errors import NotFound
+from hub.http.observability import current_request_id
+from hub.infra import metrics
+from hub.infra.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 

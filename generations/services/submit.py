@@ -47,11 +47,11 @@ from generations.services.idempotency import (
 )
 from generations.services.lifecycle import generation_enqueue
 from generations.services.wait import generation_wait
-from hub import metrics, storage
 from hub.compiled import insert_when, inserted
-from hub.errors import GenerationCanceled, GenerationFailed, InsufficientCredits, InvalidRequest
-from hub.ids import opaque_id
-from hub.timefmt import utc_day
+from hub.http.errors import GenerationCanceled, GenerationFailed, InsufficientCredits, InvalidRequest
+from hub.infra import metrics, storage
+from hub.infra.ids import opaque_id
+from hub.infra.timefmt import utc_day
 
 # Databases where a generation's row, its common charge and its key's usage are one statement
 # (_charged); elsewhere, and for a charge the statement leaves to the row-by-row path, one
@@ -298,7 +298,7 @@ def _create(
         for key in reference_keys:
             storage.object_delete(key)
         raise
-    # Said by the request's access line (hub.observability), which carries the context: a line of
+    # Said by the request's access line (hub.http.observability), which carries the context: a line of
     # its own cost an async submit ~4 % of the web's CPU (bench async-c32, yappi).
     structlog.contextvars.bind_contextvars(credits_charged=n * price)
     return generation

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from hub import shutdown
+from hub.infra import shutdown
 
 logger = logging.getLogger(__name__)
 

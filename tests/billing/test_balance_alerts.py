@@ -17,8 +17,8 @@ from generations.credit_alerts import balance_crossings_handle
 from generations.models import WebhookDelivery
 from generations.sweeper import generations_sweep
 from generations.webhooks import account_webhook_set, account_webhook_url, webhook_secret_get_or_create
-from hub.errors import InvalidRequest
-from hub.timefmt import iso_z
+from hub.http.errors import InvalidRequest
+from hub.infra.timefmt import iso_z
 from tests.factories import create_generation, make_user
 from tests.reconcile import assert_reconciled
 from tests.webhooks.receiver import Receiver

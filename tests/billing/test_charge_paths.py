@@ -12,7 +12,7 @@ from billing import services
 from billing.models import ChargeAllocation, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_charge, credits_grant, credits_refund
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,9 @@ import pytest
 from django.db import connection
 from django.test import RequestFactory, override_settings
 
-from hub import health, shutdown
 from hub.celery import app
+from hub.http import health
+from hub.infra import shutdown
 from tests.conftest import free_port
 
 

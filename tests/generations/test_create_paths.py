@@ -19,7 +19,7 @@ from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_charge, credits_grant
 from generations.models import Generation
 from generations.services import generation_create, submit
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
 from tests.conftest import until
 from tests.factories import make_user
 

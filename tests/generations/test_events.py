@@ -19,7 +19,7 @@ from generations.services import (
     lifecycle,
     submit,
 )
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
 from tests.factories import create_generation, make_user
 from tests.reconcile import assert_reconciled
 

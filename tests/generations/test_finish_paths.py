@@ -95,7 +95,7 @@ def test_the_sync_answer_reads_its_images_with_the_finished_row():
     (generations.selectors.with_images): the answer is built without another query, and shows
     the images the table holds, in index order."""
     from generations.apis import GenerationOutput
-    from hub.timefmt import iso_z
+    from hub.infra.timefmt import iso_z
     from tests.factories import make_generation
 
     finished = make_generation(make_user(credits=100), n=3)

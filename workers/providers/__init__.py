@@ -108,7 +108,7 @@ def provider_for(backend: str) -> Provider:
 def warm_up() -> None:
     """Make the configured provider's adapter now (OpenAI: the SDK's modules and one client per
     HTTP pool, ~60,000 objects and ~85 ms of CPU), at a worker's start-up rather than in its
-    first generation, and before it freezes its start-up objects (hub.gcfreeze). Not configured
+    first generation, and before it freezes its start-up objects (hub.infra.gcfreeze). Not configured
     (or the local adapter refused): nothing to make; a generation's call says why."""
     try:
         provider_for(settings.IMAGE_PROVIDER)
