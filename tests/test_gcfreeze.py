@@ -51,7 +51,7 @@ def test_the_web_builds_its_s3_signer_before_it_freezes(tmp_path):
     probe = _run(
         tmp_path,
         "import hub.wsgi",
-        "from hub import storage; storage.object_url('generations/gen_x/0.png', base_url='http://hub')",
+        "from hub.infra import storage; storage.object_url('generations/gen_x/0.png', base_url='http://hub')",
     )
     assert probe["frozen"] > 50_000
     assert probe["made"] < FEW, probe

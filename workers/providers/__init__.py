@@ -5,12 +5,12 @@ generation's deadline and across the model's upstreams, each call under its upst
 """
 
 import threading
-from functools import cache
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from hub.infra.singletons import per_process
 from upstreams.credentials import credential_open
 from upstreams.targets import Target
 from workers.providers.base import Provider, ProviderError, ProviderRequest
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-@cache
+@per_process
 def _adapter(name: str) -> Provider:
     if name not in ADAPTERS:
         raise ProviderError(
