@@ -49,14 +49,15 @@ from generations.services.lifecycle import generation_enqueue
 from generations.services.wait import generation_wait
 from hub.compiled import insert_when, inserted
 from hub.http.errors import GenerationCanceled, GenerationFailed, InsufficientCredits, InvalidRequest
-from hub.infra import metrics, storage
+from hub.infra import backends, metrics, storage
 from hub.infra.ids import opaque_id
 from hub.infra.timefmt import utc_day
 
-# Databases where a generation's row, its common charge and its key's usage are one statement
-# (_charged); elsewhere, and for a charge the statement leaves to the row-by-row path, one
+# A generation's row, its common charge and its key's usage are one statement (_charged) where the
+# database writes in common table expressions (hub.infra.backends); elsewhere, for a charge the
+# statement leaves to the row-by-row path, and with this off (tests compare the two), one
 # transaction runs the same writes one after the other.
-ONE_STATEMENT_CREATE = {"postgresql"}
+ONE_STATEMENT_CREATE = True
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,7 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
             made.append(("charge_usage", *usage_sql))
         return made
 
-    if connection.vendor in ONE_STATEMENT_CREATE:
+    if ONE_STATEMENT_CREATE and backends.dml_in_cte():
         sql, params = credits_charge_ctes(
             account_id=account.pk, amount=amount, generation_id=generation.id, memo=memo, now=generation.enqueued_at
         )

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from hub.infra import shutdown
+from hub.infra import backends, shutdown
 from hub.infra.singletons import per_process
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def readyz(request):
 
 
 def _database() -> None:
-    if connection.vendor != "postgresql":  # the embedded default: a file next to the process
+    if not backends.postgresql():  # the embedded default: a file next to the process
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         if not connection.in_atomic_block:
@@ -69,7 +69,7 @@ def _broker() -> None:
 
 
 def _storage() -> None:
-    if not settings.USE_S3:
+    if not backends.s3():
         media = settings.MEDIA_ROOT
         if not (os.path.isdir(media) or os.access(os.path.dirname(media), os.W_OK)):
             raise OSError(f"{media} is neither a folder nor creatable")

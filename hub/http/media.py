@@ -11,11 +11,11 @@ from django.http import Http404, JsonResponse
 from django.views.static import serve
 
 from hub.http.exception_handler import error_body
-from hub.infra import storage
+from hub.infra import backends, storage
 
 
 def media(request, path: str):
-    if settings.USE_S3 or not path.startswith(storage.IMAGES_PREFIX):
+    if backends.s3() or not path.startswith(storage.IMAGES_PREFIX):
         return _error(404, "notFound", "Resource not found")
     try:
         expires = int(request.GET.get("expires", ""))

@@ -16,6 +16,8 @@ from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils.http import urlencode
 
+from hub.infra import backends
+
 IMAGES_PREFIX = "generations/"
 _MEDIA_SALT = "hub.media"
 
@@ -35,7 +37,7 @@ def object_save(*, key: str, data: bytes | IO[bytes], content_type: str) -> str:
     left there."""
     content = ContentFile(data) if isinstance(data, bytes) else File(data)
     content.content_type = content_type  # read by the S3 backend for the object's Content-Type
-    if not settings.USE_S3 and default_storage.exists(key):
+    if not backends.s3() and default_storage.exists(key):
         default_storage.delete(key)  # FileSystemStorage would otherwise pick a new name
     saved = default_storage.save(key, content)
     assert saved == key, f"storage renamed {key} to {saved}"

@@ -91,7 +91,7 @@ def test_one_statement_and_the_transaction_write_the_same_rows(monkeypatch):
     assert not made._state.adding
     one = _rows(account, key)
 
-    monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", set())
+    monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", False)
     user, account, key = _funded((5, SOON), (10, None), (7, SOON * 2))
     _create(user, key)
     assert _rows(account, key) == one
