@@ -494,9 +494,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"structured": log_formatter(LOG_FORMAT)},
     "filters": {
-        "generation_task_success": {"()": "hub.logs.DropGenerationTaskSuccess", "task_name": "generations.run"}
+        "generation_task_success": {"()": "hub.logs.DropGenerationTaskSuccess", "task_name": "generations.run"},
+        "refused_requests": {"()": "hub.logs.RefusedRequestsAsWarnings"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["refused_requests"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
