@@ -382,6 +382,7 @@ _refuse_placeholder("CELERY_BROKER_URL's password", urlsplit(CELERY_BROKER_URL).
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Embedded default: a broker that needs no server, shared by processes through a folder.
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT = "hub.embedded_broker:Transport"  # kombu's, each message written whole
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
@@ -493,9 +494,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"structured": log_formatter(LOG_FORMAT)},
     "filters": {
-        "generation_task_success": {"()": "hub.infra.logs.DropGenerationTaskSuccess", "task_name": "generations.run"}
+        "generation_task_success": {"()": "hub.infra.logs.DropGenerationTaskSuccess", "task_name": "generations.run"},
+        "refused_requests": {"()": "hub.infra.logs.RefusedRequestsAsWarnings"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["refused_requests"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

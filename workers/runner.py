@@ -62,10 +62,13 @@ def generation_run(generation_id: str) -> None:
     )
     connection.close()  # back to the pool: the provider call may take minutes
     with ExitStack() as finishing:
-        with lease_held(generation_id=generation_id, attempt=attempt):
+        with lease_held(generation_id=generation_id, attempt=attempt) as lease:
             called_at, clock = timezone.now(), time.monotonic()
             try:
-                outputs = upstream_calls.generate(generation.model, request)
+                outputs = upstream_calls.generate(generation.model, request, abandoned=lease.lost)
+            except upstream_calls.AttemptAbandoned:
+                logger.info("generation %s: no longer this attempt's (%s); not sent", generation_id, attempt)
+                return
             except ProviderError as exc:
                 call = ProviderCall(called_at, _ms_since(clock), exc.kind)
                 metrics.PROVIDER_ERRORS.labels(exc.kind).inc()

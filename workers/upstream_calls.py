@@ -17,7 +17,9 @@ frees or its deadline comes. What a failed call means:
   upstream only.
 
 At most MAX_FAILED_CALLS failed calls, all within the generation's deadline; the generation is
-charged once whatever happens here (its charge was taken at submit).
+charged once whatever happens here (its charge was taken at submit). A generation that stops
+being the attempt's while it waits (canceled, deleted, taken over: `abandoned`) stops waiting
+and is not sent.
 
 A model with no enabled upstream is served by its backend (or IMAGE_PROVIDER): `local` is
 called directly (no budget), anything else is the default upstream of the environment.
@@ -26,6 +28,7 @@ called directly (no budget), anything else is the default upstream of the enviro
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from generations.models import ImageModel
@@ -48,8 +51,13 @@ MSG_TIMED_OUT = "Image provider timed out"
 MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
 
 
-def generate(model: ImageModel, request: ProviderRequest) -> list[bytes]:
-    """The model's images for `request`, or ProviderError."""
+class AttemptAbandoned(Exception):
+    """The generation stopped being this attempt's before its call was sent."""
+
+
+def generate(model: ImageModel, request: ProviderRequest, *, abandoned: Callable[[], bool]) -> list[bytes]:
+    """The model's images for `request`, or ProviderError (AttemptAbandoned when `abandoned()`
+    turns true before a call is sent)."""
     targets = upstream_targets(model)
     if not targets:
         backend = backend_name(model.backend)
@@ -57,13 +65,14 @@ def generate(model: ImageModel, request: ProviderRequest) -> list[bytes]:
             return provider_for(backend).generate(request)
         provider_for(backend)  # an unknown backend is refused here, as before upstreams
         targets = [default_target(backend)]
-    return _Call(targets, request).run()
+    return _Call(targets, request, abandoned).run()
 
 
 class _Call:
-    def __init__(self, targets: list[Target], request: ProviderRequest):
+    def __init__(self, targets: list[Target], request: ProviderRequest, abandoned: Callable[[], bool]):
         self.targets = targets
         self.request = request
+        self.abandoned = abandoned
         self.failures = 0
         self.waits = 0
         self.last_error: ProviderError | None = None
@@ -75,6 +84,8 @@ class _Call:
             left = self.request.deadline - time.monotonic()
             if left <= 0:
                 raise self._out_of_time()
+            if self.abandoned():
+                raise AttemptAbandoned
             choice = choose(self.targets, images=self.request.n)
             if isinstance(choice, Wait):
                 waited_since = waited_since or time.monotonic()
