@@ -62,7 +62,8 @@ ONE_STATEMENT_CREATE = {"postgresql"}
 @dataclass(frozen=True)
 class SubmitOutcome:
     """How a generation request is answered: 202 while its generation is unfinished (an async
-    request, a `Prefer: wait` that ran out, a wait that failed: the body carries its poll_url),
+    request, a `Prefer: wait` or HUB_SYNC_WAIT_SECONDS that ran out, a wait that failed: the body
+    carries its poll_url),
     200 once it succeeded, with the owner's balance after it. A failed or canceled one is an
     error (GenerationFailed, GenerationCanceled), raised instead."""
 
@@ -101,9 +102,10 @@ def generation_submit(
     )
     if params["is_async"]:
         return SubmitOutcome(generation, 202)
-    generation = generation_wait(generation=generation, max_wait=max_wait, enqueued_after=started)
-    headers = {"Preference-Applied": f"wait={_seconds_text(max_wait)}"} if max_wait is not None else {}
-    if generation.status not in FINISHED:  # Prefer: wait ran out, or the wait itself failed
+    wait = _sync_wait(max_wait)
+    generation = generation_wait(generation=generation, max_wait=wait, enqueued_after=started)
+    headers = {"Preference-Applied": f"wait={_seconds_text(wait)}"} if max_wait is not None else {}
+    if generation.status not in FINISHED:  # a capped wait ran out, or the wait itself failed
         return SubmitOutcome(generation, 202, headers)
     if generation.status == GenerationStatus.FAILED:
         raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
@@ -112,6 +114,14 @@ def generation_submit(
     # Read with the finished row by the wait; a row it re-read after a timeout has none.
     balance = credits_summary_of(generation) or credits_summary_for_user(user_id=generation.owner_id)
     return SubmitOutcome(generation, 200, headers, balance)
+
+
+def _sync_wait(preferred: float | None) -> float | None:
+    """How long the request waits before its 202: the client's `Prefer: wait`, within the hub's
+    HUB_SYNC_WAIT_SECONDS; None (until the generation's deadline) when neither is shorter."""
+    if settings.SYNC_WAIT_SECONDS >= settings.GENERATION_TIMEOUT_SECONDS:
+        return preferred
+    return settings.SYNC_WAIT_SECONDS if preferred is None else min(preferred, settings.SYNC_WAIT_SECONDS)
 
 
 def _seconds_text(seconds: float) -> str:
