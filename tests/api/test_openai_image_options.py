@@ -285,3 +285,14 @@ def test_an_image_other_than_asked_is_the_providers_error_and_refunded(
     assert "not the image asked" in failed.value.body["message"]
     assert CreditAccount.objects.get(user=user).balance == 120 - 3
     assert_reconciled()
+
+
+def test_an_idempotency_key_tells_requests_apart_by_their_options(api, customer, unconsumed_queue):
+    _, _, auth = customer
+    body = {"model": "gpt-image-2", "prompt": "x", "quality": "low", "async": True, "output_format": "webp"}
+    keyed = {**auth, "HTTP_IDEMPOTENCY_KEY": "opt-1"}
+    first = api.post("/api/v1/images/generations", data=body, format="json", **keyed)
+    again = api.post("/api/v1/images/generations", data=body, format="json", **keyed)
+    assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+    other = api.post("/api/v1/images/generations", data={**body, "output_format": "jpeg"}, format="json", **keyed)
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "idempotencyConflict")
