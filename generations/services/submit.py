@@ -263,7 +263,7 @@ def _create(
     structlog.contextvars.bind_contextvars(generation_id=generation_id)
     hold = limits_take(api_key=api_key, limits=limits, generation_id=generation_id, n=n)
 
-    reference_keys = []
+    reference_keys, mask_keys = [], []
     try:
         reference_keys.extend(
             storage.object_save(
@@ -273,8 +273,8 @@ def _create(
             )
             for i, data in enumerate(references)
         )
-        if mask is not None:
-            reference_keys.append(
+        if mask is not None:  # read by the worker when options say "mask"
+            mask_keys.append(
                 storage.object_save(
                     key=storage.mask_key(generation_id=generation_id), data=mask, content_type="image/png"
                 )
@@ -311,10 +311,10 @@ def _create(
                 idempotency_claim_settle(claim=claim, generation=generation)
             # Before the generation's row (the statement below): its foreign keys are checked at
             # the commit, and the account stays locked for as short a time as can be.
-            if references:
+            if reference_keys:
                 ReferenceImage.objects.bulk_create(
                     ReferenceImage(generation=generation, index=i, storage_key=key)
-                    for i, key in enumerate(reference_keys[: len(references)])
+                    for i, key in enumerate(reference_keys)
                 )
             _charged(generation, account=account, memo=f"{n} × {model.id}")
             if checked_after:
@@ -322,7 +322,7 @@ def _create(
             transaction.on_commit(lambda: _on_created(generation_id, n * price, account))
     except Exception:
         hold.give_back()
-        for key in reference_keys:
+        for key in [*reference_keys, *mask_keys]:
             storage.object_delete(key)
         raise
     # Said by the request's access line (hub.observability), which carries the context: a line of
