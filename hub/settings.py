@@ -288,6 +288,14 @@ IMAGE_PROVIDER = env.str("IMAGE_PROVIDER", default="local")
 # (workers.checks) — unless this says the hub is a demo or a test run.
 ALLOW_LOCAL_PROVIDER = envbool("HUB_ALLOW_LOCAL_PROVIDER", default=not SHARED_DATABASE)
 GENERATION_TIMEOUT_SECONDS = env.int("GENERATION_TIMEOUT_SECONDS", default=800)
+# The longest a sync request holds its connection: past it the answer is a 202 with poll_url (as
+# for `Prefer: wait`). Behind a proxy that cuts idle reads (ingress-nginx and AWS's load balancers
+# at 60 s, Cloudflare at 100 s) set it below that cut; by default a sync request waits it all.
+SYNC_WAIT_SECONDS = env.float("HUB_SYNC_WAIT_SECONDS", default=float(GENERATION_TIMEOUT_SECONDS))
+if not 0 < SYNC_WAIT_SECONDS <= GENERATION_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"HUB_SYNC_WAIT_SECONDS must be above 0 and at most GENERATION_TIMEOUT_SECONDS ({GENERATION_TIMEOUT_SECONDS})"
+    )
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 SWEEPER_INTERVAL_SECONDS = env.int("SWEEPER_INTERVAL_SECONDS", default=60)
 # Each worker process offers to run the sweep; one per period wins (workers.schedule). Off: this
