@@ -65,7 +65,7 @@ def generation_run(generation_id: str) -> None:
         with lease_held(generation_id=generation_id, attempt=attempt):
             called_at, clock = timezone.now(), time.monotonic()
             try:
-                outputs = upstream_calls.generate(generation.model, request)
+                outputs = upstream_calls.generate(generation.model, request, generation_id=generation_id)
             except ProviderError as exc:
                 call = ProviderCall(called_at, _ms_since(clock), exc.kind)
                 metrics.PROVIDER_ERRORS.labels(exc.kind).inc()

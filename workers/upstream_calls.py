@@ -17,7 +17,9 @@ frees or its deadline comes. What a failed call means:
   upstream only.
 
 At most MAX_FAILED_CALLS failed calls, all within the generation's deadline; the generation is
-charged once whatever happens here (its charge was taken at submit).
+charged once whatever happens here (its charge was taken at submit). Every call, whatever its
+end, is recorded where it ends (upstreams.UpstreamCall: upstream, latency, outcome, the provider's
+usage and its cost by the upstream's prices).
 
 A model with no enabled upstream is served by its backend (or IMAGE_PROVIDER): `local` is
 called directly (no budget), anything else is the default upstream of the environment.
@@ -27,13 +29,26 @@ import logging
 import random
 import time
 from dataclasses import replace
+from datetime import timedelta
+
+from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from generations.models import ImageModel
 from upstreams import budget, circuit
 from upstreams import metrics as upstream_metrics
 from upstreams.routing import Choice, Wait, choose
+from upstreams.services import upstream_call_record
 from upstreams.targets import Target, default_target, upstream_targets
-from workers.providers import LOCAL, ProviderError, ProviderRequest, backend_name, provider_for, upstream_adapter
+from workers.providers import (
+    LOCAL,
+    Generated,
+    ProviderError,
+    ProviderRequest,
+    backend_name,
+    provider_for,
+    upstream_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +63,24 @@ MSG_TIMED_OUT = "Image provider timed out"
 MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
 
 
-def generate(model: ImageModel, request: ProviderRequest) -> list[bytes]:
-    """The model's images for `request`, or ProviderError."""
+def generate(model: ImageModel, request: ProviderRequest, *, generation_id: str) -> list[bytes]:
+    """The model's images for `request` (generation `generation_id`'s), or ProviderError."""
     targets = upstream_targets(model)
     if not targets:
         backend = backend_name(model.backend)
         if backend == LOCAL:
-            return provider_for(backend).generate(request)
+            return provider_for(backend).generate(request).images
         provider_for(backend)  # an unknown backend is refused here, as before upstreams
         targets = [default_target(backend)]
-    return _Call(targets, request).run()
+    return _Call(targets, request, generation_id=generation_id, model_id=model.id).run()
 
 
 class _Call:
-    def __init__(self, targets: list[Target], request: ProviderRequest):
+    def __init__(self, targets: list[Target], request: ProviderRequest, *, generation_id: str, model_id: str):
         self.targets = targets
         self.request = request
+        self.generation_id = generation_id
+        self.model_id = model_id
         self.failures = 0
         self.waits = 0
         self.last_error: ProviderError | None = None
@@ -108,21 +125,24 @@ class _Call:
         target = choice.target
         started = time.monotonic()
         try:
-            outputs = upstream_adapter(target).generate(
+            generated = upstream_adapter(target).generate(
                 replace(self.request, model=target.upstream_model or self.request.model)
             )
         except ProviderError as exc:
             self._failed(choice, exc, time.monotonic() - started)
             return None
         seconds = time.monotonic() - started
+        self._record(target, "ok", seconds, generated)
         budget.release(choice.grant, outcome="ok", seconds=seconds)
         circuit.circuit_record(target, ok=True)
         upstream_metrics.CALLS.labels(target.name, "ok").inc()
         upstream_metrics.CALL_LATENCY.labels(target.name).observe(seconds)
-        return outputs
+        return generated.images
 
     def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> None:
         target = choice.target
+        self._record(target, "rejected" if exc.permanent else exc.kind, seconds)
+        connection.close()  # back to the pool: a retry may wait a while first
         if exc.permanent:
             budget.release(choice.grant, outcome="rejected", seconds=seconds)
             upstream_metrics.CALLS.labels(target.name, "rejected").inc()
@@ -159,6 +179,25 @@ class _Call:
             if time.monotonic() + delay >= self.request.deadline:
                 raise exc
             time.sleep(delay)
+
+    def _record(self, target: Target, outcome: str, seconds: float, generated: Generated | None = None) -> None:
+        """The call's row (upstreams.UpstreamCall). A database that cannot take it costs the
+        generation nothing: its images (or its next try) matter more than its cost row."""
+        try:
+            upstream_call_record(
+                generation_id=self.generation_id,
+                model_id=self.model_id,
+                target=target,
+                started_at=timezone.now() - timedelta(seconds=seconds),
+                latency_ms=round(seconds * 1000),
+                outcome=outcome,
+                quality=self.request.quality,
+                size=self.request.size,
+                images=len(generated.images) if generated else 0,
+                usage=generated.usage if generated else None,
+            )
+        except DatabaseError as exc:
+            logger.warning("upstream %s: the call of %s was not recorded: %s", target.name, self.generation_id, exc)
 
     def _backoff(self) -> float:
         return min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
