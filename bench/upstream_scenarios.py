@@ -97,6 +97,7 @@ def run_upstream(s: Scenario, ctx: Context) -> Table:
         ("upstream calls (both keys)", f"{calls} ({'; '.join(_statuses_text(c) for c in statuses)})"),
         ("upstream 429s, % of calls", f"{100 * limited / calls:.1f}%" if calls else "—"),
         ("upstream busy while A's backlog lasts", sampler.busy_text()),
+        ("peak calls in flight per key", " / ".join(str(provider[key]["peak_in_flight"]) for key in KEYS)),
         ("A's backlog drained after s", f"{drained:.1f}" if drained is not None else "not within the time limit"),
         ("A's final statuses", _statuses_text(a_final)),
         ("A's failures", str(a_final.get("failed", 0))),

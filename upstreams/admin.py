@@ -178,7 +178,7 @@ class UpstreamCallAdmin(ReadOnlyAdmin):
     list_filter = ["outcome", "upstream_name", "model"]
     search_fields = ["generation__id"]
     date_hierarchy = "started_at"
-    list_select_related = False
+    list_select_related = ["generation", "model"]
     change_list_template = "admin/upstreams/upstreamcall/change_list.html"
 
     def get_urls(self):

@@ -142,7 +142,6 @@ class _Call:
     def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> None:
         target = choice.target
         self._record(target, "rejected" if exc.permanent else exc.kind, seconds)
-        connection.close()  # back to the pool: a retry may wait a while first
         if exc.permanent:
             budget.release(choice.grant, outcome="rejected", seconds=seconds)
             upstream_metrics.CALLS.labels(target.name, "rejected").inc()
@@ -198,6 +197,10 @@ class _Call:
             )
         except DatabaseError as exc:
             logger.warning("upstream %s: the call of %s was not recorded: %s", target.name, self.generation_id, exc)
+        finally:
+            # Back to the pool: what follows waits (a retry's backoff or budget, the finishing
+            # turn) and a waiting greenlet holds no connection (hub/settings.py DATABASES).
+            connection.close()
 
     def _backoff(self) -> float:
         return min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
