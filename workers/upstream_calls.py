@@ -72,6 +72,9 @@ def generate(model: ImageModel, request: ProviderRequest, *, generation_id: str)
             return provider_for(backend).generate(request).images
         provider_for(backend)  # an unknown backend is refused here, as before upstreams
         targets = [default_target(backend)]
+    # Back to the pool: reading the routes (every CATALOG_CACHE_SECONDS) took a connection, and
+    # the call may wait long for a slot (bench learned-limit ran the worker's pool dry).
+    connection.close()
     return _Call(targets, request, generation_id=generation_id, model_id=model.id).run()
 
 
