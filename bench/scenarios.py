@@ -141,13 +141,13 @@ SCENARIOS = {
                 a_requests=2000,
                 b_requests=10,
                 upstream=variant,
-                description=f"tenant A submits 2,000 async, then tenant B makes 10 sync one after another; "
-                f"provider 2 s; two upstream keys of 20 concurrent calls each, {what}",
+                description=f"tenant A's async burst (default 2,000), then tenant B's sync calls one after another "
+                f"(default 10); provider 2 s; two upstream keys of 20 concurrent calls each, {what}",
             )
             for name, variant, what in (
                 ("noisy-neighbour", "configured", "their limits configured"),
                 ("learned-limit", "learned", "their limits not configured (learned from 429s)"),
-                ("outage", "outage", "configured; one key answers 500 for 60 s from B's first call"),
+                ("outage", "outage", "configured; one key answers 500 for a while (default 60 s) from B's first call"),
             )
         ),
     ]
