@@ -1,4 +1,5 @@
-"""Adding, enabling and disabling upstreams, and (re)keying their credentials."""
+"""Adding, enabling, disabling and pricing upstreams, (re)keying their credentials, and recording
+each provider call with its cost."""
 
 from datetime import datetime
 from decimal import Decimal
