@@ -70,7 +70,9 @@ def generation_run(generation_id: str) -> None:
         with lease_held(generation_id=generation_id, attempt=attempt) as lease:
             called_at, clock = timezone.now(), time.monotonic()
             try:
-                outputs = upstream_calls.generate(generation.model, request, abandoned=lease.lost)
+                outputs = upstream_calls.generate(
+                    generation.model, request, generation_id=generation_id, abandoned=lease.lost
+                )
             except upstream_calls.AttemptAbandoned:
                 logger.info("generation %s: no longer this attempt's (%s); not sent", generation_id, attempt)
                 return
