@@ -6,6 +6,7 @@ from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import JSONObject
 
+from generations import fair
 from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
 from hub.errors import NotFound
@@ -80,6 +81,18 @@ def generation_get_for_owner_api(*, owner, generation_id: str) -> Generation:
     if generation is None:
         raise NotFound("Generation not found")
     return generation
+
+
+def generation_queue_positions(generations) -> dict[str, int]:
+    """The place of each queued generation among those waiting for its model's upstreams (1:
+    the next to run; generations.fair), by id; the others (not waiting, or no Redis) left out."""
+    return fair.fair_positions([g for g in generations if g.status == GenerationStatus.QUEUED])
+
+
+def generation_attempt_current(*, generation_id: str, attempt: int) -> bool:
+    """Whether `attempt` still runs the generation (it was not canceled, failed, deleted or
+    taken over since its claim)."""
+    return Generation.objects.filter(pk=generation_id, status=GenerationStatus.RUNNING, attempts=attempt).exists()
 
 
 def generations_for_owner(*, owner):

@@ -12,8 +12,11 @@ from PIL import Image
 
 from generations import errors
 from generations.models import Generation
+from generations.selectors import generation_attempt_current
 from generations.services import ProviderCall, StoredImage, generation_claim, generation_fail, generation_finalize
 from hub import metrics, storage
+from upstreams.metrics import QUEUE_WAIT
+from upstreams.routing import Choice
 from workers import upstream_calls
 from workers.finishing import finishing_turn
 from workers.lease import lease_held
@@ -23,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # Leave this much of the deadline for storing images and finalizing after the provider returns.
 FINALIZE_MARGIN_SECONDS = 5
+# How stale "this attempt still owns its generation" may be while its call waits for a slot.
+STILL_OURS_SECONDS = 2.0
 STORED_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
 
@@ -31,41 +36,53 @@ class ClaimUnavailable(Exception):
     so the task is retried (with backoff) rather than acknowledged as done."""
 
 
-def generation_run(generation_id: str) -> None:
+def generation_run(generation_id: str, *, held: Choice | None = None) -> bool:
+    """Claim the generation and run one attempt of it: True when it was this task's to run (a
+    slot `held` for it by its task, workers.turns, is then used or given back); False when it was
+    not (finished, canceled, deleted, or another attempt owns it), and `held` stays the caller's."""
     try:
         generation = generation_claim(generation_id=generation_id)
     except DatabaseError as exc:
         raise ClaimUnavailable(str(exc)) from exc
     if generation is None:
         logger.info("generation %s: not queued (finished or taken); nothing to do", generation_id)
-        return
+        return False
     structlog.contextvars.bind_contextvars(account_id=generation.owner_id)
-    attempt = generation.attempts
-    seconds_left = (generation.deadline_at - timezone.now()).total_seconds() - FINALIZE_MARGIN_SECONDS
-    if seconds_left <= 0:
+    QUEUE_WAIT.observe((generation.started_at - (generation.enqueued_at or generation.created_at)).total_seconds())
+    _attempt(generation, held=held)
+    return True
+
+
+def _attempt(generation: Generation, *, held: Choice | None) -> None:
+    """The claimed attempt: its provider call (which owns `held` once it is made), its images
+    stored, its finish."""
+    generation_id, attempt = generation.id, generation.attempts
+    try:
+        request = _request(generation)
+    except BaseException:
+        if held is not None:
+            upstream_calls.slot_give_back(held)
+        raise
+    if request is None:
+        if held is not None:
+            upstream_calls.slot_give_back(held)
         generation_fail(
             generation_id=generation_id,
             code=errors.TIMEOUT,
             message="The generation waited too long in the queue; credits were refunded.",
         )
         return
-    request = ProviderRequest(
-        model=generation.model.upstream_model or generation.model.id,
-        prompt=generation.prompt,
-        size=generation.size,
-        quality=generation.quality,
-        n=generation.n,
-        deadline=time.monotonic() + seconds_left,
-        references=[storage.object_read(ref.storage_key) for ref in generation.references.all()]
-        if generation.reference_count
-        else [],
-    )
     connection.close()  # back to the pool: the provider call may take minutes
     with ExitStack() as finishing:
         with lease_held(generation_id=generation_id, attempt=attempt):
             called_at, clock = timezone.now(), time.monotonic()
             try:
-                outputs = upstream_calls.generate(generation.model, request)
+                outputs = upstream_calls.generate(
+                    generation.model, request, held=held, still_wanted=_StillOurs(generation_id, attempt)
+                )
+            except upstream_calls.GenerationGone:
+                logger.info("generation %s: no longer this attempt's while it waited; not sent", generation_id)
+                return
             except ProviderError as exc:
                 call = ProviderCall(called_at, _ms_since(clock), exc.kind)
                 metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
@@ -82,6 +99,44 @@ def generation_run(generation_id: str) -> None:
             images = _store_valid(generation, outputs[: generation.n])
         error = _no_image_error(outputs, images)
         generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error, call=call)
+
+
+def _request(generation: Generation) -> ProviderRequest | None:
+    """The provider request of a claimed attempt; None when its deadline leaves no time for one."""
+    seconds_left = (generation.deadline_at - timezone.now()).total_seconds() - FINALIZE_MARGIN_SECONDS
+    if seconds_left <= 0:
+        return None
+    return ProviderRequest(
+        model=generation.model.upstream_model or generation.model.id,
+        prompt=generation.prompt,
+        size=generation.size,
+        quality=generation.quality,
+        n=generation.n,
+        deadline=time.monotonic() + seconds_left,
+        references=[storage.object_read(ref.storage_key) for ref in generation.references.all()]
+        if generation.reference_count
+        else [],
+    )
+
+
+class _StillOurs:
+    """Whether the attempt still owns its generation (not canceled, failed by the sweeper or
+    deleted): asked while its call waits for a slot, read at most every STILL_OURS_SECONDS."""
+
+    def __init__(self, generation_id: str, attempt: int):
+        self.generation_id, self.attempt = generation_id, attempt
+        self.read_at, self.ours = time.monotonic(), True
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.read_at >= STILL_OURS_SECONDS:
+            try:
+                self.ours = generation_attempt_current(generation_id=self.generation_id, attempt=self.attempt)
+            except DatabaseError:
+                pass  # unknown: it keeps waiting, and asks again
+            finally:
+                connection.close()
+            self.read_at = time.monotonic()
+        return self.ours
 
 
 def _ms_since(clock: float) -> int:
