@@ -70,6 +70,10 @@ class GenerationOutput:
             # OpenAI image-response fields, so OpenAI SDK clients pointed at the hub can read it.
             "created": int(generation.created_at.timestamp()),
             "data": [{"url": image["url"]} for image in images],
+            # and what OpenAI's answer says of the images (its `quality` is the tier above)
+            "size": generation.size,
+            "background": generation.options.get("background", "auto"),
+            "output_format": generation.options.get("output_format", "png"),
         }
         if b64_json:  # OpenAI's response_format="b64_json": the image bytes, read from storage
             body["data"] = [
@@ -99,6 +103,7 @@ class ModelListApi(APIView):
                 "sizes": model.sizes,
                 "qualities": model.qualities,
                 "reference_image_limit": model.reference_image_limit,
+                "options": model.options,
                 "credits_per_image": model.prices.get("1K", {}),
             }
 
@@ -129,13 +134,14 @@ class GenerationCreateApi(APIView):
         serializer = self.input_serializers[form](data=request.data)
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
-        files, response_format = params.pop("files", []), params.pop("response_format")
+        files, mask, response_format = params.pop("files", []), params.pop("mask"), params.pop("response_format")
         root = base_url(request)
         outcome = generation_submit(
             owner=request.user,
             api_key=request.auth,
             params=params,
             files=files,
+            mask=mask,
             idempotency_key=_idempotency_key(request),
             max_wait=None if params["is_async"] else _preferred_wait(request),
             webhook_base_url=root,

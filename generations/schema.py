@@ -5,7 +5,8 @@ JSON keeps its types (`"n": "2"` is refused, which DRF's IntegerField would take
 multipart form's fields arrive as strings, so each content type has its serializer (`form`), and
 the fields here read their values strictly: a refusal names its field and says what was wrong, and
 the exception handler answers the first (hub.exception_handler). Unknown fields are ignored
-(OpenAI clients send extras such as `user`).
+(OpenAI clients send extras). OpenAI's image options (generations.options) are read into one
+`options` map, checked against the model's catalog row by the submit service.
 """
 
 import re
@@ -21,6 +22,7 @@ from rest_framework.settings import api_settings
 from billing.apis import CreditsSerializer
 from generations.catalog import enabled_models
 from generations.models import WebhookEvent
+from generations.options import IMAGE_OPTIONS, NO_IMAGE_OPTIONS, OPTIONS
 from generations.webhook_urls import UnusableWebhookURL, webhook_url_check
 
 
@@ -34,6 +36,7 @@ class ModelSerializer(serializers.Serializer):
     sizes = serializers.ListField(child=serializers.CharField())
     qualities = serializers.ListField(child=serializers.CharField())
     reference_image_limit = serializers.IntegerField()
+    options = serializers.DictField(help_text="OpenAI options it accepts: name → allowed values, or true for any")
     credits_per_image = serializers.DictField(child=serializers.IntegerField(), help_text="1K price by quality")
 
 
@@ -83,6 +86,9 @@ class GenerationSerializer(serializers.Serializer):
     )
     created = serializers.IntegerField(help_text="OpenAI field: unix seconds")
     data = _OpenAIDatum(many=True, help_text="OpenAI field: one item per stored image")
+    size = serializers.CharField(help_text="OpenAI field: the size asked (auto, or WIDTHxHEIGHT)")
+    background = serializers.CharField(help_text="OpenAI field: the background asked (auto by default)")
+    output_format = serializers.CharField(help_text="OpenAI field: png, jpeg or webp")
     poll_url = serializers.URLField(required=False, help_text="with 202 answers")
     balance = CreditsSerializer(required=False, help_text="with a sync 200")
 
@@ -155,9 +161,9 @@ class _WebhookURL(_Text, serializers.URLField):
         return url
 
 
-class _Count(serializers.IntegerField):
-    """An integer from 1 to 4: a JSON number that is an integer (not true, not "2"), or a form's
-    digits."""
+class _Integer(serializers.IntegerField):
+    """An integer within its bounds: a JSON number that is an integer (not true, not "2"), or a
+    form's digits."""
 
     def get_value(self, data):
         return data.get(self.field_name, empty)
@@ -172,6 +178,31 @@ class _Count(serializers.IntegerField):
         if not self.min_value <= data <= self.max_value:
             _refuse(f"'{self.field_name}' must be between {self.min_value} and {self.max_value}")
         return data
+
+
+class _Choice(serializers.ChoiceField):
+    """One of the option's values, as a string (a JSON null counts as absent)."""
+
+    def get_value(self, data):
+        value = data.get(self.field_name)
+        return empty if value is None else value
+
+    def run_validation(self, data=empty):
+        if data is empty:
+            return None
+        if not isinstance(data, str) or data not in self.choices:
+            _refuse(f"'{self.field_name}' must be one of: {', '.join(self.choices)}")
+        return data
+
+
+class _Identifier(_Text):
+    """An end user's id passed on to the provider: at most `max_length` characters."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(value) > self.max_length:
+            _refuse(f"'{self.field_name}' is longer than {self.max_length} characters")
+        return value
 
 
 class _Flag(serializers.BooleanField):
@@ -270,15 +301,16 @@ class _ResponseFormat(serializers.ChoiceField):
 
 class _GenerationRequest(serializers.Serializer):
     # validated_data: generations.services.generation_submit's request parameters (model_id,
-    # prompt, size, quality, n, is_async, webhook_url, webhook_events), `files` (the reference
-    # uploads, counted against the model's limit before any is decoded) and `response_format`.
+    # prompt, size, quality, n, is_async, webhook_url, webhook_events, options), `files` (the
+    # reference uploads, counted against the model's limit before any is decoded), `mask` (an
+    # upload or None) and `response_format`.
     #
     # Its fields are bound once per class and shared by its instances: DRF deep-copies a
     # serializer's fields for each instance so that a field may keep state between calls — for
     # these ~0.3 ms of CPU per request, where the parse itself costs ~0.02 ms; these keep none.
 
     form = False  # a multipart form (its fields are strings), or a JSON object
-    file_fields: tuple[str, ...] = ("reference_image",)  # refused in JSON, read in a form
+    file_fields: tuple[str, ...] = ("reference_image", "mask")  # refused in JSON, read in a form
     image_required = False
     default_error_messages = {"invalid": "The request body must be a JSON object"}
 
@@ -287,7 +319,7 @@ class _GenerationRequest(serializers.Serializer):
     prompt = _Prompt()
     size = _Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")
     quality = _Text(required=False, default="auto", help_text="a quality of the model (the catalog's)")
-    n = _Count(min_value=1, max_value=4, required=False, default=1)
+    n = _Integer(min_value=1, max_value=4, required=False, default=1)
     # `async` is a Python keyword: set through the class namespace, in its place among the fields.
     locals()["async"] = _Flag(source="is_async", required=False, default=False, help_text="answer 202 at once")
     webhook_url = _WebhookURL(
@@ -302,6 +334,16 @@ class _GenerationRequest(serializers.Serializer):
         help_text="which events to POST (default [completed]); multipart: repeated or comma-separated",
     )
     response_format = _ResponseFormat(["url", "b64_json"], required=False, default="url")
+    # OpenAI's image options (generations.options): validated here, offered or not per model.
+    background = _Choice(OPTIONS["background"], required=False, help_text="transparent needs png or webp")
+    output_format = _Choice(OPTIONS["output_format"], required=False, help_text="the stored images' format (png)")
+    output_compression = _Integer(
+        min_value=0, max_value=100, required=False, default=None, help_text="0–100, with jpeg or webp"
+    )
+    moderation = _Choice(OPTIONS["moderation"], required=False, help_text="without images (not on edits)")
+    user = _Identifier(required=False, max_length=256, help_text="your end user's id, passed to the provider")
+    safety_identifier = _Identifier(required=False, max_length=64, help_text="passed to the provider")
+    input_fidelity = _Choice(OPTIONS["input_fidelity"], required=False, help_text="with images (edits)")
 
     @classmethod
     def _fields_bound(cls):
@@ -328,8 +370,6 @@ class _GenerationRequest(serializers.Serializer):
                 if name in data:
                     message = f"{name} is only accepted in multipart/form-data requests"
                     raise serializers.ValidationError({name: message})
-        if "mask" in data:
-            raise serializers.ValidationError({"mask": "mask is not supported: the whole image is edited"})
         return super().run_validation(data)
 
     def validate(self, attrs):
@@ -344,7 +384,39 @@ class _GenerationRequest(serializers.Serializer):
                 )
         if self.image_required and not attrs.get("files"):
             raise serializers.ValidationError({"image": "At least one image is required (multipart field 'image')"})
+        masks = attrs.pop("masks", [])
+        if len(masks) > 1:
+            raise serializers.ValidationError({"mask": "One mask at most"})
+        attrs["mask"] = masks[0] if masks else None
+        attrs["options"] = _options(attrs)
         return attrs
+
+
+def _options(attrs: dict) -> dict:
+    """The options asked (popped from `attrs`), the mask as `true`; refused where they cannot mean
+    anything, whatever the model."""
+    options = {name: attrs.pop(name) for name in OPTIONS if name != "mask"}
+    options = {name: value for name, value in options.items() if value not in (None, "")}
+    if attrs["mask"] is not None:
+        options["mask"] = True
+    for name in IMAGE_OPTIONS:
+        if name in options and not attrs.get("files"):
+            raise serializers.ValidationError({name: f"{name} applies to the images sent (an edit)"})
+    for name in NO_IMAGE_OPTIONS:
+        if name in options and attrs.get("files"):
+            raise serializers.ValidationError({name: f"{name} applies to generations without images"})
+    output_format = options.get("output_format", "png")
+    if "output_compression" in options and output_format == "png":
+        raise serializers.ValidationError({"output_compression": "output_compression needs output_format jpeg or webp"})
+    if options.get("background") == "transparent" and output_format == "jpeg":
+        raise serializers.ValidationError({"background": "A transparent background needs output_format png or webp"})
+    return options
+
+
+def _mask() -> _Uploads:
+    return _Uploads(
+        source="masks", required=False, help_text="a PNG with alpha, the first image's size: what to change"
+    )
 
 
 class GenerationJSONSerializer(_GenerationRequest):
@@ -354,21 +426,23 @@ class GenerationJSONSerializer(_GenerationRequest):
 class GenerationMultipartSerializer(_GenerationRequest):
     form = True
     reference_image = _Uploads(source="files", required=False)
+    mask = _mask()
 
 
 class ImageEditJSONSerializer(GenerationJSONSerializer):
     # `POST /images/edits` with a JSON body: refused (its images are uploads), as the generation
     # request's would be.
 
-    file_fields = ("image", "image[]")
+    file_fields = ("image", "image[]", "mask")
     image_required = True
 
 
 class ImageEditSerializer(_GenerationRequest):
     form = True
-    file_fields = ("image", "image[]")
+    file_fields = ("image", "image[]", "mask")
     image_required = True
     image = _Uploads(source="files", also=("image[]",), help_text="also accepted as image[]")
+    mask = _mask()
 
 
 HEADERS = [

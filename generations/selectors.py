@@ -89,12 +89,6 @@ def generation_queue_positions(generations) -> dict[str, int]:
     return fair.fair_positions([g for g in generations if g.status == GenerationStatus.QUEUED])
 
 
-def generation_attempt_current(*, generation_id: str, attempt: int) -> bool:
-    """Whether `attempt` still runs the generation (it was not canceled, failed, deleted or
-    taken over since its claim)."""
-    return Generation.objects.filter(pk=generation_id, status=GenerationStatus.RUNNING, attempts=attempt).exists()
-
-
 def generations_for_owner(*, owner):
     return Generation.objects.filter(owner=owner).select_related("model").prefetch_related("images")
 

@@ -288,6 +288,14 @@ IMAGE_PROVIDER = env.str("IMAGE_PROVIDER", default="local")
 # (workers.checks) — unless this says the hub is a demo or a test run.
 ALLOW_LOCAL_PROVIDER = envbool("HUB_ALLOW_LOCAL_PROVIDER", default=not SHARED_DATABASE)
 GENERATION_TIMEOUT_SECONDS = env.int("GENERATION_TIMEOUT_SECONDS", default=800)
+# The longest a sync request holds its connection: past it the answer is a 202 with poll_url (as
+# for `Prefer: wait`). Behind a proxy that cuts idle reads (ingress-nginx and AWS's load balancers
+# at 60 s, Cloudflare at 100 s) set it below that cut; by default a sync request waits it all.
+SYNC_WAIT_SECONDS = env.float("HUB_SYNC_WAIT_SECONDS", default=float(GENERATION_TIMEOUT_SECONDS))
+if not 0 < SYNC_WAIT_SECONDS <= GENERATION_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"HUB_SYNC_WAIT_SECONDS must be above 0 and at most GENERATION_TIMEOUT_SECONDS ({GENERATION_TIMEOUT_SECONDS})"
+    )
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 SWEEPER_INTERVAL_SECONDS = env.int("SWEEPER_INTERVAL_SECONDS", default=60)
 # Each worker process offers to run the sweep; one per period wins (workers.schedule). Off: this
@@ -382,6 +390,7 @@ _refuse_placeholder("CELERY_BROKER_URL's password", urlsplit(CELERY_BROKER_URL).
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Embedded default: a broker that needs no server, shared by processes through a folder.
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT = "hub.embedded_broker:Transport"  # kombu's, each message written whole
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
@@ -493,9 +502,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"structured": log_formatter(LOG_FORMAT)},
     "filters": {
-        "generation_task_success": {"()": "hub.logs.DropGenerationTaskSuccess", "task_name": "generations.run"}
+        "generation_task_success": {"()": "hub.logs.DropGenerationTaskSuccess", "task_name": "generations.run"},
+        "refused_requests": {"()": "hub.logs.RefusedRequestsAsWarnings"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["refused_requests"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

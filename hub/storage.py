@@ -30,6 +30,10 @@ def reference_key(*, generation_id: str, index: int) -> str:
     return f"references/{generation_id}/{index}.png"
 
 
+def mask_key(*, generation_id: str) -> str:
+    return f"references/{generation_id}/mask.png"
+
+
 def object_save(*, key: str, data: bytes | IO[bytes], content_type: str) -> str:
     """Store bytes, or a file, under a deterministic key, overwriting what a previous attempt
     left there."""

@@ -12,7 +12,6 @@ from PIL import Image
 
 from generations import errors
 from generations.models import Generation
-from generations.selectors import generation_attempt_current
 from generations.services import ProviderCall, StoredImage, generation_claim, generation_fail, generation_finalize
 from hub import metrics, storage
 from upstreams.metrics import QUEUE_WAIT
@@ -26,9 +25,8 @@ logger = logging.getLogger(__name__)
 
 # Leave this much of the deadline for storing images and finalizing after the provider returns.
 FINALIZE_MARGIN_SECONDS = 5
-# How stale "this attempt still owns its generation" may be while its call waits for a slot.
-STILL_OURS_SECONDS = 2.0
 STORED_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
+ASKED_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}  # an `output_format` → its image format
 
 
 class ClaimUnavailable(Exception):
@@ -74,14 +72,12 @@ def _attempt(generation: Generation, *, held: Choice | None) -> None:
         return
     connection.close()  # back to the pool: the provider call may take minutes
     with ExitStack() as finishing:
-        with lease_held(generation_id=generation_id, attempt=attempt):
+        with lease_held(generation_id=generation_id, attempt=attempt) as lease:
             called_at, clock = timezone.now(), time.monotonic()
             try:
-                outputs = upstream_calls.generate(
-                    generation.model, request, held=held, still_wanted=_StillOurs(generation_id, attempt)
-                )
-            except upstream_calls.GenerationGone:
-                logger.info("generation %s: no longer this attempt's while it waited; not sent", generation_id)
+                outputs = upstream_calls.generate(generation.model, request, held=held, abandoned=lease.lost)
+            except upstream_calls.AttemptAbandoned:
+                logger.info("generation %s: no longer this attempt's (%s); not sent", generation_id, attempt)
                 return
             except ProviderError as exc:
                 call = ProviderCall(called_at, _ms_since(clock), exc.kind)
@@ -116,27 +112,11 @@ def _request(generation: Generation) -> ProviderRequest | None:
         references=[storage.object_read(ref.storage_key) for ref in generation.references.all()]
         if generation.reference_count
         else [],
+        options={name: value for name, value in generation.options.items() if name != "mask"},
+        mask=storage.object_read(storage.mask_key(generation_id=generation.id))
+        if generation.options.get("mask")
+        else None,
     )
-
-
-class _StillOurs:
-    """Whether the attempt still owns its generation (not canceled, failed by the sweeper or
-    deleted): asked while its call waits for a slot, read at most every STILL_OURS_SECONDS."""
-
-    def __init__(self, generation_id: str, attempt: int):
-        self.generation_id, self.attempt = generation_id, attempt
-        self.read_at, self.ours = time.monotonic(), True
-
-    def __call__(self) -> bool:
-        if time.monotonic() - self.read_at >= STILL_OURS_SECONDS:
-            try:
-                self.ours = generation_attempt_current(generation_id=self.generation_id, attempt=self.attempt)
-            except DatabaseError:
-                pass  # unknown: it keeps waiting, and asks again
-            finally:
-                connection.close()
-            self.read_at = time.monotonic()
-        return self.ours
 
 
 def _ms_since(clock: float) -> int:
@@ -148,11 +128,16 @@ def _no_image_error(outputs: list[bytes], images: list[StoredImage]) -> tuple[st
     if images:
         return None
     if outputs:
-        return errors.NO_VALID_IMAGES, "The provider returned data that is not a valid image; credits were refunded."
+        return (
+            errors.NO_VALID_IMAGES,
+            "The provider returned data that is not a valid image, or not the image asked; credits were refunded.",
+        )
     return errors.PROVIDER_ERROR, "The provider returned no images; credits were refunded."
 
 
 def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredImage]:
+    """The outputs that are images as asked, stored; any other is dropped, the provider's error
+    (refunded as a missing image)."""
     stored = []
     for data in outputs:
         shape = image_shape(data)
@@ -162,12 +147,36 @@ def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredIma
             )
             continue
         fmt, width, height = shape
+        mismatch = _not_as_asked(generation, data, shape)
+        if mismatch:
+            logger.warning("generation %s: provider output is not as asked (%s); dropped", generation.id, mismatch)
+            continue
         ext, content_type = STORED_FORMATS[fmt]
         index = len(stored)
         key = storage.image_key(generation_id=generation.id, index=index, ext=ext)
         storage.object_save(key=key, data=data, content_type=content_type)
         stored.append(StoredImage(index, key, content_type, width, height, len(data)))
     return stored
+
+
+def _not_as_asked(generation: Generation, data: bytes, shape: tuple[str, int, int]) -> str:
+    """How an image differs from what the generation asked, or "": its format (when one was
+    asked), its size (unless auto), an alpha channel (when a transparent background was)."""
+    fmt, width, height = shape
+    options = generation.options
+    if "output_format" in options and fmt != ASKED_FORMATS[options["output_format"]]:
+        return f"{fmt} for {options['output_format']}"
+    if generation.size != "auto" and f"{width}x{height}" != generation.size:
+        return f"{width}x{height} for {generation.size}"
+    if options.get("background") == "transparent" and not has_alpha(data):
+        return "no alpha channel for a transparent background"
+    return ""
+
+
+def has_alpha(data: bytes) -> bool:
+    """Whether the image has an alpha channel (PNG, WebP), read from its header."""
+    with Image.open(io.BytesIO(data), formats=tuple(STORED_FORMATS)) as image:
+        return image.has_transparency_data
 
 
 def image_shape(data: bytes) -> tuple[str, int, int] | None:

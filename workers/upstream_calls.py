@@ -3,8 +3,7 @@
 Each attempt first takes a slot of an upstream's shared budget (upstreams.routing: by priority,
 then weight, skipping open circuits and full budgets), sends one call, and gives the slot back.
 Over every upstream's budget the generation waits — it is neither sent nor failed — until a slot
-frees (woken by its release: upstreams.freed) or its deadline comes, or it stops being wanted
-(canceled while it waited). What a failed call means:
+frees (woken by its release: upstreams.freed) or its deadline comes. What a failed call means:
 
 - refused (`provider_rejected`, a 4xx such as the content policy): the generation fails; the
   same request would be refused anywhere, so it is not tried elsewhere.
@@ -18,7 +17,9 @@ frees (woken by its release: upstreams.freed) or its deadline comes, or it stops
   upstream only.
 
 At most MAX_FAILED_CALLS failed calls, all within the generation's deadline; the generation is
-charged once whatever happens here (its charge was taken at submit).
+charged once whatever happens here (its charge was taken at submit). A generation that stops
+being the attempt's while it waits (canceled, deleted, taken over: `abandoned`) stops waiting
+and is not sent.
 
 A model with no enabled upstream is served by its backend (or IMAGE_PROVIDER): `local` is
 called directly (no budget), anything else is the default upstream of the environment.
@@ -47,9 +48,8 @@ MSG_TIMED_OUT = "Image provider timed out"
 MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
 
 
-class GenerationGone(Exception):
-    """The generation stopped being this attempt's (canceled, failed by the sweeper, deleted)
-    while it waited for a slot: nothing more is sent for it."""
+class AttemptAbandoned(Exception):
+    """The generation stopped being this attempt's before its call was sent."""
 
 
 def targets_of(model: ImageModel) -> list[Target]:
@@ -66,19 +66,15 @@ def targets_of(model: ImageModel) -> list[Target]:
 
 
 def generate(
-    model: ImageModel,
-    request: ProviderRequest,
-    *,
-    held: Choice | None = None,
-    still_wanted: Callable[[], bool] | None = None,
+    model: ImageModel, request: ProviderRequest, *, abandoned: Callable[[], bool], held: Choice | None = None
 ) -> list[bytes]:
-    """The model's images for `request`, or ProviderError. `held`: a slot its task took before
-    it took this generation (workers.turns), used for the first call; `still_wanted`: asked
-    while it waits for a slot — False stops the wait (GenerationGone)."""
+    """The model's images for `request`, or ProviderError (AttemptAbandoned when `abandoned()`
+    turns true before a call is sent). `held`: a slot its task took before it took this
+    generation (workers.turns), used for the first call."""
     targets = targets_of(model)
     if not targets:
         return provider_for(LOCAL).generate(request)
-    return _Call(targets, request, held=held, still_wanted=still_wanted).run()
+    return _Call(targets, request, abandoned, held=held).run()
 
 
 def adapters_make(targets: list[Target]) -> None:
@@ -129,17 +125,12 @@ def slot_give_back(choice: Choice) -> None:
 
 class _Call:
     def __init__(
-        self,
-        targets: list[Target],
-        request: ProviderRequest,
-        *,
-        held: Choice | None = None,
-        still_wanted: Callable[[], bool] | None = None,
+        self, targets: list[Target], request: ProviderRequest, abandoned: Callable[[], bool], *, held: Choice | None
     ):
         self.targets = targets
         self.request = request
+        self.abandoned = abandoned
         self.held = held
-        self.still_wanted = still_wanted
         self.failures = 0
         self.last_error: ProviderError | None = None
 
@@ -150,12 +141,17 @@ class _Call:
             if choice is None:
                 if self.request.deadline - time.monotonic() <= 0:
                     raise self._out_of_time()
+                if self.abandoned():
+                    raise AttemptAbandoned
                 choice = slot_take(
-                    self.targets, images=self.request.n, deadline=self.request.deadline, keep_waiting=self.still_wanted
+                    self.targets,
+                    images=self.request.n,
+                    deadline=self.request.deadline,
+                    keep_waiting=lambda: not self.abandoned(),
                 )
-            if isinstance(choice, Wait):
-                if self.still_wanted is not None and not self.still_wanted():
-                    raise GenerationGone
+            if isinstance(choice, Wait):  # the deadline came, or the generation is no longer ours
+                if self.abandoned():
+                    raise AttemptAbandoned
                 raise self._out_of_time()
             if choice is None:
                 raise self.last_error or ProviderError(

@@ -192,16 +192,20 @@ def _claimed(*, generation_id: str, now, lease_until, webhook: bool) -> Generati
     return generation
 
 
-def generation_leases_renew(*, attempts: dict[str, int]) -> int:
-    """Extend the leases of running attempts (generation id → attempt) in one UPDATE; the
-    number renewed. An attempt that no longer owns its generation is not renewed."""
+def generation_leases_renew(*, attempts: dict[str, int]) -> set[str]:
+    """Extend the leases of running attempts (generation id → attempt) in one UPDATE; the ids
+    whose attempt no longer owns its generation (canceled, finished, taken over or deleted),
+    which are not renewed. Those are looked up only when the UPDATE renewed fewer than asked."""
     if not attempts:
-        return 0
+        return set()
     owned = Q()
     for generation_id, attempt in attempts.items():
         owned |= Q(pk=generation_id, attempts=attempt)
+    still_owned = Generation.objects.filter(owned, status=GenerationStatus.RUNNING)
     until = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    return Generation.objects.filter(owned, status=GenerationStatus.RUNNING).update(lease_expires_at=until)
+    if still_owned.update(lease_expires_at=until) == len(attempts):
+        return set()
+    return set(attempts) - set(still_owned.values_list("pk", flat=True))
 
 
 def generation_requeue(*, generation_id: str, attempt: int) -> bool:

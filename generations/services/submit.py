@@ -42,6 +42,7 @@ from generations.models import (
     ReferenceImage,
     WebhookEvent,
 )
+from generations.options import options_check
 from generations.references import reference_images_read
 from generations.services.events import Event, events_sql
 from generations.services.idempotency import (
@@ -68,7 +69,8 @@ ONE_STATEMENT_CREATE = {"postgresql"}
 @dataclass(frozen=True)
 class SubmitOutcome:
     """How a generation request is answered: 202 while its generation is unfinished (an async
-    request, a `Prefer: wait` that ran out, a wait that failed: the body carries its poll_url),
+    request, a `Prefer: wait` or HUB_SYNC_WAIT_SECONDS that ran out, a wait that failed: the body
+    carries its poll_url),
     200 once it succeeded, with the owner's balance after it. A failed or canceled one is an
     error (GenerationFailed, GenerationCanceled), raised instead."""
 
@@ -87,29 +89,34 @@ def generation_submit(
     idempotency_key: str | None,
     max_wait: float | None,
     webhook_base_url: str,
+    mask=None,
 ) -> SubmitOutcome:
     """One generation request. `params` are generation_create's (the request's contract:
-    generations.schema), `files` the reference uploads, read only after the cheap refusals;
-    `max_wait` the client's `Prefer: wait=N` (sync requests), named back in Preference-Applied."""
+    generations.schema), `files` the reference uploads and `mask` the mask's (or None), read
+    only after the cheap refusals; `max_wait` the client's `Prefer: wait=N` (sync requests),
+    named back in Preference-Applied."""
     started = time.monotonic()  # before the generation is enqueued: generation_wait
-    priced = {name: params[name] for name in ("model_id", "size", "quality", "n")}
+    priced = {name: params[name] for name in ("model_id", "size", "quality", "n", "options")}
     account = generation_precheck(
         owner=owner, api_key=api_key, reference_count=len(files), idempotency_key=idempotency_key, **priced
     )
+    references, mask_png = reference_images_read(files, mask=mask)
     generation = generation_create(
         owner=owner,
         api_key=api_key,
         idempotency_key=idempotency_key,
-        references=reference_images_read(files),
+        references=references,
+        mask=mask_png,
         webhook_base_url=webhook_base_url,
         account=account,
         **params,
     )
     if params["is_async"]:
         return SubmitOutcome(generation, 202)
-    generation = generation_wait(generation=generation, max_wait=max_wait, enqueued_after=started)
-    headers = {"Preference-Applied": f"wait={_seconds_text(max_wait)}"} if max_wait is not None else {}
-    if generation.status not in FINISHED:  # Prefer: wait ran out, or the wait itself failed
+    wait = _sync_wait(max_wait)
+    generation = generation_wait(generation=generation, max_wait=wait, enqueued_after=started)
+    headers = {"Preference-Applied": f"wait={_seconds_text(wait)}"} if max_wait is not None else {}
+    if generation.status not in FINISHED:  # a capped wait ran out, or the wait itself failed
         return SubmitOutcome(generation, 202, headers)
     if generation.status == GenerationStatus.FAILED:
         raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
@@ -118,6 +125,14 @@ def generation_submit(
     # Read with the finished row by the wait; a row it re-read after a timeout has none.
     balance = credits_summary_of(generation) or credits_summary_for_user(user_id=generation.owner_id)
     return SubmitOutcome(generation, 200, headers, balance)
+
+
+def _sync_wait(preferred: float | None) -> float | None:
+    """How long the request waits before its 202: the client's `Prefer: wait`, within the hub's
+    HUB_SYNC_WAIT_SECONDS; None (until the generation's deadline) when neither is shorter."""
+    if settings.SYNC_WAIT_SECONDS >= settings.GENERATION_TIMEOUT_SECONDS:
+        return preferred
+    return settings.SYNC_WAIT_SECONDS if preferred is None else min(preferred, settings.SYNC_WAIT_SECONDS)
 
 
 def _seconds_text(seconds: float) -> str:
@@ -135,18 +150,20 @@ def generation_precheck(
     n: int,
     reference_count: int,
     idempotency_key: str | None,
+    options: dict | None = None,
 ) -> CreditAccount:
     """The cheap refusals, before any upload is decoded: the catalog's rules, a model the key
     may not use, and a balance that cannot cover n × price (a read without a lock; the charge
     itself decides). A request under a known Idempotency-Key is left to generation_create
     before anything is checked: a replay answers like the first whatever changed since (the
-    balance spent, the model disabled or taken off the key). The rate and concurrency limits
+    balance spent, the model disabled or taken off the key). An option the model does not offer
+    (generations.options) is refused here too. The rate and concurrency limits
     are taken by generation_create only: taking them here too would count one request twice.
     Returns the account it read, for generation_create."""
     account = account_as_read(user=owner)  # read with the API key: its balance, without a lock
     if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
         return account
-    model, _, price = _priced(model_id, size, quality, reference_count)
+    model, _, price = _priced(model_id, size, quality, reference_count, options or {})
     limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
     balance = account.balance
     if balance < n * price:
@@ -170,6 +187,8 @@ def generation_create(
     webhook_events: list[str] | None = None,
     webhook_base_url: str = "",
     account: CreditAccount | None = None,
+    options: dict | None = None,
+    mask: IO[bytes] | None = None,
 ) -> Generation:
     """Validate against the catalog, charge n × price and persist — all or nothing.
 
@@ -186,7 +205,11 @@ def generation_create(
     With a `webhook_url`, the `webhook_events` (default: completed) are POSTed there, signed
     (generations.webhooks); `webhook_base_url` is the hub origin the request reached, for the
     payload's image URLs.
+
+    `options` are OpenAI's image options asked (generations.options, "mask": true with a `mask`,
+    the re-encoded PNG), each one the model must offer.
     """
+    options = options or {}
     webhook_events = (webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else []
     request = {
         "owner": owner,
@@ -202,13 +225,18 @@ def generation_create(
         "webhook_events": webhook_events,
         "webhook_base_url": webhook_base_url,
         "account": account,
+        "options": options,
+        "mask": mask,
     }
     if idempotency_key is None:
         return _create(**request, claim=None)
     # The webhook joins the hash only when there is one: keys stored before webhooks existed
     # keep their hashes.
     webhook = [webhook_url, sorted(webhook_events)] if webhook_url else []
-    request_hash = request_hash_of(model_id, prompt, size, quality, n, is_async, *webhook, references)
+    # So do the options, and the mask (among the files hashed), when asked.
+    asked = [options] if options else []
+    files = [*references, mask] if mask is not None else references
+    request_hash = request_hash_of(model_id, prompt, size, quality, n, is_async, *webhook, *asked, files)
     while True:
         replay, claim = idempotency_key_decide(owner=owner, key=idempotency_key, request_hash=request_hash)
         if replay is not None:
@@ -237,11 +265,13 @@ def _create(
     webhook_events: list[str],
     webhook_base_url: str,
     account: CreditAccount | None,
+    options: dict,
+    mask: IO[bytes] | None,
     claim: IdempotencyKey | None,
 ) -> Generation:
     """generation_create's work once it is this request's to do (`claim`: its Idempotency-Key's,
     settled in the charging transaction)."""
-    model, shape, price = _priced(model_id, size, quality, len(references))
+    model, shape, price = _priced(model_id, size, quality, len(references), options)
     account = account or account_get_or_create(user=owner)
     limits = limits_effective(api_key=api_key, account_type=account.account_type)
     limits_model_check(limits=limits, model_id=model.id)
@@ -249,7 +279,7 @@ def _create(
     structlog.contextvars.bind_contextvars(generation_id=generation_id)
     hold = limits_take(api_key=api_key, limits=limits, generation_id=generation_id, n=n)
 
-    reference_keys = []
+    reference_keys, mask_keys = [], []
     try:
         reference_keys.extend(
             storage.object_save(
@@ -259,6 +289,12 @@ def _create(
             )
             for i, data in enumerate(references)
         )
+        if mask is not None:  # read by the worker when options say "mask"
+            mask_keys.append(
+                storage.object_save(
+                    key=storage.mask_key(generation_id=generation_id), data=mask, content_type="image/png"
+                )
+            )
         now = timezone.now()
         generation = Generation(
             id=generation_id,
@@ -273,6 +309,7 @@ def _create(
             tier=shape.tier,
             is_async=is_async,
             reference_count=len(references),
+            options=options,
             price_per_image=price,
             credits_requested=n * price,
             deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
@@ -309,7 +346,7 @@ def _create(
             transaction.on_commit(lambda: _on_created(turn, n * price, account))
     except Exception:
         hold.give_back()
-        for key in reference_keys:
+        for key in [*reference_keys, *mask_keys]:
             storage.object_delete(key)
         raise
     # Said by the request's access line (hub.observability), which carries the context: a line of
@@ -371,7 +408,7 @@ def _on_created(turn: fair.Turn, credits: int, account: CreditAccount) -> None:
     balance_watch_after_charge(account=account, charged=credits)
 
 
-def _priced(model_id: str, size: str, quality: str, reference_count: int):
+def _priced(model_id: str, size: str, quality: str, reference_count: int, options: dict):
     """(model, size shape, price per image) for a request the catalog accepts."""
     model = model_get_enabled(model_id)
     if size not in model.sizes:
@@ -383,5 +420,6 @@ def _priced(model_id: str, size: str, quality: str, reference_count: int):
             f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}", param="quality"
         )
     reference_count_check(model, reference_count)
+    options_check(model, options)
     shape = size_shape(size)
     return model, shape, price_per_image(model, quality=quality, tier=shape.tier)

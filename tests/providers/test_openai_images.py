@@ -35,7 +35,9 @@ def make_provider(server, **kwargs):
     return OpenAIImagesProvider(api_key=API_KEY, base_url=server.base_url, backoff_base=0.01, **kwargs)
 
 
-def make_request(*, n=1, size="64x48", quality="low", prompt="a red fox", timeout=10.0, references=()):
+def make_request(
+    *, n=1, size="64x48", quality="low", prompt="a red fox", timeout=10.0, references=(), options=None, mask=None
+):
     return ProviderRequest(
         model="gpt-image-1",
         prompt=prompt,
@@ -44,6 +46,8 @@ def make_request(*, n=1, size="64x48", quality="low", prompt="a red fox", timeou
         n=n,
         deadline=time.monotonic() + timeout,
         references=list(references),
+        options=options or {},
+        mask=mask,
     )
 
 
@@ -102,6 +106,36 @@ def test_a_plain_generation_sends_what_the_sdk_sends(server, monkeypatch):
         line for line in sdk.header_lines if line[0] != timeout
     )
     assert 9 < float(plain.headers[timeout]) <= 10
+
+
+def test_options_are_sent_alike_on_both_paths(server):
+    """The image options reach the provider as fields of the body: the plain POST's JSON as the
+    SDK's, and an edit's form with its mask part."""
+    options = {"background": "transparent", "output_format": "webp", "output_compression": 40}
+    options |= {"moderation": "low", "user": "end-user", "safety_identifier": "sid"}
+    provider = make_provider(server)
+    (image,) = provider.generate(make_request(size="96x64", options=options))
+    next(provider._clients).images.generate(
+        model="gpt-image-1", prompt="a red fox", size="96x64", quality="low", n=1, timeout=10, **options
+    )
+    plain, sdk = server.requests[:2]
+    assert (
+        plain.body
+        == sdk.body
+        == {"model": "gpt-image-1", "prompt": "a red fox", "size": "96x64"}
+        | {
+            "quality": "low",
+            "n": 1,
+            **options,
+        }
+    )
+    assert Image.open(io.BytesIO(image)).format == "WEBP"
+
+    mask = png(32, 32)
+    edit = {"input_fidelity": "high", "output_format": "jpeg", "user": "end-user"}
+    provider.generate(make_request(references=[png(32, 32)], options=edit, mask=mask))
+    assert server.requests[2].mask_part == mask
+    assert {name: server.requests[2].body[name] for name in edit} == edit
 
 
 @pytest.fixture

@@ -13,6 +13,10 @@ class ProviderRequest:
     n: int
     deadline: float  # time.monotonic() value by which the call must have returned
     references: list[bytes] = field(default_factory=list)  # validated, re-encoded PNG bytes
+    # OpenAI's image options asked (generations.options: background, output_format, …), without
+    # the mask, which is `mask`: validated, re-encoded RGBA PNG bytes, the first reference's size.
+    options: dict = field(default_factory=dict)
+    mask: bytes | None = None
 
 
 class ProviderError(Exception):

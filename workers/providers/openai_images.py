@@ -101,9 +101,11 @@ def _transport_failure(exc: BaseException | None) -> _Failure:
 
 
 def _fields(request: ProviderRequest) -> dict:
-    """The request's body fields, for either path. No response_format: gpt-image models reject
-    it and always answer with b64_json."""
-    return dict(model=request.model, prompt=request.prompt, size=request.size, quality=request.quality, n=request.n)
+    """The request's body fields, for either path: its options (background, output_format, …)
+    among them, as asked. No response_format: gpt-image models reject it and always answer with
+    b64_json."""
+    fields = dict(model=request.model, prompt=request.prompt, size=request.size, quality=request.quality, n=request.n)
+    return {**fields, **request.options}
 
 
 class _PlainGenerations:
@@ -295,6 +297,8 @@ class OpenAIImagesProvider:
         if not request.references:
             return client.images.generate(**params)
         images = [(f"reference-{i}.png", data, "image/png") for i, data in enumerate(request.references)]
+        if request.mask is not None:
+            params["mask"] = ("mask.png", request.mask, "image/png")
         return client.images.edit(image=images, **params)
 
     def _extract(self, body: object, request: ProviderRequest) -> list[bytes]:
