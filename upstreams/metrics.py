@@ -25,7 +25,7 @@ BUDGET_WAIT = Histogram(
 )
 QUEUE_WAIT = Histogram(
     "hub_generation_queue_wait_seconds",
-    "Time a generation waited for its turn: from its hand-over to the queue to its claim by a worker",
+    "Time a generation waited for its turn: from its hand-over to the queue (first attempt: creation) to its claim",
     buckets=LATENCY_BUCKETS,
 )
 CIRCUIT_OPENED = Counter(

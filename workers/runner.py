@@ -46,7 +46,9 @@ def generation_run(generation_id: str, *, held: Choice | None = None) -> bool:
         logger.info("generation %s: not queued (finished or taken); nothing to do", generation_id)
         return False
     structlog.contextvars.bind_contextvars(account_id=generation.owner_id)
-    QUEUE_WAIT.observe((generation.started_at - (generation.enqueued_at or generation.created_at)).total_seconds())
+    # A first attempt waited from its creation (its enqueued_at moves with the sweeper's re-sends).
+    queued_at = generation.created_at if generation.attempts == 1 else generation.enqueued_at or generation.created_at
+    QUEUE_WAIT.observe((generation.started_at - queued_at).total_seconds())
     _attempt(generation, held=held)
     return True
 
