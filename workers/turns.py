@@ -17,6 +17,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from generations import fair
 from generations.catalog import model_for_run
@@ -37,6 +38,8 @@ def generation_turn(*, model_id: str) -> None:
         upstream_calls.adapters_make(targets)
     except (ProviderError, ImageModel.DoesNotExist):
         targets = []  # no slot to wait for: the generation's own attempt says what is wrong
+    except DatabaseError as exc:  # nothing taken yet: the task is retried
+        raise ClaimUnavailable(str(exc)) from exc
     deadline = time.monotonic() + settings.GENERATION_TIMEOUT_SECONDS
 
     def waiting() -> bool:
