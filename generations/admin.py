@@ -15,9 +15,9 @@ from generations.models import (
 )
 from generations.options import catalog_options_errors
 from generations.webhooks import webhook_delivery_redeliver
-from hub import storage
 from hub.admin import ReadOnlyAdmin
-from hub.bounds import column_range
+from hub.http.bounds import column_range
+from hub.infra import storage
 
 # A request is at most 4 images, charged as one number: 4 of the highest price must fit the
 # generation's credits column (else every request at that price was a 500).

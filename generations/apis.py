@@ -19,11 +19,11 @@ from generations.catalog import aspect_ratios, enabled_models
 from generations.models import Generation, ImageModel
 from generations.selectors import generation_get_for_owner_api, generation_queue_positions, images_of
 from generations.services import generation_cancel, generation_submit
-from hub import storage
-from hub.errors import InvalidRequest, NotFound
-from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
-from hub.public_url import base_url
-from hub.timefmt import iso_z
+from hub.http.errors import InvalidRequest, NotFound
+from hub.http.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
+from hub.http.public_url import base_url
+from hub.infra import storage
+from hub.infra.timefmt import iso_z
 
 
 class GenerationOutput:

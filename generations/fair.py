@@ -34,7 +34,8 @@ from django.conf import settings
 from billing.models import AccountType
 from billing.selectors import account_type_turn_weight
 from generations.models import Generation, GenerationStatus
-from hub.completion import redis_client
+from hub.infra import backends
+from hub.infra.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Taken:
 
 
 def enabled() -> bool:
-    return bool(settings.REDIS_URL)
+    return backends.redis()
 
 
 def _key(model_id: str, part: str) -> str:

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from hub.ids import opaque_id
+from hub.infra.ids import opaque_id
 
 
 class ImageModel(models.Model):

@@ -8,7 +8,7 @@ not name is refused for that model (400, `param` naming it), before anything is 
 drop-in does what it is asked or says that it cannot.
 """
 
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 
 # name → the values the API accepts; None: a value of the option's own type (checked by the
 # request's contract, generations.schema).

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import UploadedFile
 from PIL import Image, ImageFile, ImageOps
 
 from generations.uploads import too_large
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 
 # Only these decoders ever see the bytes: the type is sniffed from the content, and files of
 # any other type (GIF, BMP, TIFF, text, ...) fail to open at all.

@@ -4,7 +4,7 @@ serializers parse every generation request, the response shapes describe the ans
 JSON keeps its types (`"n": "2"` is refused, which DRF's IntegerField would take) while a
 multipart form's fields arrive as strings, so each content type has its serializer (`form`), and
 the fields here read their values strictly: a refusal names its field and says what was wrong, and
-the exception handler answers the first (hub.exception_handler). Unknown fields are ignored
+the exception handler answers the first (hub.http.exception_handler). Unknown fields are ignored
 (OpenAI clients send extras). OpenAI's image options (generations.options) are read into one
 `options` map, checked against the model's catalog row by the submit service.
 """

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from hub.logs import formatter as log_formatter
+from hub.infra.logs import formatter as log_formatter
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -126,9 +126,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "hub.observability.RequestObservabilityMiddleware",  # request id, access log line, metrics
+    "hub.http.observability.RequestObservabilityMiddleware",  # request id, access log line, metrics
     "django.middleware.security.SecurityMiddleware",
-    "hub.csp.ContentSecurityPolicyMiddleware",  # the account pages and the admin
+    "hub.http.csp.ContentSecurityPolicyMiddleware",  # the account pages and the admin
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves the admin's and the account pages' CSS
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -261,7 +261,7 @@ if USE_S3:
         "addressing_style": "path" if AWS_S3_ENDPOINT_URL else None,
     }
     STORAGES = {
-        "default": {"BACKEND": "hub.storage_backends.HubS3Storage", "OPTIONS": _s3_options},
+        "default": {"BACKEND": "hub.infra.storage_backends.HubS3Storage", "OPTIONS": _s3_options},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
 else:
@@ -459,9 +459,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apikeys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # The contract takes JSON and multipart only: a form-urlencoded body is refused (400).
-    "DEFAULT_PARSER_CLASSES": ["hub.parsers.JSONObjectParser", "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_PARSER_CLASSES": ["hub.http.parsers.JSONObjectParser", "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "hub.exception_handler.handle",
+    "EXCEPTION_HANDLER": "hub.http.exception_handler.handle",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -485,7 +485,7 @@ LOGIN_URL = "/account/login/"
 LOGIN_REDIRECT_URL = "/account/"
 LOGOUT_REDIRECT_URL = "/account/login/"
 
-# Prometheus metrics (hub/metrics.py): off unless a token is set; scrapers send it as a bearer
+# Prometheus metrics (hub/infra/metrics.py): off unless a token is set; scrapers send it as a bearer
 # token. The web serves /metrics; each Celery worker serves its own on HUB_METRICS_PORT.
 METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
 METRICS_PORT = env.int("HUB_METRICS_PORT", default=0)
@@ -493,7 +493,7 @@ if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
     raise ImproperlyConfigured("HUB_METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)")
 _refuse_placeholder("HUB_METRICS_TOKEN", METRICS_TOKEN)
 
-# One JSON object per line by default (hub/logs.py); `plain` for reading in a terminal.
+# One JSON object per line by default (hub/infra/logs.py); `plain` for reading in a terminal.
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 if LOG_FORMAT not in ("json", "plain"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
@@ -502,8 +502,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"structured": log_formatter(LOG_FORMAT)},
     "filters": {
-        "generation_task_success": {"()": "hub.logs.DropGenerationTaskSuccess", "task_name": "generations.run"},
-        "refused_requests": {"()": "hub.logs.RefusedRequestsAsWarnings"},
+        "generation_task_success": {"()": "hub.infra.logs.DropGenerationTaskSuccess", "task_name": "generations.run"},
+        "refused_requests": {"()": "hub.infra.logs.RefusedRequestsAsWarnings"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["refused_requests"]}

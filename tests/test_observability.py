@@ -14,7 +14,7 @@ import structlog
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.logs import formatter as log_formatter
+from hub.infra.logs import formatter as log_formatter
 from tests.conftest import WebProcess, WorkerProcess, free_port
 from tests.factories import make_key, make_user
 from tests.reconcile import assert_reconciled

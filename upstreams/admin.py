@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from hub.errors import HubError
+from hub.http.errors import HubError
 from upstreams.models import Upstream, UpstreamRoute
 from upstreams.services import credential_set, upstream_check
 from upstreams.state import UpstreamState, describe, upstream_state

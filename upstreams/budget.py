@@ -1,5 +1,5 @@
 """Each upstream's shared budget, in Redis: calls in flight and images per minute, across every
-worker process and replica, each decision one Lua script (as hub.ratelimit decides the API
+worker process and replica, each decision one Lua script (as apikeys.ratelimit decides the API
 keys' limits), so no two workers can both take the last slot.
 
 - Calls in flight: a sorted set of slot ids scored by their lease's end. A call takes a slot
@@ -7,7 +7,7 @@ keys' limits), so no two workers can both take the last slot.
   every third of GENERATION_LEASE_SECONDS (one loop per process, as workers.lease renews the
   generations'). A worker that dies stops renewing: its slots lapse with the lease, and the
   next acquire drops them.
-- Images per minute: a sliding window log of (images, taken at), as hub.ratelimit's.
+- Images per minute: a sliding window log of (images, taken at), as apikeys.ratelimit's.
 - Cooldown: a key set for the Retry-After of a 429, shared by every worker: while it lives no
   call is sent to that upstream.
 - The learned limit (AIMD, for an upstream whose provider limit is not configured, or lower
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from hub.completion import redis_client
+from hub.infra.redis_client import redis_client
 from upstreams import freed
 from upstreams.targets import Target, learned_cap
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from hub.completion import redis_client
+from hub.infra.redis_client import redis_client
 from upstreams.budget import state_key
 from upstreams.targets import Target
 

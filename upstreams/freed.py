@@ -12,7 +12,6 @@ wakes nobody: waiters look again after at most RECHECK_SECONDS anyway.
 """
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -20,6 +19,9 @@ from contextlib import contextmanager
 
 import redis
 from django.conf import settings
+
+from hub.infra import backends
+from hub.infra.singletons import per_process
 
 logger = logging.getLogger(__name__)
 
@@ -88,23 +90,16 @@ class _Listener:
             time.sleep(RECONNECT_SECONDS)
 
 
-_listeners: dict[int, _Listener] = {}  # pid → listener: a forked pool child makes its own
-_listeners_lock = threading.Lock()
-
-
+@per_process
 def _listener() -> _Listener:
-    with _listeners_lock:
-        listener = _listeners.get(os.getpid())
-        if listener is None:
-            listener = _listeners[os.getpid()] = _Listener()
-        return listener
+    return _Listener()
 
 
 @contextmanager
 def slot_waiter(upstream_ids):
     """A waiter for a slot of any of `upstream_ids`, registered for the block: ask for a slot
     inside it, then `wait` if there was none. None without Redis (nothing to be woken by)."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         yield None
         return
     listener = _listener()

@@ -10,7 +10,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from generations.models import ImageModel
-from hub.ids import opaque_id
+from hub.infra.ids import opaque_id
 
 
 class Adapter(models.TextChoices):

@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from generations.models import ImageModel
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 from upstreams.credentials import CredentialsLocked, credential_hint, credential_reseal, credential_seal
 from upstreams.models import Adapter, Upstream, UpstreamRoute
 

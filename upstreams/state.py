@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from hub.completion import redis_client
+from hub.infra.redis_client import redis_client
 from upstreams.budget import state_key
 from upstreams.circuit import CLOSED, HALF_OPEN, OPEN
 from upstreams.targets import learned_cap

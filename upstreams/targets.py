@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from generations.models import ImageModel
-from hub.snapshot import Snapshot
+from hub.infra.snapshot import Snapshot
 from upstreams.models import UpstreamRoute
 
 DEFAULT_NAME = "default"
@@ -67,7 +67,7 @@ def _routes() -> dict[str, list[Target]]:
     return routes
 
 
-# Every enabled route by model id, read at most every CATALOG_CACHE_SECONDS per process (hub.snapshot).
+# Every enabled route by model id, read at most every CATALOG_CACHE_SECONDS per process (hub.infra.snapshot).
 _snapshot = Snapshot(_routes)
 
 

@@ -12,7 +12,6 @@ stops waiting, rather than keeping the slot's turn — and later a call — unti
 """
 
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from django.conf import settings
 from django.db import connection
 
 from generations.services import generation_leases_renew
+from hub.infra.singletons import per_process
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +75,9 @@ class _LeaseKeeper:
                 connection.close()  # back to the pool: the keeper holds no connection between beats
 
 
-_keeper: tuple[int, _LeaseKeeper] | None = None
-_keeper_lock = threading.Lock()
+_keeper = per_process(_LeaseKeeper)
 
 
 def lease_held(*, generation_id: str, attempt: int):
     """Context manager: the attempt's lease is renewed while the block runs; it gives the Lease."""
-    global _keeper
-    with _keeper_lock:
-        if _keeper is None or _keeper[0] != os.getpid():
-            _keeper = (os.getpid(), _LeaseKeeper())
-        keeper = _keeper[1]
-    return keeper.hold(generation_id=generation_id, attempt=attempt)
+    return _keeper().hold(generation_id=generation_id, attempt=attempt)

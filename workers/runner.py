@@ -13,7 +13,7 @@ from PIL import Image
 from generations import errors
 from generations.models import Generation
 from generations.services import ProviderCall, StoredImage, generation_claim, generation_fail, generation_finalize
-from hub import metrics, storage
+from hub.infra import metrics, storage
 from upstreams.metrics import QUEUE_WAIT
 from upstreams.routing import Choice
 from workers import upstream_calls

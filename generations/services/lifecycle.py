@@ -31,12 +31,12 @@ from generations.models import (
 )
 from generations.services.events import ROW_ATTEMPT, Event, events_sql, events_write
 from generations.webhooks import webhook_delivery_create
-from hub import metrics
 from hub.broker import task_send
 from hub.compiled import columns_sql, query_instances
-from hub.errors import NotFound
-from hub.observability import current_request_id
-from hub.timefmt import utc_day
+from hub.http.errors import NotFound
+from hub.http.observability import current_request_id
+from hub.infra import backends, metrics
+from hub.infra.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,10 @@ RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (work
 # without it (no Redis, or sent by a hub before fair turns) runs its own generation.
 FAIR_HEADER = "fair_model"
 
-# Databases where a statement may write in its common table expressions: a claim and its event, a
-# finish and its images and events are one statement there; elsewhere the same statements run one
-# after the other, in a transaction.
-DML_IN_CTE = {"postgresql"}
+# Where the database writes in common table expressions (hub.infra.backends), a claim and its
+# event, a finish and its images and events are one statement; elsewhere, and with this off
+# (tests compare the two), the same statements run one after the other, in a transaction.
+ONE_STATEMENT_TRANSITIONS = True
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def _claimed(*, generation_id: str, now, lease_until, webhook: bool) -> Generati
         ops.adapt_datetimefield_value(now),
     ]
     claimed = Event(GenerationEventKind.CLAIMED, ROW_ATTEMPT, now)
-    if connection.vendor in DML_IN_CTE:  # its event in the same statement
+    if ONE_STATEMENT_TRANSITIONS and backends.dml_in_cte():  # its event in the same statement
         event_sql, event_params = events_sql(generation_id, [claimed], condition="FROM claimed")
         sql = f"WITH claimed AS ({update}), claim_event AS ({event_sql}) SELECT {columns_sql(Generation)} FROM claimed"
         generation = next(iter(query_instances(Generation, sql, params + event_params)), None)
@@ -292,7 +292,7 @@ def _finished(
     params += [len(images)] if plain else []
     new_image_id = GeneratedImage._meta.get_field("id").get_default
     columns = 'id, generation_id, "index", storage_key, content_type, width, height, byte_size, created_at'
-    if connection.vendor in DML_IN_CTE:
+    if ONE_STATEMENT_TRANSITIONS and backends.dml_in_cte():
         ctes = [f"finished AS ({update})"]
         if images:
             values = ", ".join(["(%s, %s::smallint, %s, %s, %s::integer, %s::integer, %s::integer)"] * len(images))

@@ -54,16 +54,17 @@ from generations.services.idempotency import (
 )
 from generations.services.lifecycle import generation_enqueue
 from generations.services.wait import generation_wait
-from hub import metrics, storage
 from hub.compiled import insert_when, inserted
-from hub.errors import GenerationCanceled, GenerationFailed, InsufficientCredits, InvalidRequest
-from hub.ids import opaque_id
-from hub.timefmt import utc_day
+from hub.http.errors import GenerationCanceled, GenerationFailed, InsufficientCredits, InvalidRequest
+from hub.infra import backends, metrics, storage
+from hub.infra.ids import opaque_id
+from hub.infra.timefmt import utc_day
 
-# Databases where a generation's row, its common charge and its key's usage are one statement
-# (_charged); elsewhere, and for a charge the statement leaves to the row-by-row path, one
+# A generation's row, its common charge and its key's usage are one statement (_charged) where the
+# database writes in common table expressions (hub.infra.backends); elsewhere, for a charge the
+# statement leaves to the row-by-row path, and with this off (tests compare the two), one
 # transaction runs the same writes one after the other.
-ONE_STATEMENT_CREATE = {"postgresql"}
+ONE_STATEMENT_CREATE = True
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ def _create(
         for key in [*reference_keys, *mask_keys]:
             storage.object_delete(key)
         raise
-    # Said by the request's access line (hub.observability), which carries the context: a line of
+    # Said by the request's access line (hub.http.observability), which carries the context: a line of
     # its own cost an async submit ~4 % of the web's CPU (bench async-c32, yappi).
     structlog.contextvars.bind_contextvars(credits_charged=n * price)
     return generation
@@ -382,7 +383,7 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
             made.append(("charge_usage", *usage_sql))
         return made
 
-    if connection.vendor in ONE_STATEMENT_CREATE:
+    if ONE_STATEMENT_CREATE and backends.dml_in_cte():
         sql, params = credits_charge_ctes(
             account_id=account.pk, amount=amount, generation_id=generation.id, memo=memo, now=generation.enqueued_at
         )

@@ -405,7 +405,7 @@ def test_probe_paths_are_the_health_endpoints(production):
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 def test_probe_path_is_routed_to_the_health_views(path):
-    from hub import health
+    from hub.http import health
 
     assert resolve(path).func in (health.healthz, health.readyz)
 

@@ -12,7 +12,7 @@ from PIL import ExifTags, Image, ImageFile
 
 from generations.references import reference_images_read
 from generations.uploads import CappedTemporaryFileUploadHandler
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"

@@ -9,7 +9,7 @@ import pytest
 
 from billing.models import CreditAccount
 from generations.models import Generation
-from hub.metrics import exposition
+from hub.infra.metrics import exposition
 from tests.conftest import until
 from tests.factories import bearer, make_key, make_user
 from tests.faults.conftest import wait_for_status

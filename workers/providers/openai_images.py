@@ -22,7 +22,7 @@ import urllib3
 from openai.types import ImagesResponse
 
 from hub.celery import calls_in_flight
-from hub.proxies import proxied
+from hub.infra.proxies import proxied
 
 from .base import ProviderError, ProviderRequest
 

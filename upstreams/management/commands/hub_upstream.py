@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from hub.bounds import column_option
-from hub.errors import HubError
+from hub.http.bounds import column_option
+from hub.http.errors import HubError
 from upstreams.models import Adapter, Upstream
 from upstreams.services import credentials_rotate, upstream_create, upstream_set_enabled
 from upstreams.state import describe, upstream_state

@@ -2,7 +2,7 @@
 standard library's records, so Django's, Celery's and gunicorn's lines are JSON too).
 
 Each line carries the ids bound for the work at hand (structlog contextvars, one context per
-request greenlet or task): `request_id` (hub.observability), `account_id` (the API key's owner),
+request greenlet or task): `request_id` (hub.http.observability), `account_id` (the API key's owner),
 `generation_id` (set where a generation is created and where it runs — the worker's lines for
 a generation carry the request id it was created under). Secrets never reach a line: keys are
 logged by display prefix at most, prompts' images never; `redact` is a last net, masking what
