@@ -89,6 +89,10 @@ class GenerationSerializer(serializers.Serializer):
     images = _Image(many=True)
     usage = _Usage()
     error = _GenerationError(allow_null=True)
+    queue_position = serializers.IntegerField(
+        allow_null=True,
+        help_text="while queued behind others for the model's upstreams: its place in line (1: next); else null",
+    )
     created = serializers.IntegerField(help_text="OpenAI field: unix seconds")
     data = _OpenAIDatum(many=True, help_text="OpenAI field: one item per stored image")
     size = serializers.CharField(help_text="OpenAI field: the size asked (auto, or WIDTHxHEIGHT)")

@@ -16,8 +16,9 @@ keys' limits), so no two workers can both take the last slot.
   window of successes adds one. An acquire holds calls to min(configured, learned).
 
 Over budget, `acquire` says how long to wait rather than failing: the caller waits (up to the
-generation's deadline) and asks again. Without Redis (the embedded default: one worker process)
-there is no budget: every acquire is granted, and a 429 is waited out by its own call.
+generation's deadline; woken by the release of a slot: upstreams.freed) and asks again.
+Without Redis (the embedded default: one worker process) there is no budget: every acquire is
+granted, and a 429 is waited out by its own call.
 """
 
 import logging
@@ -32,6 +33,7 @@ from django.conf import settings
 from hub.infra import backends
 from hub.infra.redis_client import redis_client
 from hub.infra.singletons import per_process
+from upstreams import freed
 from upstreams.targets import Target, learned_cap
 
 logger = logging.getLogger(__name__)
@@ -93,16 +95,17 @@ redis.call('PEXPIRE', KEYS[1], lease * 2)
 return 1
 """
 
-# KEYS: slots, learned, stats; ARGV: slot id, outcome, cap, seconds, stats ttl
+# KEYS: slots, learned, stats; ARGV: slot id, outcome, cap, seconds, stats ttl, freed channel,
+# upstream id
 _RELEASE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 if ARGV[2] == 'ok' then
   local learned, cap = tonumber(redis.call('GET', KEYS[2])), tonumber(ARGV[3])
   if learned and learned < cap then
     redis.call('SET', KEYS[2], tostring(math.min(cap, learned + 1 / learned)))
   end
 end
-if ARGV[2] ~= 'rejected' then
+if ARGV[2] ~= 'rejected' and ARGV[2] ~= 'unused' then
   local failed = 1
   if ARGV[2] == 'ok' then failed = 0 end
   local errors = tonumber(redis.call('HGET', KEYS[3], 'errors')) or failed
@@ -176,14 +179,16 @@ def acquire(target: Target, *, images: int) -> Grant | Busy:
 
 
 def release(grant: Grant, *, outcome: str, seconds: float) -> None:
-    """The call ended (`outcome`: ok, rate_limited, failed or rejected): free its slot; a success
-    widens the learned limit; the upstream's error ratio and latency (moving averages) follow."""
+    """The call ended (`outcome`: ok, rate_limited, failed or rejected; unused: no call was sent
+    with it) — free its slot and wake a waiter for it (upstreams.freed); a success widens the
+    learned limit; the upstream's error ratio and latency (moving averages) follow."""
     if grant.slot is None:
         return
     _keeper().drop(grant.target.upstream_id, grant.slot)
     target = grant.target
     keys = [state_key(target.upstream_id, part) for part in ("slots", "learned", "stats")]
     args = [grant.slot, outcome, target.concurrency or learned_cap(), round(seconds, 3), STATS_TTL_MS]
+    args += [freed.CHANNEL, target.upstream_id]
     try:
         _run(_RELEASE, keys=keys, args=args)
     except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease

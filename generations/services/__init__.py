@@ -4,6 +4,7 @@ fail, cancel, refund)."""
 
 from generations.services.idempotency import idempotency_keys_expire
 from generations.services.lifecycle import (
+    FAIR_HEADER,
     RUN_TASK_NAME,
     ProviderCall,
     StoredImage,
@@ -20,6 +21,7 @@ from generations.services.submit import SubmitOutcome, generation_create, genera
 from generations.services.wait import connection_release, generation_wait
 
 __all__ = [
+    "FAIR_HEADER",
     "RUN_TASK_NAME",
     "ProviderCall",
     "StoredImage",

@@ -17,8 +17,14 @@ from apikeys.services import api_key_usage_charge_sql
 from billing.alerts import balance_watch_after_charge
 from billing.lock_objects import account_lock_then
 from billing.models import CreditAccount
-from billing.selectors import CreditsSummary, credits_summary_for_user, credits_summary_of
+from billing.selectors import (
+    CreditsSummary,
+    account_type_turn_weight,
+    credits_summary_for_user,
+    credits_summary_of,
+)
 from billing.services import CHARGED, account_get_or_create, credits_charge, credits_charge_ctes
+from generations import fair
 from generations.limits import (
     limits_check_charged,
     limits_checked_after_charge,
@@ -298,7 +304,15 @@ def _create(
             _charged(generation, account=account, memo=f"{n} × {model.id}")
             if checked_after:
                 limits_check_charged(generation=generation, limits=limits)
-            transaction.on_commit(lambda: _on_created(generation_id, n * price, account))
+            turn = fair.Turn(
+                generation_id,
+                model.id,
+                owner.pk,
+                account_type_turn_weight(account_type=account.account_type),
+                n,
+                sync=not is_async,
+            )
+            transaction.on_commit(lambda: _on_created(turn, n * price, account))
     except Exception:
         hold.give_back()
         for key in [*reference_keys, *mask_keys]:
@@ -354,10 +368,10 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
     inserted(generation)
 
 
-def _on_created(generation_id: str, credits: int, account: CreditAccount) -> None:
-    """After the charge commits: count it, hand the generation to the broker, and tell billing
-    what was charged, should it have crossed a threshold of the account (`account` as read
-    before the charge: billing.alerts.balance_watch_after_charge, no query)."""
+def _on_created(turn: fair.Turn, credits: int, account: CreditAccount) -> None:
+    """After the charge commits: count it, hand the generation to the broker with its fair
+    turn, and tell billing what was charged, should it have crossed a threshold of the account
+    (`account` as read before the charge: billing.alerts.balance_watch_after_charge, no query)."""
     metrics.CREDITS.labels("charged").inc(credits)
-    generation_enqueue(generation_id=generation_id, stamp=False)
+    generation_enqueue(generation_id=turn.generation_id, stamp=False, turn=turn)
     balance_watch_after_charge(account=account, charged=credits)
