@@ -4,6 +4,7 @@ database poll loop per waiter. And a failure of the wait never turns a charged r
 
 import threading
 import time
+import uuid
 
 import pytest
 import redis
@@ -13,6 +14,9 @@ from django.test import override_settings
 from billing.models import CreditAccount
 from generations import completion
 
+# Pub/sub channels are the server's, not a database's: another test run on this Redis publishing
+# the same ids would wake these waiters. Each run's ids are its own.
+RUN = uuid.uuid4().hex[:8]
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="pub/sub needs Redis; embedded default polls")
 
 
@@ -73,7 +77,7 @@ def _wait_all(ids, finisher, *, timeout=30, enqueued_after=None):
 @needs_redis
 def test_fifty_waiters_share_one_subscription_and_are_each_woken_by_their_message():
     finisher = FinishLater()
-    ids = [f"gen_shared{i}" for i in range(50)]
+    ids = [f"gen_shared{RUN}{i}" for i in range(50)]
     started = time.monotonic()
     threads, results = _wait_all(ids, finisher)
     finisher.finish(ids, after=0.5)
@@ -104,7 +108,7 @@ def test_the_embedded_poller_reads_all_waiting_ids_in_one_query(monkeypatch):
 
     monkeypatch.setattr(completion, "_finished_among", finished_among)
 
-    ids = [f"gen_polled{i}" for i in range(20)]
+    ids = [f"gen_polled{RUN}{i}" for i in range(20)]
     with override_settings(REDIS_URL="", WAIT_POLL_INTERVAL_SECONDS=0.1):
         started = time.monotonic()
         threads, results = _wait_all(ids, finisher)
@@ -196,7 +200,7 @@ def _wait_one(generation_id, finisher, *, enqueued_after, monkeypatch) -> float:
 def test_a_waiter_enqueued_while_subscribed_reads_only_after_its_message(monkeypatch):
     _subscribed_listener(monkeypatch)
     finisher = FinishLater()
-    ids = [f"gen_skip{i}" for i in range(20)]
+    ids = [f"gen_skip{RUN}{i}" for i in range(20)]
     started = time.monotonic()
     threads, results = _wait_all(ids, finisher, enqueued_after=started)
     finisher.finish(ids, after=0.3)
