@@ -26,6 +26,7 @@ from django.db.models import F, QuerySet
 from billing.models import CreditAccount, CreditGrant, Purchase
 from hub.compiled import INT_MARKER, CompiledQuery
 from hub.db import hold_the_loop
+from hub.fastpaths.orm_rows import ORM_ROWS
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
 
@@ -75,7 +76,7 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     Pipelined rather than joined into one multi-statement string: a prepared statement
     (hub.settings, DATABASE_PREPARED_STATEMENTS) holds one statement."""
     hold_the_loop(connection)
-    if connection.vendor not in PIPELINED:
+    if connection.vendor not in PIPELINED or not ORM_ROWS.on():  # off: Django reads its own statements only
         return account_lock(account), list(grants_unspent_lock(account))
     account_sql, account_params = _ACCOUNT_LOCK.sql_params(account.pk)
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)

@@ -509,3 +509,18 @@ LOGGING = {
         "celery.app.trace": {"filters": ["generation_task_success"]},
     },
 }
+
+# --- Fast paths (hub/fastpaths) ---------------------------------------------------------------
+# Each place the hub steps around a library's public API can be turned off, all at once or one
+# by one; off, the code takes the library's own way (docs/architecture.md, "Fast paths").
+FAST_PATHS = envbool("HUB_FAST_PATHS", default=True)
+FAST_PATH_SWITCHES = {
+    "ORM_ROWS": envbool("HUB_FAST_PATH_ORM_ROWS", default=True),
+    "TASK_MESSAGE": envbool("HUB_FAST_PATH_TASK_MESSAGE", default=True),
+    "REDIS_CLIENT": envbool("HUB_FAST_PATH_REDIS_CLIENT", default=True),
+    "KOMBU_POLL": envbool("HUB_FAST_PATH_KOMBU_POLL", default=True),
+    "PG_WAIT": envbool("HUB_FAST_PATH_PG_WAIT", default=True),
+    "S3_PUT": envbool("HUB_FAST_PATH_S3_PUT", default=True),
+    "S3_PRESIGN": envbool("HUB_FAST_PATH_S3_PRESIGN", default=True),
+    "OPENAI_POST": envbool("HUB_FAST_PATH_OPENAI_POST", default=True),
+}
