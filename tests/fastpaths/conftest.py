@@ -7,6 +7,9 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+# The S3-protocol server and a bucket, for test_s3.py.
+from tests.storage.test_s3_storage import bucket, endpoint, fake_aws_env, s3  # noqa: F401
+
 
 @contextmanager
 def fast_path(name: str, on: bool):
