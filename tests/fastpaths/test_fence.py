@@ -19,11 +19,31 @@ from tests.conftest import ROOT
 from tests.factories import create_generation, make_user
 from tests.fastpaths.conftest import fast_path
 
-NAMES = ["ORM_ROWS", "TASK_MESSAGE", "REDIS_CLIENT", "KOMBU_POLL", "PG_WAIT", "S3_PUT", "S3_PRESIGN", "OPENAI_POST"]
+NAMES = [
+    "ORM_ROWS",
+    "TASK_MESSAGE",
+    "REDIS_CLIENT",
+    "BROKER_WAITS",
+    "KOMBU_POLL",
+    "PG_WAIT",
+    "S3_PUT",
+    "S3_PRESIGN",
+    "OPENAI_POST",
+]
 
 
 def _paths() -> list[FastPath]:
-    from hub.fastpaths import kombu_poll, openai_post, orm_rows, pg_wait, redis_client, s3_presign, s3_put, task_message
+    from hub.fastpaths import (
+        broker_waits,
+        kombu_poll,
+        openai_post,
+        orm_rows,
+        pg_wait,
+        redis_client,
+        s3_presign,
+        s3_put,
+        task_message,
+    )
 
     return [
         module.__dict__[name]
@@ -31,6 +51,7 @@ def _paths() -> list[FastPath]:
             (orm_rows, "ORM_ROWS"),
             (task_message, "TASK_MESSAGE"),
             (redis_client, "REDIS_CLIENT"),
+            (broker_waits, "BROKER_WAITS"),
             (kombu_poll, "KOMBU_POLL"),
             (pg_wait, "PG_WAIT"),
             (s3_put, "S3_PUT"),
