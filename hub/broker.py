@@ -1,7 +1,7 @@
 """The Redis broker transport: kombu's, with a pool that makes a command wait for a free
-connection and a poller that resumes as soon as a slot frees (hub.fastpaths.broker_waits). Its own test: a plain
-consumer with kombu's poller had not delivered the next message 60 s after the ack
-(tests/test_broker_transport.py; why it never resumes there is not understood).
+connection and a poller that resumes as soon as a slot frees (hub.fastpaths.broker_waits). In its
+test a plain consumer with kombu's own poller had not delivered the next message 60 s after the
+ack (tests/test_broker_transport.py; why it never resumes there is not understood).
 
 Used for `redis://` brokers (CELERY_BROKER_TRANSPORT in hub.settings); other schemes keep
 kombu's own transport.

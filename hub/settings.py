@@ -389,7 +389,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False  # the filesystem transport has no fanout
 elif CELERY_BROKER_URL.startswith("redis://"):
-    CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, one Redis client per channel
+    CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, with its fixes (hub.fastpaths.broker_waits)
     # No copy of each delivered message in Redis (kombu's "ack emulation": a MULTI/EXEC on
     # delivery and another on ack, ~16 % of a generation worker's busy samples in the sync-c32-0s
     # profile). It only lets Redis re-deliver a dead worker's messages after a visibility timeout
