@@ -1,15 +1,19 @@
-"""The Redis broker transport: kombu's, with a pool that makes a command wait for a free
-connection and a poller that resumes as soon as a slot frees (hub.fastpaths.broker_waits). In its
-test a plain consumer with kombu's own poller had not delivered the next message 60 s after the
-ack (tests/test_broker_transport.py; why it never resumes there is not understood).
+"""The Redis broker transport: kombu's, with one Redis client per channel instead of one per
+command (hub.fastpaths.redis_client), a pool that makes a command wait for a free connection and
+a poller that resumes as soon as a slot frees (hub.fastpaths.broker_waits). In its test a plain
+consumer with kombu's own poller had not delivered the next message 60 s after the ack
+(tests/test_broker_transport.py; why it never resumes there is not understood).
 
 Used for `redis://` brokers (CELERY_BROKER_TRANSPORT in hub.settings); other schemes keep
 kombu's own transport.
 """
 
 from kombu.transport import redis
+from redis import exceptions as redis_errors
 
 from hub.fastpaths.broker_waits import BROKER_WAITS, poll_timeout, waiting_pool
+from hub.fastpaths.redis_client import REDIS_CLIENT, shared_client
+from hub.fastpaths.task_message import TASK_MESSAGE, task_message
 
 
 class Channel(redis.Channel):
@@ -18,6 +22,12 @@ class Channel(redis.Channel):
         (hub.fastpaths.broker_waits). The event loop's own BRPOP pool is kombu's."""
         pool = super()._get_pool(asynchronous=asynchronous)
         return pool if asynchronous or not BROKER_WAITS.on() else waiting_pool(pool)
+
+    def _create_client(self, asynchronous=False):
+        # The event loop's own client (BRPOP) is already made once per channel.
+        if asynchronous or not REDIS_CLIENT.on():
+            return super()._create_client(asynchronous=asynchronous)
+        return shared_client(self, super()._create_client)
 
 
 class MultiChannelPoller(redis.MultiChannelPoller):
@@ -36,7 +46,24 @@ class Transport(redis.Transport):
 
 
 def task_send(*, name: str, task_id: str, queue: str, headers: dict, retry_policy: dict) -> None:
-    """Send a task that takes its own id as its one argument (a generation's run)."""
-    from hub.celery import app
+    """`app.send_task(name, args=[task_id], task_id=task_id, queue=queue, headers=headers)` for a
+    task that takes its own id as its one argument (a generation's run). On the Redis broker the
+    hub's own Redis is, the message Celery builds for it is pushed by one LPUSH
+    (hub.fastpaths.task_message); any other broker, the fast path off, and a Redis error there
+    take Celery's own send_task (with `retry_policy`)."""
+    from django.conf import settings
 
+    from hub.celery import app
+    from hub.completion import redis_client
+
+    if (
+        settings.CELERY_BROKER_URL == settings.REDIS_URL
+        and settings.CELERY_BROKER_URL.startswith("redis://")
+        and TASK_MESSAGE.on()
+    ):
+        try:
+            redis_client().lpush(queue, task_message(name, task_id=task_id, queue=queue, headers=headers))
+            return
+        except (redis_errors.RedisError, OSError):
+            pass  # Celery's send_task retries, then raises what the caller handles
     app.send_task(name, args=[task_id], task_id=task_id, queue=queue, headers=headers, retry_policy=retry_policy)

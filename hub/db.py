@@ -24,20 +24,26 @@ which releases the lock at the COMMIT whether the process runs the request again
 """
 
 import psycopg
+from gevent import monkey
 from psycopg import waiting
+
+from hub.fastpaths.pg_wait import PG_WAIT, gevent_wait
 
 # psycopg's C wait (a plain poll() on the socket), which it uses whenever select is not patched.
 _blocking_wait = getattr(waiting, "wait_c", waiting.wait_poll)
 
 
 class Connection(psycopg.Connection):
-    """The pool's connection class (set by HubConfig.ready()): psycopg's, plus hold_the_loop."""
+    """The pool's connection class (set by HubConfig.ready()): psycopg's, plus hold_the_loop, and
+    under gevent (the web and the worker) waits on gevent's loop itself (hub.fastpaths.pg_wait)."""
 
     _holding_loop = False
 
     def wait(self, gen, interval=0.1, timeout=None):
         if self._holding_loop:
             return _blocking_wait(gen, self.pgconn.socket, interval=interval, timeout=timeout)
+        if timeout is None and monkey.is_module_patched("select") and PG_WAIT.on():
+            return gevent_wait(gen, self.pgconn.socket)
         return super().wait(gen, interval=interval, timeout=timeout)
 
     def commit(self) -> None:

@@ -516,8 +516,11 @@ LOGGING = {
 FAST_PATHS = envbool("HUB_FAST_PATHS", default=True)
 FAST_PATH_SWITCHES = {
     "ORM_ROWS": envbool("HUB_FAST_PATH_ORM_ROWS", default=True),
+    "TASK_MESSAGE": envbool("HUB_FAST_PATH_TASK_MESSAGE", default=True),
+    "REDIS_CLIENT": envbool("HUB_FAST_PATH_REDIS_CLIENT", default=True),
     "BROKER_WAITS": envbool("HUB_FAST_PATH_BROKER_WAITS", default=True),
     "KOMBU_POLL": envbool("HUB_FAST_PATH_KOMBU_POLL", default=True),
+    "PG_WAIT": envbool("HUB_FAST_PATH_PG_WAIT", default=True),
     "S3_PUT": envbool("HUB_FAST_PATH_S3_PUT", default=True),
     "S3_PRESIGN": envbool("HUB_FAST_PATH_S3_PRESIGN", default=True),
     "OPENAI_POST": envbool("HUB_FAST_PATH_OPENAI_POST", default=True),

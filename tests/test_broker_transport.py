@@ -1,6 +1,10 @@
-"""The Redis broker transport (hub/broker.py): messages go through Redis as with kombu's own
-transport; a consumer whose credit is exhausted takes its next message right after the ack."""
+"""The Redis broker transport keeps one Redis client per channel (hub/broker.py): the same
+client for every publish and ack, a new one when kombu replaces the channel's pool (after a
+fork) — and messages go through Redis as with kombu's own transport; a consumer whose credit is
+exhausted takes its next message right after the ack."""
 
+import base64
+import json
 import socket
 import threading
 import time
@@ -24,9 +28,15 @@ def _connection() -> Connection:
     )
 
 
-def test_messages_flow_through_the_hubs_transport():
+def test_one_client_per_channel_pool_and_messages_still_flow():
     assert settings.CELERY_BROKER_TRANSPORT == "hub.broker:Transport"
     with _connection() as connection:
+        channel = connection.default_channel
+        first = channel._create_client()
+        assert channel._create_client() is first
+        assert channel._create_client(asynchronous=True) is not first  # the event loop's own
+        channel._pool = None  # what kombu does after a fork
+        assert channel._create_client() is not first
         queue = connection.SimpleQueue(f"hub-broker-test-{uuid.uuid4().hex}")
         try:
             queue.put({"generation_id": "gen_1"})
@@ -100,6 +110,39 @@ def test_a_full_consumer_takes_the_next_message_soon_after_an_ack():
                 received[1].ack()
         finally:
             queue(connection.default_channel).delete()
+
+
+def test_a_generation_run_pushed_by_task_send_is_the_message_celery_sends():
+    """task_send builds the message itself (one LPUSH); a worker must find in it what Celery's own
+    send_task puts there — everything but the random delivery tag — and a consumer takes it."""
+    from hub.broker import task_send
+    from hub.celery import app
+    from hub.completion import redis_client
+
+    ours, celerys = (f"hub-task-send-{side}-{uuid.uuid4().hex}" for side in ("ours", "celery"))
+    task_id, headers = f"gen_{uuid.uuid4().hex[:24]}", {"request_id": "req_task_send"}
+    task_send(name="generations.run", task_id=task_id, queue=ours, headers=headers, retry_policy={})
+    app.send_task("generations.run", args=[task_id], task_id=task_id, queue=celerys, headers=headers)
+    client = redis_client()
+    try:
+        sent = [json.loads(client.lpop(queue)) for queue in (ours, celerys)]
+        for message, queue in zip(sent, (ours, celerys), strict=True):
+            assert message["properties"].pop("delivery_info") == {"exchange": "", "routing_key": queue}
+            assert uuid.UUID(message["properties"].pop("delivery_tag"))
+        assert sent[0] == sent[1]
+        assert json.loads(base64.b64decode(sent[0]["body"]))[0] == [task_id]
+
+        task_send(name="generations.run", task_id=task_id, queue=ours, headers=headers, retry_policy={})
+        with _connection() as connection:
+            received = []
+            queue = Queue(ours, Exchange(ours), routing_key=ours)
+            with Consumer(connection, [queue], callbacks=[lambda body, message: received.append(message)]):
+                connection.drain_events(timeout=5)
+            received[0].ack()
+        assert received[0].headers["id"] == task_id and received[0].headers["request_id"] == "req_task_send"
+        assert received[0].payload[0] == [task_id]
+    finally:
+        client.delete(ours, celerys)
 
 
 def test_more_commands_at_once_than_the_channels_connections_wait_for_one():

@@ -21,8 +21,11 @@ from tests.fastpaths.conftest import fast_path
 
 NAMES = [
     "ORM_ROWS",
+    "TASK_MESSAGE",
+    "REDIS_CLIENT",
     "BROKER_WAITS",
     "KOMBU_POLL",
+    "PG_WAIT",
     "S3_PUT",
     "S3_PRESIGN",
     "OPENAI_POST",
@@ -35,16 +38,22 @@ def _paths() -> list[FastPath]:
         kombu_poll,
         openai_post,
         orm_rows,
+        pg_wait,
+        redis_client,
         s3_presign,
         s3_put,
+        task_message,
     )
 
     return [
         module.__dict__[name]
         for module, name in (
             (orm_rows, "ORM_ROWS"),
+            (task_message, "TASK_MESSAGE"),
+            (redis_client, "REDIS_CLIENT"),
             (broker_waits, "BROKER_WAITS"),
             (kombu_poll, "KOMBU_POLL"),
+            (pg_wait, "PG_WAIT"),
             (s3_put, "S3_PUT"),
             (s3_presign, "S3_PRESIGN"),
             (openai_post, "OPENAI_POST"),
