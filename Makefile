@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install chromium docker clean bench
+.PHONY: run test install chromium docker nginx clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ docker:
 	@test -x /usr/sbin/dockerd -a -x /usr/bin/mmdebstrap || (apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io mmdebstrap)
 
-test: $(STAMP) chromium docker
+# Debian's nginx for the proxy tests (tests/proxy): a real proxy that cuts idle reads.
+nginx:
+	@test -x /usr/sbin/nginx || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light)
+
+test: $(STAMP) chromium docker nginx
 	deploy/test.sh
 
 # Benchmarks, run by hand (bench/README.md): make bench SCENARIO=sync-c32-0s [ARGS='--requests 50']

@@ -26,7 +26,8 @@ from django.db.models import F, QuerySet
 from billing.models import CreditAccount, CreditGrant, Purchase
 from hub.compiled import INT_MARKER, CompiledQuery
 from hub.db import hold_the_loop
-from hub.fastpaths.orm_rows import ORM_ROWS
+from hub.infra import backends
+from hub.infra.fastpaths.orm_rows import ORM_ROWS
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
 
@@ -64,11 +65,6 @@ def grants_unspent_lock(account: CreditAccount) -> QuerySet[CreditGrant]:
     return unspent.select_for_update().order_by(*GRANT_LOCK_ORDER)
 
 
-# Databases whose connections can pipeline statements (psycopg's pipeline mode: several
-# statements sent before the first answer is read), so the two locks below cost one round trip.
-PIPELINED = {"postgresql"}
-
-
 def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list[CreditGrant]]:
     """account_lock, then grants_unspent_lock: the same two statements in the same order (the
     account row first), sent in one round trip on PostgreSQL. Why: the account lock queues
@@ -76,7 +72,9 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     Pipelined rather than joined into one multi-statement string: a prepared statement
     (hub.settings, DATABASE_PREPARED_STATEMENTS) holds one statement."""
     hold_the_loop(connection)
-    if connection.vendor not in PIPELINED or not ORM_ROWS.on():  # off: Django reads its own statements only
+    # psycopg's pipeline mode: the two locks in one round trip; the fast path off, Django reads
+    # only the statements it sends itself
+    if not backends.pipelined() or not ORM_ROWS.on():
         return account_lock(account), list(grants_unspent_lock(account))
     account_sql, account_params = _ACCOUNT_LOCK.sql_params(account.pk)
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)
@@ -107,7 +105,7 @@ def account_lock_then(account_id: int, sql: str, params: list) -> tuple | None:
     if not own:  # a caller's transaction outlives the round trip (outside one: hub.db)
         hold_the_loop(connection)
     with connection.cursor() as cursor:
-        if connection.vendor not in PIPELINED:
+        if not backends.pipelined():  # psycopg's pipeline mode: the two locks in one round trip
             with transaction.atomic():
                 cursor.execute(lock_sql, [account_id])
                 cursor.execute(sql, params)

@@ -1,8 +1,8 @@
 """The Redis broker transport: kombu's, with one Redis client per channel instead of one per
-command (hub.fastpaths.redis_client), a pool that makes a command wait for a free connection and
-a poller that resumes as soon as a slot frees (hub.fastpaths.broker_waits). In its test a plain
-consumer with kombu's own poller had not delivered the next message 60 s after the ack
-(tests/test_broker_transport.py; why it never resumes there is not understood).
+command (hub.infra.fastpaths.redis_client), a pool that makes a command wait for a free
+connection and a poller that resumes as soon as a slot frees (hub.infra.fastpaths.broker_waits).
+In its test a plain consumer with kombu's own poller had not delivered the next message 60 s
+after the ack (tests/test_broker_transport.py; why it never resumes there is not understood).
 
 Used for `redis://` brokers (CELERY_BROKER_TRANSPORT in hub.settings); other schemes keep
 kombu's own transport.
@@ -11,15 +11,15 @@ kombu's own transport.
 from kombu.transport import redis
 from redis import exceptions as redis_errors
 
-from hub.fastpaths.broker_waits import BROKER_WAITS, poll_timeout, waiting_pool
-from hub.fastpaths.redis_client import REDIS_CLIENT, shared_client
-from hub.fastpaths.task_message import TASK_MESSAGE, task_message
+from hub.infra.fastpaths.broker_waits import BROKER_WAITS, poll_timeout, waiting_pool
+from hub.infra.fastpaths.redis_client import REDIS_CLIENT, shared_client
+from hub.infra.fastpaths.task_message import TASK_MESSAGE, task_message
 
 
 class Channel(redis.Channel):
     def _get_pool(self, asynchronous=False):
         """kombu's pool for the channel's commands; one that waits for a free connection
-        (hub.fastpaths.broker_waits). The event loop's own BRPOP pool is kombu's."""
+        (hub.infra.fastpaths.broker_waits). The event loop's own BRPOP pool is kombu's."""
         pool = super()._get_pool(asynchronous=asynchronous)
         return pool if asynchronous or not BROKER_WAITS.on() else waiting_pool(pool)
 
@@ -32,7 +32,7 @@ class Channel(redis.Channel):
 
 class MultiChannelPoller(redis.MultiChannelPoller):
     def get(self, callback, timeout=None):
-        if BROKER_WAITS.on():  # a full worker rechecks its credit soon (hub.fastpaths.broker_waits)
+        if BROKER_WAITS.on():  # a full worker rechecks its credit soon (hub.infra.fastpaths.broker_waits)
             timeout = poll_timeout(self._channels, timeout)
         return super().get(callback, timeout=timeout)
 
@@ -49,12 +49,12 @@ def task_send(*, name: str, task_id: str, queue: str, headers: dict, retry_polic
     """`app.send_task(name, args=[task_id], task_id=task_id, queue=queue, headers=headers)` for a
     task that takes its own id as its one argument (a generation's run). On the Redis broker the
     hub's own Redis is, the message Celery builds for it is pushed by one LPUSH
-    (hub.fastpaths.task_message); any other broker, the fast path off, and a Redis error there
+    (hub.infra.fastpaths.task_message); any other broker, the fast path off, and a Redis error there
     take Celery's own send_task (with `retry_policy`)."""
     from django.conf import settings
 
     from hub.celery import app
-    from hub.completion import redis_client
+    from hub.infra.redis_client import redis_client
 
     if (
         settings.CELERY_BROKER_URL == settings.REDIS_URL

@@ -2,7 +2,7 @@ import os
 
 from celery import Celery, signals
 
-from hub.fastpaths.kombu_poll import broker_poll_beyond_fd_1024
+from hub.infra.fastpaths.kombu_poll import broker_poll_beyond_fd_1024
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 
@@ -59,7 +59,7 @@ def _refuse_unsafe_start(**kwargs) -> None:
 
 def _serve_metrics(**kwargs) -> None:
     """A worker's own /metrics (HUB_METRICS_PORT), once it is ready."""
-    from hub.metrics import serve_worker_metrics
+    from hub.infra.metrics import serve_worker_metrics
 
     serve_worker_metrics()
 

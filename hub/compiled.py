@@ -6,7 +6,7 @@ that runs the same few shapes on every request (the sync wait's reads, an accoun
 compiles each once: `CompiledQuery(build, markers)` calls `build(*markers)`, keeps the SQL and
 where each marker landed among its parameters, and later puts the real values there. The SQL is
 Django's own, so it follows the models and the database; only the values change. Its rows become
-model instances by hub.fastpaths.orm_rows, as do those of hand-written SQL (`query_instances`).
+model instances by hub.infra.fastpaths.orm_rows, as do those of hand-written SQL (`query_instances`).
 
 With that fast path off (HUB_FAST_PATH_ORM_ROWS) a CompiledQuery is its queryset: built,
 compiled and iterated by Django on every call; `query_instances` is Django's `raw()`.
@@ -19,7 +19,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Model, QuerySet, signals
 
-from hub.fastpaths.orm_rows import ORM_ROWS, Layout, instances_of
+from hub.infra.fastpaths.orm_rows import ORM_ROWS, Layout, instances_of
 
 # Marker values no real argument has: an id no row has, a string no id contains.
 INT_MARKER = -7_340_029

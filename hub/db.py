@@ -27,7 +27,7 @@ import psycopg
 from gevent import monkey
 from psycopg import waiting
 
-from hub.fastpaths.pg_wait import PG_WAIT, gevent_wait
+from hub.infra.fastpaths.pg_wait import PG_WAIT, gevent_wait
 
 # psycopg's C wait (a plain poll() on the socket), which it uses whenever select is not patched.
 _blocking_wait = getattr(waiting, "wait_c", waiting.wait_poll)
@@ -35,7 +35,7 @@ _blocking_wait = getattr(waiting, "wait_c", waiting.wait_poll)
 
 class Connection(psycopg.Connection):
     """The pool's connection class (set by HubConfig.ready()): psycopg's, plus hold_the_loop, and
-    under gevent (the web and the worker) waits on gevent's loop itself (hub.fastpaths.pg_wait)."""
+    under gevent (the web and the worker) waits on gevent's loop itself (hub.infra.fastpaths.pg_wait)."""
 
     _holding_loop = False
 

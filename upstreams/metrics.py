@@ -4,7 +4,7 @@ slot); the web's /metrics reads every upstream's shared state at scrape time."""
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from hub.metrics import LATENCY_BUCKETS
+from hub.infra.metrics import LATENCY_BUCKETS
 from upstreams.circuit import CLOSED
 from upstreams.models import Upstream
 from upstreams.state import upstream_state
@@ -21,6 +21,11 @@ CALL_LATENCY = Histogram(
 BUDGET_WAIT = Histogram(
     "hub_upstream_wait_seconds",
     "Time a generation waited for a slot of its model's upstreams (cooldown, calls in flight, images per minute)",
+    buckets=LATENCY_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "hub_generation_queue_wait_seconds",
+    "Time a generation waited for its turn: from its hand-over to the queue (first attempt: creation) to its claim",
     buckets=LATENCY_BUCKETS,
 )
 CIRCUIT_OPENED = Counter(

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from apikeys.services import api_key_usage_refund
 from billing.services import account_get_or_create, credits_refund
-from generations import errors
+from generations import errors, fair
 from generations.catalog import model_for_run
 from generations.limits import slot_release_and_announce
 from generations.models import (
@@ -31,21 +31,24 @@ from generations.models import (
 )
 from generations.services.events import ROW_ATTEMPT, Event, events_sql, events_write
 from generations.webhooks import webhook_delivery_create
-from hub import metrics
 from hub.broker import task_send
 from hub.compiled import columns_sql, query_instances
-from hub.errors import NotFound
-from hub.observability import current_request_id
-from hub.timefmt import utc_day
+from hub.http.errors import NotFound
+from hub.http.observability import current_request_id
+from hub.infra import backends, metrics
+from hub.infra.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 
 RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (workers.tasks)
+# The run task's header naming the fair order (a model) it takes its generation from; a task
+# without it (no Redis, or sent by a hub before fair turns) runs its own generation.
+FAIR_HEADER = "fair_model"
 
-# Databases where a statement may write in its common table expressions: a claim and its event, a
-# finish and its images and events are one statement there; elsewhere the same statements run one
-# after the other, in a transaction.
-DML_IN_CTE = {"postgresql"}
+# Where the database writes in common table expressions (hub.infra.backends), a claim and its
+# event, a finish and its images and events are one statement; elsewhere, and with this off
+# (tests compare the two), the same statements run one after the other, in a transaction.
+ONE_STATEMENT_TRANSITIONS = True
 
 
 @dataclass(frozen=True)
@@ -78,22 +81,34 @@ class StoredImage:
     byte_size: int
 
 
-def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
-    """Hand the generation to the broker and stamp `enqueued_at` (the creating transaction
-    stamps it already: `stamp=False` saves a query on the hot path). If the broker is down the
-    row is marked unsent (`enqueued_at` null) and the sweeper sends it later — or, for a sync
-    request that is waiting right now, it is failed and refunded at once."""
+def generation_enqueue(*, generation_id: str, stamp: bool = True, turn: fair.Turn | None = None) -> bool:
+    """Stamp the generation's turn in its model's fair order (generations.fair; `turn` as the
+    submit knows it, else read here), hand its task to the broker and stamp `enqueued_at` (the
+    creating transaction stamps it already: `stamp=False` saves a query on the hot path). If the
+    broker is down the row is marked unsent (`enqueued_at` null) and the sweeper sends it later —
+    or, for a sync request that is waiting right now, it is failed and refunded at once."""
+    # The worker's log lines for this generation carry the request id it was made under.
+    headers = {"request_id": current_request_id()}
+    if fair.enabled():
+        turn = turn or fair.turn_of(generation_id)
+        pushed = fair.fair_push(turn) if turn is not None else None
+        if pushed == fair.WAITING:  # in its order, which is being taken from: its task is on its way
+            _stamp_enqueued(generation_id)
+            return True
+        if pushed is not None:  # its task takes the order's head, not necessarily this one
+            headers[FAIR_HEADER] = turn.model_id
     try:
         task_send(
             name=RUN_TASK_NAME,
             task_id=generation_id,
             queue=settings.GENERATIONS_QUEUE,
-            # The worker's log lines for this generation carry the request id it was made under.
-            headers={"request_id": current_request_id()},
+            headers=headers,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         )
     except Exception as exc:  # noqa: BLE001 — kombu raises transport-specific errors; none may lose the row
         logger.error("generation %s: broker unavailable: %s", generation_id, exc)
+        if FAIR_HEADER in headers:  # no task for it: out of the order until the sweeper sends one
+            fair.fair_remove(generation_id=generation_id, model_id=turn.model_id, n=turn.n)
         Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
         generation = Generation.objects.get(pk=generation_id)
         if not generation.is_async:
@@ -103,9 +118,14 @@ def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
                 message="The generation queue is unavailable right now; your credits were refunded. Please retry.",
             )
         return False
-    if stamp:  # the last hand-over to the broker: the sweeper re-sends what stays queued long past it
-        Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(enqueued_at=timezone.now())
+    if stamp:
+        _stamp_enqueued(generation_id)
     return True
+
+
+def _stamp_enqueued(generation_id: str) -> None:
+    """The last hand-over to the broker: the sweeper re-sends what stays queued long past it."""
+    Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(enqueued_at=timezone.now())
 
 
 def generation_claim(*, generation_id: str) -> Generation | None:
@@ -158,7 +178,7 @@ def _claimed(*, generation_id: str, now, lease_until, webhook: bool) -> Generati
         ops.adapt_datetimefield_value(now),
     ]
     claimed = Event(GenerationEventKind.CLAIMED, ROW_ATTEMPT, now)
-    if connection.vendor in DML_IN_CTE:  # its event in the same statement
+    if ONE_STATEMENT_TRANSITIONS and backends.dml_in_cte():  # its event in the same statement
         event_sql, event_params = events_sql(generation_id, [claimed], condition="FROM claimed")
         sql = f"WITH claimed AS ({update}), claim_event AS ({event_sql}) SELECT {columns_sql(Generation)} FROM claimed"
         generation = next(iter(query_instances(Generation, sql, params + event_params)), None)
@@ -172,16 +192,20 @@ def _claimed(*, generation_id: str, now, lease_until, webhook: bool) -> Generati
     return generation
 
 
-def generation_leases_renew(*, attempts: dict[str, int]) -> int:
-    """Extend the leases of running attempts (generation id → attempt) in one UPDATE; the
-    number renewed. An attempt that no longer owns its generation is not renewed."""
+def generation_leases_renew(*, attempts: dict[str, int]) -> set[str]:
+    """Extend the leases of running attempts (generation id → attempt) in one UPDATE; the ids
+    whose attempt no longer owns its generation (canceled, finished, taken over or deleted),
+    which are not renewed. Those are looked up only when the UPDATE renewed fewer than asked."""
     if not attempts:
-        return 0
+        return set()
     owned = Q()
     for generation_id, attempt in attempts.items():
         owned |= Q(pk=generation_id, attempts=attempt)
+    still_owned = Generation.objects.filter(owned, status=GenerationStatus.RUNNING)
     until = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    return Generation.objects.filter(owned, status=GenerationStatus.RUNNING).update(lease_expires_at=until)
+    if still_owned.update(lease_expires_at=until) == len(attempts):
+        return set()
+    return set(attempts) - set(still_owned.values_list("pk", flat=True))
 
 
 def generation_requeue(*, generation_id: str, attempt: int) -> bool:
@@ -268,7 +292,7 @@ def _finished(
     params += [len(images)] if plain else []
     new_image_id = GeneratedImage._meta.get_field("id").get_default
     columns = 'id, generation_id, "index", storage_key, content_type, width, height, byte_size, created_at'
-    if connection.vendor in DML_IN_CTE:
+    if ONE_STATEMENT_TRANSITIONS and backends.dml_in_cte():
         ctes = [f"finished AS ({update})"]
         if images:
             values = ", ".join(["(%s, %s::smallint, %s, %s, %s::integer, %s::integer, %s::integer)"] * len(images))
@@ -320,6 +344,9 @@ def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: 
         generation = rows.select_for_update().get(pk=generation_id)
         if generation.status in FINISHED:
             return generation, False
+        if generation.status == GenerationStatus.QUEUED:  # no task may take its turn now
+            turn = {"generation_id": generation.id, "model_id": generation.model_id, "n": generation.n}
+            transaction.on_commit(lambda: fair.fair_remove(**turn))
         generation.status = status
         generation.error_code, generation.error_message = code, message[:1000]
         generation.finished_at = timezone.now()

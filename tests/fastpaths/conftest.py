@@ -1,4 +1,4 @@
-"""Each fast path (hub/fastpaths) is run both ways — its own, and the library's — and what users
+"""Each fast path (hub/infra/fastpaths) is run both ways — its own, and the library's — and what users
 see must be the same."""
 
 from contextlib import contextmanager

@@ -1,4 +1,4 @@
-"""BROKER_WAITS (hub/fastpaths/broker_waits.py): with the fix on, more commands at once than the
+"""BROKER_WAITS (hub/infra/fastpaths/broker_waits.py): with the fix on, more commands at once than the
 channel's connections wait for one; off, kombu's own pool refuses them as it always did. Messages
 go through Redis the same either way."""
 

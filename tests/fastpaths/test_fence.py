@@ -1,4 +1,4 @@
-"""The fence every fast path shares (hub/fastpaths): the switches, and the step aside, with one
+"""The fence every fast path shares (hub/infra/fastpaths): the switches, and the step aside, with one
 warning line, when the installed library is not the version the path was checked against."""
 
 import importlib.metadata
@@ -10,11 +10,11 @@ import sys
 import pytest
 from django.test import override_settings
 
-import hub.fastpaths
+import hub.infra.fastpaths
 from generations.models import Generation
 from hub.compiled import STR_MARKER, CompiledQuery
-from hub.fastpaths import FastPath, _library_checked
-from hub.fastpaths.orm_rows import ORM_ROWS
+from hub.infra.fastpaths import FastPath, _library_checked
+from hub.infra.fastpaths.orm_rows import ORM_ROWS
 from tests.conftest import ROOT
 from tests.factories import create_generation, make_user
 from tests.fastpaths.conftest import fast_path
@@ -33,7 +33,7 @@ NAMES = [
 
 
 def _paths() -> list[FastPath]:
-    from hub.fastpaths import (
+    from hub.infra.fastpaths import (
         broker_waits,
         kombu_poll,
         openai_post,
@@ -89,7 +89,7 @@ def test_another_library_version_takes_the_librarys_way_with_one_warning(fresh_c
     (Django compiles and iterates it), and the process says so once."""
     real = importlib.metadata.version
     monkeypatch.setattr(
-        hub.fastpaths.importlib.metadata,
+        hub.infra.fastpaths.importlib.metadata,
         "version",
         lambda name: "9.9.9" if name == "django" else real(name),
     )
@@ -97,12 +97,12 @@ def test_another_library_version_takes_the_librarys_way_with_one_warning(fresh_c
     query = CompiledQuery(lambda pk: Generation.objects.filter(pk=pk), STR_MARKER)
     built = []
     monkeypatch.setattr(query, "_build", lambda pk, build=query._build: built.append(pk) or build(pk))
-    with caplog.at_level(logging.WARNING, logger="hub.fastpaths"):
+    with caplog.at_level(logging.WARNING, logger="hub.infra.fastpaths"):
         for _ in range(3):
             assert query.all(generation.pk) == [generation]
         assert not ORM_ROWS.on()
     assert built == [generation.pk] * 3  # the library's way: the queryset, every time
-    lines = [record.getMessage() for record in caplog.records if record.name == "hub.fastpaths"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "hub.infra.fastpaths"]
     assert lines == [
         "fast path ORM_ROWS off: it was checked against django 5.2.19, 9.9.9 is installed; taking django's own way"
     ]
@@ -110,9 +110,9 @@ def test_another_library_version_takes_the_librarys_way_with_one_warning(fresh_c
 
 def test_a_library_that_is_not_installed_turns_its_path_off(fresh_checks, caplog):
     path = FastPath("ORM_ROWS", "no-such-distribution-hub", "1.0")
-    with caplog.at_level(logging.WARNING, logger="hub.fastpaths"):
+    with caplog.at_level(logging.WARNING, logger="hub.infra.fastpaths"):
         assert not path.on() and not path.on()
-    assert len([r for r in caplog.records if r.name == "hub.fastpaths"]) == 1
+    assert len([r for r in caplog.records if r.name == "hub.infra.fastpaths"]) == 1
 
 
 @pytest.mark.parametrize("name", ["HUB_FAST_PATHS", "HUB_FAST_PATH_S3_PUT"])

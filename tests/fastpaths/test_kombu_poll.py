@@ -1,4 +1,4 @@
-"""KOMBU_POLL (hub/fastpaths/kombu_poll.py): under gevent kombu polls its broker sockets with
+"""KOMBU_POLL (hub/infra/fastpaths/kombu_poll.py): under gevent kombu polls its broker sockets with
 poll(), which takes file descriptors past 1024; off, kombu's own select() poller, which answers
 the same for the sockets it can take."""
 

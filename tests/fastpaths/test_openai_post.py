@@ -1,4 +1,4 @@
-"""OPENAI_POST (hub/fastpaths/openai_post.py): a generation POSTed on the adapter's own pool
+"""OPENAI_POST (hub/infra/fastpaths/openai_post.py): a generation POSTed on the adapter's own pool
 reaches the provider as the SDK's call does — method, path, body and headers — and comes back as
 the same images, or the same failure."""
 
@@ -39,8 +39,9 @@ def _generate(server, on: bool, plan: tuple = ()):
         references=[],
     )
     try:
-        images = provider.generate(request)  # the fake draws each answer afresh: compared with what it sent
-        answer = ("images", len(images), images == server.requests[-1].response_images)
+        generated = provider.generate(request)  # the fake draws each answer afresh: compared with what it sent
+        images = generated.images
+        answer = ("images", len(images), images == server.requests[-1].response_images, generated.usage)
     except ProviderError as exc:
         answer = (exc.user_message, exc.permanent, exc.kind)
     received = [
@@ -65,5 +66,5 @@ def test_the_provider_receives_and_the_adapter_answers_alike(server, plan, monke
     fast, library = _generate(server, True, plan), _generate(server, False, plan)
     assert fast == library
     if not plan:
-        assert fast[1] == ("images", 2, True)
+        assert fast[1][:3] == ("images", 2, True)
     assert fast[0] and all(received[1] == "/v1/images/generations" for received in fast[0])

@@ -1,4 +1,4 @@
-"""ORM_ROWS (hub/fastpaths/orm_rows.py): the hot paths' reads and RETURNING rows become the same
+"""ORM_ROWS (hub/infra/fastpaths/orm_rows.py): the hot paths' reads and RETURNING rows become the same
 model instances — and the API the same answers — whether the fast path builds them or Django."""
 
 import json

@@ -1,4 +1,4 @@
-"""PG_WAIT (hub/fastpaths/pg_wait.py): under gevent psycopg waits on gevent's loop itself, or,
+"""PG_WAIT (hub/infra/fastpaths/pg_wait.py): under gevent psycopg waits on gevent's loop itself, or,
 off, through psycopg's own wait (gevent's emulation of select.poll); queries, their rows, errors,
 pipelines, overlapping greenlets and a dropped connection come out the same."""
 

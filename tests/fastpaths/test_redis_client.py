@@ -1,4 +1,4 @@
-"""REDIS_CLIENT (hub/fastpaths/redis_client.py): the broker channel keeps one Redis client, or
+"""REDIS_CLIENT (hub/infra/fastpaths/redis_client.py): the broker channel keeps one Redis client, or
 kombu makes one per command; a message goes through Redis the same either way."""
 
 import uuid

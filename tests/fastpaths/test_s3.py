@@ -1,4 +1,4 @@
-"""S3_PUT and S3_PRESIGN (hub/fastpaths/s3_put.py, s3_presign.py): an image stored by the hub's
+"""S3_PUT and S3_PRESIGN (hub/infra/fastpaths/s3_put.py, s3_presign.py): an image stored by the hub's
 own signed PUT arrives at S3 as the client's PutObject sends it (method, path, body, type and
 its hash, signed for the same scope), and is the same object; a presigned URL is the client's."""
 
@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from django.core.files.base import ContentFile
 
-from hub.storage_backends import HubS3Storage
+from hub.infra.storage_backends import HubS3Storage
 from tests.fastpaths.conftest import fast_path
 from tests.storage.test_s3_storage import PNG, _same_second, http_get, options
 

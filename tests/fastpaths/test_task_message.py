@@ -1,4 +1,4 @@
-"""TASK_MESSAGE (hub/fastpaths/task_message.py): a generation's run pushed by one LPUSH is the
+"""TASK_MESSAGE (hub/infra/fastpaths/task_message.py): a generation's run pushed by one LPUSH is the
 message Celery's send_task puts on the queue, and a worker runs a generation sent either way."""
 
 import base64
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _sent(on: bool, task_id: str, headers: dict) -> dict:
-    from hub.completion import redis_client
+    from hub.infra.redis_client import redis_client
 
     queue = f"hub-fastpath-task-{uuid.uuid4().hex}"
     with fast_path("TASK_MESSAGE", on):

@@ -1,0 +1,220 @@
+"""'Generation <id> finished' notifications for waiting sync requests.
+
+A wait is an event, not a thread or a connection: each web process keeps ONE listener that
+wakes all of its local waiters —
+
+- with Redis, one pattern subscription (`hub:generation-done:*`) on one connection;
+- on the embedded default (no Redis), one poller that reads all waiting ids in one query per
+  `WAIT_POLL_INTERVAL_SECONDS` (the database is the only thing the processes share).
+
+The generation row stays the truth: a waiter registers before it reads the row, so a finish
+between the two is never missed, and the process re-reads all waiting rows in one query every
+RECHECK_SECONDS, so a lost message (a listener reconnecting) delays a waiter but cannot hang it.
+A waiter whose generation was enqueued while the listener was subscribed skips that first read
+(most sync requests, whose generation has not finished yet when they start to wait): its finish
+is published after the enqueue, so its message either woke the listener already — the listener
+remembers the ids it heard for RECENT_SECONDS — or is still to come.
+The listener and the poller are threads, which under gevent (gunicorn's and Celery's gevent
+workers) are greenlets.
+"""
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from generations.models import FINISHED, Generation
+from hub.infra import backends, shutdown
+from hub.infra.redis_client import redis_client
+from hub.infra.singletons import per_process
+
+logger = logging.getLogger(__name__)
+
+# A published message can be lost (listener reconnecting): the poller re-reads all waiting
+# rows of the process this often, in one query — not one query per waiter (at a thousand
+# waits, 200 queries a second).
+RECHECK_SECONDS = 5.0
+# Each waiter also re-reads its own row this often, should the poller itself be stuck.
+BACKSTOP_SECONDS = 60.0
+CHANNEL_PREFIX = "hub:generation-done:"
+RECONNECT_SECONDS = 1.0
+# How long the listener remembers a finish it heard, for a waiter that registers after it.
+RECENT_SECONDS = 30.0
+
+
+def _channel(generation_id: str) -> str:
+    return CHANNEL_PREFIX + generation_id
+
+
+def publish_done(generation_id: str, *, client=None) -> None:
+    """Wake the generation's waiters. With `client` (a redis-py pipeline) the PUBLISH is queued
+    on it, and the caller that sends it handles its errors."""
+    if not backends.redis():
+        return
+    if client is not None:
+        client.publish(_channel(generation_id), "done")
+        return
+    try:
+        redis_client().publish(_channel(generation_id), "done")
+    except (redis.RedisError, OSError) as exc:  # waiters fall back to re-reading the row
+        logger.warning("could not publish completion of %s: %s", generation_id, exc)
+
+
+class _Waiters:
+    """The process's waiting requests by generation id, and the one thread that wakes them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._events: dict[str, set[threading.Event]] = {}
+        self._heard: dict[str, float] = {}  # generation id → when its finish was heard (oldest first)
+        self._subscribed_at: float | None = None  # since when the listener hears every finish
+        # With Redis: the subscription wakes waiters at once, and the poller re-reads every
+        # waiting row every RECHECK_SECONDS in one query (a message lost while the listener
+        # reconnects delays a waiter by at most that). Without: the poller is the only way.
+        interval = RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
+        if backends.redis():
+            threading.Thread(target=self._listen, name="completion-listener", daemon=True).start()
+        threading.Thread(target=self._poll, args=(interval,), name="completion-poller", daemon=True).start()
+        shutdown.on_stop(self._wake_all)  # waiters re-check at once against the stop deadline
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            events = [event for waiting in self._events.values() for event in waiting]
+        for event in events:
+            event.set()
+
+    def add(self, generation_id: str, *, enqueued_after: float | None = None) -> tuple[threading.Event, bool]:
+        """The waiter's event, and whether it must read the row before it waits: unless its
+        generation was enqueued (after the monotonic time `enqueued_after`) while the listener was
+        subscribed — then a finish so far was heard (the event is set) or is still to come."""
+        event = threading.Event()
+        now = time.monotonic()
+        with self._lock:
+            self._events.setdefault(generation_id, set()).add(event)
+            heard = generation_id in self._heard
+            since = self._subscribed_at
+        if heard:
+            event.set()
+        fresh = enqueued_after is not None and now - enqueued_after < RECENT_SECONDS
+        return event, not (fresh and since is not None and since <= enqueued_after)
+
+    def remove(self, generation_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._events.get(generation_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._events[generation_id]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def subscribed_since(self) -> float | None:
+        """The monotonic time since which the listener has been subscribed; None if it is not."""
+        return self._subscribed_at
+
+    def _wake(self, generation_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            events = list(self._events.get(generation_id, ()))
+            heard = self._heard
+            heard.pop(generation_id, None)  # to the end: the dict stays oldest first
+            heard[generation_id] = now
+            while now - next(iter(heard.values())) > RECENT_SECONDS:
+                del heard[next(iter(heard))]
+        for event in events:
+            event.set()
+
+    def _listen(self) -> None:
+        while True:
+            pubsub = None
+            try:
+                client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30, client_name=listener_name())
+                pubsub = client.pubsub()
+                pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        self._wake(message["channel"].decode()[len(CHANNEL_PREFIX) :])
+                    elif message["type"] == "psubscribe":  # Redis confirms: every later publish reaches us
+                        self._subscribed_at = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 — the listener must outlive any failure
+                logger.warning("completion listener: %s; reconnecting in %s s", exc, RECONNECT_SECONDS)
+            finally:
+                self._subscribed_at = None  # until the next confirmation, waiters read first
+                if pubsub is not None:
+                    pubsub.close()
+            time.sleep(RECONNECT_SECONDS)
+
+    def _poll(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                waiting = list(self._events)
+            if not waiting:
+                continue
+            try:
+                for generation_id in _finished_among(waiting):
+                    self._wake(generation_id)
+            except Exception as exc:  # noqa: BLE001 — waiters still re-read their rows (BACKSTOP_SECONDS)
+                logger.warning("completion poller: %s", exc)
+            finally:
+                connection.close()  # back to the pool (or closed): the poller holds nothing
+
+
+def listener_name() -> str:
+    """The listener's Redis client name (`CLIENT LIST` shows one per web process)."""
+    return f"hub-completion-{os.getpid()}"
+
+
+def _finished_among(generation_ids: list[str]) -> list[str]:
+    """Which of the waiting generations finished, in one query (the poller's read)."""
+    return list(Generation.objects.filter(pk__in=generation_ids, status__in=FINISHED).values_list("pk", flat=True))
+
+
+@per_process
+def waiters() -> _Waiters:
+    """This process's waiters, with their listener started on first use (after any fork)."""
+    return _Waiters()
+
+
+def wait_done(
+    generation_id: str,
+    *,
+    timeout: float,
+    is_finished: Callable[[], bool],
+    enqueued_after: float | None = None,
+) -> bool:
+    """True once `is_finished()` holds, False if `timeout` seconds pass first.
+
+    `is_finished` reads the row (the waiter keeps what it read); it is not called while holding a
+    lock. `enqueued_after`: a
+    monotonic time before the generation was enqueued, which may spare the first read (module
+    docstring).
+    """
+    deadline = time.monotonic() + max(timeout, 0)
+    local = waiters()
+    # Before the first read: a finish after it wakes us.
+    event, read = local.add(generation_id, enqueued_after=enqueued_after)
+    try:
+        while True:
+            if read and is_finished():
+                return True
+            read = True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            stop_left = shutdown.seconds_left()
+            if stop_left is not None:  # the process is stopping: answer before it is killed
+                if stop_left <= 0:
+                    raise shutdown.Stopping(generation_id)
+                left = min(left, stop_left)
+            event.wait(min(left, BACKSTOP_SECONDS))
+            event.clear()
+    finally:
+        local.remove(generation_id, event)
