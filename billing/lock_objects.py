@@ -27,6 +27,7 @@ from billing.models import CreditAccount, CreditGrant, Purchase
 from hub.compiled import INT_MARKER, CompiledQuery
 from hub.db import hold_the_loop
 from hub.infra import backends
+from hub.infra.fastpaths.orm_rows import ORM_ROWS
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
 
@@ -71,7 +72,9 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     Pipelined rather than joined into one multi-statement string: a prepared statement
     (hub.settings, DATABASE_PREPARED_STATEMENTS) holds one statement."""
     hold_the_loop(connection)
-    if not backends.pipelined():  # psycopg's pipeline mode: the two locks in one round trip
+    # psycopg's pipeline mode: the two locks in one round trip; the fast path off, Django reads
+    # only the statements it sends itself
+    if not backends.pipelined() or not ORM_ROWS.on():
         return account_lock(account), list(grants_unspent_lock(account))
     account_sql, account_params = _ACCOUNT_LOCK.sql_params(account.pk)
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)

@@ -38,4 +38,10 @@ else
 fi
 status=0
 .venv/bin/pytest "$@" || status=$?
+# The whole suite (no arguments: `make test`, CI) also runs the API and fault tests once more with
+# every fast path off (hub/infra/fastpaths): the libraries' own ways must serve users the same.
+if [ "$#" -eq 0 ]; then
+    echo "=== tests/api tests/faults again with HUB_FAST_PATHS=false ==="
+    HUB_FAST_PATHS=false .venv/bin/pytest tests/api tests/faults || status=$?
+fi
 exit $status

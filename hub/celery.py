@@ -1,26 +1,13 @@
 import os
-import sys
 
 from celery import Celery, signals
+
+from hub.infra.fastpaths.kombu_poll import broker_poll_beyond_fd_1024
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 
 
-def _broker_poll_beyond_fd_1024() -> None:
-    """Under gevent kombu waits on its broker sockets with select(), which refuses any file
-    descriptor from 1024 on (FD_SETSIZE): a generation worker keeps ~1,000 provider connections
-    open, so a broker socket opened after them — at start, or reconnecting — ends the consumer's
-    loop with "filedescriptor out of range in select()" and the worker stops taking generations
-    (bench sync-c1000-10s: 962 of 3,000 sync requests timed out). gevent's own poll() is as
-    cooperative and has no such limit; kombu's poll-based poller is used with it instead."""
-    from kombu.utils import eventio
-
-    gevent_select = sys.modules.get("gevent.select")
-    if gevent_select is not None and eventio.xpoll is getattr(gevent_select, "poll", None):
-        eventio._get_poller = lambda: eventio._poll
-
-
-_broker_poll_beyond_fd_1024()
+broker_poll_beyond_fd_1024()
 
 app = Celery("hub")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -408,7 +408,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False  # the filesystem transport has no fanout
 elif CELERY_BROKER_URL.startswith("redis://"):
-    CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, one Redis client per channel
+    CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, with its fixes (hub.infra.fastpaths.broker_waits)
     # No copy of each delivered message in Redis (kombu's "ack emulation": a MULTI/EXEC on
     # delivery and another on ack, ~16 % of a generation worker's busy samples in the sync-c32-0s
     # profile). It only lets Redis re-deliver a dead worker's messages after a visibility timeout
@@ -530,4 +530,20 @@ LOGGING = {
         "celery.worker.strategy": {"level": "WARNING"},
         "celery.app.trace": {"filters": ["generation_task_success"]},
     },
+}
+
+# --- Fast paths (hub/infra/fastpaths) ---------------------------------------------------------------
+# Each place the hub steps around a library's public API can be turned off, all at once or one
+# by one; off, the code takes the library's own way (docs/architecture.md, "Fast paths").
+FAST_PATHS = envbool("HUB_FAST_PATHS", default=True)
+FAST_PATH_SWITCHES = {
+    "ORM_ROWS": envbool("HUB_FAST_PATH_ORM_ROWS", default=True),
+    "TASK_MESSAGE": envbool("HUB_FAST_PATH_TASK_MESSAGE", default=True),
+    "REDIS_CLIENT": envbool("HUB_FAST_PATH_REDIS_CLIENT", default=True),
+    "BROKER_WAITS": envbool("HUB_FAST_PATH_BROKER_WAITS", default=True),
+    "KOMBU_POLL": envbool("HUB_FAST_PATH_KOMBU_POLL", default=True),
+    "PG_WAIT": envbool("HUB_FAST_PATH_PG_WAIT", default=True),
+    "S3_PUT": envbool("HUB_FAST_PATH_S3_PUT", default=True),
+    "S3_PRESIGN": envbool("HUB_FAST_PATH_S3_PRESIGN", default=True),
+    "OPENAI_POST": envbool("HUB_FAST_PATH_OPENAI_POST", default=True),
 }

@@ -1,5 +1,5 @@
 """Under gevent (the web and the worker) the pool's connections wait for PostgreSQL on gevent's
-own loop (hub.db._gevent_wait), not through gevent's emulation of select.poll: queries of
+own loop (hub/infra/fastpaths/pg_wait.py), not through gevent's emulation of select.poll: queries of
 different greenlets overlap, errors and a dropped connection surface as psycopg's, a pipeline
 works and its sends do not turn the loop. The child makes the emulated poll() fail, so psycopg's
 own wait_poll cannot pass for it."""

@@ -7,15 +7,12 @@ import threading
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
-from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
-from botocore.httpsession import get_cert_path
-from botocore.parsers import RestXMLParser
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
+from hub.infra.fastpaths.s3_presign import S3_PRESIGN, presigned_get
+from hub.infra.fastpaths.s3_put import S3_PUT, put_signed, upload_pool
 from hub.infra.proxies import proxied
 
 # S3 rejects SigV4 presigned URLs valid for longer than 7 days.
@@ -24,14 +21,10 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 # Kept-alive connections to the object store per process.
 S3_POOL_CONNECTIONS = 128
 
-# Keys that botocore puts into a URL path as they are (the hub's own keys): presigned through
-# the per-process shortcut (HubS3Storage._presign_signer); any other key takes the client's path.
+# Keys that botocore puts into a URL path as they are (the hub's own keys): presigned and uploaded
+# through the fast paths (hub.infra.fastpaths.s3_presign, s3_put); any other key takes the client's path.
 PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
 PROBE_KEY = "hub-presign-probe"
-
-# Attempts of an upload signed here (HubS3Storage._save) after a connection failure or a
-# 500/502/503/504 — as botocore's standard retry mode, which put_object uses.
-UPLOAD_ATTEMPTS = 3
 
 IMAGE_CONTENT_TYPES = {
     ".png": "image/png",
@@ -84,7 +77,7 @@ class HubS3Storage(S3Storage):
         object — ~10 ms of CPU for an image that fits one request anyway.
 
         The hub's own keys, with no write parameter but the content type, go as a PUT signed
-        here (_put_signed); anything else — and any host reached through a proxy — as the
+        here (hub.infra.fastpaths.s3_put); anything else — and any host reached through a proxy — as the
         client's PutObject."""
         cleaned = clean_name(name)
         key = self._normalize_name(cleaned)
@@ -92,37 +85,17 @@ class HubS3Storage(S3Storage):
         body = content.read()
         params = self._get_write_parameters(key, content)
         # django-storages always sets ContentType (from the content, the name or its default)
-        pool = self._upload_pool() if PLAIN_KEY.fullmatch(key) and params.keys() == {"ContentType"} else None
+        plain = PLAIN_KEY.fullmatch(key) and params.keys() == {"ContentType"} and S3_PUT.on()
+        pool = self._upload_pool() if plain else None
         if pool is not None:
-            self._put_signed(pool, key, body, params["ContentType"])
+            put_signed(pool, self._presign_signer(), key, body, params["ContentType"])
         else:
             self.connection.meta.client.put_object(Bucket=self.bucket_name, Key=key, Body=body, **params)
         return cleaned
 
-    def _put_signed(self, pool: urllib3.PoolManager, key: str, body: bytes, content_type: str) -> None:
-        """PutObject without the client's machinery: the request signed by botocore's own S3
-        signer and sent on a keep-alive pool of this process. The client's path — its event
-        hooks, endpoint rules and response parsing — cost ~1 ms of CPU per image on top of the
-        signature and the HTTP request (bench stages, against the S3-protocol server). Signed in
-        headers, not in the query: urllib3 re-checks a URL byte by byte in Python, ~0.3 ms for a
-        presigned one. The signature covers the body's SHA-256, which S3 checks against what it
-        receives. Failures raise botocore's exceptions, as the client's would."""
-        prefix, credentials, region = self._presign_signer()
-        request = AWSRequest(method="PUT", url=prefix + key, data=body, headers={"Content-Type": content_type})
-        S3SigV4Auth(credentials.get_frozen_credentials(), "s3", region).add_auth(request)
-        try:
-            response = pool.request(
-                "PUT", request.url, body=body, headers=dict(request.headers.items()), redirect=False
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise EndpointConnectionError(endpoint_url=prefix, error=exc) from exc
-        if response.status != 200:  # S3's error document, parsed as the client parses it
-            raw = {"body": response.data, "headers": dict(response.headers), "status_code": response.status}
-            raise ClientError(RestXMLParser().parse(raw, None), "PutObject")
-
     def _upload_pool(self) -> urllib3.PoolManager | None:
-        """The process's connection pool for uploads signed here, with the client's timeouts and
-        TLS verification (AWS_S3_VERIFY); made after a fork, never inherited from the parent.
+        """The process's connection pool for uploads signed here (hub.infra.fastpaths.s3_put), with the
+        client's timeouts and TLS verification (AWS_S3_VERIFY); made after a fork, never inherited from the parent.
         None when the client's path must upload: no signer (no credentials, an unusual endpoint
         shape) or a proxy, which the client honours (AWS_S3_PROXIES, HTTP(S)_PROXY and NO_PROXY,
         read once per process as the client reads them) and a plain pool does not."""
@@ -132,20 +105,7 @@ class HubS3Storage(S3Storage):
                 self._uploads = (os.getpid(), None)
                 return None
             config = self.connection.meta.client.meta.config
-            bundle = get_cert_path(self.verify if isinstance(self.verify, str) else True)  # botocore's default: certifi
-            pool = urllib3.PoolManager(
-                maxsize=S3_POOL_CONNECTIONS,
-                timeout=urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout),
-                retries=urllib3.Retry(
-                    total=UPLOAD_ATTEMPTS - 1,
-                    backoff_factor=0.5,
-                    status_forcelist=(500, 502, 503, 504),
-                    allowed_methods={"PUT"},
-                    raise_on_status=False,
-                ),
-                cert_reqs="CERT_NONE" if self.verify is False else "CERT_REQUIRED",
-                ca_certs=None if self.verify is False else bundle,
-            )
+            pool = upload_pool(config, self.verify, maxsize=S3_POOL_CONNECTIONS)
             self._uploads = (os.getpid(), pool)
         return self._uploads[1]
 
@@ -165,22 +125,16 @@ class HubS3Storage(S3Storage):
         expire = min(expire, MAX_PRESIGN_SECONDS)
         key = self._normalize_name(clean_name(name))
         plain = parameters is None and http_method is None and self.querystring_auth and not self.custom_domain
-        signer = self._presign_signer() if plain and PLAIN_KEY.fullmatch(key) else None
+        signer = self._presign_signer() if plain and PLAIN_KEY.fullmatch(key) and S3_PRESIGN.on() else None
         if signer is None:
             return super().url(name, parameters, expire, http_method)
-        prefix, credentials, region = signer
-        request = AWSRequest(method="GET", url=prefix + key)
-        S3SigV4QueryAuth(credentials.get_frozen_credentials(), "s3", region, expires=expire).add_auth(request)
-        return request.url
+        return presigned_get(signer, key, expire=expire)
 
     def _presign_signer(self):
         """(bucket URL, credentials, region) to presign a GET of a plain key as the client's
-        generate_presigned_url does, by botocore's own S3 query signer; None to leave it to the
-        client. The client's path — parameter validation, serialization, S3's endpoint rules —
-        made up ~40 % of a presign, and the hub presigns every image of every answer; none of it
-        depends on the key, so it runs once per process (for a probe key), and only the signature
-        per URL. tests/storage/test_s3_storage.py holds the two URLs equal. The uploads of plain
-        keys are signed for the same bucket URL (_put_signed)."""
+        generate_presigned_url does (hub.infra.fastpaths.s3_presign), and to sign the uploads of plain
+        keys (hub.infra.fastpaths.s3_put); None to leave both to the client. Found once per process,
+        from the client's own URL for a probe key."""
         if self._presign is None or self._presign[0] != os.getpid():
             client = self.connection.meta.client
             probe = urlsplit(

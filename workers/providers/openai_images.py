@@ -22,6 +22,7 @@ import urllib3
 from openai.types import ImagesResponse
 
 from hub.celery import calls_in_flight
+from hub.infra.fastpaths.openai_post import OPENAI_POST
 from hub.infra.proxies import proxied
 from upstreams.costs import Usage
 
@@ -111,15 +112,11 @@ def _fields(request: ProviderRequest) -> dict:
 
 class _PlainGenerations:
     """`POST images/generations` (a generation without references, nearly all of them) sent on a
-    urllib3 pool, with the SDK client's own URL and headers, the JSON parsed here.
-
-    Why not through the SDK: its request machinery (the parameter transform, request options,
-    httpx's client and httpcore's pool, the response model) made the call 1.36 ms of CPU on a quiet
-    worker against 0.64 ms for this POST (bench stages, 64 KiB images), and cost the worker ~2 ms a
-    generation at a thousand calls in flight (bench sync-c1000-5s: bench/RESULTS.md). The SDK
-    still sends edits (multipart references) and the calls for_client leaves to it; both paths
-    share the deadline, the retries and the classification of failures (_status_failure,
-    _extract), and tests/providers runs every failure on both and holds their requests equal."""
+    urllib3 pool, with the SDK client's own URL and headers, the JSON parsed here: the fast path
+    hub.infra.fastpaths.openai_post says why and how to turn it off. The SDK still sends edits
+    (multipart references) and the calls for_client leaves to it; both paths share the deadline,
+    the retries and the classification of failures (_status_failure, _extract), and
+    tests/providers runs every failure on both and holds their requests equal."""
 
     def __init__(self, url: str, headers: dict[str, str], tls: ssl.SSLContext):
         self._url = url
@@ -132,9 +129,11 @@ class _PlainGenerations:
 
     @classmethod
     def for_client(cls, client: openai.OpenAI, http: httpx.Client, tls: ssl.SSLContext) -> _PlainGenerations | None:
-        """None where the SDK must send every call: a proxied or unusual base URL (another scheme,
+        """None where the SDK must send every call: the fast path off, a proxied or unusual base URL (another scheme,
         a query the SDK would merge), or credentials other than a plain API key (workload identity
         tokens are fetched and refreshed by the SDK)."""
+        if not OPENAI_POST.on():
+            return None
         base_url = str(client.base_url)
         base = urllib3.util.parse_url(base_url)
         url = f"{base_url.rstrip('/')}/images/generations"

@@ -1,0 +1,48 @@
+"""KOMBU_POLL (hub/infra/fastpaths/kombu_poll.py): under gevent kombu polls its broker sockets with
+poll(), which takes file descriptors past 1024; off, kombu's own select() poller, which answers
+the same for the sockets it can take."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHILD = """
+from gevent import monkey
+monkey.patch_all()
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+import hub.celery  # noqa: F401 - what every worker process imports
+from kombu.utils import eventio
+
+def ready(held):
+    sockets = [socket.socket() for _ in range(held)]  # like a worker's provider connections
+    a, b = socket.socketpair()
+    poller = eventio.poll()
+    poller.register(a, eventio.READ)
+    b.send(b"x")
+    try:
+        return poller.poll(1.0) == [(a.fileno(), eventio.READ)]
+    except ValueError:  # select(): "filedescriptor out of range"
+        return "refused"
+
+print(type(eventio.poll()).__name__, ready(0), ready(1100))
+"""
+
+
+@pytest.mark.parametrize(("switch", "expected"), [("true", "_poll True True"), ("false", "_select True refused")])
+def test_a_broker_socket_is_polled_alike_below_fd_1024_and_only_by_poll_past_it(switch, expected):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "hub.settings",
+        "PYTHONPATH": str(ROOT),
+        "HUB_FAST_PATH_KOMBU_POLL": switch,
+        "HUB_FAST_PATHS": "true",
+    }
+    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == expected
