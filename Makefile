@@ -1,18 +1,31 @@
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
+# One virtualenv, filled in layers: `make run` installs only what the hub runs on (pyproject's
+# dependencies), `make test` adds the test extra and `make bench` the bench extra, each once per
+# pyproject.toml change. No byte-compiling at install: it doubled the install (pip compiles all of
+# botocore and Django); each process compiles what it imports, once.
+HUB_STAMP := $(VENV)/.installed-hub
+TEST_STAMP := $(VENV)/.installed
+PIP_INSTALL := $(VENV)/bin/pip install --quiet --no-compile
 
-.PHONY: run test install chromium docker clean bench
+.PHONY: run test test-fast install chromium docker clean bench
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-install: $(STAMP)
+$(HUB_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP_INSTALL) -e .
+	touch $@
 
-run: $(STAMP)
+# The test extra brings the hub's own dependencies with it: both layers are then current.
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP_INSTALL) -e '.[test]'
+	touch $(HUB_STAMP) $@
+
+install: $(TEST_STAMP)
+
+run: $(HUB_STAMP)
 	deploy/run-local.sh
 
 # Debian's Chromium for the Playwright browser tests (CI runs on a fresh machine, as root).
@@ -25,27 +38,32 @@ docker:
 	@test -x /usr/sbin/dockerd -a -x /usr/bin/mmdebstrap || (apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io mmdebstrap)
 
-test: $(STAMP) chromium docker
+# Everything, two tests at a time (pytest-xdist; tests/README.md says how tests keep apart).
+test: $(TEST_STAMP) chromium docker
 	deploy/test.sh
+
+# The inner loop: no browser, no Docker, nothing slow (markers in pyproject.toml).
+test-fast: $(TEST_STAMP)
+	deploy/test.sh -m 'not browser and not deploy and not slow'
 
 # Benchmarks, run by hand (bench/README.md): make bench SCENARIO=sync-c32-0s [ARGS='--requests 50']
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+$(BENCH_STAMP): $(TEST_STAMP) pyproject.toml
+	$(PIP_INSTALL) -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 # The bench runs the hub's processes on the hub's own dependencies only, as the image installs
 # them: the test extras' packages (cryptography, rich, aiohttp…) are imported when present and
 # would count in the hub's memory.
 HUB_VENV := .venv-hub
-HUB_STAMP := $(HUB_VENV)/.installed
-$(HUB_STAMP): pyproject.toml
+HUB_VENV_STAMP := $(HUB_VENV)/.installed
+$(HUB_VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(HUB_VENV)
 	$(HUB_VENV)/bin/pip install --quiet --upgrade pip
 	$(HUB_VENV)/bin/pip install --quiet -e .
-	touch $(HUB_STAMP)
+	touch $(HUB_VENV_STAMP)
 
-bench: $(BENCH_STAMP) $(HUB_STAMP)
+bench: $(BENCH_STAMP) $(HUB_VENV_STAMP)
 	$(VENV)/bin/python -m bench $(if $(SCENARIO),run $(SCENARIO) $(ARGS),list)
 
 clean:

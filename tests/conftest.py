@@ -24,6 +24,18 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Tests are marked `browser` or `deploy` by the folder they live in (`make test-fast` leaves
+    them out), and each folder's tests run on one xdist worker: one Chromium and one live server
+    for the browser tests, one Docker daemon for the deploy tests (`--dist loadgroup`)."""
+    for item in items:
+        for folder in ("browser", "deploy"):
+            if ROOT / "tests" / folder in item.path.parents:
+                item.add_marker(folder)
+                item.add_marker(pytest.mark.xdist_group(folder))
+
+
 @pytest.fixture(autouse=True)
 def _catalog(request):
     """Transactional tests flush the seeded catalog row; put it back for every DB test."""

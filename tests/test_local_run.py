@@ -31,7 +31,7 @@ def test_make_run_starts_quietly_and_ctrl_c_ends_it_without_an_error(tmp_path):
     terminal = tmp_path / "terminal.log"
     with open(terminal, "w") as out:
         run = subprocess.Popen(
-            ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],  # -o: no reinstall
+            ["make", "--no-print-directory", "-o", ".venv/.installed-hub", "run"],  # -o: no reinstall
             cwd=ROOT,
             env=env,
             stdout=out,
