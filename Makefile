@@ -38,7 +38,7 @@ docker:
 	@test -x /usr/sbin/dockerd -a -x /usr/bin/mmdebstrap || (apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io mmdebstrap)
 
-# Everything, two tests at a time (pytest-xdist; tests/README.md says how tests keep apart).
+# Everything, two tests at a time (pytest-xdist; README.md "Tests" says how they keep apart).
 test: $(TEST_STAMP) chromium docker
 	deploy/test.sh
 
