@@ -8,7 +8,7 @@ HUB_STAMP := $(VENV)/.installed-hub
 TEST_STAMP := $(VENV)/.installed
 PIP_INSTALL := $(VENV)/bin/pip install --quiet
 
-.PHONY: run test test-fast install chromium docker clean bench
+.PHONY: run test test-fast install chromium docker nginx clean bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ docker:
 	@test -x /usr/sbin/dockerd -a -x /usr/bin/mmdebstrap || (apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io mmdebstrap)
 
+# Debian's nginx for the proxy tests (tests/proxy): a real proxy that cuts idle reads.
+nginx:
+	@test -x /usr/sbin/nginx || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light)
+
 # Everything, two tests at a time (pytest-xdist; README.md "Tests" says how they keep apart).
-test: $(TEST_STAMP) chromium docker
+test: $(TEST_STAMP) chromium docker nginx
 	deploy/test.sh
 
 # The inner loop: no browser, no Docker, nothing slow (markers in pyproject.toml).

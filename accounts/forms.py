@@ -9,7 +9,7 @@ from apikeys.models import ApiKey
 from billing.models import AutoTopUp, CreditAccount
 from billing.money import money
 from generations.webhook_urls import WEBHOOK_URL_MAX_LENGTH
-from hub.bounds import integer_form_field
+from hub.http.bounds import integer_form_field
 
 EXPIRY_CHOICES = [("", "Never"), ("7", "In 7 days"), ("30", "In 30 days"), ("90", "In 90 days"), ("365", "In 1 year")]
 

@@ -56,9 +56,9 @@ from generations.webhooks import (
     webhook_secret_get_or_create,
     webhook_secret_rotate,
 )
-from hub.errors import HubError, InvalidRequest, NotFound, PaymentsUnavailable, RateLimited
-from hub.public_url import base_url
-from hub.timefmt import utc_day
+from hub.http.errors import HubError, InvalidRequest, NotFound, PaymentsUnavailable, RateLimited
+from hub.http.public_url import base_url
+from hub.infra.timefmt import utc_day
 
 USAGE_DAYS = 30
 LEDGER_PAGE_SIZE = 25

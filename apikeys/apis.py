@@ -9,9 +9,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apikeys.selectors import usage_for_owner
-from hub.errors import InvalidRequest
-from hub.openapi import SHOULD_RETRY, errors
-from hub.timefmt import utc_day
+from hub.http.errors import InvalidRequest
+from hub.http.openapi import SHOULD_RETRY, errors
+from hub.infra.timefmt import utc_day
 
 USAGE_MAX_DAYS = 366
 

@@ -2,7 +2,7 @@ import structlog
 from rest_framework.authentication import BaseAuthentication
 
 from apikeys.services import api_key_authenticate
-from hub.errors import InvalidApiKey
+from hub.http.errors import InvalidApiKey
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from hub.ids import opaque_id
+from hub.infra.ids import opaque_id
 from hub.limits import LimitFields
 
 KEY_PREFIX = "gih_live_"

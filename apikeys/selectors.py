@@ -3,7 +3,7 @@ from datetime import date, timedelta
 from django.db.models import F, Sum
 
 from apikeys.models import DISPLAY_LENGTH, KEY_PREFIX, ApiKey, ApiKeyUsage, EmailVerification
-from hub.errors import NotFound
+from hub.http.errors import NotFound
 
 
 def api_keys_for_owner(*, owner):

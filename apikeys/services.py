@@ -15,12 +15,12 @@ from apikeys.models import (
     ApiKeyUsage,
     EmailVerification,
 )
+from apikeys.ratelimit import WINDOW_MS, Decision
 from apikeys.selectors import email_verification_pending
 from hub.compiled import STR_MARKER, CompiledQuery
-from hub.errors import EmailNotVerified, ExpiredApiKey, InvalidApiKey, InvalidRequest
-from hub.ids import random_token
+from hub.http.errors import EmailNotVerified, ExpiredApiKey, InvalidApiKey, InvalidRequest
+from hub.infra.ids import random_token
 from hub.limits import LIMIT_NAMES
-from hub.ratelimit import WINDOW_MS, Decision
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 

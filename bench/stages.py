@@ -39,11 +39,11 @@ from django.db import connection  # noqa: E402
 from apikeys.services import api_key_authenticate  # noqa: E402
 from bench import procstat  # noqa: E402
 from bench.scenarios import FLOOR_KEY  # noqa: E402
-from generations import services  # noqa: E402
+from generations import completion, services  # noqa: E402
 from generations.apis import GenerationOutput  # noqa: E402
 from generations.models import Generation  # noqa: E402
 from generations.services import submit  # noqa: E402
-from hub import completion, storage  # noqa: E402
+from hub.infra import storage  # noqa: E402
 from workers.providers import ProviderRequest, provider_for  # noqa: E402
 from workers.runner import image_shape  # noqa: E402
 
@@ -168,7 +168,7 @@ def main(n: int, raw_key: str) -> list:
         deadline=time.monotonic() + 3600,
         references=[],
     )
-    image = provider.generate(request)[0]
+    image = provider.generate(request).images[0]
     measure("provider call (plain POST; edits: SDK)", "worker", lambda: provider.generate(request), n, results)
     measure("image check (format, size, CRCs)", "worker", lambda: image_shape(image), n, results)
     index = count()

@@ -29,8 +29,8 @@ from billing.money import money
 from billing.selectors import next_expiration, revenue_per_day
 from billing.services import account_set_type, credits_clawback, credits_grant_bulk
 from hub.admin import LIMITS_FIELDSET, LIMITS_FORMFIELDS, ReadOnlyAdmin
-from hub.bounds import integer_form_field
-from hub.errors import HubError
+from hub.http.bounds import integer_form_field
+from hub.http.errors import HubError
 
 REVENUE_DAYS = 90  # the admin's "Revenue per day"
 REASON_HELP = "Required. Recorded with your name, and shown to the user in their credit history."

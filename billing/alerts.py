@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from billing.lock_objects import account_lock
 from billing.models import BalanceCrossing, CreditAccount, CreditGrant
-from hub.errors import InvalidRequest
-from hub.timefmt import iso_z
+from hub.http.errors import InvalidRequest
+from hub.infra.timefmt import iso_z
 
 logger = logging.getLogger(__name__)
 

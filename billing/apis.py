@@ -13,10 +13,10 @@ from billing.payments import checkout_start, stripe_event_apply
 from billing.selectors import CreditsSummary, credits_summary, packs_for_sale
 from billing.services import account_get_or_create, account_settle
 from billing.stripe_gateway import InvalidStripeEvent, event_verify, stripe_enabled
-from hub.errors import InvalidRequest, NotFound
-from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
-from hub.public_url import base_url
-from hub.timefmt import iso_z
+from hub.http.errors import InvalidRequest, NotFound
+from hub.http.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
+from hub.http.public_url import base_url
+from hub.infra.timefmt import iso_z
 
 logger = logging.getLogger(__name__)
 

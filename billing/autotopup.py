@@ -19,7 +19,7 @@ from billing.lock_objects import account_lock
 from billing.models import AutoTopUp, CreditAccount
 from billing.money import money
 from billing.selectors import packs_for_sale
-from hub.errors import InvalidRequest, NotFound, PaymentsUnavailable
+from hub.http.errors import InvalidRequest, NotFound, PaymentsUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from django.db.models import F, QuerySet
 from billing.models import CreditAccount, CreditGrant, Purchase
 from hub.compiled import INT_MARKER, CompiledQuery
 from hub.db import hold_the_loop
+from hub.infra import backends
 
 GRANT_LOCK_ORDER = (F("expires_at").asc(nulls_last=True), "created_at", "pk")
 
@@ -63,11 +64,6 @@ def grants_unspent_lock(account: CreditAccount) -> QuerySet[CreditGrant]:
     return unspent.select_for_update().order_by(*GRANT_LOCK_ORDER)
 
 
-# Databases whose connections can pipeline statements (psycopg's pipeline mode: several
-# statements sent before the first answer is read), so the two locks below cost one round trip.
-PIPELINED = {"postgresql"}
-
-
 def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list[CreditGrant]]:
     """account_lock, then grants_unspent_lock: the same two statements in the same order (the
     account row first), sent in one round trip on PostgreSQL. Why: the account lock queues
@@ -75,7 +71,7 @@ def account_and_grants_lock(account: CreditAccount) -> tuple[CreditAccount, list
     Pipelined rather than joined into one multi-statement string: a prepared statement
     (hub.settings, DATABASE_PREPARED_STATEMENTS) holds one statement."""
     hold_the_loop(connection)
-    if connection.vendor not in PIPELINED:
+    if not backends.pipelined():  # psycopg's pipeline mode: the two locks in one round trip
         return account_lock(account), list(grants_unspent_lock(account))
     account_sql, account_params = _ACCOUNT_LOCK.sql_params(account.pk)
     grants_sql, grants_params = _GRANTS_LOCK.sql_params(account.pk)
@@ -106,7 +102,7 @@ def account_lock_then(account_id: int, sql: str, params: list) -> tuple | None:
     if not own:  # a caller's transaction outlives the round trip (outside one: hub.db)
         hold_the_loop(connection)
     with connection.cursor() as cursor:
-        if connection.vendor not in PIPELINED:
+        if not backends.pipelined():  # psycopg's pipeline mode: the two locks in one round trip
             with transaction.atomic():
                 cursor.execute(lock_sql, [account_id])
                 cursor.execute(sql, params)

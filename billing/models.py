@@ -3,7 +3,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import F, Q
 
-from hub.ids import opaque_id
+from hub.infra.ids import opaque_id
 from hub.limits import LimitFields
 
 

@@ -40,7 +40,7 @@ from billing.models import (
     PurchaseStatus,
 )
 from billing.services import credits_grant, credits_take_back
-from hub.errors import InvalidRequest, NotFound, PaymentsUnavailable, RateLimited
+from hub.http.errors import InvalidRequest, NotFound, PaymentsUnavailable, RateLimited
 
 logger = logging.getLogger(__name__)
 

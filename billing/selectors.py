@@ -21,8 +21,8 @@ from billing.models import (
     PurchaseStatus,
 )
 from hub.compiled import INT_MARKER, CompiledQuery
+from hub.infra.snapshot import Snapshot
 from hub.limits import Limits
-from hub.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,7 @@ def auto_topup_drift() -> list[str]:
     return problems
 
 
-# Every account type's defaults (hub.snapshot: read on every generation request, edited rarely).
+# Every account type's defaults (hub.infra.snapshot: read on every generation request, edited rarely).
 _type_limits = Snapshot(lambda: {row.account_type: Limits.of(row) for row in AccountTypeLimits.objects.all()})
 
 

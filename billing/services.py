@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -31,13 +31,15 @@ from billing.models import (
     Purchase,
 )
 from hub.compiled import INT_MARKER, CompiledQuery
-from hub.errors import InsufficientCredits, InvalidRequest
+from hub.http.errors import InsufficientCredits, InvalidRequest
+from hub.infra import backends
 
 logger = logging.getLogger(__name__)
 
-# Databases whose common charge is one statement (credits_charge_ctes); elsewhere, and for the
-# rest, the ORM writes the same rows (tests/billing/test_charge_paths.py holds the two to that).
-ONE_STATEMENT_CHARGE = {"postgresql"}
+# The common charge is one statement (credits_charge_ctes) where the database writes in common
+# table expressions (hub.infra.backends); elsewhere, for the rest, and with this off, the ORM
+# writes the same rows (tests/billing/test_charge_paths.py turns it off to hold the two to that).
+ONE_STATEMENT_CHARGE = True
 
 
 def account_get_or_create(*, user) -> CreditAccount:
@@ -228,7 +230,7 @@ def credits_charge(
     if amount <= 0:
         raise InvalidRequest("A charge must be a positive number of credits")
     with transaction.atomic(savepoint=savepoint):
-        if connection.vendor in ONE_STATEMENT_CHARGE:
+        if ONE_STATEMENT_CHARGE and backends.dml_in_cte():
             now = timezone.now()
             ctes, params = credits_charge_ctes(
                 account_id=account.pk, amount=amount, generation_id=generation_id, memo=memo, now=now

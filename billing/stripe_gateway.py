@@ -3,10 +3,11 @@ built from the settings (STRIPE_API_BASE points it at another server — stripe-
 fake), and nothing here reads or writes the database."""
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import stripe
 from django.conf import settings
+
+from hub.infra.singletons import per_process
 
 # A call to Stripe waits at most this long (the library's own default is 80 s); the library
 # retries network failures and 409/429/5xx answers this often, with the same idempotency key.
@@ -27,7 +28,7 @@ def stripe_enabled() -> bool:
     return bool(settings.STRIPE_SECRET_KEY and settings.STRIPE_WEBHOOK_SECRET)
 
 
-@lru_cache(maxsize=4)
+@per_process
 def _client(api_key: str, api_base: str) -> stripe.StripeClient:
     return stripe.StripeClient(
         api_key,

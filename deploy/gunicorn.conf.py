@@ -3,7 +3,7 @@
 Graceful shutdown: on SIGTERM a gevent worker stops accepting connections and gives the
 requests in flight --graceful-timeout seconds before it kills them. A sync request may wait for
 its generation far longer than that, so the worker's SIGTERM handler also tells the process
-(hub.shutdown) that in-flight waits must answer within the grace period less a margin: what is
+(hub.infra.shutdown) that in-flight waits must answer within the grace period less a margin: what is
 still waiting then is answered 202 with its poll_url instead of being cut.
 """
 
@@ -15,15 +15,15 @@ import threading
 
 from gunicorn.glogging import Logger
 
-from hub.logs import formatter
+from hub.infra.logs import formatter
 
-# Metrics across the worker processes (hub/metrics.py): each process writes its counters to
+# Metrics across the worker processes (hub/infra/metrics.py): each process writes its counters to
 # files in this directory and /metrics adds them up. Set before any worker imports
 # prometheus_client; its files are removed at start (a previous run's would be counted again).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="hub-metrics-"))
 
 # gunicorn's own lines (start, worker restarts) in the hub's log format; the hub logs each
-# request itself (hub.observability), so gunicorn's access log stays off (logger_class below).
+# request itself (hub.http.observability), so gunicorn's access log stays off (logger_class below).
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -73,7 +73,7 @@ def post_worker_init(worker):
 
 
 def _request_stop(within: float) -> None:
-    from hub import shutdown
+    from hub.infra import shutdown
 
     shutdown.request_stop(within=within)
 

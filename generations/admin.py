@@ -13,10 +13,11 @@ from generations.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from generations.options import catalog_options_errors
 from generations.webhooks import webhook_delivery_redeliver
-from hub import storage
 from hub.admin import ReadOnlyAdmin
-from hub.bounds import column_range
+from hub.http.bounds import column_range
+from hub.infra import storage
 
 # A request is at most 4 images, charged as one number: 4 of the highest price must fit the
 # generation's credits column (else every request at that price was a 500).
@@ -35,6 +36,9 @@ class ImageModelForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        cleaned["options"] = cleaned.get("options") or {}
+        for error in catalog_options_errors(cleaned["options"]):
+            self.add_error("options", error)
         sizes, qualities, prices = cleaned.get("sizes"), cleaned.get("qualities"), cleaned.get("prices")
         if not _strings(sizes):
             self.add_error("sizes", 'A list of sizes such as ["auto", "1024x1024"].')
@@ -188,7 +192,19 @@ class GenerationAdmin(ReadOnlyAdmin):
         (None, {"fields": ["id", "owner", "api_key", "status", "error_code", "error_message", "prompt"]}),
         (
             "Request",
-            {"fields": ["model", "size", "quality", "n", "aspect_ratio", "tier", "is_async", "reference_count"]},
+            {
+                "fields": [
+                    "model",
+                    "size",
+                    "quality",
+                    "n",
+                    "aspect_ratio",
+                    "tier",
+                    "is_async",
+                    "reference_count",
+                    "options",
+                ]
+            },
         ),
         ("Credits", {"fields": ["price_per_image", "credits_requested", "credits_refunded", "credit_movements"]}),
         ("Timing", {"fields": ["attempts", "created_at", "enqueued_at", "started_at", "finished_at", "deadline_at"]}),

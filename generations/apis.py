@@ -19,11 +19,11 @@ from generations.catalog import aspect_ratios, enabled_models
 from generations.models import Generation, ImageModel
 from generations.selectors import generation_get_for_owner_api, images_of
 from generations.services import generation_cancel, generation_submit
-from hub import storage
-from hub.errors import InvalidRequest, NotFound
-from hub.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
-from hub.public_url import base_url
-from hub.timefmt import iso_z
+from hub.http.errors import InvalidRequest, NotFound
+from hub.http.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
+from hub.http.public_url import base_url
+from hub.infra import storage
+from hub.infra.timefmt import iso_z
 
 
 class GenerationOutput:
@@ -67,6 +67,10 @@ class GenerationOutput:
             # OpenAI image-response fields, so OpenAI SDK clients pointed at the hub can read it.
             "created": int(generation.created_at.timestamp()),
             "data": [{"url": image["url"]} for image in images],
+            # and what OpenAI's answer says of the images (its `quality` is the tier above)
+            "size": generation.size,
+            "background": generation.options.get("background", "auto"),
+            "output_format": generation.options.get("output_format", "png"),
         }
         if b64_json:  # OpenAI's response_format="b64_json": the image bytes, read from storage
             body["data"] = [
@@ -96,6 +100,7 @@ class ModelListApi(APIView):
                 "sizes": model.sizes,
                 "qualities": model.qualities,
                 "reference_image_limit": model.reference_image_limit,
+                "options": model.options,
                 "credits_per_image": model.prices.get("1K", {}),
             }
 
@@ -126,13 +131,14 @@ class GenerationCreateApi(APIView):
         serializer = self.input_serializers[form](data=request.data)
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
-        files, response_format = params.pop("files", []), params.pop("response_format")
+        files, mask, response_format = params.pop("files", []), params.pop("mask"), params.pop("response_format")
         root = base_url(request)
         outcome = generation_submit(
             owner=request.user,
             api_key=request.auth,
             params=params,
             files=files,
+            mask=mask,
             idempotency_key=_idempotency_key(request),
             max_wait=None if params["is_async"] else _preferred_wait(request),
             webhook_base_url=root,

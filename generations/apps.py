@@ -6,6 +6,6 @@ class GenerationsConfig(AppConfig):
 
     def ready(self):
         from generations.metrics import UnfinishedCollector
-        from hub.metrics import SCRAPE_COLLECTORS
+        from hub.infra.metrics import SCRAPE_COLLECTORS
 
         SCRAPE_COLLECTORS.append(UnfinishedCollector())

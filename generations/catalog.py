@@ -4,8 +4,8 @@ from dataclasses import dataclass
 from math import gcd
 
 from generations.models import ImageModel
-from hub.errors import InvalidRequest
-from hub.snapshot import Snapshot
+from hub.http.errors import InvalidRequest
+from hub.infra.snapshot import Snapshot
 
 TIER_LIMITS = [("1K", 1.6e6), ("2K", 4.2e6)]  # megapixel ceilings; anything larger is 4K
 
@@ -73,7 +73,7 @@ def enabled_models():
     return ImageModel.objects.filter(enabled=True)
 
 
-# The enabled models by id (hub.snapshot: read on every generation request, edited rarely).
+# The enabled models by id (hub.infra.snapshot: read on every generation request, edited rarely).
 _catalog = Snapshot(lambda: {model.id: model for model in ImageModel.objects.filter(enabled=True)})
 
 

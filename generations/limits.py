@@ -22,16 +22,19 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from apikeys import ratelimit
 from apikeys.models import ApiKey
 from apikeys.selectors import api_key_month_credits
 from apikeys.services import api_key_limits_set, api_key_rate_give_back_db, api_key_rate_take_db
 from billing.selectors import account_type_limits
 from billing.services import account_get_or_create
+from generations import completion
 from generations.models import Generation, GenerationStatus, ImageModel
-from hub import completion, ratelimit
-from hub.errors import InvalidRequest, ModelNotAllowed, MonthlyCreditCapReached, RateLimited
+from hub.http.errors import InvalidRequest, ModelNotAllowed, MonthlyCreditCapReached, RateLimited
+from hub.infra import backends
+from hub.infra.redis_client import redis_client
+from hub.infra.timefmt import utc_day
 from hub.limits import Limits
-from hub.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ def limits_take(*, api_key, limits: Limits, generation_id: str, n: int) -> Hold:
     try:
         if limits.images_per_minute is not None:
             _take_rate(hold, limits.images_per_minute)
-        if limits.concurrency is not None and settings.REDIS_URL:
+        if limits.concurrency is not None and backends.redis():
             decision = ratelimit.slot_take(
                 name=api_key.pk, member=generation_id, limit=limits.concurrency, max_age_seconds=_slot_max_age()
             )
@@ -137,7 +140,7 @@ def limits_take(*, api_key, limits: Limits, generation_id: str, n: int) -> Hold:
 
 
 def _take_rate(hold: Hold, limit: int) -> None:
-    if settings.REDIS_URL:
+    if backends.redis():
         token = uuid.uuid4().hex
         decision = ratelimit.window_take(name=hold.api_key_id, token=token, cost=hold.cost, limit=limit)
         if decision.allowed:
@@ -183,7 +186,7 @@ def _slot_max_age() -> int:
 
 def limits_checked_after_charge(*, limits: Limits) -> bool:
     """Whether limits_check_charged has something to check for these limits."""
-    return limits.monthly_credits is not None or (limits.concurrency is not None and not settings.REDIS_URL)
+    return limits.monthly_credits is not None or (limits.concurrency is not None and not backends.redis())
 
 
 def limits_check_charged(*, generation: Generation, limits: Limits) -> None:
@@ -203,7 +206,7 @@ def limits_check_charged(*, generation: Generation, limits: Limits) -> None:
                 reset=until_next_month,
                 retry_after=until_next_month,
             )
-    if limits.concurrency is not None and not settings.REDIS_URL:
+    if limits.concurrency is not None and not backends.redis():
         unfinished = Generation.objects.filter(
             api_key_id=generation.api_key_id, status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
         )
@@ -220,12 +223,12 @@ def _seconds_until_next_month(now: datetime) -> int:
 
 def slot_release_and_announce(*, api_key_id: str | None, generation_id: str) -> None:
     """After the commit that finished a generation: free its concurrency slot (idempotent) and
-    wake its sync waiter (hub.completion), in one Redis round trip — as two they were ~4.5 % of
+    wake its sync waiter (generations.completion), in one Redis round trip — as two they were ~4.5 % of
     a generation worker's busy samples (bench sync-c32-0s, py-spy). Both are made good if lost
     to a Redis fault: `slots_reconcile` drops the slot, and the waiter re-reads its row."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return
-    pipe = completion.redis_client().pipeline(transaction=False)
+    pipe = redis_client().pipeline(transaction=False)
     if api_key_id is not None:
         ratelimit.slot_release(name=api_key_id, member=generation_id, client=pipe)
     completion.publish_done(generation_id, client=pipe)
@@ -244,7 +247,7 @@ def slots_reconcile() -> int:
     """Drop slots whose generation finished, or never appeared (a request that died between
     taking the slot and committing) — the sweeper's job. Only keys of this database are
     touched. The number dropped."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return 0
     held = ratelimit.slots_held()
     known_keys = set(ApiKey.objects.filter(pk__in=held).values_list("pk", flat=True))

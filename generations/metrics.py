@@ -1,4 +1,4 @@
-"""The generations' gauges, read at scrape time (hub.metrics.SCRAPE_COLLECTORS)."""
+"""The generations' gauges, read at scrape time (hub.infra.metrics.SCRAPE_COLLECTORS)."""
 
 from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from hub.ids import opaque_id
+from hub.infra.ids import opaque_id
 
 
 class ImageModel(models.Model):
@@ -21,6 +21,10 @@ class ImageModel(models.Model):
     # {"1K": {"low": 2, "medium": 4, "high": 8, "auto": 8}, "2K": {...}}
     prices = models.JSONField(help_text="credits per image by resolution tier and quality")
     reference_image_limit = models.PositiveIntegerField(default=16)
+    # {"background": ["auto", "transparent"], "user": true, …}: the options it offers (generations.options)
+    options = models.JSONField(
+        default=dict, blank=True, help_text="OpenAI options it accepts: name → allowed values, or true for any"
+    )
     enabled = models.BooleanField(default=True)
     sort_order = models.PositiveIntegerField(default=0)
 
@@ -67,6 +71,8 @@ class Generation(models.Model):
     tier = models.CharField(max_length=4)  # resolution tier reported as `quality` in responses
     is_async = models.BooleanField(default=False)
     reference_count = models.PositiveSmallIntegerField(default=0)
+    # The OpenAI options it was asked with (generations.options), "mask": true when it has one.
+    options = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED)
     price_per_image = models.PositiveIntegerField()
     credits_requested = models.PositiveIntegerField()

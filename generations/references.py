@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import UploadedFile
 from PIL import Image, ImageFile, ImageOps
 
 from generations.uploads import too_large
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 
 # Only these decoders ever see the bytes: the type is sniffed from the content, and files of
 # any other type (GIF, BMP, TIFF, text, ...) fail to open at all.
@@ -22,27 +22,38 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 _decoding = threading.BoundedSemaphore(1)
 
 
-def reference_images_read(files: list[UploadedFile]) -> list[IO[bytes]]:
+def reference_images_read(
+    files: list[UploadedFile], *, mask: UploadedFile | None = None
+) -> tuple[list[IO[bytes]], IO[bytes] | None]:
     """Each upload decoded, EXIF-oriented and re-encoded as PNG (no metadata, no trailing bytes)
     into a temporary file, rewound: a request holds at most one decoded image in memory, never
-    all the re-encoded ones (16 references of 50 MB would be gigabytes otherwise).
+    all the re-encoded ones (16 references of 50 MB would be gigabytes otherwise). And the
+    `mask`, likewise, when there is one: (the images, the mask or None).
 
-    Every file's header is checked first (type, pixels each and in sum) before any is decoded,
-    so a request that would be refused costs no decoding. Raises InvalidRequest naming the
-    1-based position of the first unacceptable file.
+    Every file's header is checked first (type, pixels each and in sum; the mask's: a PNG with
+    an alpha channel, the first image's size) before any is decoded, so a request that would be
+    refused costs no decoding. Raises InvalidRequest naming the 1-based position of the first
+    unacceptable file, or `mask`.
     """
     # Pillow reads this module-global flag deep inside its decoders; with it set, truncated
     # files decode "successfully" padded with grey, so refuse to run rather than accept them.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise ImproperlyConfigured("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
     total = sum(_pixels(position, file) for position, file in enumerate(files, start=1))
+    _total_check(total, param=_field(files[0]) if files else "")
+    if mask is not None:
+        _total_check(total + _mask_pixels(mask, first=files[0]), param="mask")
+    images = [_png_from_upload(position, file) for position, file in enumerate(files, start=1)]
+    return images, _png_from_upload(1, mask) if mask is not None else None
+
+
+def _total_check(total: int, *, param: str) -> None:
     if total > settings.REFERENCE_IMAGE_MAX_TOTAL_PIXELS:
         raise InvalidRequest(
             f"The reference images are too large together: {total} pixels, at most "
             f"{settings.REFERENCE_IMAGE_MAX_TOTAL_PIXELS}",
-            param=_field(files[0]),
+            param=param,
         )
-    return [_png_from_upload(position, file) for position, file in enumerate(files, start=1)]
 
 
 def _field(file: UploadedFile) -> str:
@@ -81,6 +92,34 @@ def _pixels(position: int, file: UploadedFile) -> int:
     if width * height > settings.REFERENCE_IMAGE_MAX_PIXELS:
         raise too_many_pixels
     return width * height
+
+
+def _mask_pixels(mask: UploadedFile, *, first: UploadedFile) -> int:
+    """The mask's pixel count, from its header and the first image's (nothing decoded): a PNG
+    whose alpha channel marks what to change, the first image's size."""
+    invalid = InvalidRequest("The mask must be a PNG image with an alpha channel", param="mask")
+    if not mask.size:
+        raise InvalidRequest("The mask is empty", param="mask")
+    if mask.size > settings.REFERENCE_IMAGE_MAX_BYTES:
+        raise InvalidRequest(too_large("mask").message, param="mask")
+    mask.seek(0)
+    try:
+        with Image.open(mask, formats=("PNG",)) as image:
+            size, alpha = image.size, image.has_transparency_data
+    except Image.DecompressionBombError:
+        raise InvalidRequest(
+            f"The mask is too large: more than {settings.REFERENCE_IMAGE_MAX_PIXELS} pixels", param="mask"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise invalid from None
+    if not alpha:
+        raise invalid
+    first.seek(0)
+    with Image.open(first, formats=ACCEPTED_FORMATS) as image:  # its header was checked already
+        expected = image.size
+    if size != expected:
+        raise InvalidRequest(f"The mask must be the first image's size, {expected[0]}x{expected[1]}", param="mask")
+    return size[0] * size[1]
 
 
 def _png_from_upload(position: int, file: UploadedFile) -> IO[bytes]:

@@ -2,13 +2,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.postgres.aggregates import JSONBAgg
-from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import JSONObject
 
 from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
-from hub.errors import NotFound
+from hub.http.errors import NotFound
+from hub.infra import backends
 
 # The annotation with_images() adds, read back by images_of().
 _IMAGES_READ = "images_read"
@@ -28,7 +28,7 @@ def with_images(generations):
     and a poll of a succeeded generation are then one round trip, not two (the images' own read
     was ~5 % of a web process's samples at sync-c32-0s). images_of() reads them back. Elsewhere
     (the embedded SQLite) the queryset as it is, and images_of() reads the images itself."""
-    if connection.vendor != "postgresql":
+    if not backends.postgresql():
         return generations
     images = GeneratedImage.objects.filter(generation_id=OuterRef("pk")).order_by().values("generation_id")
     each = JSONObject(id="id", storage_key="storage_key", created_at="created_at")

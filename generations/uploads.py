@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 
 
 def size_limit_text(max_bytes: int) -> str:

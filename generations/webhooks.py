@@ -34,7 +34,7 @@ from generations.models import (
     WebhookSecret,
 )
 from generations.webhook_urls import UnusableWebhookURL, webhook_url_check
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 

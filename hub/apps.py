@@ -8,8 +8,8 @@ class HubConfig(AppConfig):
 
     def ready(self):
         import hub.celery  # noqa: F401 — the current Celery app in every Django process (shared tasks bind to it)
-        from hub import openapi  # noqa: F401 — registers the API-key security scheme
-        from hub.converters import IdentifierConverter
+        from hub.http import openapi  # noqa: F401 — registers the API-key security scheme
+        from hub.http.converters import IdentifierConverter
 
         register_converter(IdentifierConverter, "id")  # `<id:…>` in every app's URLs
         pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")

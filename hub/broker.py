@@ -99,7 +99,7 @@ def task_send(*, name: str, task_id: str, queue: str, headers: dict, retry_polic
     from django.conf import settings
 
     from hub.celery import app
-    from hub.completion import redis_client
+    from hub.infra.redis_client import redis_client
 
     if settings.CELERY_BROKER_URL == settings.REDIS_URL and settings.CELERY_BROKER_URL.startswith("redis://"):
         try:

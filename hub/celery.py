@@ -72,7 +72,7 @@ def _refuse_unsafe_start(**kwargs) -> None:
 
 def _serve_metrics(**kwargs) -> None:
     """A worker's own /metrics (HUB_METRICS_PORT), once it is ready."""
-    from hub.metrics import serve_worker_metrics
+    from hub.infra.metrics import serve_worker_metrics
 
     serve_worker_metrics()
 

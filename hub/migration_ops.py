@@ -2,6 +2,8 @@
 
 from django.db import migrations
 
+from hub.infra import backends
+
 _PATTERN_OPS_SQL = """
     SELECT indexname FROM pg_indexes
     WHERE schemaname = current_schema() AND tablename = %s
@@ -17,7 +19,7 @@ def drop_pattern_ops_indexes(table: str) -> migrations.RunPython:
     alters such a field."""
 
     def drop(apps, schema_editor):
-        if schema_editor.connection.vendor != "postgresql":
+        if not backends.postgresql(schema_editor.connection):
             return
         with schema_editor.connection.cursor() as cursor:
             cursor.execute(_PATTERN_OPS_SQL, [table])

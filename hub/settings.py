@@ -8,13 +8,14 @@ import base64
 import binascii
 import secrets
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from hub.logs import formatter as log_formatter
+from hub.infra.logs import formatter as log_formatter
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -126,9 +127,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "hub.observability.RequestObservabilityMiddleware",  # request id, access log line, metrics
+    "hub.http.observability.RequestObservabilityMiddleware",  # request id, access log line, metrics
     "django.middleware.security.SecurityMiddleware",
-    "hub.csp.ContentSecurityPolicyMiddleware",  # the account pages and the admin
+    "hub.http.csp.ContentSecurityPolicyMiddleware",  # the account pages and the admin
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves the admin's and the account pages' CSS
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -261,7 +262,7 @@ if USE_S3:
         "addressing_style": "path" if AWS_S3_ENDPOINT_URL else None,
     }
     STORAGES = {
-        "default": {"BACKEND": "hub.storage_backends.HubS3Storage", "OPTIONS": _s3_options},
+        "default": {"BACKEND": "hub.infra.storage_backends.HubS3Storage", "OPTIONS": _s3_options},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
 else:
@@ -288,6 +289,14 @@ IMAGE_PROVIDER = env.str("IMAGE_PROVIDER", default="local")
 # (workers.checks) — unless this says the hub is a demo or a test run.
 ALLOW_LOCAL_PROVIDER = envbool("HUB_ALLOW_LOCAL_PROVIDER", default=not SHARED_DATABASE)
 GENERATION_TIMEOUT_SECONDS = env.int("GENERATION_TIMEOUT_SECONDS", default=800)
+# The longest a sync request holds its connection: past it the answer is a 202 with poll_url (as
+# for `Prefer: wait`). Behind a proxy that cuts idle reads (ingress-nginx and AWS's load balancers
+# at 60 s, Cloudflare at 100 s) set it below that cut; by default a sync request waits it all.
+SYNC_WAIT_SECONDS = env.float("HUB_SYNC_WAIT_SECONDS", default=float(GENERATION_TIMEOUT_SECONDS))
+if not 0 < SYNC_WAIT_SECONDS <= GENERATION_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"HUB_SYNC_WAIT_SECONDS must be above 0 and at most GENERATION_TIMEOUT_SECONDS ({GENERATION_TIMEOUT_SECONDS})"
+    )
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 SWEEPER_INTERVAL_SECONDS = env.int("SWEEPER_INTERVAL_SECONDS", default=60)
 # Each worker process offers to run the sweep; one per period wins (workers.schedule). Off: this
@@ -338,6 +347,15 @@ if UPSTREAM_FAILURE_THRESHOLD < 1 or UPSTREAM_COOLOFF_SECONDS <= 0:
     raise ImproperlyConfigured(
         "HUB_UPSTREAM_FAILURE_THRESHOLD must be at least 1, HUB_UPSTREAM_COOLOFF_SECONDS above 0"
     )
+# What one credit is worth, in the currency of the upstreams' prices (upstreams.costs): the cost
+# report's margin is credits × this − upstream cost. Blank: the report shows no margin.
+_credit_value = env.str("HUB_CREDIT_VALUE", default="")
+try:
+    CREDIT_VALUE = Decimal(_credit_value) if _credit_value else None
+except InvalidOperation:
+    CREDIT_VALUE = Decimal("NaN")
+if CREDIT_VALUE is not None and not (CREDIT_VALUE.is_finite() and CREDIT_VALUE >= 0):
+    raise ImproperlyConfigured(f"HUB_CREDIT_VALUE must be an amount such as 0.01, not {_credit_value[:20]!r}")
 
 # --- Webhooks -------------------------------------------------------------------------------
 # A webhook attempt, from connecting to the receiver's status line, gets this long in all.
@@ -382,6 +400,7 @@ _refuse_placeholder("CELERY_BROKER_URL's password", urlsplit(CELERY_BROKER_URL).
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Embedded default: a broker that needs no server, shared by processes through a folder.
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT = "hub.embedded_broker:Transport"  # kombu's, each message written whole
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
@@ -450,9 +469,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apikeys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # The contract takes JSON and multipart only: a form-urlencoded body is refused (400).
-    "DEFAULT_PARSER_CLASSES": ["hub.parsers.JSONObjectParser", "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_PARSER_CLASSES": ["hub.http.parsers.JSONObjectParser", "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "hub.exception_handler.handle",
+    "EXCEPTION_HANDLER": "hub.http.exception_handler.handle",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -476,7 +495,7 @@ LOGIN_URL = "/account/login/"
 LOGIN_REDIRECT_URL = "/account/"
 LOGOUT_REDIRECT_URL = "/account/login/"
 
-# Prometheus metrics (hub/metrics.py): off unless a token is set; scrapers send it as a bearer
+# Prometheus metrics (hub/infra/metrics.py): off unless a token is set; scrapers send it as a bearer
 # token. The web serves /metrics; each Celery worker serves its own on HUB_METRICS_PORT.
 METRICS_TOKEN = env.str("HUB_METRICS_TOKEN", default="")
 METRICS_PORT = env.int("HUB_METRICS_PORT", default=0)
@@ -484,7 +503,7 @@ if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
     raise ImproperlyConfigured("HUB_METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)")
 _refuse_placeholder("HUB_METRICS_TOKEN", METRICS_TOKEN)
 
-# One JSON object per line by default (hub/logs.py); `plain` for reading in a terminal.
+# One JSON object per line by default (hub/infra/logs.py); `plain` for reading in a terminal.
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 if LOG_FORMAT not in ("json", "plain"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
@@ -493,9 +512,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"structured": log_formatter(LOG_FORMAT)},
     "filters": {
-        "generation_task_success": {"()": "hub.logs.DropGenerationTaskSuccess", "task_name": "generations.run"}
+        "generation_task_success": {"()": "hub.infra.logs.DropGenerationTaskSuccess", "task_name": "generations.run"},
+        "refused_requests": {"()": "hub.infra.logs.RefusedRequestsAsWarnings"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["refused_requests"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -14,8 +14,8 @@ from generations.apis import (
     ModelListApi,
     ModelRetrieveApi,
 )
-from hub.health import healthz, readyz
-from hub.media import media
+from hub.http.health import healthz, readyz
+from hub.http.media import media
 
 PUBLIC = {"authentication_classes": [], "permission_classes": [AllowAny]}  # the schema and its docs page
 
@@ -45,6 +45,6 @@ urlpatterns = [
     re_path(r"^media/(?P<path>.*)$", media),
 ]
 
-handler404 = "hub.exception_handler.json_404"
-handler500 = "hub.exception_handler.json_500"
-handler400 = "hub.exception_handler.bad_request"
+handler404 = "hub.http.exception_handler.json_404"
+handler500 = "hub.http.exception_handler.json_500"
+handler400 = "hub.http.exception_handler.bad_request"

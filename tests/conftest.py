@@ -79,7 +79,7 @@ def _default_upstream_fresh(request):
 
 
 def forget_upstream_state(upstream_id: str) -> None:
-    from hub.completion import redis_client
+    from hub.infra.redis_client import redis_client
     from upstreams.budget import state_key
 
     client = redis_client()

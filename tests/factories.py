@@ -7,7 +7,7 @@ from apikeys.services import api_key_create
 from billing.models import GrantSource
 from billing.services import account_get_or_create, credits_grant
 from generations.services import StoredImage, generation_claim, generation_create, generation_finalize
-from hub import storage
+from hub.infra import storage
 from tests.images import image_bytes
 
 _emails = count(1)

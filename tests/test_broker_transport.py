@@ -54,7 +54,7 @@ def test_a_delivery_keeps_no_copy_in_redis_and_a_closed_channel_puts_back_what_i
     (kombu's default keeps a copy in its `unacked` hash, two MULTI/EXECs per task), and what a
     consumer took but did not ack is back on its queue once its channel closes — a warm shutdown
     returns the messages it had not started, from the worker's memory."""
-    from hub.completion import redis_client
+    from hub.infra.redis_client import redis_client
 
     assert settings.CELERY_BROKER_TRANSPORT_OPTIONS == {"ack_emulation": False}
     name = f"hub-broker-test-{uuid.uuid4().hex}"
@@ -117,7 +117,7 @@ def test_a_generation_run_pushed_by_task_send_is_the_message_celery_sends():
     send_task puts there — everything but the random delivery tag — and a consumer takes it."""
     from hub.broker import task_send
     from hub.celery import app
-    from hub.completion import redis_client
+    from hub.infra.redis_client import redis_client
 
     ours, celerys = (f"hub-task-send-{side}-{uuid.uuid4().hex}" for side in ("ours", "celery"))
     task_id, headers = f"gen_{uuid.uuid4().hex[:24]}", {"request_id": "req_task_send"}

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from hub.infra.singletons import per_process
 from tests.conftest import ROOT
 from workers import finishing
 
@@ -21,7 +22,7 @@ import django
 django.setup()
 import gevent
 from gevent.lock import BoundedSemaphore
-from hub import metrics
+from hub.infra import metrics
 from workers import finishing
 
 inside, most, entered = [0], [0], []
@@ -70,7 +71,7 @@ def test_under_gevent_answers_finish_in_order_a_few_at_a_time():
 
 def test_with_threads_at_most_the_slots_finish_at_once_and_a_long_wait_goes_ahead(settings, monkeypatch):
     settings.WORKER_FINISHING_SLOTS = 3
-    monkeypatch.setattr(finishing, "_slots", None)  # made again with this test's slot count
+    monkeypatch.setattr(finishing, "_semaphore", per_process(finishing._semaphore.__wrapped__))  # this test's count
     lock, inside, most = threading.Lock(), [0], [0]
 
     def finish(io_seconds: float) -> None:

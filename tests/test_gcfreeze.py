@@ -1,5 +1,5 @@
 """A process freezes its start-up objects once it has built what its first request would, and
-runs full collections less often (hub.gcfreeze): the garbage collector's full collections then
+runs full collections less often (hub.infra.gcfreeze): the garbage collector's full collections then
 skip those objects. Each check runs in a fresh interpreter, as the web and a worker start."""
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.gcfreeze import FULL_AFTER_YOUNGER
+from hub.infra.gcfreeze import FULL_AFTER_YOUNGER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def test_the_web_builds_its_s3_signer_before_it_freezes(tmp_path):
     probe = _run(
         tmp_path,
         "import hub.wsgi",
-        "from hub import storage; storage.object_url('generations/gen_x/0.png', base_url='http://hub')",
+        "from hub.infra import storage; storage.object_url('generations/gen_x/0.png', base_url='http://hub')",
     )
     assert probe["frozen"] > 50_000
     assert probe["made"] < FEW, probe
@@ -70,7 +70,7 @@ _warm_up_and_freeze()
 """
     first_use = """
 from django.conf import settings
-from hub import storage
+from hub.infra import storage
 from workers.providers import provider_for
 provider_for(settings.IMAGE_PROVIDER)
 storage.object_url('generations/gen_x/0.png', base_url='http://hub')

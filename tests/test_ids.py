@@ -3,7 +3,7 @@
 import string
 from collections import Counter
 
-from hub.ids import opaque_id, random_token
+from hub.infra.ids import opaque_id, random_token
 
 
 def test_tokens_have_the_length_and_alphabet_asked_for_and_do_not_repeat():

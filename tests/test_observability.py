@@ -1,6 +1,7 @@
 """Metrics and logs as an operator reads them: /metrics on the web (added up across gunicorn
 processes) and on a worker's port, JSON log lines that carry the same ids in web and worker."""
 
+import io
 import json
 import logging
 import uuid
@@ -13,7 +14,7 @@ import structlog
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.logs import formatter as log_formatter
+from hub.infra.logs import formatter as log_formatter
 from tests.conftest import WebProcess, WorkerProcess, free_port
 from tests.factories import make_key, make_user
 from tests.reconcile import assert_reconciled
@@ -103,6 +104,25 @@ def test_a_key_or_token_quoted_in_a_message_is_masked():
     line = json.loads(structlog.stdlib.ProcessorFormatter(**options).format(record))
     assert "s3cr3t" not in line["event"]
     assert line["event"] == "header Bearer [redacted], key gih_live_[redacted]"
+
+
+@pytest.mark.django_db
+def test_a_refused_request_is_logged_as_a_warning_without_its_query_string(client):
+    (console,) = [handler for handler in logging.getLogger().handlers if handler.get_name() == "console"]
+    written = io.StringIO()
+    previous = console.setStream(written)  # the configured handler, filters and formatter
+    try:
+        query = "&".join(f"f{index}=token-{index}-secret" for index in range(1001))  # too many fields: 400
+        assert client.get(f"/account/login/?{query}").status_code == 400
+        assert client.get(f"/api/v1/models?{query}").status_code == 400
+    finally:
+        console.setStream(previous)
+    lines = log_lines(written.getvalue())
+    assert "secret" not in json.dumps(lines)
+    refused = [line for line in lines if line["logger"].startswith("django.security.")]
+    assert [(line["level"], line["request"]) for line in refused] == [("warning", "GET /account/login/")]
+    bad_request = [line for line in lines if line["logger"] == "django.request"]
+    assert [line["request"] for line in bad_request] == ["GET /api/v1/models"]
 
 
 @pytest.fixture

@@ -58,3 +58,11 @@ def test_hub_upstream_keys_must_be_fernet_keys_and_are_never_echoed():
     assert result.returncode != 0
     assert "HUB_UPSTREAM_KEYS: key 1 is not a Fernet key" in result.stderr
     assert "not-a-fernet-key-but-a-secret" not in result.stderr
+
+
+def test_the_sync_wait_is_a_positive_time_within_the_generation_timeout():
+    for value in ("0", "-1", "801", "soon"):
+        result = _check(HUB_SYNC_WAIT_SECONDS=value, GENERATION_TIMEOUT_SECONDS="800")
+        assert result.returncode != 0, value
+        assert "HUB_SYNC_WAIT_SECONDS" in result.stderr, value
+    assert _check(HUB_SYNC_WAIT_SECONDS="55.5").returncode == 0

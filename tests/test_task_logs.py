@@ -1,6 +1,6 @@
 """Celery's success line for each generation task is dropped (the worker's own line for the
 generation says how it ended); its other lines, and other tasks' successes, stay
-(hub.logs.DropGenerationTaskSuccess, LOGGING in hub.settings)."""
+(hub.infra.logs.DropGenerationTaskSuccess, LOGGING in hub.settings)."""
 
 import logging
 

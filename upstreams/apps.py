@@ -5,7 +5,7 @@ class UpstreamsConfig(AppConfig):
     name = "upstreams"
 
     def ready(self):
-        from hub.metrics import SCRAPE_COLLECTORS
+        from hub.infra.metrics import SCRAPE_COLLECTORS
         from upstreams import checks  # noqa: F401 — registers the start-up check
         from upstreams.metrics import UpstreamStateCollector
 

@@ -1,5 +1,5 @@
 """Each upstream's shared budget, in Redis: calls in flight and images per minute, across every
-worker process and replica, each decision one Lua script (as hub.ratelimit decides the API
+worker process and replica, each decision one Lua script (as apikeys.ratelimit decides the API
 keys' limits), so no two workers can both take the last slot.
 
 - Calls in flight: a sorted set of slot ids scored by their lease's end. A call takes a slot
@@ -7,7 +7,7 @@ keys' limits), so no two workers can both take the last slot.
   every third of GENERATION_LEASE_SECONDS (one loop per process, as workers.lease renews the
   generations'). A worker that dies stops renewing: its slots lapse with the lease, and the
   next acquire drops them.
-- Images per minute: a sliding window log of (images, taken at), as hub.ratelimit's.
+- Images per minute: a sliding window log of (images, taken at), as apikeys.ratelimit's.
 - Cooldown: a key set for the Retry-After of a 429, shared by every worker: while it lives no
   call is sent to that upstream.
 - The learned limit (AIMD, for an upstream whose provider limit is not configured, or lower
@@ -21,7 +21,6 @@ there is no budget: every acquire is granted, and a 429 is waited out by its own
 """
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -30,7 +29,9 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from hub.completion import redis_client
+from hub.infra import backends
+from hub.infra.redis_client import redis_client
+from hub.infra.singletons import per_process
 from upstreams.targets import Target, learned_cap
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def _lease_ms() -> int:
 
 def acquire(target: Target, *, images: int) -> Grant | Busy:
     """Take one of the upstream's slots (and `images` of its minute) for a call."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return Grant(target, None)
     slot = uuid.uuid4().hex
     keys = [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
@@ -193,7 +194,7 @@ def rate_limited(target: Target, *, retry_after: float | None) -> float | None:
     """The provider answered 429: every worker holds off this upstream for Retry-After (a second
     without one), and its learned limit halves (once per cooldown). The new learned limit, or
     None when this burst had halved it already (or without Redis)."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return None
     ms = max(1, round(retry_after * 1000)) if retry_after is not None else DEFAULT_COOLDOWN_MS
     keys = [state_key(target.upstream_id, part) for part in ("cooldown", "learned", "slots", "decreased")]
@@ -242,18 +243,9 @@ class _SlotKeeper:
                     logger.exception("upstream slot renewal failed; retrying next period")
 
 
-_keepers: dict[int, _SlotKeeper] = {}  # pid → keeper: a forked pool child makes its own
-_keepers_lock = threading.Lock()
-
-
-def _keeper() -> _SlotKeeper:
-    with _keepers_lock:
-        keeper = _keepers.get(os.getpid())
-        if keeper is None:
-            keeper = _keepers[os.getpid()] = _SlotKeeper()
-        return keeper
+_keeper = per_process(_SlotKeeper)  # a forked pool child makes its own
 
 
 def shared() -> bool:
     """Whether budgets and cooldowns are shared (Redis) rather than absent."""
-    return bool(settings.REDIS_URL)
+    return backends.redis()

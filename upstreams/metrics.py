@@ -4,7 +4,7 @@ slot); the web's /metrics reads every upstream's shared state at scrape time."""
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from hub.metrics import LATENCY_BUCKETS
+from hub.infra.metrics import LATENCY_BUCKETS
 from upstreams.circuit import CLOSED
 from upstreams.models import Upstream
 from upstreams.state import upstream_state

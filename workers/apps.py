@@ -28,8 +28,8 @@ def _warm_up_and_freeze_unless_prefork(sender, **kwargs) -> None:
 
 
 def _warm_up_and_freeze(**kwargs) -> None:
-    from hub import storage
-    from hub.gcfreeze import freeze_startup_objects
+    from hub.infra import storage
+    from hub.infra.gcfreeze import freeze_startup_objects
     from workers import providers
 
     storage.warm_up()

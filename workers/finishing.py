@@ -24,32 +24,26 @@ added latency p50 515–642 ms without turns, 118–180 ms with 8; with 1.5 MiB 
 (`sync-c200-5s-big`) 1.24–1.31 s without, 0–212 ms with 8 (bench/RESULTS.md, ninth sitting).
 """
 
-import os
-import threading
 import time
 from contextlib import contextmanager
 
 from django.conf import settings
 from gevent import monkey
 
-from hub import metrics
+from hub.infra import metrics
+from hub.infra.singletons import per_process
 
 MAX_WAIT_SECONDS = 2.0
 
-_slots: tuple[int, object] | None = None  # (pid, semaphore): a forked pool child makes its own
-_slots_lock = threading.Lock()
 
-
+@per_process
 def _semaphore():
-    global _slots
-    with _slots_lock:
-        if _slots is None or _slots[0] != os.getpid():
-            if monkey.is_module_patched("threading"):  # the gevent pool: greenlets wait in order
-                from gevent.lock import BoundedSemaphore
-            else:  # the threads and prefork pools, the embedded worker
-                from threading import BoundedSemaphore
-            _slots = (os.getpid(), BoundedSemaphore(settings.WORKER_FINISHING_SLOTS))
-        return _slots[1]
+    """The process's finishing slots (a forked pool child makes its own)."""
+    if monkey.is_module_patched("threading"):  # the gevent pool: greenlets wait in order
+        from gevent.lock import BoundedSemaphore
+    else:  # the threads and prefork pools, the embedded worker
+        from threading import BoundedSemaphore
+    return BoundedSemaphore(settings.WORKER_FINISHING_SLOTS)
 
 
 @contextmanager

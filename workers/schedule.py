@@ -21,23 +21,24 @@ from django.conf import settings
 from django.db import connection
 
 from generations.sweeper import generations_sweep, sweep_claim
+from hub.infra.singletons import per_process
 
 logger = logging.getLogger(__name__)
 
 CHECKS_PER_PERIOD = 4
 
-_started = False
-_started_lock = threading.Lock()
-
 
 def sweeps_start(**signal_kwargs) -> None:
     """Start this process's sweep loop (once; a no-op when WORKER_SWEEPS is off)."""
-    global _started
-    with _started_lock:
-        if _started or not settings.WORKER_SWEEPS:
-            return
-        _started = True
-    threading.Thread(target=_sweep_forever, name="sweeper", daemon=True).start()
+    if settings.WORKER_SWEEPS:
+        _sweep_thread()
+
+
+@per_process
+def _sweep_thread() -> threading.Thread:
+    thread = threading.Thread(target=_sweep_forever, name="sweeper", daemon=True)
+    thread.start()
+    return thread
 
 
 def _sweep_forever() -> None:

@@ -17,7 +17,10 @@ frees or its deadline comes. What a failed call means:
   upstream only.
 
 At most MAX_FAILED_CALLS failed calls, all within the generation's deadline; the generation is
-charged once whatever happens here (its charge was taken at submit).
+charged once whatever happens here (its charge was taken at submit). A generation that stops
+being the attempt's while it waits (canceled, deleted, taken over: `abandoned`) stops waiting
+and is not sent. Every call, whatever its end, is recorded where it ends (upstreams.UpstreamCall:
+upstream, latency, outcome, the provider's usage and its cost by the upstream's prices).
 
 A model with no enabled upstream is served by its backend (or IMAGE_PROVIDER): `local` is
 called directly (no budget), anything else is the default upstream of the environment.
@@ -26,14 +29,28 @@ called directly (no budget), anything else is the default upstream of the enviro
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
+
+from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from generations.models import ImageModel
 from upstreams import budget, circuit
 from upstreams import metrics as upstream_metrics
 from upstreams.routing import Choice, Wait, choose
+from upstreams.services import upstream_call_record
 from upstreams.targets import Target, default_target, upstream_targets
-from workers.providers import LOCAL, ProviderError, ProviderRequest, backend_name, provider_for, upstream_adapter
+from workers.providers import (
+    LOCAL,
+    Generated,
+    ProviderError,
+    ProviderRequest,
+    backend_name,
+    provider_for,
+    upstream_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +65,43 @@ MSG_TIMED_OUT = "Image provider timed out"
 MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
 
 
-def generate(model: ImageModel, request: ProviderRequest) -> list[bytes]:
-    """The model's images for `request`, or ProviderError."""
+class AttemptAbandoned(Exception):
+    """The generation stopped being this attempt's before its call was sent."""
+
+
+def generate(
+    model: ImageModel, request: ProviderRequest, *, generation_id: str, abandoned: Callable[[], bool]
+) -> list[bytes]:
+    """The model's images for `request` (generation `generation_id`'s), or ProviderError
+    (AttemptAbandoned when `abandoned()` turns true before a call is sent)."""
     targets = upstream_targets(model)
     if not targets:
         backend = backend_name(model.backend)
         if backend == LOCAL:
-            return provider_for(backend).generate(request)
+            return provider_for(backend).generate(request).images
         provider_for(backend)  # an unknown backend is refused here, as before upstreams
         targets = [default_target(backend)]
-    return _Call(targets, request).run()
+    # Back to the pool: reading the routes (every CATALOG_CACHE_SECONDS) took a connection, and
+    # the call may wait long for a slot (bench learned-limit ran the worker's pool dry).
+    connection.close()
+    return _Call(targets, request, generation_id=generation_id, model_id=model.id, abandoned=abandoned).run()
 
 
 class _Call:
-    def __init__(self, targets: list[Target], request: ProviderRequest):
+    def __init__(
+        self,
+        targets: list[Target],
+        request: ProviderRequest,
+        *,
+        generation_id: str,
+        model_id: str,
+        abandoned: Callable[[], bool],
+    ):
         self.targets = targets
         self.request = request
+        self.generation_id = generation_id
+        self.model_id = model_id
+        self.abandoned = abandoned
         self.failures = 0
         self.waits = 0
         self.last_error: ProviderError | None = None
@@ -75,6 +113,8 @@ class _Call:
             left = self.request.deadline - time.monotonic()
             if left <= 0:
                 raise self._out_of_time()
+            if self.abandoned():
+                raise AttemptAbandoned
             choice = choose(self.targets, images=self.request.n)
             if isinstance(choice, Wait):
                 waited_since = waited_since or time.monotonic()
@@ -108,21 +148,23 @@ class _Call:
         target = choice.target
         started = time.monotonic()
         try:
-            outputs = upstream_adapter(target).generate(
+            generated = upstream_adapter(target).generate(
                 replace(self.request, model=target.upstream_model or self.request.model)
             )
         except ProviderError as exc:
             self._failed(choice, exc, time.monotonic() - started)
             return None
         seconds = time.monotonic() - started
+        self._record(target, "ok", seconds, generated)
         budget.release(choice.grant, outcome="ok", seconds=seconds)
         circuit.circuit_record(target, ok=True)
         upstream_metrics.CALLS.labels(target.name, "ok").inc()
         upstream_metrics.CALL_LATENCY.labels(target.name).observe(seconds)
-        return outputs
+        return generated.images
 
     def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> None:
         target = choice.target
+        self._record(target, "rejected" if exc.permanent else exc.kind, seconds)
         if exc.permanent:
             budget.release(choice.grant, outcome="rejected", seconds=seconds)
             upstream_metrics.CALLS.labels(target.name, "rejected").inc()
@@ -159,6 +201,29 @@ class _Call:
             if time.monotonic() + delay >= self.request.deadline:
                 raise exc
             time.sleep(delay)
+
+    def _record(self, target: Target, outcome: str, seconds: float, generated: Generated | None = None) -> None:
+        """The call's row (upstreams.UpstreamCall). A database that cannot take it costs the
+        generation nothing: its images (or its next try) matter more than its cost row."""
+        try:
+            upstream_call_record(
+                generation_id=self.generation_id,
+                model_id=self.model_id,
+                target=target,
+                started_at=timezone.now() - timedelta(seconds=seconds),
+                latency_ms=round(seconds * 1000),
+                outcome=outcome,
+                quality=self.request.quality,
+                size=self.request.size,
+                images=len(generated.images) if generated else 0,
+                usage=generated.usage if generated else None,
+            )
+        except DatabaseError as exc:
+            logger.warning("upstream %s: the call of %s was not recorded: %s", target.name, self.generation_id, exc)
+        finally:
+            # Back to the pool: what follows waits (a retry's backoff or budget, the finishing
+            # turn) and a waiting greenlet holds no connection (hub/settings.py DATABASES).
+            connection.close()
 
     def _backoff(self) -> float:
         return min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)

@@ -36,7 +36,7 @@ from generations.webhooks import (
     webhook_delivery_claim,
     webhook_secret_get_or_create,
 )
-from hub.timefmt import iso_z
+from hub.infra.timefmt import iso_z
 
 logger = logging.getLogger(__name__)
 

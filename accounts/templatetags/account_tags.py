@@ -2,8 +2,8 @@ from django import template
 from django.utils import timezone
 
 from billing.money import money as billing_money
-from hub import storage
-from hub.public_url import base_url
+from hub.http.public_url import base_url
+from hub.infra import storage
 
 register = template.Library()
 

@@ -14,7 +14,7 @@ system call woke another process.
 With HUB_GC_STATS_DIR instead (or as well), the web and worker processes time every garbage
 collection (`gc.callbacks`) and keep HUB_GC_STATS_DIR/<process>-PID.json up to date (at most
 once a second, and at exit): collections and seconds per generation, the full collections' own
-durations, and the count of frozen objects (hub/gcfreeze.py). The GC figures of
+durations, and the count of frozen objects (hub/infra/gcfreeze.py). The GC figures of
 bench/RESULTS.md were made with it:
 
     .venv/bin/python -m bench run sync-c1000-5s --requests 3000 --ramp 5 \\

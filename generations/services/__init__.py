@@ -15,7 +15,8 @@ from generations.services.lifecycle import (
     generation_leases_renew,
     generation_requeue,
 )
-from generations.services.submit import SubmitOutcome, generation_create, generation_precheck, generation_submit
+from generations.services.precheck import generation_precheck
+from generations.services.submit import SubmitOutcome, generation_create, generation_submit
 from generations.services.wait import connection_release, generation_wait
 
 __all__ = [

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from generations.models import Generation, IdempotencyKey
 from generations.services.wait import connection_release
-from hub.errors import IdempotencyConflict
+from hub.http.errors import IdempotencyConflict
 
 logger = logging.getLogger(__name__)
 

@@ -31,21 +31,21 @@ from generations.models import (
 )
 from generations.services.events import ROW_ATTEMPT, Event, events_sql, events_write
 from generations.webhooks import webhook_delivery_create
-from hub import metrics
 from hub.broker import task_send
 from hub.compiled import columns_sql, query_instances
-from hub.errors import NotFound
-from hub.observability import current_request_id
-from hub.timefmt import utc_day
+from hub.http.errors import NotFound
+from hub.http.observability import current_request_id
+from hub.infra import backends, metrics
+from hub.infra.timefmt import utc_day
 
 logger = logging.getLogger(__name__)
 
 RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (workers.tasks)
 
-# Databases where a statement may write in its common table expressions: a claim and its event, a
-# finish and its images and events are one statement there; elsewhere the same statements run one
-# after the other, in a transaction.
-DML_IN_CTE = {"postgresql"}
+# Where the database writes in common table expressions (hub.infra.backends), a claim and its
+# event, a finish and its images and events are one statement; elsewhere, and with this off
+# (tests compare the two), the same statements run one after the other, in a transaction.
+ONE_STATEMENT_TRANSITIONS = True
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _claimed(*, generation_id: str, now, lease_until, webhook: bool) -> Generati
         ops.adapt_datetimefield_value(now),
     ]
     claimed = Event(GenerationEventKind.CLAIMED, ROW_ATTEMPT, now)
-    if connection.vendor in DML_IN_CTE:  # its event in the same statement
+    if ONE_STATEMENT_TRANSITIONS and backends.dml_in_cte():  # its event in the same statement
         event_sql, event_params = events_sql(generation_id, [claimed], condition="FROM claimed")
         sql = f"WITH claimed AS ({update}), claim_event AS ({event_sql}) SELECT {columns_sql(Generation)} FROM claimed"
         generation = next(iter(query_instances(Generation, sql, params + event_params)), None)
@@ -172,16 +172,20 @@ def _claimed(*, generation_id: str, now, lease_until, webhook: bool) -> Generati
     return generation
 
 
-def generation_leases_renew(*, attempts: dict[str, int]) -> int:
-    """Extend the leases of running attempts (generation id → attempt) in one UPDATE; the
-    number renewed. An attempt that no longer owns its generation is not renewed."""
+def generation_leases_renew(*, attempts: dict[str, int]) -> set[str]:
+    """Extend the leases of running attempts (generation id → attempt) in one UPDATE; the ids
+    whose attempt no longer owns its generation (canceled, finished, taken over or deleted),
+    which are not renewed. Those are looked up only when the UPDATE renewed fewer than asked."""
     if not attempts:
-        return 0
+        return set()
     owned = Q()
     for generation_id, attempt in attempts.items():
         owned |= Q(pk=generation_id, attempts=attempt)
+    still_owned = Generation.objects.filter(owned, status=GenerationStatus.RUNNING)
     until = timezone.now() + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    return Generation.objects.filter(owned, status=GenerationStatus.RUNNING).update(lease_expires_at=until)
+    if still_owned.update(lease_expires_at=until) == len(attempts):
+        return set()
+    return set(attempts) - set(still_owned.values_list("pk", flat=True))
 
 
 def generation_requeue(*, generation_id: str, attempt: int) -> bool:
@@ -268,7 +272,7 @@ def _finished(
     params += [len(images)] if plain else []
     new_image_id = GeneratedImage._meta.get_field("id").get_default
     columns = 'id, generation_id, "index", storage_key, content_type, width, height, byte_size, created_at'
-    if connection.vendor in DML_IN_CTE:
+    if ONE_STATEMENT_TRANSITIONS and backends.dml_in_cte():
         ctes = [f"finished AS ({update})"]
         if images:
             values = ", ".join(["(%s, %s::smallint, %s, %s, %s::integer, %s::integer, %s::integer)"] * len(images))

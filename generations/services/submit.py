@@ -18,8 +18,7 @@ from billing.alerts import balance_watch_after_charge
 from billing.lock_objects import account_lock_then
 from billing.models import CreditAccount
 from billing.selectors import CreditsSummary, credits_summary_for_user, credits_summary_of
-from billing.services import CHARGED, account_as_read, account_get_or_create, credits_charge, credits_charge_ctes
-from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
+from billing.services import CHARGED, account_get_or_create, credits_charge, credits_charge_ctes
 from generations.limits import (
     limits_check_charged,
     limits_checked_after_charge,
@@ -46,23 +45,26 @@ from generations.services.idempotency import (
     request_hash_of,
 )
 from generations.services.lifecycle import generation_enqueue
+from generations.services.precheck import generation_precheck, request_priced
 from generations.services.wait import generation_wait
-from hub import metrics, storage
 from hub.compiled import insert_when, inserted
-from hub.errors import GenerationCanceled, GenerationFailed, InsufficientCredits, InvalidRequest
-from hub.ids import opaque_id
-from hub.timefmt import utc_day
+from hub.http.errors import GenerationCanceled, GenerationFailed
+from hub.infra import backends, metrics, storage
+from hub.infra.ids import opaque_id
+from hub.infra.timefmt import utc_day
 
-# Databases where a generation's row, its common charge and its key's usage are one statement
-# (_charged); elsewhere, and for a charge the statement leaves to the row-by-row path, one
+# A generation's row, its common charge and its key's usage are one statement (_charged) where the
+# database writes in common table expressions (hub.infra.backends); elsewhere, for a charge the
+# statement leaves to the row-by-row path, and with this off (tests compare the two), one
 # transaction runs the same writes one after the other.
-ONE_STATEMENT_CREATE = {"postgresql"}
+ONE_STATEMENT_CREATE = True
 
 
 @dataclass(frozen=True)
 class SubmitOutcome:
     """How a generation request is answered: 202 while its generation is unfinished (an async
-    request, a `Prefer: wait` that ran out, a wait that failed: the body carries its poll_url),
+    request, a `Prefer: wait` or HUB_SYNC_WAIT_SECONDS that ran out, a wait that failed: the body
+    carries its poll_url),
     200 once it succeeded, with the owner's balance after it. A failed or canceled one is an
     error (GenerationFailed, GenerationCanceled), raised instead."""
 
@@ -81,29 +83,34 @@ def generation_submit(
     idempotency_key: str | None,
     max_wait: float | None,
     webhook_base_url: str,
+    mask=None,
 ) -> SubmitOutcome:
     """One generation request. `params` are generation_create's (the request's contract:
-    generations.schema), `files` the reference uploads, read only after the cheap refusals;
-    `max_wait` the client's `Prefer: wait=N` (sync requests), named back in Preference-Applied."""
+    generations.schema), `files` the reference uploads and `mask` the mask's (or None), read
+    only after the cheap refusals; `max_wait` the client's `Prefer: wait=N` (sync requests),
+    named back in Preference-Applied."""
     started = time.monotonic()  # before the generation is enqueued: generation_wait
-    priced = {name: params[name] for name in ("model_id", "size", "quality", "n")}
+    priced = {name: params[name] for name in ("model_id", "size", "quality", "n", "options")}
     account = generation_precheck(
         owner=owner, api_key=api_key, reference_count=len(files), idempotency_key=idempotency_key, **priced
     )
+    references, mask_png = reference_images_read(files, mask=mask)
     generation = generation_create(
         owner=owner,
         api_key=api_key,
         idempotency_key=idempotency_key,
-        references=reference_images_read(files),
+        references=references,
+        mask=mask_png,
         webhook_base_url=webhook_base_url,
         account=account,
         **params,
     )
     if params["is_async"]:
         return SubmitOutcome(generation, 202)
-    generation = generation_wait(generation=generation, max_wait=max_wait, enqueued_after=started)
-    headers = {"Preference-Applied": f"wait={_seconds_text(max_wait)}"} if max_wait is not None else {}
-    if generation.status not in FINISHED:  # Prefer: wait ran out, or the wait itself failed
+    wait = _sync_wait(max_wait)
+    generation = generation_wait(generation=generation, max_wait=wait, enqueued_after=started)
+    headers = {"Preference-Applied": f"wait={_seconds_text(wait)}"} if max_wait is not None else {}
+    if generation.status not in FINISHED:  # a capped wait ran out, or the wait itself failed
         return SubmitOutcome(generation, 202, headers)
     if generation.status == GenerationStatus.FAILED:
         raise GenerationFailed(generation.error_message or None, generation_id=generation.id)
@@ -114,38 +121,17 @@ def generation_submit(
     return SubmitOutcome(generation, 200, headers, balance)
 
 
+def _sync_wait(preferred: float | None) -> float | None:
+    """How long the request waits before its 202: the client's `Prefer: wait`, within the hub's
+    HUB_SYNC_WAIT_SECONDS; None (until the generation's deadline) when neither is shorter."""
+    if settings.SYNC_WAIT_SECONDS >= settings.GENERATION_TIMEOUT_SECONDS:
+        return preferred
+    return settings.SYNC_WAIT_SECONDS if preferred is None else min(preferred, settings.SYNC_WAIT_SECONDS)
+
+
 def _seconds_text(seconds: float) -> str:
     """`5`, `0.5`: never `1e+30` (the view caps and rounds the wait it reads)."""
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
-
-
-def generation_precheck(
-    *,
-    owner,
-    api_key,
-    model_id: str,
-    size: str,
-    quality: str,
-    n: int,
-    reference_count: int,
-    idempotency_key: str | None,
-) -> CreditAccount:
-    """The cheap refusals, before any upload is decoded: the catalog's rules, a model the key
-    may not use, and a balance that cannot cover n × price (a read without a lock; the charge
-    itself decides). A request under a known Idempotency-Key is left to generation_create
-    before anything is checked: a replay answers like the first whatever changed since (the
-    balance spent, the model disabled or taken off the key). The rate and concurrency limits
-    are taken by generation_create only: taking them here too would count one request twice.
-    Returns the account it read, for generation_create."""
-    account = account_as_read(user=owner)  # read with the API key: its balance, without a lock
-    if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
-        return account
-    model, _, price = _priced(model_id, size, quality, reference_count)
-    limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
-    balance = account.balance
-    if balance < n * price:
-        raise InsufficientCredits(f"Not enough credits: {n * price} needed, {balance} available")
-    return account
 
 
 def generation_create(
@@ -164,6 +150,8 @@ def generation_create(
     webhook_events: list[str] | None = None,
     webhook_base_url: str = "",
     account: CreditAccount | None = None,
+    options: dict | None = None,
+    mask: IO[bytes] | None = None,
 ) -> Generation:
     """Validate against the catalog, charge n × price and persist — all or nothing.
 
@@ -180,7 +168,11 @@ def generation_create(
     With a `webhook_url`, the `webhook_events` (default: completed) are POSTed there, signed
     (generations.webhooks); `webhook_base_url` is the hub origin the request reached, for the
     payload's image URLs.
+
+    `options` are OpenAI's image options asked (generations.options, "mask": true with a `mask`,
+    the re-encoded PNG), each one the model must offer.
     """
+    options = options or {}
     webhook_events = (webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else []
     request = {
         "owner": owner,
@@ -196,13 +188,18 @@ def generation_create(
         "webhook_events": webhook_events,
         "webhook_base_url": webhook_base_url,
         "account": account,
+        "options": options,
+        "mask": mask,
     }
     if idempotency_key is None:
         return _create(**request, claim=None)
     # The webhook joins the hash only when there is one: keys stored before webhooks existed
     # keep their hashes.
     webhook = [webhook_url, sorted(webhook_events)] if webhook_url else []
-    request_hash = request_hash_of(model_id, prompt, size, quality, n, is_async, *webhook, references)
+    # So do the options, and the mask (among the files hashed), when asked.
+    asked = [options] if options else []
+    files = [*references, mask] if mask is not None else references
+    request_hash = request_hash_of(model_id, prompt, size, quality, n, is_async, *webhook, *asked, files)
     while True:
         replay, claim = idempotency_key_decide(owner=owner, key=idempotency_key, request_hash=request_hash)
         if replay is not None:
@@ -231,11 +228,13 @@ def _create(
     webhook_events: list[str],
     webhook_base_url: str,
     account: CreditAccount | None,
+    options: dict,
+    mask: IO[bytes] | None,
     claim: IdempotencyKey | None,
 ) -> Generation:
     """generation_create's work once it is this request's to do (`claim`: its Idempotency-Key's,
     settled in the charging transaction)."""
-    model, shape, price = _priced(model_id, size, quality, len(references))
+    model, shape, price = request_priced(model_id, size, quality, len(references), options)
     account = account or account_get_or_create(user=owner)
     limits = limits_effective(api_key=api_key, account_type=account.account_type)
     limits_model_check(limits=limits, model_id=model.id)
@@ -243,7 +242,7 @@ def _create(
     structlog.contextvars.bind_contextvars(generation_id=generation_id)
     hold = limits_take(api_key=api_key, limits=limits, generation_id=generation_id, n=n)
 
-    reference_keys = []
+    reference_keys, mask_keys = [], []
     try:
         reference_keys.extend(
             storage.object_save(
@@ -253,6 +252,12 @@ def _create(
             )
             for i, data in enumerate(references)
         )
+        if mask is not None:  # read by the worker when options say "mask"
+            mask_keys.append(
+                storage.object_save(
+                    key=storage.mask_key(generation_id=generation_id), data=mask, content_type="image/png"
+                )
+            )
         now = timezone.now()
         generation = Generation(
             id=generation_id,
@@ -267,6 +272,7 @@ def _create(
             tier=shape.tier,
             is_async=is_async,
             reference_count=len(references),
+            options=options,
             price_per_image=price,
             credits_requested=n * price,
             deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),
@@ -295,10 +301,10 @@ def _create(
             transaction.on_commit(lambda: _on_created(generation_id, n * price, account))
     except Exception:
         hold.give_back()
-        for key in reference_keys:
+        for key in [*reference_keys, *mask_keys]:
             storage.object_delete(key)
         raise
-    # Said by the request's access line (hub.observability), which carries the context: a line of
+    # Said by the request's access line (hub.http.observability), which carries the context: a line of
     # its own cost an async submit ~4 % of the web's CPU (bench async-c32, yappi).
     structlog.contextvars.bind_contextvars(credits_charged=n * price)
     return generation
@@ -331,7 +337,7 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
             made.append(("charge_usage", *usage_sql))
         return made
 
-    if connection.vendor in ONE_STATEMENT_CREATE:
+    if ONE_STATEMENT_CREATE and backends.dml_in_cte():
         sql, params = credits_charge_ctes(
             account_id=account.pk, amount=amount, generation_id=generation.id, memo=memo, now=generation.enqueued_at
         )
@@ -355,19 +361,3 @@ def _on_created(generation_id: str, credits: int, account: CreditAccount) -> Non
     metrics.CREDITS.labels("charged").inc(credits)
     generation_enqueue(generation_id=generation_id, stamp=False)
     balance_watch_after_charge(account=account, charged=credits)
-
-
-def _priced(model_id: str, size: str, quality: str, reference_count: int):
-    """(model, size shape, price per image) for a request the catalog accepts."""
-    model = model_get_enabled(model_id)
-    if size not in model.sizes:
-        raise InvalidRequest(
-            f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}", param="size"
-        )
-    if quality not in model.qualities:
-        raise InvalidRequest(
-            f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}", param="quality"
-        )
-    reference_count_check(model, reference_count)
-    shape = size_shape(size)
-    return model, shape, price_per_image(model, quality=quality, tier=shape.tier)

@@ -1,5 +1,5 @@
 """A sync request's wait for its generation: no database connection and, under gevent, no
-thread held while waiting (hub.completion wakes it)."""
+thread held while waiting (generations.completion wakes it)."""
 
 import logging
 from datetime import timedelta
@@ -9,12 +9,12 @@ from django.db.models import OuterRef
 from django.utils import timezone
 
 from billing.selectors import credits_summary_annotations
-from generations import errors
+from generations import completion, errors
 from generations.models import FINISHED, Generation
 from generations.selectors import with_images
 from generations.services.lifecycle import generation_fail
-from hub import completion, metrics, shutdown
 from hub.compiled import STR_MARKER, CompiledQuery
+from hub.infra import metrics, shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def generation_wait(
     `max_wait` (the client's `Prefer: wait=N`) ends the wait sooner without touching the
     generation: it is returned unfinished, for a 202 with its poll_url. `enqueued_after`, a
     `time.monotonic()` taken before the generation was created, spares the read before the
-    first wait when the completion listener was subscribed by then (hub.completion).
+    first wait when the completion listener was subscribed by then (generations.completion).
 
     The wait holds no database connection (it is given back before waiting and after each
     read that finds the row unfinished; the answer to a finished one reads on) and, under
@@ -64,7 +64,6 @@ def generation_wait(
                 generation.pk,
                 timeout=max_wait if capped else remaining,
                 is_finished=finished,
-                finished_among=_finished_among,
                 enqueued_after=enqueued_after,
             )
         if done:
@@ -99,10 +98,6 @@ def _reread(generation: Generation) -> Generation:
     except DatabaseError:
         logger.warning("generation %s: could not re-read the row; answering 202", generation.pk)
     return generation
-
-
-def _finished_among(generation_ids: list[str]) -> list[str]:
-    return list(Generation.objects.filter(pk__in=generation_ids, status__in=FINISHED).values_list("pk", flat=True))
 
 
 def connection_release() -> None:

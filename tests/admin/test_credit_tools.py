@@ -7,7 +7,7 @@ from django.utils import timezone
 from billing.models import CreditAccount, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_grant, credits_grant_bulk
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 from tests.bounds import REFUSED, assert_form_refused, refused_input
 from tests.factories import bearer, make_key, make_user
 

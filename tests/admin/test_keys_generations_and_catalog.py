@@ -120,6 +120,29 @@ def test_a_catalog_row_without_a_price_for_every_size_and_quality_is_refused(con
     assert ImageModel.objects.get(pk="gpt-image-2").prices["1K"]["low"] == 2
 
 
+def test_the_options_a_model_offers_are_edited_in_the_catalog(console, api):
+    options = '{"background": ["opaque"], "output_format": ["png", "webp"], "user": true}'
+    response = console.post("/admin/generations/imagemodel/gpt-image-2/change/", _model_form(options=options))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    (model,) = api.get("/api/v1/models").json()["data"]
+    assert model["options"] == {"background": ["opaque"], "output_format": ["png", "webp"], "user": True}
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ('{"style": ["vivid"]}', "Unknown option &#x27;style&#x27;"),
+        ('{"background": ["clear"]}', "background: a list of some of auto, opaque, transparent"),
+        ('{"user": ["a"]}', "user: true, false."),
+        ('["background"]', "An object such as"),
+    ],
+)
+def test_options_the_api_does_not_know_are_refused_in_the_catalog(console, options, error):
+    response = console.post("/admin/generations/imagemodel/gpt-image-2/change/", _model_form(options=options))
+    assert response.status_code == 200 and error in response.content.decode()
+    assert ImageModel.objects.get(pk="gpt-image-2").options["background"] == ["auto", "opaque", "transparent"]
+
+
 @pytest.mark.parametrize("kind", REFUSED)
 @pytest.mark.parametrize("field", ["reference_image_limit", "sort_order", "created"])
 def test_a_catalog_number_its_column_cannot_hold_is_a_form_error(console, field, kind):

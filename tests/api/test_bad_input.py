@@ -152,7 +152,8 @@ def test_one_upload_decodes_within_the_limits(api, customer, decodes):
 
 # --- Property-based: whatever the body, never a 5xx, always the envelope, no charge on a 4xx.
 
-_FIELDS = ["model", "prompt", "size", "quality", "n", "async", "response_format", "stream", "reference_image"]
+_FIELDS = ["model", "prompt", "size", "quality", "n", "async", "response_format", "stream", "reference_image", "mask"]
+_FIELDS += ["background", "output_format", "output_compression", "moderation", "user", "input_fidelity"]
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -169,6 +170,12 @@ _near_valid = st.fixed_dictionaries(
         "async": st.booleans() | st.text(max_size=5) | st.integers(),
         "response_format": st.sampled_from(["url", "b64_json", "png"]) | st.none(),
         "stream": st.booleans() | st.none(),
+        "background": st.sampled_from(["auto", "opaque", "transparent", "clear"]) | st.none() | st.integers(),
+        "output_format": st.sampled_from(["png", "jpeg", "webp", "gif"]) | st.none(),
+        "output_compression": st.integers(-5, 105) | st.text(max_size=4) | st.floats(allow_nan=False) | st.none(),
+        "moderation": st.sampled_from(["auto", "low", "off"]) | st.none(),
+        "user": st.text(max_size=300) | st.integers() | st.none(),
+        "input_fidelity": st.sampled_from(["high", "low", "max"]),
     },
 )
 _form_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
@@ -198,7 +205,7 @@ def test_fuzzed_json_bodies_never_fail_the_server(api, customer, body):
 @given(
     fields=st.dictionaries(st.sampled_from(_FIELDS) | _form_text, _form_text, max_size=8),
     file=st.none() | st.binary(max_size=200).map(lambda data: upload("f.png", data)),
-    file_field=st.sampled_from(["reference_image", "image", "other"]),
+    file_field=st.sampled_from(["reference_image", "image", "mask", "other"]),
 )
 def test_fuzzed_multipart_fields_never_fail_the_server(api, customer, fields, file, file_field):
     _, _, auth = customer

@@ -91,3 +91,25 @@ def test_an_unreadable_wait_is_ignored(api, customer, celery_worker, value):
     response = api.post(URL, QUICK, format="json", HTTP_PREFER=f"wait={value}", **auth)
     assert response.status_code == 200
     assert "Preference-Applied" not in response
+
+
+def test_past_the_hubs_sync_wait_a_request_gets_its_poll_url(api, customer, celery_worker, settings):
+    """HUB_SYNC_WAIT_SECONDS (below a proxy's idle cut): a 202 like `Prefer: wait`'s; a shorter
+    Prefer still counts, a longer one is held to the hub's, and Preference-Applied says which."""
+    user, _, auth = customer
+    settings.SYNC_WAIT_SECONDS = 1
+    started = time.monotonic()
+    response = api.post(URL, SLOW, format="json", **auth)
+    assert time.monotonic() - started < 2.5
+    assert response.status_code == 202
+    assert "Preference-Applied" not in response  # the client asked for nothing
+    body = response.json()
+    assert body["status"] in ("queued", "running") and body["poll_url"].endswith(body["id"])
+    longer = api.post(URL, SLOW, format="json", HTTP_PREFER="wait=30", **auth)
+    assert (longer.status_code, longer["Preference-Applied"]) == (202, "wait=1")
+    shorter = api.post(URL, SLOW, format="json", HTTP_PREFER="wait=0.2", **auth)
+    assert (shorter.status_code, shorter["Preference-Applied"]) == (202, "wait=0.2")
+    for generation in (body, longer.json(), shorter.json()):
+        assert _wait_for(generation["id"], {"succeeded", "failed"}).status == "succeeded"
+    assert CreditAccount.objects.get(user=user).balance == 120 - 3 * 2
+    assert_reconciled()

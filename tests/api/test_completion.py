@@ -11,13 +11,19 @@ from django.conf import settings
 from django.test import override_settings
 
 from billing.models import CreditAccount
-from hub import completion
+from generations import completion
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="pub/sub needs Redis; embedded default polls")
 
 
 def _none_finished(ids):
     return []
+
+
+@pytest.fixture(autouse=True)
+def _no_rows_read(monkeypatch):
+    """The poller asks these tests' fakes, not the database, which generations finished."""
+    monkeypatch.setattr(completion, "_finished_among", _none_finished)
 
 
 class FinishLater:
@@ -47,7 +53,7 @@ class FinishLater:
         threading.Thread(target=run).start()
 
 
-def _wait_all(ids, finisher, *, finished_among=_none_finished, timeout=30, enqueued_after=None):
+def _wait_all(ids, finisher, *, timeout=30, enqueued_after=None):
     results = {}
 
     def wait(generation_id):
@@ -55,7 +61,6 @@ def _wait_all(ids, finisher, *, finished_among=_none_finished, timeout=30, enque
             generation_id,
             timeout=timeout,
             is_finished=finisher.is_finished_for(generation_id),
-            finished_among=finished_among,
             enqueued_after=enqueued_after,
         )
 
@@ -73,9 +78,9 @@ def test_fifty_waiters_share_one_subscription_and_are_each_woken_by_their_messag
     threads, results = _wait_all(ids, finisher)
     finisher.finish(ids, after=0.5)
     deadline = time.monotonic() + 0.4
-    while completion.waiters(_none_finished).count() < 50 and time.monotonic() < deadline:
+    while completion.waiters().count() < 50 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert completion.waiters(_none_finished).count() == 50
+    assert completion.waiters().count() == 50
     connections = [
         c for c in redis.Redis.from_url(settings.REDIS_URL).client_list() if c["name"] == completion.listener_name()
     ]
@@ -89,7 +94,7 @@ def test_fifty_waiters_share_one_subscription_and_are_each_woken_by_their_messag
 
 
 def test_the_embedded_poller_reads_all_waiting_ids_in_one_query(monkeypatch):
-    monkeypatch.setattr(completion, "_waiters", None)  # a fresh listener for the override below
+    completion.waiters.reset()  # a fresh listener for the override below
     finisher = FinishLater()
     queries = []
 
@@ -97,15 +102,17 @@ def test_the_embedded_poller_reads_all_waiting_ids_in_one_query(monkeypatch):
         queries.append(sorted(ids))
         return [generation_id for generation_id in ids if generation_id in finisher.done]
 
+    monkeypatch.setattr(completion, "_finished_among", finished_among)
+
     ids = [f"gen_polled{i}" for i in range(20)]
     with override_settings(REDIS_URL="", WAIT_POLL_INTERVAL_SECONDS=0.1):
         started = time.monotonic()
-        threads, results = _wait_all(ids, finisher, finished_among=finished_among)
+        threads, results = _wait_all(ids, finisher)
         finisher.finish(ids, after=0.5)
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
-    monkeypatch.setattr(completion, "_waiters", None)  # the next test gets its own again
+    completion.waiters.reset()  # the next test gets its own again
     assert results == dict.fromkeys(ids, True)
     assert elapsed < 2
     assert len(queries) <= elapsed / 0.1 + 1  # one query per interval, whatever the number of waiters
@@ -115,7 +122,7 @@ def test_the_embedded_poller_reads_all_waiting_ids_in_one_query(monkeypatch):
 
 def test_wait_times_out_when_nothing_finishes():
     started = time.monotonic()
-    assert not completion.wait_done("gen_never", timeout=0.6, is_finished=lambda: False, finished_among=_none_finished)
+    assert not completion.wait_done("gen_never", timeout=0.6, is_finished=lambda: False)
     assert 0.5 < time.monotonic() - started < 3
 
 
@@ -143,7 +150,7 @@ def test_a_failing_wait_answers_202_with_poll_url_after_the_charge(api, customer
 def test_a_lost_message_delays_a_waiter_by_one_recheck_not_forever(monkeypatch):
     """No message is published at all (as when the listener was reconnecting): the process's
     poller re-reads every waiting row in one query each RECHECK_SECONDS and wakes the waiter."""
-    monkeypatch.setattr(completion, "_waiters", None)
+    completion.waiters.reset()
     monkeypatch.setattr(completion, "RECHECK_SECONDS", 0.3)
     done, queries = set(), []
 
@@ -151,20 +158,20 @@ def test_a_lost_message_delays_a_waiter_by_one_recheck_not_forever(monkeypatch):
         queries.append(list(ids))
         return [generation_id for generation_id in ids if generation_id in done]
 
+    monkeypatch.setattr(completion, "_finished_among", finished_among)
+
     threading.Timer(0.5, done.add, args=("gen_lost",)).start()  # finishes, but nobody publishes
     started = time.monotonic()
-    assert completion.wait_done(
-        "gen_lost", timeout=10, is_finished=lambda: "gen_lost" in done, finished_among=finished_among
-    )
-    monkeypatch.setattr(completion, "_waiters", None)
+    assert completion.wait_done("gen_lost", timeout=10, is_finished=lambda: "gen_lost" in done)
+    completion.waiters.reset()
     assert time.monotonic() - started < 2  # not the 60 s backstop
     assert ["gen_lost"] in queries
 
 
 def _subscribed_listener(monkeypatch) -> float:
     """A fresh listener of this process, once Redis has confirmed its subscription: since when."""
-    monkeypatch.setattr(completion, "_waiters", None)
-    local = completion.waiters(_none_finished)
+    completion.waiters.reset()
+    local = completion.waiters()
     deadline = time.monotonic() + 5
     while local.subscribed_since() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -179,10 +186,9 @@ def _wait_one(generation_id, finisher, *, enqueued_after, monkeypatch) -> float:
         generation_id,
         timeout=10,
         is_finished=finisher.is_finished_for(generation_id),
-        finished_among=_none_finished,
         enqueued_after=enqueued_after,
     )
-    monkeypatch.setattr(completion, "_waiters", None)
+    completion.waiters.reset()
     return time.monotonic() - started
 
 
@@ -196,7 +202,7 @@ def test_a_waiter_enqueued_while_subscribed_reads_only_after_its_message(monkeyp
     finisher.finish(ids, after=0.3)
     for thread in threads:
         thread.join()
-    monkeypatch.setattr(completion, "_waiters", None)
+    completion.waiters.reset()
     assert results == dict.fromkeys(ids, True)
     assert time.monotonic() - started < 3  # woken by the messages, not the re-check
     assert finisher.reads == 20  # no read before waiting: one each, after its message

@@ -12,7 +12,7 @@ from django.db import connection
 from billing.models import CreditAccount
 from generations.models import Generation, GenerationStatus
 from generations.services import StoredImage, generation_claim, generation_finalize
-from hub import storage
+from hub.infra import storage
 from tests.conftest import WebProcess, database_url_for_subprocess, until
 from tests.factories import make_key, make_user
 from tests.images import image_bytes

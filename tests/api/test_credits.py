@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from billing.models import CreditGrant
 from billing.services import account_get_or_create, credits_grant
-from hub.timefmt import iso_z
+from hub.infra.timefmt import iso_z
 from tests.factories import bearer, make_key, make_user
 
 pytestmark = pytest.mark.django_db

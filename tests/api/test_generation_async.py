@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 
 from billing.models import CreditAccount, LedgerEntry
 from generations.models import Generation, ReferenceImage
-from hub import storage
-from hub.timefmt import iso_z
+from hub.infra import storage
+from hub.infra.timefmt import iso_z
 from tests.factories import bearer, create_generation, make_generation, make_key, make_user
 from tests.images import image_bytes, upload
 

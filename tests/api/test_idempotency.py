@@ -19,7 +19,7 @@ from billing.models import CreditAccount, LedgerEntry
 from billing.services import account_get_or_create, credits_grant
 from generations.models import Generation, IdempotencyKey
 from generations.services import generation_create, idempotency_keys_expire
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
 from tests.concurrency import run_together
 from tests.conftest import not_near_a_minute_edge
 from tests.factories import bearer, make_key, make_user

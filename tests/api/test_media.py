@@ -8,10 +8,10 @@ import types
 import pytest
 from django.test import override_settings
 
-import hub.media
+import hub.http.media
 from generations.models import Generation
 from generations.services import StoredImage, generation_claim, generation_create, generation_finalize
-from hub import storage
+from hub.infra import storage
 from tests.images import image_bytes, upload
 from workers.runner import generation_run
 
@@ -97,7 +97,7 @@ def test_local_image_urls_expire_after_the_presign_lifetime(api, customer, local
     url = generation["data"][0]["url"].removeprefix("http://testserver")
     now = time.time()
     later = types.SimpleNamespace(time=lambda: now + settings.AWS_QUERYSTRING_EXPIRE + 1)
-    monkeypatch.setattr(hub.media, "time", later)
+    monkeypatch.setattr(hub.http.media, "time", later)
     _error(api.get(url), 403, "expiredUrl")
 
 

@@ -19,6 +19,16 @@ def test_lists_models_without_auth_in_openai_list_shape(api):
         "sizes": ["auto", "1024x1024", "1536x1024", "1024x1536"],
         "qualities": ["auto", "low", "medium", "high"],
         "reference_image_limit": 16,
+        "options": {
+            "background": ["auto", "opaque", "transparent"],
+            "output_format": ["png", "jpeg", "webp"],
+            "output_compression": True,
+            "moderation": ["auto", "low"],
+            "user": True,
+            "safety_identifier": True,
+            "input_fidelity": ["high", "low"],
+            "mask": True,
+        },
         "credits_per_image": {"low": 2, "medium": 4, "high": 8, "auto": 8},
     }
 

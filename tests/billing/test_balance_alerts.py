@@ -17,8 +17,8 @@ from generations.credit_alerts import balance_crossings_handle
 from generations.models import WebhookDelivery
 from generations.sweeper import generations_sweep
 from generations.webhooks import account_webhook_set, account_webhook_url, webhook_secret_get_or_create
-from hub.errors import InvalidRequest
-from hub.timefmt import iso_z
+from hub.http.errors import InvalidRequest
+from hub.infra.timefmt import iso_z
 from tests.factories import create_generation, make_user
 from tests.reconcile import assert_reconciled
 from tests.webhooks.receiver import Receiver
@@ -92,9 +92,9 @@ def test_every_charge_path_records_the_same_crossing(monkeypatch, one_statement_
     from generations.services import submit
 
     if not one_statement_create:
-        monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", set())
+        monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", False)
     if not one_statement_charge:
-        monkeypatch.setattr(services, "ONE_STATEMENT_CHARGE", set())
+        monkeypatch.setattr(services, "ONE_STATEMENT_CHARGE", False)
     user = make_user(credits=40)
     account = low_balance_threshold_set(account=account_get_or_create(user=user), threshold=30)
     for _ in range(3):

@@ -12,7 +12,8 @@ from billing import services
 from billing.models import ChargeAllocation, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_charge, credits_grant, credits_refund
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
+from hub.infra import backends
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 def _charged_account(one_statement: bool, monkeypatch):
     if not one_statement:
-        monkeypatch.setattr(services, "ONE_STATEMENT_CHARGE", set())
+        monkeypatch.setattr(services, "ONE_STATEMENT_CHARGE", False)
     account = account_get_or_create(user=make_user())
     soon = timezone.now() + timedelta(days=1)
     for amount, expires_at in ((5, soon), (10, None), (7, soon + timedelta(days=1))):
@@ -47,7 +48,7 @@ def _rows(account) -> dict:
 
 
 def test_one_statement_and_orm_charges_write_the_same_rows(monkeypatch):
-    assert services.ONE_STATEMENT_CHARGE  # the suite runs on PostgreSQL: both paths are compared
+    assert backends.dml_in_cte()  # the suite runs on PostgreSQL: both paths are compared
     one, entry = _charged_account(True, monkeypatch)
     assert LedgerEntry.objects.get(pk=entry.pk).balance_after == entry.balance_after == 8
     monkeypatch.undo()

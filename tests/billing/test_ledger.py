@@ -24,7 +24,7 @@ from billing.services import (
     credits_grant,
     credits_refund,
 )
-from hub.errors import HubError, InsufficientCredits, InvalidRequest
+from hub.http.errors import HubError, InsufficientCredits, InvalidRequest
 
 pytestmark = pytest.mark.django_db
 

@@ -31,7 +31,7 @@ from billing.services import (
     credits_grant,
     credits_refund,
 )
-from hub.errors import HubError, InsufficientCredits, InvalidRequest
+from hub.http.errors import HubError, InsufficientCredits, InvalidRequest
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 _ids = count(1)

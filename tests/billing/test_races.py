@@ -26,7 +26,7 @@ from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_expire_due, credits_grant
 from generations.models import Generation, GenerationStatus
 from generations.services import generation_fail
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
 from tests.concurrency import run_together
 from tests.factories import bearer, create_generation, make_key, make_user
 

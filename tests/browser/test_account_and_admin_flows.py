@@ -8,7 +8,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from accounts.services import user_create
-from hub.timefmt import iso_z
+from hub.infra.timefmt import iso_z
 from tests.browser.conftest import sign_in
 from tests.factories import make_key, make_user
 

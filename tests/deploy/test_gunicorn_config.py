@@ -1,5 +1,5 @@
 """deploy/gunicorn.conf.py as gunicorn loads it: its own lines in the hub's format, and no access
-log — the hub logs each request itself (hub.observability), so gunicorn builds nothing for one."""
+log — the hub logs each request itself (hub.http.observability), so gunicorn builds nothing for one."""
 
 from pathlib import Path
 

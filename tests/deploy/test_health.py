@@ -7,8 +7,10 @@ import pytest
 from django.db import connection
 from django.test import RequestFactory, override_settings
 
-from hub import health, shutdown
 from hub.celery import app
+from hub.http import health
+from hub.infra import shutdown
+from hub.infra.singletons import per_process
 from tests.conftest import free_port
 
 
@@ -41,11 +43,10 @@ def test_readyz_names_an_unreachable_broker(monkeypatch):
 
 @pytest.mark.django_db
 def test_readyz_names_an_unreachable_object_store(monkeypatch):
-    monkeypatch.setattr(health, "_s3", None)  # the per-process client is built for this endpoint
+    monkeypatch.setattr(health, "_s3_client", per_process(health._s3_client.__wrapped__))  # built for this endpoint
     dead = f"http://127.0.0.1:{free_port()}"
     with override_settings(USE_S3=True, AWS_STORAGE_BUCKET_NAME="hub-readyz", AWS_S3_ENDPOINT_URL=dead):
         status, body = readyz()
-    monkeypatch.setattr(health, "_s3", None)
     assert (status, body["failed"]) == (503, ["storage"])
 
 

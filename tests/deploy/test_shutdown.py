@@ -1,4 +1,4 @@
-"""Graceful shutdown of the web (deploy/gunicorn.conf.py, hub/shutdown.py): on SIGTERM, in-flight
+"""Graceful shutdown of the web (deploy/gunicorn.conf.py, hub/infra/shutdown.py): on SIGTERM, in-flight
 sync waits finish within the grace period, or are answered 202 with their poll_url."""
 
 import os
@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from hub import shutdown
+from hub.infra import shutdown
 from tests.conftest import WebProcess, purge_queues, until
 
 

@@ -236,6 +236,22 @@ def test_web_is_a_service_scaled_on_cpu_with_probes(production):
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+def test_the_ingress_outlasts_the_longest_sync_wait_and_takes_the_largest_upload(production):
+    (ingress,) = [doc for doc in production if doc["kind"] == "Ingress"]
+    annotations = ingress["metadata"]["annotations"]
+    config = next(
+        doc for doc in production if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("hub-config")
+    )
+    longest_wait = int(config["data"]["GENERATION_TIMEOUT_SECONDS"]) + 10  # generations.services.wait
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) > longest_wait
+    body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert body.endswith("m") and int(body[:-1]) * 2**20 > 16 * settings.REFERENCE_IMAGE_MAX_BYTES
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "hub.example.com" and ingress["spec"]["tls"][0]["hosts"] == ["hub.example.com"]
+    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "hub-web", "port": {"name": "http"}}
+
+
 def test_a_migrate_job_and_no_scheduler_singleton(production):
     """The workers run the periodic sweep (workers.schedule): no Deployment must stay at one replica."""
     assert _container(production, "hub-migrate")["command"] == ["/app/deploy/bin/migrate"]
@@ -389,7 +405,7 @@ def test_probe_paths_are_the_health_endpoints(production):
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 def test_probe_path_is_routed_to_the_health_views(path):
-    from hub import health
+    from hub.http import health
 
     assert resolve(path).func in (health.healthz, health.readyz)
 

@@ -41,6 +41,13 @@ Behaviours (``plan(behaviour, *, times=1, **params)``; ``times=None`` means fore
 - ``"disconnect"``: close the connection without answering.
 - ``"gzip"``: a normal answer, gzip-compressed (``Content-Encoding: gzip``).
 - ``"redirect"``: 307 to the same path (param ``location``), which a client follows with its POST.
+- ``"ignore_options"``: a normal answer, but its first ``wrong`` images (default all) opaque
+  PNGs whatever ``output_format`` and ``background`` asked (and of the param ``size``, if given).
+
+Otherwise the images are what the request asked: ``output_format`` (png, jpeg, webp) at
+``output_compression``, with an alpha channel for ``background: "transparent"``; the answer
+carries ``background``, ``output_format``, ``quality`` and ``size`` as OpenAI's does. An edit's
+``mask`` part is kept (``mask_part``).
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class RecordedRequest:
     file_fields: list[str]  # multipart field name of every file part, in order
     image_parts: list[bytes]  # contents of the `image` / `image[]` parts
     behaviour: str
+    mask_part: bytes | None = None  # an edit's `mask` part
     status: int = 0
     response_images: list[bytes] = dataclasses.field(default_factory=list)  # PNGs we sent back
     header_lines: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # as sent, repeats kept
@@ -260,13 +268,18 @@ class FakeOpenAIServer:
         with self._lock:
             return self._files.get(name)
 
-    def make_png(self, width: int, height: int) -> bytes:
-        """A real, distinct PNG of the given size."""
+    def make_png(
+        self, width: int, height: int, *, fmt: str = "png", compression: int = 100, transparent: bool = False
+    ) -> bytes:
+        """A real, distinct image of the given size: a PNG, or `fmt` (jpeg, webp) at `compression`;
+        `transparent`: its lower right quarter clear."""
         seq = next(self._counter)
-        img = Image.new("RGB", (width, height), ((seq * 67) % 256, (seq * 131) % 256, (seq * 29) % 256))
+        img = Image.new("RGBA" if transparent else "RGB", (width, height), ((seq * 67) % 256, (seq * 131) % 256, 29))
         ImageDraw.Draw(img).rectangle((0, 0, width // 2, height // 2), fill=(255 - seq % 256, 40, 200))
+        if transparent:
+            ImageDraw.Draw(img).rectangle((width // 2, height // 2, width, height), fill=(0, 0, 0, 0))
         out = io.BytesIO()
-        img.save(out, format="PNG")
+        img.save(out, format=fmt.upper(), **({} if fmt == "png" else {"quality": compression}))
         return out.getvalue()
 
 
@@ -282,6 +295,7 @@ _BEHAVIOURS = {
     "disconnect",
     "redirect",
     "gzip",
+    "ignore_options",
 }
 
 
@@ -305,8 +319,9 @@ def _parse_size(value: Any) -> tuple[int, int]:
     return w, h
 
 
-def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], list[str], list[bytes]]:
-    """Parse multipart/form-data with the stdlib email parser (cgi is gone in 3.13)."""
+def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], list[str], list[bytes], bytes | None]:
+    """Parse multipart/form-data with the stdlib email parser (cgi is gone in 3.13): the text
+    fields, every file part's name, the images and the mask."""
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not msg.is_multipart():
@@ -314,6 +329,7 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], li
     fields: dict[str, str] = {}
     file_fields: list[str] = []
     images: list[bytes] = []
+    mask = None
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name is None:
@@ -323,9 +339,11 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], li
             file_fields.append(name)
             if name in ("image", "image[]"):
                 images.append(payload)
+            elif name == "mask":
+                mask = payload
         else:
             fields[name] = payload.decode("utf-8")
-    return fields, file_fields, images
+    return fields, file_fields, images, mask
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -446,7 +464,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if path.endswith("/edits"):
                 if not content_type.startswith("multipart/form-data"):
                     raise _BadRequest("Expected multipart/form-data.")
-                rec.body, rec.file_fields, rec.image_parts = _parse_multipart(content_type, raw)
+                rec.body, rec.file_fields, rec.image_parts, rec.mask_part = _parse_multipart(content_type, raw)
             else:
                 try:
                     rec.body = json.loads(raw)
@@ -522,6 +540,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 raise _BadRequest("Invalid type for 'n'.", "n", "invalid_type") from None
             if not 1 <= n <= 10:
                 raise _BadRequest(f"Invalid 'n': {n}. Expected a value between 1 and 10.", "n", "integer_out_of_range")
+            if rec.body.get("output_format", "png") not in ("png", "jpeg", "webp"):
+                raise _BadRequest("Invalid 'output_format'.", "output_format", "invalid_value")
         except _BadRequest as exc:
             return self._send_error(400, exc.message, param=exc.param, code=exc.code)
 
@@ -534,10 +554,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send_json(200, {"created": created})
         if behaviour == "fewer":
             n = int(params.get("count", 1))
+        fmt = str(rec.body.get("output_format") or "png")
+        transparent = rec.body.get("background") == "transparent"
+        compression = int(rec.body.get("output_compression") or 100)
         if behaviour == "not_image":
             rec.response_images = [b"this is not an image"] * n
         else:
-            rec.response_images = [self.fake.make_png(width, height) for _ in range(n)]
+            wrong = int(params.get("wrong", n)) if behaviour == "ignore_options" else 0
+            other = _parse_size(params.get("size", f"{width}x{height}"))
+            rec.response_images = [self.fake.make_png(*other) for _ in range(min(wrong, n))]
+            rec.response_images += [
+                self.fake.make_png(width, height, fmt=fmt, compression=compression, transparent=transparent)
+                for _ in range(n - len(rec.response_images))
+            ]
         if behaviour == "url" or response_format == "url":
             names = [self.fake._store_file(png) for png in rec.response_images]
             data = [{"url": f"{self.fake.root_url}/files/{name}.png"} for name in names]
@@ -545,23 +574,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data = [{"b64_json": "%%% not base64 %%%"} for _ in rec.response_images]
         else:
             data = [{"b64_json": base64.b64encode(png).decode()} for png in rec.response_images]
-        text_tokens = len(str(rec.body.get("prompt")).split())
         answer = {
             "created": created,
             "data": data,
             "size": f"{width}x{height}",
-            "output_format": "png",
-            "usage": {
-                "input_tokens": text_tokens + 65 * rec.image_count,
-                "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 65 * rec.image_count},
-                "output_tokens": 272 * len(data),
-                "total_tokens": text_tokens + 65 * rec.image_count + 272 * len(data),
-            },
+            "output_format": fmt,
+            "background": "transparent" if transparent else "opaque",
+            "quality": rec.body.get("quality") or "auto",
+            "usage": _usage(rec, str(rec.body.get("quality") or "auto"), width, height, len(data)),
         }
         if behaviour == "gzip":
             body = gzip.compress(json.dumps(answer).encode())
             return self._send(200, body, headers={"Content-Encoding": "gzip"})
         self._send_json(200, answer)
+
+
+# gpt-image-1's output tokens per image, by quality, for 1024x1024 (OpenAI's pricing guide: 1024x1536
+# and 1536x1024 take 1.5 times as many: their area); smaller sizes as 1024x1024. "auto" answers as high.
+OUTPUT_TOKENS_1024 = {"low": 272, "medium": 1056, "high": 4160, "auto": 4160}
+IMAGE_INPUT_TOKENS = 323  # per reference image (low input fidelity)
+
+
+def _usage(rec: RecordedRequest, quality: str, width: int, height: int, images: int) -> dict[str, Any]:
+    """The images API's `usage`, as OpenAI reports it: input tokens (text, and image for each
+    reference), output tokens (the images)."""
+    text = max(1, round(len(str(rec.body.get("prompt"))) / 4))  # ~4 characters a token
+    image_in = IMAGE_INPUT_TOKENS * rec.image_count
+    per_image = round(OUTPUT_TOKENS_1024.get(quality, 4160) * max(1.0, width * height / 1024**2))
+    output = per_image * images
+    return {
+        "input_tokens": text + image_in,
+        "input_tokens_details": {"text_tokens": text, "image_tokens": image_in},
+        "output_tokens": output,
+        "total_tokens": text + image_in + output,
+    }
 
 
 def _images_asked(body: dict[str, Any]) -> int:

@@ -19,7 +19,7 @@ from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_charge, credits_grant
 from generations.models import Generation
 from generations.services import generation_create, submit
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
 from tests.conftest import until
 from tests.factories import make_user
 
@@ -91,7 +91,7 @@ def test_one_statement_and_the_transaction_write_the_same_rows(monkeypatch):
     assert not made._state.adding
     one = _rows(account, key)
 
-    monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", set())
+    monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", False)
     user, account, key = _funded((5, SOON), (10, None), (7, SOON * 2))
     _create(user, key)
     assert _rows(account, key) == one

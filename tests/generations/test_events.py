@@ -19,7 +19,8 @@ from generations.services import (
     lifecycle,
     submit,
 )
-from hub.errors import InsufficientCredits
+from hub.http.errors import InsufficientCredits
+from hub.infra import backends
 from tests.factories import create_generation, make_user
 from tests.reconcile import assert_reconciled
 
@@ -45,8 +46,8 @@ def path(request, monkeypatch):
     """PostgreSQL writes a transition's events in its statement; elsewhere (SQLite) after it, in
     its transaction: both write the same rows."""
     if request.param == "one by one":
-        monkeypatch.setattr(lifecycle, "DML_IN_CTE", set())
-        monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", set())
+        monkeypatch.setattr(lifecycle, "ONE_STATEMENT_TRANSITIONS", False)
+        monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", False)
     return request.param
 
 
@@ -64,7 +65,7 @@ def test_a_delivered_generation_s_history(path):
         ("provider_call_ended", 1, "ok", 0, {"images": 2}),
         ("succeeded", 1, "", None, {"images": 2}),
     ]
-    if path == "one statement" and connection.vendor in lifecycle.DML_IN_CTE:  # no statement of their own
+    if path == "one statement" and backends.dml_in_cte():  # no statement of their own
         # (The tests' catalog snapshot expires at once: the claim reads the model; not counted.)
         writes = [
             [q["sql"] for q in queries if "generations_imagemodel" not in q["sql"]] for queries in (claim, finish)

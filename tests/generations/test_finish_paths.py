@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from generations import services
 from generations.models import GeneratedImage, Generation, GenerationStatus
 from generations.services import StoredImage, generation_claim, generation_finalize, lifecycle
+from hub.infra import backends
 from tests.factories import create_generation, make_user
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ def _stored(generation_id: str, n: int) -> list[StoredImage]:
 
 def _run(owner, *, fast: bool, monkeypatch, n: int = 2) -> Generation:
     if not fast:
-        monkeypatch.setattr(lifecycle, "DML_IN_CTE", set())
+        monkeypatch.setattr(lifecycle, "ONE_STATEMENT_TRANSITIONS", False)
     generation = create_generation(owner, n=n)  # also loads the catalog snapshot the claim reads
     with CaptureQueriesContext(connection) as claim:
         claimed = generation_claim(generation_id=generation.id)
@@ -59,7 +60,7 @@ def _rows(generation: Generation) -> dict:
 
 
 def test_the_one_statement_finish_writes_what_the_statements_one_by_one_write(monkeypatch):
-    assert connection.vendor in lifecycle.DML_IN_CTE  # the suite runs on PostgreSQL
+    assert backends.dml_in_cte()  # the suite runs on PostgreSQL
     owner = make_user(credits=100)
     fast = _run(owner, fast=True, monkeypatch=monkeypatch)
     one_by_one = _run(owner, fast=False, monkeypatch=monkeypatch)
@@ -95,7 +96,7 @@ def test_the_sync_answer_reads_its_images_with_the_finished_row():
     (generations.selectors.with_images): the answer is built without another query, and shows
     the images the table holds, in index order."""
     from generations.apis import GenerationOutput
-    from hub.timefmt import iso_z
+    from hub.infra.timefmt import iso_z
     from tests.factories import make_generation
 
     finished = make_generation(make_user(credits=100), n=3)

@@ -12,7 +12,7 @@ from PIL import ExifTags, Image, ImageFile
 
 from generations.references import reference_images_read
 from generations.uploads import CappedTemporaryFileUploadHandler
-from hub.errors import InvalidRequest
+from hub.http.errors import InvalidRequest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"
@@ -36,7 +36,7 @@ def upload(data: bytes, name: str = "ref.png", content_type: str = "image/png") 
 
 
 def read_one(data: bytes, name: str = "ref.png", content_type: str = "image/png") -> Image.Image:
-    (png,) = [file.read() for file in reference_images_read([upload(data, name, content_type)])]
+    (png,) = [file.read() for file in reference_images_read([upload(data, name, content_type)])[0]]
     assert png.startswith(PNG_SIGNATURE)
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG"
@@ -82,7 +82,7 @@ def test_several_files_of_both_upload_kinds_keep_their_order() -> None:
     on_disk.write(webp)
     on_disk.size = len(webp)
     with on_disk:
-        pngs = [file.read() for file in reference_images_read([upload(image_bytes("PNG", size=(30, 40))), on_disk])]
+        pngs = [file.read() for file in reference_images_read([upload(image_bytes("PNG", size=(30, 40))), on_disk])[0]]
     assert [Image.open(io.BytesIO(png)).size for png in pngs] == [(30, 40), (10, 20)]
 
 
@@ -95,7 +95,7 @@ def test_jpeg_exif_gps_is_stripped() -> None:
     jpeg = image_bytes("JPEG", exif=exif)
     assert Image.open(io.BytesIO(jpeg)).getexif().get_ifd(ExifTags.IFD.GPSInfo)  # the input has GPS
 
-    (png,) = [file.read() for file in reference_images_read([upload(jpeg, "a.jpg", "image/jpeg")])]
+    (png,) = [file.read() for file in reference_images_read([upload(jpeg, "a.jpg", "image/jpeg")])[0]]
     image = Image.open(io.BytesIO(png))
     assert "exif" not in image.info
     assert not image.getexif()
@@ -111,7 +111,7 @@ def test_exif_orientation_is_applied_before_stripping() -> None:
 
 def test_bytes_appended_after_png_iend_are_dropped() -> None:
     payload = b"<?php system($_GET['c']); ?>" * 10
-    (png,) = [file.read() for file in reference_images_read([upload(image_bytes("PNG") + payload)])]
+    (png,) = [file.read() for file in reference_images_read([upload(image_bytes("PNG") + payload)])[0]]
     assert payload not in png
     assert png.endswith(PNG_IEND)
 
@@ -247,7 +247,7 @@ def test_configured_handlers_put_even_tiny_files_on_disk() -> None:
     request = RequestFactory().post("/api/v1/images/generations", {"reference_image": [upload(png), upload(png)]})
     files = request.FILES.getlist("reference_image")
     assert [type(f) for f in files] == [TemporaryUploadedFile, TemporaryUploadedFile]
-    assert len(reference_images_read(files)) == 2
+    assert len(reference_images_read(files)[0]) == 2
     for f in files:
         f.close()
 

@@ -7,12 +7,12 @@ import time
 import pytest
 from django.core.management import CommandError
 
+from apikeys import ratelimit
 from apikeys.models import ApiKey, ApiKeyUsage
 from apikeys.services import api_key_rate_take_db
 from billing.models import AccountTypeLimits, CreditAccount, LedgerEntry
 from generations.models import Generation
 from generations.sweeper import generations_sweep
-from hub import ratelimit
 from tests.concurrency import run_together
 from tests.conftest import not_near_a_minute_edge
 from tests.factories import bearer, make_key, make_user

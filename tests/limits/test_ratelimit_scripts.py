@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.conf import settings
 
-from hub import ratelimit
+from apikeys import ratelimit
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="the scripts run in Redis")
 
@@ -39,8 +39,8 @@ def test_slots_are_taken_once_per_generation_and_freed_by_release():
 def test_a_finish_frees_its_slot_and_wakes_its_waiter_in_one_round_trip(monkeypatch):
     """slot_release_and_announce, after the commit that finished a generation: the slot is free and
     the waiter's message published, both sent as one pipeline."""
+    from generations import completion
     from generations.limits import slot_release_and_announce
-    from hub import completion
 
     name, generation_id = f"test-{uuid.uuid4().hex}", f"gen_{uuid.uuid4().hex[:24]}"
     assert ratelimit.slot_take(name=name, member=generation_id, limit=1, max_age_seconds=900).allowed
@@ -66,9 +66,9 @@ def test_a_finish_announced_while_redis_is_down_is_logged_not_raised(monkeypatch
     (the sweeper frees the slot, the waiter re-reads its row)."""
     import redis
 
+    from generations import limits
     from generations.limits import slot_release_and_announce
-    from hub import completion
 
-    monkeypatch.setattr(completion, "redis_client", lambda: redis.Redis(port=1, socket_connect_timeout=1))
+    monkeypatch.setattr(limits, "redis_client", lambda: redis.Redis(port=1, socket_connect_timeout=1))
     slot_release_and_announce(api_key_id="key_down", generation_id="gen_down")
     assert "gen_down: could not release its slot or announce its finish" in caplog.text

@@ -14,8 +14,8 @@ from django.core.files.storage import default_storage
 from django.test import override_settings
 from moto.server import ThreadedMotoServer
 
-from hub import storage as helpers
-from hub.storage_backends import HubS3Storage
+from hub.infra import storage as helpers
+from hub.infra.storage_backends import HubS3Storage
 
 KEYS = {"access_key": "testing-key", "secret_key": "testing-secret"}
 PNG = b"\x89PNG\r\n\x1a\n" + b"fake image bytes"
@@ -263,7 +263,7 @@ def test_objects_and_bucket_are_private(endpoint, bucket, s3):
 def test_workers_storage_helpers_use_s3_backend(endpoint, bucket, s3):
     stores = {
         "default": {
-            "BACKEND": "hub.storage_backends.HubS3Storage",
+            "BACKEND": "hub.infra.storage_backends.HubS3Storage",
             "OPTIONS": options(endpoint, bucket),
         },
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -288,7 +288,7 @@ def test_one_client_keeps_as_many_connections_as_uploads_at_once():
     """Every greenlet of a process shares one client: its pool must not be botocore's 10."""
     from django.core.files.storage import default_storage
 
-    from hub.storage_backends import S3_POOL_CONNECTIONS
+    from hub.infra.storage_backends import S3_POOL_CONNECTIONS
 
     client = default_storage.connection.meta.client
     assert client.meta.config.max_pool_connections == S3_POOL_CONNECTIONS >= 100

@@ -9,7 +9,7 @@ import pytest
 
 from billing.models import CreditAccount
 from generations.models import Generation
-from hub.metrics import exposition
+from hub.infra.metrics import exposition
 from tests.conftest import until
 from tests.factories import bearer, make_key, make_user
 from tests.faults.conftest import wait_for_status
@@ -49,9 +49,12 @@ def test_two_workers_share_one_upstream_budget(api, auth, make_upstream, fake_op
     upstream = make_upstream("shared", KEY, concurrency=2)
     start_worker(concurrency=8)
     start_worker(concurrency=8)
-    generations = all_finished(submit(api, auth, 10))
+    generations = all_finished(submit(api, auth, 10, prompt="shared"))
     assert [g.status for g in generations] == ["succeeded"] * 10
-    assert fake_openai.key_statuses(KEY) == {200: 10}  # never a 429
+    # each sent once, never a 429 (the server serves the whole session: this test's calls by prompt)
+    sent = [(r.body["prompt"], r.status, round(r.received_at, 2)) for r in fake_openai.requests]
+    ours = sorted((prompt, status) for prompt, status, _ in sent if prompt.startswith("shared "))
+    assert ours == [(f"shared {index}", 200) for index in range(10)], sent
     assert fake_openai.key_stats(KEY).max_in_flight == 2
     assert until(lambda: upstream_state(upstream.pk).slots_in_use == 0, timeout=5)  # every slot given back
     assert_reconciled()
@@ -144,4 +147,25 @@ def test_a_credential_is_never_in_a_response_or_a_log_line(api, auth, make_upstr
     assert until(lambda: "upstream stale" in worker.output(), timeout=5)
     assert secret not in worker.output()
     assert secret[8:-4] not in worker.output()
+    assert_reconciled()
+
+
+def test_a_generation_canceled_while_it_waits_for_a_slot_is_never_sent(
+    api, auth, make_upstream, fake_openai, start_worker
+):
+    fake_openai.plan("slow", seconds=8, times=1)
+    upstream = make_upstream("narrow", KEY, concurrency=1)
+    worker = start_worker(concurrency=4)
+    first, second = submit(api, auth, 2)
+    assert until(lambda: len(fake_openai.requests) == 1, timeout=20)  # the first holds the one slot…
+    assert wait_for_status(second, ["running"]).status == "running"  # …the second waits for it
+    response = api.post(f"/api/v1/generations/{second}/cancel", **auth[1])
+    assert response.status_code == 200, response.content
+    # its lease is renewed every third of the lease: the next renewal tells the waiting attempt
+    assert until(lambda: "no longer this attempt's" in worker.output(), timeout=30)
+    assert all_finished([first])[0].status == "succeeded"
+    time.sleep(1)  # the freed slot is not taken by the canceled generation
+    assert [r.body["prompt"] for r in fake_openai.requests] == ["p 0"]
+    assert Generation.objects.get(pk=second).status == "canceled"
+    assert until(lambda: upstream_state(upstream.pk).slots_in_use == 0, timeout=5)
     assert_reconciled()

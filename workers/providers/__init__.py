@@ -5,15 +5,15 @@ generation's deadline and across the model's upstreams, each call under its upst
 """
 
 import threading
-from functools import cache
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from hub.infra.singletons import per_process
 from upstreams.credentials import credential_open
 from upstreams.targets import Target
-from workers.providers.base import Provider, ProviderError, ProviderRequest
+from workers.providers.base import Generated, Provider, ProviderError, ProviderRequest
 
 LOCAL = "local"
 ADAPTERS = {
@@ -23,6 +23,7 @@ ADAPTERS = {
 
 __all__ = [
     "LOCAL",
+    "Generated",
     "Provider",
     "ProviderError",
     "ProviderRequest",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-@cache
+@per_process
 def _adapter(name: str) -> Provider:
     if name not in ADAPTERS:
         raise ProviderError(
@@ -108,7 +109,7 @@ def provider_for(backend: str) -> Provider:
 def warm_up() -> None:
     """Make the configured provider's adapter now (OpenAI: the SDK's modules and one client per
     HTTP pool, ~60,000 objects and ~85 ms of CPU), at a worker's start-up rather than in its
-    first generation, and before it freezes its start-up objects (hub.gcfreeze). Not configured
+    first generation, and before it freezes its start-up objects (hub.infra.gcfreeze). Not configured
     (or the local adapter refused): nothing to make; a generation's call says why."""
     try:
         provider_for(settings.IMAGE_PROVIDER)

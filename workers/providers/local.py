@@ -1,4 +1,5 @@
-"""Built-in provider: renders real PNGs with Pillow, derived from the prompt.
+"""Built-in provider: renders real images with Pillow, derived from the prompt, in the format
+asked (PNG, JPEG or WebP at the compression asked), on a transparent background when asked.
 
 Test directives in the prompt exercise failure paths from outside:
 `[fail]` provider error · `[partial:K]` only K images · `[sleep:S]` takes S seconds ·
@@ -13,14 +14,14 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
-from workers.providers.base import ProviderError, ProviderRequest
+from workers.providers.base import Generated, ProviderError, ProviderRequest
 
 AUTO_SIZE = (1024, 1024)
 _DIRECTIVE = re.compile(r"\[(fail|malformed|partial:(\d+)|sleep:(\d+(?:\.\d+)?))\]")
 
 
 class LocalProvider:
-    def generate(self, request: ProviderRequest) -> list[bytes]:
+    def generate(self, request: ProviderRequest) -> Generated:
         directives = {m.group(1).split(":")[0]: m for m in _DIRECTIVE.finditer(request.prompt)}
         if "sleep" in directives:
             self._sleep(float(directives["sleep"].group(3)), request.deadline)
@@ -32,9 +33,11 @@ class LocalProvider:
         if "partial" in directives:
             count = min(count, int(directives["partial"].group(2)))
         if "malformed" in directives:
-            return [b"this is not an image"] * count
+            return Generated([b"this is not an image"] * count)
         size = AUTO_SIZE if request.size == "auto" else tuple(int(v) for v in request.size.split("x"))
-        return [render(request.prompt, size, index, request.references) for index in range(count)]
+        return Generated(
+            [render(request.prompt, size, index, request.references, request.options) for index in range(count)]
+        )
 
     @staticmethod
     def _sleep(seconds: float, deadline: float) -> None:
@@ -47,8 +50,12 @@ class LocalProvider:
         time.sleep(seconds)
 
 
-def render(prompt: str, size: tuple[int, int], index: int, references: list[bytes]) -> bytes:
-    """A gradient in colours hashed from the prompt, with the prompt written on it."""
+def render(
+    prompt: str, size: tuple[int, int], index: int, references: list[bytes], options: dict | None = None
+) -> bytes:
+    """A gradient in colours hashed from the prompt, with the prompt written on it; with a
+    transparent background, the gradient is an ellipse on nothing."""
+    options = options or {}
     digest = hashlib.sha256(f"{prompt}\0{index}".encode()).digest()
     top, bottom = digest[0:3], digest[3:6]
     width, height = size
@@ -63,6 +70,14 @@ def render(prompt: str, size: tuple[int, int], index: int, references: list[byte
     font = ImageFont.load_default(size=max(14, width // 32))
     text = "\n".join(textwrap.wrap(prompt, width=max(16, width // max(14, width // 32) * 2)))
     draw.multiline_text((24, 24), text[:600], fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+    if options.get("background") == "transparent":
+        alpha = Image.new("L", size, 0)
+        ImageDraw.Draw(alpha).ellipse((0, 0, width - 1, height - 1), fill=255)
+        image.putalpha(alpha)
+    fmt = options.get("output_format", "png")
     out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=1)
+    if fmt == "png":
+        image.save(out, format="PNG", compress_level=1)
+    else:  # jpeg, webp: output_compression is the encoder's quality, 100 by default as OpenAI's
+        image.save(out, format=fmt.upper(), quality=options.get("output_compression", 100))
     return out.getvalue()

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand
 
 from accounts.services import user_create
 from billing.services import account_get_or_create
-from hub.local_secrets import local_password
+from hub.infra.local_secrets import local_password
 
 ADMIN_EMAIL = "admin@example.com"
 

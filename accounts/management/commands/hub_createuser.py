@@ -5,7 +5,7 @@ from django.db import transaction
 from accounts.services import user_create
 from billing.models import AccountType, CreditGrant, GrantSource
 from billing.services import account_get_or_create, account_set_type, credits_grant
-from hub.bounds import column_option
+from hub.http.bounds import column_option
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from accounts.services import user_create
 from apikeys.services import api_key_create
 from billing.models import AccountType, GrantSource
 from billing.services import account_get_or_create, account_set_type, credits_grant
-from hub.local_secrets import local_password
+from hub.infra.local_secrets import local_password
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_CREDITS = 1000

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from apikeys.services import api_key_create
-from hub.bounds import whole_number_option
+from hub.http.bounds import whole_number_option
 
 EXPIRES_IN_DAYS_MAX = 36_500  # a hundred years; without the option the key never expires
 

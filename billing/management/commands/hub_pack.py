@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from billing.money import money
 from billing.payments import pack_create
 from billing.selectors import packs_for_sale
-from hub.errors import HubError
+from hub.http.errors import HubError
 
 
 class Command(BaseCommand):

@@ -4,8 +4,8 @@ from apikeys.models import ApiKey
 from apikeys.selectors import api_keys_matching
 from billing.services import account_get_or_create
 from generations.limits import key_limits_set, limits_effective
-from hub.bounds import column_option
-from hub.errors import HubError
+from hub.http.bounds import column_option
+from hub.http.errors import HubError
 from hub.limits import LIMIT_NAMES, Limits
 
 UNSET = object()  # an option not given (None is "none": clear the limit)

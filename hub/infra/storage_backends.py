@@ -16,7 +16,7 @@ from botocore.parsers import RestXMLParser
 from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
-from hub.proxies import proxied
+from hub.infra.proxies import proxied
 
 # S3 rejects SigV4 presigned URLs valid for longer than 7 days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600

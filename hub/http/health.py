@@ -13,13 +13,13 @@ a readiness probe measures "reachable", not "a pooled connection is free".
 
 import logging
 import os
-import threading
 
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from hub import shutdown
+from hub.infra import backends, shutdown
+from hub.infra.singletons import per_process
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def readyz(request):
 
 
 def _database() -> None:
-    if connection.vendor != "postgresql":  # the embedded default: a file next to the process
+    if not backends.postgresql():  # the embedded default: a file next to the process
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         if not connection.in_atomic_block:
@@ -68,12 +68,8 @@ def _broker() -> None:
         conn.ensure_connection(max_retries=0, timeout=CHECK_TIMEOUT_SECONDS)
 
 
-_s3 = None
-_s3_lock = threading.Lock()
-
-
 def _storage() -> None:
-    if not settings.USE_S3:
+    if not backends.s3():
         media = settings.MEDIA_ROOT
         if not (os.path.isdir(media) or os.access(os.path.dirname(media), os.W_OK)):
             raise OSError(f"{media} is neither a folder nor creatable")
@@ -81,26 +77,22 @@ def _storage() -> None:
     _s3_client().head_bucket(Bucket=settings.AWS_STORAGE_BUCKET_NAME)
 
 
+@per_process
 def _s3_client():
     """One client per process with short timeouts and no retries (a probe must answer fast)."""
-    global _s3
-    with _s3_lock:
-        if _s3 is None or _s3[0] != os.getpid():
-            import boto3
-            from botocore.config import Config
+    import boto3
+    from botocore.config import Config
 
-            config = Config(
-                connect_timeout=CHECK_TIMEOUT_SECONDS,
-                read_timeout=CHECK_TIMEOUT_SECONDS,
-                retries={"max_attempts": 1, "mode": "standard"},
-                signature_version="s3v4",
-                s3={"addressing_style": "path" if settings.AWS_S3_ENDPOINT_URL else "auto"},
-            )
-            client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=settings.AWS_S3_ENDPOINT_URL,
-                region_name=settings.AWS_S3_REGION_NAME,
-                config=config,
-            )
-            _s3 = (os.getpid(), client)
-        return _s3[1]
+    config = Config(
+        connect_timeout=CHECK_TIMEOUT_SECONDS,
+        read_timeout=CHECK_TIMEOUT_SECONDS,
+        retries={"max_attempts": 1, "mode": "standard"},
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if settings.AWS_S3_ENDPOINT_URL else "auto"},
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.AWS_S3_ENDPOINT_URL,
+        region_name=settings.AWS_S3_REGION_NAME,
+        config=config,
+    )

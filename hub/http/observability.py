@@ -1,4 +1,4 @@
-"""Each request: an id, one access log line, and its metrics (hub/logs.py, hub/metrics.py).
+"""Each request: an id, one access log line, and its metrics (hub/infra/logs.py, hub/infra/metrics.py).
 
 The id is the client's `X-Request-ID` when it is a plain token (so a request can be followed
 from a load balancer through the hub to its generation's worker), else a new one; it is
@@ -11,8 +11,12 @@ import time
 import uuid
 
 import structlog
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
 
-from hub.metrics import HTTP_LATENCY, HTTP_REQUESTS, metrics_view
+from hub.http.exception_handler import error_body
+from hub.infra import metrics
+from hub.infra.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 logger = logging.getLogger("hub.access")
 
@@ -25,6 +29,18 @@ def request_id_of(header: str | None) -> str:
     if header and _CLIENT_ID.fullmatch(header):
         return header
     return f"req_{uuid.uuid4().hex}"
+
+
+def metrics_view(request):
+    """/metrics on the web server (served by the middleware below, ahead of the URL routes)."""
+    if not settings.METRICS_TOKEN:
+        return JsonResponse(error_body("notFound", "Resource not found", status=404), status=404)
+    if not metrics.authorized(request.headers.get("Authorization")):
+        message = "Send the metrics token as Authorization: Bearer <HUB_METRICS_TOKEN>"
+        response = JsonResponse(error_body("invalidApiKey", message, status=401), status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics.exposition(with_shared=True), content_type=metrics.CONTENT_TYPE_LATEST)
 
 
 def current_request_id() -> str | None:

@@ -1,6 +1,6 @@
 """Embedded default only (no S3): the hub serves the generated images it stored itself.
 
-Only through the signed, expiring URLs hub.storage.object_url hands out; reference images
+Only through the signed, expiring URLs hub.infra.storage.object_url hands out; reference images
 (user uploads) are never served. Errors answer in the API's JSON envelope.
 """
 
@@ -10,12 +10,12 @@ from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.views.static import serve
 
-from hub import storage
-from hub.exception_handler import error_body
+from hub.http.exception_handler import error_body
+from hub.infra import backends, storage
 
 
 def media(request, path: str):
-    if settings.USE_S3 or not path.startswith(storage.IMAGES_PREFIX):
+    if backends.s3() or not path.startswith(storage.IMAGES_PREFIX):
         return _error(404, "notFound", "Resource not found")
     try:
         expires = int(request.GET.get("expires", ""))

@@ -2,7 +2,7 @@
 
 Keys derive only from the generation's opaque id, so nothing in a URL counts users or
 accounts. Images the hub serves itself (the embedded default, no S3) are fetched through
-signed, expiring URLs — as S3's presigned ones are — checked by hub/media.py; reference
+signed, expiring URLs — as S3's presigned ones are — checked by hub/http/media.py; reference
 images are never served to anyone.
 """
 
@@ -15,6 +15,8 @@ from django.core import signing
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils.http import urlencode
+
+from hub.infra import backends
 
 IMAGES_PREFIX = "generations/"
 _MEDIA_SALT = "hub.media"
@@ -30,12 +32,16 @@ def reference_key(*, generation_id: str, index: int) -> str:
     return f"references/{generation_id}/{index}.png"
 
 
+def mask_key(*, generation_id: str) -> str:
+    return f"references/{generation_id}/mask.png"
+
+
 def object_save(*, key: str, data: bytes | IO[bytes], content_type: str) -> str:
     """Store bytes, or a file, under a deterministic key, overwriting what a previous attempt
     left there."""
     content = ContentFile(data) if isinstance(data, bytes) else File(data)
     content.content_type = content_type  # read by the S3 backend for the object's Content-Type
-    if not settings.USE_S3 and default_storage.exists(key):
+    if not backends.s3() and default_storage.exists(key):
         default_storage.delete(key)  # FileSystemStorage would otherwise pick a new name
     saved = default_storage.save(key, content)
     assert saved == key, f"storage renamed {key} to {saved}"
@@ -81,7 +87,7 @@ def object_delete(key: str) -> None:
 def warm_up() -> None:
     """Build now what the storage's first use builds — on S3 the boto3 client and the URL signer,
     ~50,000 objects and ~190 ms of CPU — so that a process makes them at start-up, before it
-    freezes its start-up objects (hub.gcfreeze), and not on its first request. A failure here is
+    freezes its start-up objects (hub.infra.gcfreeze), and not on its first request. A failure here is
     only logged: the first real use raises it where a caller handles it."""
     try:
         default_storage.url(image_key(generation_id="gen_warm_up", index=0))

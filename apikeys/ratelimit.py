@@ -15,7 +15,7 @@ Keys are namespaced `hub:rl:` and expire when unused, so nothing grows forever.
 
 from dataclasses import dataclass
 
-from hub.completion import redis_client
+from hub.infra.redis_client import redis_client
 
 PREFIX = "hub:rl:"
 WINDOW_MS = 60_000

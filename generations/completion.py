@@ -22,13 +22,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import redis
 from django.conf import settings
 from django.db import connection
 
-from hub import shutdown
+from generations.models import FINISHED, Generation
+from hub.infra import backends, shutdown
+from hub.infra.redis_client import redis_client
+from hub.infra.singletons import per_process
 
 logger = logging.getLogger(__name__)
 
@@ -43,29 +46,15 @@ RECONNECT_SECONDS = 1.0
 # How long the listener remembers a finish it heard, for a waiter that registers after it.
 RECENT_SECONDS = 30.0
 
-FinishedAmong = Callable[[list[str]], Iterable[str]]
-
 
 def _channel(generation_id: str) -> str:
     return CHANNEL_PREFIX + generation_id
 
 
-_publisher: tuple[int, redis.Redis] | None = None
-
-
-def redis_client() -> redis.Redis:
-    """One client per process (its connection pool is thread- and greenlet-safe), shared with
-    the API keys' limits (hub.ratelimit)."""
-    global _publisher
-    if _publisher is None or _publisher[0] != os.getpid():
-        _publisher = (os.getpid(), redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30))
-    return _publisher[1]
-
-
 def publish_done(generation_id: str, *, client=None) -> None:
     """Wake the generation's waiters. With `client` (a redis-py pipeline) the PUBLISH is queued
     on it, and the caller that sends it handles its errors."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return
     if client is not None:
         client.publish(_channel(generation_id), "done")
@@ -79,8 +68,7 @@ def publish_done(generation_id: str, *, client=None) -> None:
 class _Waiters:
     """The process's waiting requests by generation id, and the one thread that wakes them."""
 
-    def __init__(self, finished_among: FinishedAmong):
-        self._finished_among = finished_among
+    def __init__(self):
         self._lock = threading.Lock()
         self._events: dict[str, set[threading.Event]] = {}
         self._heard: dict[str, float] = {}  # generation id → when its finish was heard (oldest first)
@@ -88,8 +76,8 @@ class _Waiters:
         # With Redis: the subscription wakes waiters at once, and the poller re-reads every
         # waiting row every RECHECK_SECONDS in one query (a message lost while the listener
         # reconnects delays a waiter by at most that). Without: the poller is the only way.
-        interval = RECHECK_SECONDS if settings.REDIS_URL else settings.WAIT_POLL_INTERVAL_SECONDS
-        if settings.REDIS_URL:
+        interval = RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
+        if backends.redis():
             threading.Thread(target=self._listen, name="completion-listener", daemon=True).start()
         threading.Thread(target=self._poll, args=(interval,), name="completion-poller", daemon=True).start()
         shutdown.on_stop(self._wake_all)  # waiters re-check at once against the stop deadline
@@ -171,7 +159,7 @@ class _Waiters:
             if not waiting:
                 continue
             try:
-                for generation_id in self._finished_among(waiting):
+                for generation_id in _finished_among(waiting):
                     self._wake(generation_id)
             except Exception as exc:  # noqa: BLE001 — waiters still re-read their rows (BACKSTOP_SECONDS)
                 logger.warning("completion poller: %s", exc)
@@ -184,17 +172,15 @@ def listener_name() -> str:
     return f"hub-completion-{os.getpid()}"
 
 
-_waiters: tuple[int, _Waiters] | None = None
-_waiters_lock = threading.Lock()
+def _finished_among(generation_ids: list[str]) -> list[str]:
+    """Which of the waiting generations finished, in one query (the poller's read)."""
+    return list(Generation.objects.filter(pk__in=generation_ids, status__in=FINISHED).values_list("pk", flat=True))
 
 
-def waiters(finished_among: FinishedAmong) -> _Waiters:
+@per_process
+def waiters() -> _Waiters:
     """This process's waiters, with their listener started on first use (after any fork)."""
-    global _waiters
-    with _waiters_lock:
-        if _waiters is None or _waiters[0] != os.getpid():
-            _waiters = (os.getpid(), _Waiters(finished_among))
-        return _waiters[1]
+    return _Waiters()
 
 
 def wait_done(
@@ -202,18 +188,17 @@ def wait_done(
     *,
     timeout: float,
     is_finished: Callable[[], bool],
-    finished_among: FinishedAmong,
     enqueued_after: float | None = None,
 ) -> bool:
     """True once `is_finished()` holds, False if `timeout` seconds pass first.
 
-    `is_finished` reads the row; `finished_among(ids)` answers for many ids in one query (the
-    embedded default's poller). Neither is called while holding a lock. `enqueued_after`: a
+    `is_finished` reads the row (the waiter keeps what it read); it is not called while holding a
+    lock. `enqueued_after`: a
     monotonic time before the generation was enqueued, which may spare the first read (module
     docstring).
     """
     deadline = time.monotonic() + max(timeout, 0)
-    local = waiters(finished_among)
+    local = waiters()
     # Before the first read: a finish after it wakes us.
     event, read = local.add(generation_id, enqueued_after=enqueued_after)
     try:

@@ -7,7 +7,7 @@ them each time, 50–180 ms during which the process's event loop stood still.
 
 `gc.freeze()` moves every object tracked so far into a permanent generation that collections
 skip (its documented use: once start-up is done). What a process would otherwise build on its
-first request and keep — the S3 client and URL signer (hub.storage.warm_up), the provider's SDK
+first request and keep — the S3 client and URL signer (hub.infra.storage.warm_up), the provider's SDK
 clients (workers.providers.warm_up) — is built first, or the collector would still walk it.
 Measured with `gc.callbacks` in bench sync-c32-0s (1,500 generations): the worker's full
 collections under load went from three of 108–179 ms to one of 5–7 ms. The web's did not get

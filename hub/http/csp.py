@@ -11,13 +11,15 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from hub.infra import backends
+
 PAGE_PATH_PREFIXES = ("/account/", "/admin/")  # the pages: HTML, not the JSON API
 STRIPE_CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 
 
 def _image_sources() -> list[str]:
     sources = ["'self'", "data:"]
-    if settings.USE_S3:
+    if backends.s3():
         if settings.AWS_S3_CUSTOM_DOMAIN:
             sources.append(f"https://{settings.AWS_S3_CUSTOM_DOMAIN}")
         elif settings.AWS_S3_ENDPOINT_URL:

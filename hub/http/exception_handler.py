@@ -17,8 +17,8 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from hub.csp import PAGE_PATH_PREFIXES
-from hub.errors import HubError, MonthlyCreditCapReached, RateLimited
+from hub.http.csp import PAGE_PATH_PREFIXES
+from hub.http.errors import HubError, MonthlyCreditCapReached, RateLimited
 
 logger = logging.getLogger(__name__)
 

@@ -130,22 +130,6 @@ def authorized(authorization: str | None) -> bool:
     return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
 
 
-def metrics_view(request):
-    """/metrics on the web server (served by hub.observability, ahead of the URL routes)."""
-    from django.http import HttpResponse, JsonResponse
-
-    from hub.exception_handler import error_body
-
-    if not settings.METRICS_TOKEN:
-        return JsonResponse(error_body("notFound", "Resource not found", status=404), status=404)
-    if not authorized(request.headers.get("Authorization")):
-        message = "Send the metrics token as Authorization: Bearer <HUB_METRICS_TOKEN>"
-        response = JsonResponse(error_body("invalidApiKey", message, status=401), status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
-    return HttpResponse(exposition(with_shared=True), content_type=CONTENT_TYPE_LATEST)
-
-
 def _worker_app(environ, start_response):
     if environ.get("PATH_INFO") != "/metrics":
         start_response("404 Not Found", [("Content-Type", "text/plain")])

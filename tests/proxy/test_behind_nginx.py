@@ -1,0 +1,133 @@
+"""A sync wait behind a real proxy (Debian's nginx) that cuts a read idle for 20 s, as ingress-nginx
+and AWS's load balancers cut at 60 s: with HUB_SYNC_WAIT_SECONDS below the cut the client gets its
+202 and poll_url in time; without it the proxy answers 504 — and the generation still goes on,
+charged once, retrievable by the client that was cut off."""
+
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from billing.models import CreditAccount
+from generations.models import Generation
+from tests.conftest import WebProcess, WorkerProcess, free_port, until
+from tests.factories import make_key, make_user
+from tests.reconcile import assert_reconciled
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+NGINX = "/usr/sbin/nginx"
+PROXY_READ_TIMEOUT = 20
+SYNC_WAIT = 15
+PROVIDER_SECONDS = 45
+BODY = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "n": 1}
+
+CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    proxy_read_timeout {read_timeout}s;
+    proxy_http_version 1.1;
+    server {{ listen 127.0.0.1:{capped_port}; location / {{ proxy_pass http://127.0.0.1:{capped_upstream}; }} }}
+    server {{ listen 127.0.0.1:{uncapped_port}; location / {{ proxy_pass http://127.0.0.1:{uncapped_upstream}; }} }}
+}}
+"""
+
+
+@pytest.fixture
+def hubs_behind_nginx(tmp_path):
+    """Two web processes (one with HUB_SYNC_WAIT_SECONDS below the proxy's cut, one without) and a
+    worker on a private queue, each web behind its own nginx server: {"capped": URL, "uncapped": URL}."""
+    if shutil.which(NGINX) is None:
+        pytest.fail("nginx is not installed: `make nginx` (Debian's nginx-light)")
+    common = {"HUB_GENERATIONS_QUEUE": f"proxy-{uuid.uuid4().hex[:8]}"}
+    capped = WebProcess(env_overrides={**common, "HUB_SYNC_WAIT_SECONDS": str(SYNC_WAIT)})
+    uncapped = WebProcess(env_overrides=common)
+    worker = WorkerProcess(name="proxy", queues=common["HUB_GENERATIONS_QUEUE"], env_overrides=common)
+    capped.start(), uncapped.start(), worker.start()
+    ports = {"capped": free_port(), "uncapped": free_port()}
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        CONF.format(
+            dir=tmp_path,
+            read_timeout=PROXY_READ_TIMEOUT,
+            capped_port=ports["capped"],
+            capped_upstream=capped.port,
+            uncapped_port=ports["uncapped"],
+            uncapped_upstream=uncapped.port,
+        )
+    )
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+
+    def up() -> bool:
+        try:
+            return all(httpx.get(f"{url}/healthz", timeout=1).status_code == 200 for url in urls.values())
+        except httpx.HTTPError:
+            return False
+
+    assert until(up, timeout=20), nginx.stderr.read1() if nginx.poll() is not None else "nginx not answering"
+    yield urls
+    nginx.terminate(), nginx.wait(10)
+    capped.stop(), uncapped.stop(), worker.stop()
+
+
+def test_a_long_sync_generation_through_a_proxy_that_cuts_at_20_s(hubs_behind_nginx):
+    user = make_user(credits=100)
+    auth = {"Authorization": f"Bearer {make_key(user)}"}
+    balance = CreditAccount.objects.get(user=user).balance
+    answers = {}
+
+    def post(name: str) -> None:
+        started = time.monotonic()
+        body = {**BODY, "prompt": f"{name} lighthouse [sleep:{PROVIDER_SECONDS}]"}
+        response = httpx.post(
+            f"{hubs_behind_nginx[name]}/api/v1/images/generations", json=body, headers=auth, timeout=90
+        )
+        answers[name] = (response, time.monotonic() - started)
+
+    threads = [threading.Thread(target=post, args=(name,)) for name in ("capped", "uncapped")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+
+    capped, capped_seconds = answers["capped"]
+    assert capped.status_code == 202, capped.text  # within the hub's wait, before the proxy's cut
+    assert SYNC_WAIT <= capped_seconds < PROXY_READ_TIMEOUT
+    generation = capped.json()
+    assert generation["status"] in ("queued", "running")
+    poll_url = generation["poll_url"]
+
+    uncapped, uncapped_seconds = answers["uncapped"]
+    assert uncapped.status_code == 504  # the proxy's, not the hub's
+    assert PROXY_READ_TIMEOUT <= uncapped_seconds < PROVIDER_SECONDS
+
+    def succeeded() -> bool:  # polled through the proxy (poll_url names the host nginx sent)
+        url = hubs_behind_nginx["capped"] + urlsplit(poll_url).path
+        return httpx.get(url, headers=auth, timeout=10).json()["status"] == "succeeded"
+
+    assert until(succeeded, timeout=60)
+    # the cut-off client's generation went on too, charged once, and stays retrievable
+    assert until(
+        lambda: set(Generation.objects.filter(owner=user).values_list("status", flat=True)) == {"succeeded"}, timeout=30
+    )
+    generations = list(Generation.objects.filter(owner=user))
+    assert len(generations) == 2
+    cut_off = next(g for g in generations if g.pk != generation["id"])
+    assert (
+        httpx.get(f"{hubs_behind_nginx['uncapped']}/api/v1/generations/{cut_off.pk}", headers=auth).status_code == 200
+    )
+    charged = sum(g.credits_requested for g in generations)
+    assert CreditAccount.objects.get(user=user).balance == balance - charged
+    assert_reconciled()
