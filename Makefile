@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 # One virtualenv, filled in layers: `make run` installs only what the hub runs on (pyproject's
 # dependencies), `make test` adds the test extra and `make bench` the bench extra, each once per
-# pyproject.toml change (the test extra's Playwright, schemathesis, moto… were half of a fresh
+# pyproject.toml change (the test extra's Playwright, schemathesis, moto… were more than half a fresh
 # clone's time to its first image).
 HUB_STAMP := $(VENV)/.installed-hub
 TEST_STAMP := $(VENV)/.installed
