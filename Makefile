@@ -1,18 +1,31 @@
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
+# One virtualenv, filled in layers: `make run` installs only what the hub runs on (pyproject's
+# dependencies), `make test` adds the test extra and `make bench` the bench extra, each once per
+# pyproject.toml change (the test extra's Playwright, schemathesis, moto… were more than half a fresh
+# clone's time to its first image).
+HUB_STAMP := $(VENV)/.installed-hub
+TEST_STAMP := $(VENV)/.installed
+PIP_INSTALL := $(VENV)/bin/pip install --quiet
 
-.PHONY: run test install chromium docker nginx clean bench
+.PHONY: run test test-fast install chromium docker nginx clean bench
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-install: $(STAMP)
+$(HUB_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP_INSTALL) -e .
+	touch $@
 
-run: $(STAMP)
+# The test extra brings the hub's own dependencies with it: both layers are then current.
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP_INSTALL) -e '.[test]'
+	touch $(HUB_STAMP) $@
+
+install: $(TEST_STAMP)
+
+run: $(HUB_STAMP)
 	deploy/run-local.sh
 
 # Debian's Chromium for the Playwright browser tests (CI runs on a fresh machine, as root).
@@ -29,27 +42,32 @@ docker:
 nginx:
 	@test -x /usr/sbin/nginx || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light)
 
-test: $(STAMP) chromium docker nginx
+# Everything, two tests at a time (pytest-xdist; README.md "Tests" says how they keep apart).
+test: $(TEST_STAMP) chromium docker nginx
 	deploy/test.sh
+
+# The inner loop: no browser, no Docker, nothing slow (markers in pyproject.toml).
+test-fast: $(TEST_STAMP)
+	deploy/test.sh -m 'not browser and not deploy and not slow'
 
 # Benchmarks, run by hand (bench/README.md): make bench SCENARIO=sync-c32-0s [ARGS='--requests 50']
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+$(BENCH_STAMP): $(TEST_STAMP) pyproject.toml
+	$(PIP_INSTALL) -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 # The bench runs the hub's processes on the hub's own dependencies only, as the image installs
 # them: the test extras' packages (cryptography, rich, aiohttp…) are imported when present and
 # would count in the hub's memory.
 HUB_VENV := .venv-hub
-HUB_STAMP := $(HUB_VENV)/.installed
-$(HUB_STAMP): pyproject.toml
+HUB_VENV_STAMP := $(HUB_VENV)/.installed
+$(HUB_VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(HUB_VENV)
 	$(HUB_VENV)/bin/pip install --quiet --upgrade pip
 	$(HUB_VENV)/bin/pip install --quiet -e .
-	touch $(HUB_STAMP)
+	touch $(HUB_VENV_STAMP)
 
-bench: $(BENCH_STAMP) $(HUB_STAMP)
+bench: $(BENCH_STAMP) $(HUB_VENV_STAMP)
 	$(VENV)/bin/python -m bench $(if $(SCENARIO),run $(SCENARIO) $(ARGS),list)
 
 clean:

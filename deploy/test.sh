@@ -36,6 +36,10 @@ else
         exit 1
     fi
 fi
+# Two tests at a time (pytest-xdist): each worker keys its own state, queues, Redis database and
+# test database (tests/settings.py); tests/browser and tests/deploy each stay on one worker
+# (tests/conftest.py). HUB_TEST_WORKERS=0 runs one test at a time, in this process.
+export PYTEST_ADDOPTS="-n ${HUB_TEST_WORKERS:-2} --dist loadgroup ${PYTEST_ADDOPTS:-}"
 status=0
 .venv/bin/pytest "$@" || status=$?
 # The whole suite (no arguments: `make test`, CI) also runs the API and fault tests once more with

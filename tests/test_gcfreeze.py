@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hub.infra.gcfreeze import FULL_AFTER_YOUNGER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +81,7 @@ storage.object_url('generations/gen_x/0.png', base_url='http://hub')
     assert probe["thresholds"][2] == FULL_AFTER_YOUNGER
 
 
+@pytest.mark.slow
 def test_a_prefork_parent_builds_no_clients_its_children_do(tmp_path):
     """worker_ready in a prefork parent (its children run the tasks) neither warms up nor freezes;
     sent by the consumer of any other pool, it does both."""

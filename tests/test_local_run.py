@@ -22,6 +22,7 @@ def _serves(base_url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_make_run_starts_quietly_and_ctrl_c_ends_it_without_an_error(tmp_path):
     """Ctrl-C in a terminal sends SIGINT to the whole foreground process group."""
     port = free_port()
@@ -31,7 +32,7 @@ def test_make_run_starts_quietly_and_ctrl_c_ends_it_without_an_error(tmp_path):
     terminal = tmp_path / "terminal.log"
     with open(terminal, "w") as out:
         run = subprocess.Popen(
-            ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],  # -o: no reinstall
+            ["make", "--no-print-directory", "-o", ".venv/.installed-hub", "run"],  # -o: no reinstall
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -64,6 +65,7 @@ def test_make_run_starts_quietly_and_ctrl_c_ends_it_without_an_error(tmp_path):
     assert until(lambda: leftovers() == [], timeout=10), leftovers()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_two_hubs_on_one_machine_share_no_gunicorn_control_socket(tmp_path):
     env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": ""}  # gunicorn's default: $HOME/.gunicorn/gunicorn.ctl

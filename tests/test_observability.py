@@ -148,6 +148,7 @@ def scrape(url: str) -> dict:
     return samples(response.text)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
 def test_web_and_worker_metrics_and_logs_follow_a_generation(stack):

@@ -20,6 +20,7 @@ def _banner_concurrency(worker: WorkerProcess) -> str:
     return re.search(r"\.> concurrency: (.+)", worker.output())[1].strip()
 
 
+@pytest.mark.slow
 def test_the_plain_command_forks_a_process_per_cpu_and_runs_the_generations(api, customer):
     generations, housekeeping = f"plain-gen-{uuid.uuid4().hex[:8]}", f"plain-house-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(
@@ -53,6 +54,7 @@ def test_the_plain_command_forks_a_process_per_cpu_and_runs_the_generations(api,
     [("gevent", UNSET, "1000 (gevent)"), ("threads", UNSET, f"{len(os.sched_getaffinity(0))} (thread)")]
     + [("prefork", {"CELERY_WORKER_CONCURRENCY": "3"}, "3 (prefork)")],
 )
+@pytest.mark.slow
 def test_the_default_concurrency_follows_the_pool_and_the_setting_overrides_it(pool, env, shown):
     queue = f"idle-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(name=f"plain-{pool}", pool=pool, concurrency=None, queues=queue, env_overrides=env)

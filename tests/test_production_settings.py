@@ -102,6 +102,7 @@ needs_postgres = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_manage_py_refuses_a_catalog_served_by_the_local_provider():
@@ -128,6 +129,7 @@ def test_debug_on_postgres_runs_when_explicitly_allowed():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 @needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_worker_and_web_refuse_to_start_on_the_local_provider():

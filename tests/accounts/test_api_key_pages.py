@@ -16,6 +16,7 @@ def _raw_key(content: bytes) -> str:
     return raw.decode()
 
 
+@pytest.mark.slow
 def test_a_new_key_is_shown_once_and_works_against_the_api(member, api):
     user, client = member
     response = client.post("/account/keys/", {"name": "ci runner", "expires_in": ""})
@@ -31,6 +32,7 @@ def test_a_new_key_is_shown_once_and_works_against_the_api(member, api):
     assert key.display_prefix.encode() in listing and b"ci runner" in listing
 
 
+@pytest.mark.slow
 def test_a_key_can_expire(member):
     user, client = member
     client.post("/account/keys/", {"name": "temp", "expires_in": "30"})

@@ -47,6 +47,7 @@ def test_signed_in_forms_refuse_a_post_without_the_csrf_token(strict):
     assert key.revoked_at is None and user.api_keys.count() == 1
 
 
+@pytest.mark.slow
 def test_production_settings_mark_the_session_and_csrf_cookies_secure():
     probe = (
         "import django; django.setup(); from django.conf import settings as s;"

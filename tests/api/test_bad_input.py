@@ -189,6 +189,7 @@ def _assert_answer(response, charges_before):
         assert LedgerEntry.objects.filter(kind="charge").count() == charges_before
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_near_valid | st.dictionaries(st.sampled_from(_FIELDS) | st.text(max_size=8), _json_values) | _json_values)
 def test_fuzzed_json_bodies_never_fail_the_server(api, customer, body):
@@ -199,6 +200,7 @@ def test_fuzzed_json_bodies_never_fail_the_server(api, customer, body):
     _assert_answer(response, before)
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     fields=st.dictionaries(st.sampled_from(_FIELDS) | _form_text, _form_text, max_size=8),

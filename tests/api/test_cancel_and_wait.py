@@ -22,6 +22,7 @@ def _wait_for(generation_id, statuses, timeout=30):
     return generation
 
 
+@pytest.mark.slow
 def test_cancel_refunds_a_running_generation_once_and_a_late_attempt_changes_nothing(api, customer, celery_worker):
     user, _, auth = customer
     created = api.post(URL, {**SLOW, "async": True}, format="json", **auth).json()

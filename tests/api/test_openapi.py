@@ -55,6 +55,7 @@ def test_the_schema_and_its_docs_page_are_served(api):
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(unconsumed_queue):
     raw = make_key(make_user(credits=10**7))
     web = WebProcess(env_overrides={"HUB_GENERATIONS_QUEUE": unconsumed_queue}).start()

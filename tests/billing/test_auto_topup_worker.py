@@ -15,6 +15,7 @@ from tests.reconcile import assert_reconciled
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.mark.slow
 def test_a_generation_charged_under_the_threshold_is_topped_up_by_a_housekeeping_worker(
     api, fake_stripe, unconsumed_queue, settings
 ):

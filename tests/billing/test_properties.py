@@ -272,6 +272,7 @@ class CreditLedgerMachine(RuleBasedStateMachine):
         assert ledger_drift() == []
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_credit_arithmetic_keeps_its_invariants():
     with patch("django.utils.timezone.now", new=CLOCK):

@@ -16,6 +16,7 @@ from tests.reconcile import assert_reconciled
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="proxies a PostgreSQL server")
 def test_a_claim_that_cannot_reach_the_database_is_retried_until_it_can(customer, start_worker):
     user, _, _ = customer

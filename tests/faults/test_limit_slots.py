@@ -16,6 +16,7 @@ URL = "/api/v1/images/generations"
 LOW = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "async": True}
 
 
+@pytest.mark.slow
 @pytest.mark.worker
 def test_a_killed_worker_does_not_leak_its_slot(api, start_worker, settings):
     if not settings.REDIS_URL:

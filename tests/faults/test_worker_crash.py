@@ -21,6 +21,7 @@ def _submit(api, auth, prompt: str) -> str:
     return response.json()["id"]
 
 
+@pytest.mark.slow
 def test_killed_pool_child_is_redelivered_and_completes(api, customer, start_worker):
     user, _, auth = customer
     worker = start_worker(pool="prefork", concurrency=1)
@@ -38,6 +39,7 @@ def test_killed_pool_child_is_redelivered_and_completes(api, customer, start_wor
     assert_reconciled()
 
 
+@pytest.mark.slow
 def test_killed_worker_group_is_recovered_by_the_sweeper(api, customer, start_worker):
     user, _, auth = customer
     worker = start_worker()
@@ -65,6 +67,7 @@ def test_killed_worker_group_is_recovered_by_the_sweeper(api, customer, start_wo
     assert_reconciled()
 
 
+@pytest.mark.slow
 def test_generation_that_keeps_killing_workers_is_failed_and_refunded(api, customer, start_worker, settings):
     settings.GENERATION_MAX_ATTEMPTS = 2
     user, _, auth = customer

@@ -48,6 +48,7 @@ def test_concurrent_offers_make_one_sweep():
     assert sorted(offers()) == [False] * 7 + [True]  # a due row: one update wins
 
 
+@pytest.mark.slow
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_sweeps_on_its_own(unconsumed_queue):

@@ -82,6 +82,7 @@ def hubs_behind_nginx(tmp_path):
     capped.stop(), uncapped.stop(), worker.stop()
 
 
+@pytest.mark.slow
 def test_a_long_sync_generation_through_a_proxy_that_cuts_at_20_s(hubs_behind_nginx):
     user = make_user(credits=100)
     auth = {"Authorization": f"Bearer {make_key(user)}"}

@@ -18,6 +18,7 @@ URL = "/api/v1/images/generations"
 BODY = {"model": "gpt-image-1", "size": "1024x1024", "quality": "low", "n": 1, "async": True}
 
 
+@pytest.mark.slow
 def test_a_killed_workers_upstream_slots_come_back(
     api, openai_model, make_upstream, fake_openai, start_worker, settings
 ):

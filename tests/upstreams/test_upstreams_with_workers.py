@@ -43,6 +43,7 @@ def all_finished(ids: list[str], timeout: float = 60) -> list[Generation]:
     return [wait_for_status(generation_id, ["succeeded", "failed"], timeout=timeout) for generation_id in ids]
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_upstream_budget(api, auth, make_upstream, fake_openai, start_worker):
     fake_openai.key(KEY, concurrency=2).plan("slow", seconds=0.4, times=None)
     upstream = make_upstream("shared", KEY, concurrency=2)
@@ -59,6 +60,7 @@ def test_two_workers_share_one_upstream_budget(api, auth, make_upstream, fake_op
     assert_reconciled()
 
 
+@pytest.mark.slow
 def test_a_429_cools_the_upstream_down_for_every_worker_and_shrinks_its_limit(
     api, auth, make_upstream, fake_openai, start_worker
 ):
@@ -79,6 +81,7 @@ def test_a_429_cools_the_upstream_down_for_every_worker_and_shrinks_its_limit(
     assert_reconciled()
 
 
+@pytest.mark.slow
 def test_a_failing_upstream_opens_fails_over_is_probed_and_closes(
     api, auth, make_upstream, fake_openai, start_worker, settings
 ):
@@ -129,6 +132,7 @@ def test_a_rejected_prompt_is_not_tried_on_another_upstream(api, auth, make_upst
     assert_reconciled()
 
 
+@pytest.mark.slow
 def test_a_credential_is_never_in_a_response_or_a_log_line(api, auth, make_upstream, fake_openai, start_worker):
     secret = "sk-upstream-not-known-to-the-provider-4242"
     make_upstream("stale", secret)

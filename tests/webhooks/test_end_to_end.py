@@ -35,6 +35,7 @@ def own_worker(fake_openai):
             worker.stop()
 
 
+@pytest.mark.slow
 def test_a_sync_generation_with_a_webhook_is_posted_signed(api, customer, own_worker):
     celery_worker = own_worker
     user, _, auth = customer
