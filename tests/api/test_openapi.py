@@ -31,6 +31,7 @@ OPERATIONS = {
     "POST /api/v1/images/edits",
     "GET /api/v1/generations/{generation_id}",
     "POST /api/v1/generations/{generation_id}/cancel",
+    "GET /api/v1/generations/{generation_id}/events",
 }
 
 
@@ -51,6 +52,8 @@ def test_the_schema_and_its_docs_page_are_served(api):
         "x-ratelimit-remaining",
         "x-ratelimit-reset",
     }
+    events = schema["paths"]["/api/v1/generations/{generation_id}/events"]["get"]
+    assert set(events["responses"]["200"]["content"]) == {"text/event-stream"}
     docs = api.get("/api/docs")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
 
