@@ -14,6 +14,7 @@ RECHECK_SECONDS, should a notification be lost — and sends a keep-alive commen
 import time
 from collections.abc import Iterator
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
@@ -28,7 +29,7 @@ from hub.http import sse
 from hub.http.errors import NotFound
 from hub.http.openapi import errors
 from hub.http.public_url import base_url
-from hub.infra import shutdown
+from hub.infra import backends, shutdown
 
 QUEUED_ID, STARTED_ID, FINISHED_ID = 1, 2, 3
 # The backstop: an open stream re-reads its row this often even if no notification came.
@@ -49,8 +50,11 @@ def generation_events_stream(*, owner, generation_id: str, root: str, after: int
     """The events of the owner's generation after the id `after`, as they happen; it ends with
     the generation's final event, or early (the client reconnects with Last-Event-ID) when the
     generation is deleted or this process stops."""
+    # Without Redis no message wakes a stream on a start: it re-reads as often as the poller.
+    recheck = RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
     local = completion.waiters()
     woken = local.watch(generation_id)  # before the read: a step after it wakes us
+    sent_at = time.monotonic()
     try:
         while True:
             woken.clear()
@@ -58,20 +62,22 @@ def generation_events_stream(*, owner, generation_id: str, root: str, after: int
                 generation = generation_get_for_owner_api(owner=owner, generation_id=generation_id)
             except NotFound:
                 return
-            frames = [
-                sse.frame(name, GenerationOutput.data(generation, root=root), event_id=event_id)
-                for event_id, name in _steps(generation)
-                if event_id > after
-            ]
+            steps = _steps(generation)
+            data = GenerationOutput.data(generation, root=root) if steps[-1][0] > after else None
             connection_release()  # nothing held while the stream waits
-            yield from frames
-            after = max(after, _steps(generation)[-1][0])
+            for event_id, name in steps:
+                if event_id > after:
+                    yield sse.frame(name, data, event_id=event_id)
+                    after, sent_at = event_id, time.monotonic()
             if generation.status in FINISHED:
                 return
             read_at = time.monotonic()
-            while not woken.wait(sse.KEEP_ALIVE_SECONDS):
-                yield sse.KEEP_ALIVE
-                if time.monotonic() - read_at >= RECHECK_SECONDS:
+            while not woken.wait(max(min(sent_at + sse.KEEP_ALIVE_SECONDS, read_at + recheck) - time.monotonic(), 0)):
+                now = time.monotonic()
+                if now - sent_at >= sse.KEEP_ALIVE_SECONDS:
+                    yield sse.KEEP_ALIVE
+                    sent_at = now
+                if now - read_at >= recheck:
                     break
             if shutdown.seconds_left() is not None:  # stopping: the client resumes elsewhere
                 return
