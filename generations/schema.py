@@ -16,7 +16,7 @@ from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
-from rest_framework.fields import SkipField, empty
+from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
 from billing.apis import CreditsSerializer
@@ -219,19 +219,6 @@ class _Flag(serializers.BooleanField):
         _refuse(f"'{self.field_name}' must be a boolean")
 
 
-class _Unsupported(_Flag):
-    """A flag the hub does not offer: accepted as false only."""
-
-    def __init__(self, message: str, **kwargs):
-        self.message = message
-        super().__init__(required=False, default=False, help_text=f"only false: {message}", **kwargs)
-
-    def run_validation(self, data=empty):
-        if super().run_validation(data):
-            _refuse(f"{self.field_name} is not supported: {self.message}")
-        raise SkipField  # nothing to pass on
-
-
 class _Events(serializers.ListField):
     """A JSON list of webhook event names; in a form, repeated fields or one comma-separated."""
 
@@ -310,7 +297,8 @@ class _GenerationRequest(serializers.Serializer):
     image_required = False
     default_error_messages = {"invalid": "The request body must be a JSON object"}
 
-    stream = _Unsupported("omit it for a sync answer, or send async=true and poll poll_url")
+    stream = _Flag(required=False, default=False, help_text="answer text/event-stream: OpenAI's image events")
+    partial_images = _Integer(min_value=0, max_value=3, required=False, default=0, help_text="none sent yet")
     model = _Text(source="model_id")
     prompt = _Prompt()
     size = _Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")
