@@ -1,6 +1,7 @@
 """A generation's events stream behind a real proxy (Debian's nginx, its response buffering on as
 by default, a 20 s idle read cut): the events arrive as they happen, not when the stream ends,
-and the keep-alive comments carry the stream past the cut."""
+and the keep-alive comments carry the stream past the cut — as they carry a streamed answer
+(`stream: true`) whose provider takes longer than the cut."""
 
 import shutil
 import subprocess
@@ -74,3 +75,16 @@ def test_events_arrive_live_through_a_buffering_proxy(hub_behind_nginx):
     waits = [e["at"] for e in events[started:]]
     assert max(b - a for a, b in zip(waits, waits[1:], strict=False)) < 15
     assert any("comment" in e for e in events[started:-1])
+
+
+def test_a_streamed_generation_outlasts_the_proxys_cut(hub_behind_nginx):
+    auth = {"Authorization": f"Bearer {make_key(make_user(credits=10))}"}
+    body = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "stream": True, "partial_images": 2}
+    body["prompt"] = f"a lighthouse [sleep:{PROVIDER_SECONDS}]"
+    url = f"{hub_behind_nginx}/api/v1/images/generations"
+    with httpx.stream("POST", url, json=body, headers=auth, timeout=60) as response:
+        assert response.status_code == 200  # not the proxy's 504, though the provider took longer than its cut
+        events = read_events(response.iter_lines())
+    assert [e.get("event") for e in events if "event" in e] == ["image_generation.completed"]
+    assert events[-1]["data"]["b64_json"]
+    assert sum("comment" in e for e in events) >= PROVIDER_SECONDS // 10
