@@ -45,6 +45,7 @@ from generations.limits import key_limits_set, limits_effective
 from generations.selectors import (
     generation_events,
     generation_get_for_owner,
+    generation_queue_positions,
     generations_for_owner,
     webhook_deliveries_for_account,
     webhook_deliveries_for_generation,
@@ -339,6 +340,9 @@ def billing_alerts(request):
 @login_required
 def generations(request):
     page = Paginator(generations_for_owner(owner=request.user), GENERATIONS_PAGE_SIZE).get_page(request.GET.get("page"))
+    positions = generation_queue_positions(page.object_list)
+    for shown in page.object_list:
+        shown.queue_position = positions.get(shown.id)
     return render(request, "accounts/generations.html", {"page": page})
 
 
@@ -346,6 +350,7 @@ def generations(request):
 @owned
 def generation(request, generation_id: str):
     found = generation_get_for_owner(owner=request.user, generation_id=generation_id)
+    found.queue_position = generation_queue_positions([found]).get(found.id)
     context = {
         "generation": found,
         "events": generation_events(generation=found),

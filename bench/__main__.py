@@ -40,6 +40,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     run_parser = sub.add_parser("run", help="run scenarios (or `all`)")
     run_parser.add_argument("scenarios", nargs="+", metavar="SCENARIO", choices=[*SCENARIOS, "all"])
     run_parser.add_argument("--requests", type=int, help="requests per measured phase")
+    run_parser.add_argument("--a-requests", type=int, help="tenant A's async burst (upstream scenarios)")
+    run_parser.add_argument("--b-requests", type=int, help="tenant B's sync calls (upstream scenarios)")
+    run_parser.add_argument("--outage-seconds", type=float, help="how long one key answers 500 (outage)")
     run_parser.add_argument("--concurrency", type=int, help="concurrent clients")
     run_parser.add_argument("--provider-latency", type=float, help="fake provider latency, seconds")
     run_parser.add_argument("--png-bytes", type=int, help="size of the fake provider's PNG")
@@ -89,7 +92,17 @@ def main(argv: list[str]) -> int:
     names = list(SCENARIOS) if "all" in args.scenarios else args.scenarios
     overrides = {
         field: getattr(args, field)
-        for field in ("requests", "concurrency", "provider_latency", "png_bytes", "time_limit", "ramp")
+        for field in (
+            "requests",
+            "concurrency",
+            "provider_latency",
+            "png_bytes",
+            "time_limit",
+            "ramp",
+            "a_requests",
+            "b_requests",
+            "outage_seconds",
+        )
         if getattr(args, field) is not None
     }
     try:

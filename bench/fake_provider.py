@@ -13,7 +13,9 @@ at once without a thread each, and its CPU stays small next to the hub's. Edits 
 `POST /_bench/key` with `{"key": "sk-…", "concurrency": 20, "images_per_minute": 300, "failing": 500}`
 holds that API key to a provider's per-key limits, as the tests' fake does
 (tests/fakes/key_limits.py): over them a 429 `rate_limit_exceeded` with `Retry-After`, and
-`failing` answers 500 until set back to null; `/_bench/stats` then counts each key's answers.
+`failing` answers 500 until set back to null; `/_bench/stats` then shows each such key's answers
+by status, its calls in flight now and at most, its limit and its switch (bench.upstream_scenarios
+samples them).
 tests/fakes/openai_server.py is the scriptable fake for the tests; this one only has to be cheap.
 """
 
@@ -86,10 +88,16 @@ class FakeProvider:
         return n
 
     async def stats_view(self, request: web.Request) -> web.Response:
-        keys = {
-            key[:8]: {"statuses": dict(self.keys.statuses(key)), "peak_in_flight": self.keys.stats(key).max_in_flight}
-            for key in sorted(self.limited_keys)
-        }
+        keys = {}
+        for key in sorted(self.limited_keys):
+            state = self.keys.stats(key)
+            keys[key] = {
+                "statuses": {str(status): count for status, count in self.keys.statuses(key).items()},
+                "in_flight": state.in_flight,
+                "peak_in_flight": state.max_in_flight,
+                "concurrency": state.concurrency,
+                "failing": state.failing,
+            }
         return web.json_response({**self.stats, "png_bytes": self.png_size, "latency": self.latency, "keys": keys})
 
     async def key_view(self, request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from bench.pngs import noise_png, side_for
 from bench.report import Table, log_notes
 from bench.seed import seed_history
 from bench.stack import BODY, HUB_BIN, PROVIDER_KEY, Stack, http, pg_connections
+from bench.upstream_scenarios import run_upstream
 
 SMALL_PNG = 64 * 1024
 BIG_PNG = 3 * 2**19  # 1.5 MiB
@@ -36,6 +37,12 @@ class Scenario:
     time_limit: float = 600  # seconds after which no new request starts (and the poll phase's limit)
     ramp: float = 0  # seconds over which the clients start one after another (0: all at once)
     description: str = ""
+    # kind "upstream" (bench.upstream_scenarios): tenant A's async burst, tenant B's sync calls,
+    # the upstreams' limits configured, learned or configured with an outage of one key.
+    a_requests: int = 0
+    b_requests: int = 0
+    upstream: str = ""  # configured | learned | outage
+    outage_seconds: float = 60
 
 
 SCENARIOS = {
@@ -122,6 +129,26 @@ SCENARIOS = {
             0,
             description="async-c32 and the floor on an empty database, then again after seeding a million "
             "past generations",
+        ),
+        *(
+            Scenario(
+                name,
+                "upstream",
+                1,
+                0,
+                2,
+                time_limit=1800,
+                a_requests=2000,
+                b_requests=10,
+                upstream=variant,
+                description=f"tenant A's async burst (default 2,000), then tenant B's sync calls one after another "
+                f"(default 10); provider 2 s; two upstream keys of 20 concurrent calls each, {what}",
+            )
+            for name, variant, what in (
+                ("noisy-neighbour", "configured", "their limits configured"),
+                ("learned-limit", "learned", "their limits not configured (learned from 429s)"),
+                ("outage", "outage", "configured; one key answers 500 for a while (default 60 s) from B's first call"),
+            )
         ),
     ]
 }
@@ -445,4 +472,5 @@ RUNNERS = {
     "upload": run_upload,
     "history": run_history,
     "stages": run_stages,
+    "upstream": run_upstream,
 }

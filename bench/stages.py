@@ -168,7 +168,7 @@ def main(n: int, raw_key: str) -> list:
         deadline=time.monotonic() + 3600,
         references=[],
     )
-    image = provider.generate(request)[0]
+    image = provider.generate(request).images[0]
     measure("provider call (plain POST; edits: SDK)", "worker", lambda: provider.generate(request), n, results)
     measure("image check (format, size, CRCs)", "worker", lambda: image_shape(image), n, results)
     index = count()

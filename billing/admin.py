@@ -212,8 +212,15 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 class AccountTypeLimitsAdmin(admin.ModelAdmin):
     """The limits of every key of an account type that sets none of its own (empty = no limit)."""
 
-    list_display = ["account_type", "allowed_models", "images_per_minute", "concurrency", "monthly_credits"]
-    fieldsets = [(None, {"fields": ["account_type"]}), LIMITS_FIELDSET]
+    list_display = [
+        "account_type",
+        "allowed_models",
+        "images_per_minute",
+        "concurrency",
+        "monthly_credits",
+        "turn_weight",
+    ]
+    fieldsets = [(None, {"fields": ["account_type", "turn_weight"]}), LIMITS_FIELDSET]
     formfield_overrides = LIMITS_FORMFIELDS
 
 

@@ -197,6 +197,12 @@ class AccountTypeLimits(LimitFields):
     """The limits every key of an account type gets unless the key sets its own (admin)."""
 
     account_type = models.CharField(max_length=20, choices=AccountType.choices, unique=True)
+    turn_weight = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Share of the upstreams' turns when they are the bottleneck: an account of weight 2 gets"
+        " twice the turns of an account of weight 1 (accounts of a type without a row: 1)",
+    )
 
     class Meta:
         verbose_name = "account type limits"

@@ -289,10 +289,20 @@ def auto_topup_drift() -> list[str]:
     return problems
 
 
-# Every account type's defaults (hub.infra.snapshot: read on every generation request, edited rarely).
-_type_limits = Snapshot(lambda: {row.account_type: Limits.of(row) for row in AccountTypeLimits.objects.all()})
+# Every account type's defaults and turn weight (hub.infra.snapshot: read on every generation
+# request, edited rarely).
+_type_rows = Snapshot(
+    lambda: {row.account_type: (Limits.of(row), row.turn_weight) for row in AccountTypeLimits.objects.all()}
+)
 
 
 def account_type_limits(*, account_type: str) -> Limits:
     """The default limits of an account type's keys (none when the admin set none)."""
-    return _type_limits.get().get(account_type) or Limits()
+    row = _type_rows.get().get(account_type)
+    return row[0] if row is not None else Limits()
+
+
+def account_type_turn_weight(*, account_type: str) -> int:
+    """An account type's share of the upstreams' turns (generations.fair); 1 without a row."""
+    row = _type_rows.get().get(account_type)
+    return row[1] if row is not None else 1

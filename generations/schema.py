@@ -1,18 +1,15 @@
 """The generation endpoints' contract (drf-spectacular describes it for OpenAPI): the request
 serializers parse every generation request, the response shapes describe the answers.
 
-JSON keeps its types (`"n": "2"` is refused, which DRF's IntegerField would take) while a
-multipart form's fields arrive as strings, so each content type has its serializer (`form`), and
-the fields here read their values strictly: a refusal names its field and says what was wrong, and
-the exception handler answers the first (hub.http.exception_handler). Unknown fields are ignored
-(OpenAI clients send extras). OpenAI's image options (generations.options) are read into one
+Each content type has its serializer (`form`: a multipart form's fields arrive as strings, a JSON
+object keeps its types), built of fields that read their values strictly (generations.schema_fields);
+the exception handler answers the first refusal (hub.http.exception_handler). Unknown fields are
+ignored (OpenAI clients send extras). OpenAI's image options (generations.options) are read into one
 `options` map, checked against the model's catalog row by the submit service.
 """
 
-import re
 from collections.abc import Mapping
 
-from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
@@ -21,9 +18,20 @@ from rest_framework.settings import api_settings
 
 from billing.apis import CreditsSerializer
 from generations.catalog import enabled_models
-from generations.models import WebhookEvent
 from generations.options import IMAGE_OPTIONS, NO_IMAGE_OPTIONS, OPTIONS
-from generations.webhook_urls import UnusableWebhookURL, webhook_url_check
+from generations.schema_fields import (
+    Choice,
+    Events,
+    Flag,
+    Identifier,
+    Integer,
+    Prompt,
+    ResponseFormat,
+    Text,
+    Uploads,
+    WebhookURL,
+    all_text,
+)
 
 
 class ModelSerializer(serializers.Serializer):
@@ -80,6 +88,10 @@ class GenerationSerializer(serializers.Serializer):
     images = _Image(many=True)
     usage = _Usage()
     error = _GenerationError(allow_null=True)
+    queue_position = serializers.IntegerField(
+        allow_null=True,
+        help_text="while queued behind others for the model's upstreams: its place in line (1: next); else null",
+    )
     created = serializers.IntegerField(help_text="OpenAI field: unix seconds")
     data = _OpenAIDatum(many=True, help_text="OpenAI field: one item per stored image")
     size = serializers.CharField(help_text="OpenAI field: the size asked (auto, or WIDTHxHEIGHT)")
@@ -87,199 +99,6 @@ class GenerationSerializer(serializers.Serializer):
     output_format = serializers.CharField(help_text="OpenAI field: png, jpeg or webp")
     poll_url = serializers.URLField(required=False, help_text="with 202 answers")
     balance = CreditsSerializer(required=False, help_text="with a sync 200")
-
-
-PROMPT_MAX_LENGTH = 32000
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
-_INTEGER = re.compile(r"-?[0-9]{1,9}")
-
-
-def _refuse(message: str):
-    raise serializers.ValidationError(message)
-
-
-class _Text(serializers.CharField):
-    """A string as sent: another JSON type is refused (DRF's CharField would turn 5 into "5"), and
-    so is what the database cannot store — PostgreSQL refuses NUL, and a lone surrogate (JSON's
-    `\\ud800` escape) cannot be encoded as UTF-8. A JSON null counts as absent. Surrounding
-    spaces are stripped unless `strip=False`. (`allow_blank` and `max_length` describe the field
-    for OpenAPI; the checks are these fields' own, with their own messages.)"""
-
-    def __init__(self, *, strip: bool = True, **kwargs):
-        super().__init__(trim_whitespace=strip, **kwargs)
-
-    def get_value(self, data):
-        value = data.get(self.field_name)
-        return empty if value is None else value
-
-    def run_validation(self, data=empty):
-        if data is empty:
-            if self.required:
-                _refuse(f"'{self.field_name}' is required")
-            return "" if self.default is empty else self.default
-        return self.to_internal_value(data)
-
-    def to_internal_value(self, data):
-        name = self.field_name
-        if not isinstance(data, str):
-            _refuse(f"'{name}' must be a string")
-        if "\x00" in data or not data.isprintable() and any(0xD800 <= ord(c) <= 0xDFFF for c in data):
-            _refuse(f"'{name}' contains a NUL character or an unpaired surrogate")
-        return data.strip() if self.trim_whitespace else data
-
-
-class _Prompt(_Text):
-    def __init__(self, **kwargs):
-        super().__init__(strip=False, max_length=PROMPT_MAX_LENGTH, **kwargs)
-
-    def to_internal_value(self, data):
-        prompt = super().to_internal_value(data)
-        if not prompt.strip():
-            _refuse("'prompt' must not be empty")
-        if len(prompt) > PROMPT_MAX_LENGTH:
-            _refuse(f"'prompt' is longer than {PROMPT_MAX_LENGTH} characters")
-        return prompt
-
-
-class _WebhookURL(_Text, serializers.URLField):
-    """Usable as written and, when its host is a literal address, an address webhooks may reach
-    (generations.webhook_urls); where a host name resolves is checked by every delivery attempt,
-    on the address it connects to (workers.webhooks) — a check now would prove nothing about
-    delivery time."""
-
-    def to_internal_value(self, data):
-        url = super().to_internal_value(data)
-        if url:
-            try:
-                webhook_url_check(url)
-            except UnusableWebhookURL as exc:
-                _refuse(str(exc))
-        return url
-
-
-class _Integer(serializers.IntegerField):
-    """An integer within its bounds: a JSON number that is an integer (not true, not "2"), or a
-    form's digits."""
-
-    def get_value(self, data):
-        return data.get(self.field_name, empty)
-
-    def run_validation(self, data=empty):
-        if data is empty:
-            return self.default
-        if self.parent.form and isinstance(data, str) and _INTEGER.fullmatch(data.strip()):
-            data = int(data)
-        if isinstance(data, bool) or not isinstance(data, int):
-            _refuse(f"'{self.field_name}' must be an integer between {self.min_value} and {self.max_value}")
-        if not self.min_value <= data <= self.max_value:
-            _refuse(f"'{self.field_name}' must be between {self.min_value} and {self.max_value}")
-        return data
-
-
-class _Choice(serializers.ChoiceField):
-    """One of the option's values, as a string (a JSON null counts as absent)."""
-
-    def get_value(self, data):
-        value = data.get(self.field_name)
-        return empty if value is None else value
-
-    def run_validation(self, data=empty):
-        if data is empty:
-            return None
-        if not isinstance(data, str) or data not in self.choices:
-            _refuse(f"'{self.field_name}' must be one of: {', '.join(self.choices)}")
-        return data
-
-
-class _Identifier(_Text):
-    """An end user's id passed on to the provider: at most `max_length` characters."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if len(value) > self.max_length:
-            _refuse(f"'{self.field_name}' is longer than {self.max_length} characters")
-        return value
-
-
-class _Flag(serializers.BooleanField):
-    """JSON true or false; in a form, true/1/yes or false/0/no/empty, in any case."""
-
-    def get_value(self, data):
-        return data.get(self.field_name, empty)
-
-    def run_validation(self, data=empty):
-        if data is empty:
-            return self.default
-        if isinstance(data, bool):
-            return data
-        if self.parent.form and isinstance(data, str):
-            word = data.strip().lower()
-            if word in _TRUE or word in _FALSE:
-                return word in _TRUE
-        _refuse(f"'{self.field_name}' must be a boolean")
-
-
-class _Events(serializers.ListField):
-    """A JSON list of webhook event names; in a form, repeated fields or one comma-separated."""
-
-    child = serializers.ChoiceField(WebhookEvent.values)
-
-    def get_value(self, data):
-        if self.field_name not in data:
-            return empty
-        if not self.parent.form:
-            return data[self.field_name]
-        items = data.getlist(self.field_name)
-        return [event.strip() for item in items for event in item.split(",")] if _all_text(items) else items
-
-    def run_validation(self, data=empty):
-        if data is empty:
-            return None
-        choices = WebhookEvent.values
-        if not isinstance(data, list) or not data or not _all_text(data):
-            _refuse(f"webhook_events must be a non-empty list of: {', '.join(choices)}")
-        unknown = sorted({event for event in data if event not in choices})
-        if unknown:
-            _refuse(f"Unknown webhook event(s) {', '.join(map(repr, unknown))[:200]}; known: {', '.join(choices)}")
-        return sorted(set(data))
-
-
-def _all_text(items) -> bool:
-    return all(isinstance(item, str) for item in items)
-
-
-class _Uploads(serializers.ListField):
-    """A form's file uploads under the field's name (and `also`): never text."""
-
-    child = serializers.FileField()
-
-    def __init__(self, *, also: tuple[str, ...] = (), **kwargs):
-        self.names: tuple[str, ...] = ()
-        self.also = also
-        super().__init__(**kwargs)
-
-    def bind(self, field_name, parent):
-        super().bind(field_name, parent)
-        self.names = (field_name, *self.also)
-
-    def get_value(self, data):
-        return [value for name in self.names for value in data.getlist(name)]
-
-    def run_validation(self, data=empty):
-        if not all(isinstance(value, UploadedFile) for value in data):
-            name = self.field_name
-            _refuse(f"{name} must be a file upload (curl: -F '{name}=@./file.png')")
-        return data
-
-
-class _ResponseFormat(serializers.ChoiceField):
-    def get_value(self, data):
-        return data.get(self.field_name) or "url"
-
-    def run_validation(self, data=empty):
-        if not isinstance(data, str) or data not in self.choices:
-            _refuse("response_format must be 'url' or 'b64_json'")
-        return data
 
 
 class _GenerationRequest(serializers.Serializer):
@@ -297,37 +116,37 @@ class _GenerationRequest(serializers.Serializer):
     image_required = False
     default_error_messages = {"invalid": "The request body must be a JSON object"}
 
-    stream = _Flag(required=False, default=False, help_text="answer text/event-stream: OpenAI's image events")
-    partial_images = _Integer(min_value=0, max_value=3, required=False, default=0, help_text="none sent yet")
-    model = _Text(source="model_id")
-    prompt = _Prompt()
-    size = _Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")
-    quality = _Text(required=False, default="auto", help_text="a quality of the model (the catalog's)")
-    n = _Integer(min_value=1, max_value=4, required=False, default=1)
+    stream = Flag(required=False, default=False, help_text="answer text/event-stream: OpenAI's image events")
+    partial_images = Integer(min_value=0, max_value=3, required=False, default=0, help_text="none sent yet")
+    model = Text(source="model_id")
+    prompt = Prompt()
+    size = Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")
+    quality = Text(required=False, default="auto", help_text="a quality of the model (the catalog's)")
+    n = Integer(min_value=1, max_value=4, required=False, default=1)
     # `async` is a Python keyword: set through the class namespace, in its place among the fields.
-    locals()["async"] = _Flag(source="is_async", required=False, default=False, help_text="answer 202 at once")
-    webhook_url = _WebhookURL(
+    locals()["async"] = Flag(source="is_async", required=False, default=False, help_text="answer 202 at once")
+    webhook_url = WebhookURL(
         required=False,
         max_length=2048,
         help_text="http(s) URL the hub POSTs the generation to, signed per Standard Webhooks (docs/api.md, Webhooks); "
         "a host it cannot use, or a literal address it may not reach, is a 400 with param webhook_url",
     )
-    webhook_events = _Events(
+    webhook_events = Events(
         required=False,
         min_length=1,
         help_text="which events to POST (default [completed]); multipart: repeated or comma-separated",
     )
-    response_format = _ResponseFormat(["url", "b64_json"], required=False, default="url")
+    response_format = ResponseFormat(["url", "b64_json"], required=False, default="url")
     # OpenAI's image options (generations.options): validated here, offered or not per model.
-    background = _Choice(OPTIONS["background"], required=False, help_text="transparent needs png or webp")
-    output_format = _Choice(OPTIONS["output_format"], required=False, help_text="the stored images' format (png)")
-    output_compression = _Integer(
+    background = Choice(OPTIONS["background"], required=False, help_text="transparent needs png or webp")
+    output_format = Choice(OPTIONS["output_format"], required=False, help_text="the stored images' format (png)")
+    output_compression = Integer(
         min_value=0, max_value=100, required=False, default=None, help_text="0–100, with jpeg or webp"
     )
-    moderation = _Choice(OPTIONS["moderation"], required=False, help_text="without images (not on edits)")
-    user = _Identifier(required=False, max_length=256, help_text="your end user's id, passed to the provider")
-    safety_identifier = _Identifier(required=False, max_length=64, help_text="passed to the provider")
-    input_fidelity = _Choice(OPTIONS["input_fidelity"], required=False, help_text="with images (edits)")
+    moderation = Choice(OPTIONS["moderation"], required=False, help_text="without images (not on edits)")
+    user = Identifier(required=False, max_length=256, help_text="your end user's id, passed to the provider")
+    safety_identifier = Identifier(required=False, max_length=64, help_text="passed to the provider")
+    input_fidelity = Choice(OPTIONS["input_fidelity"], required=False, help_text="with images (edits)")
 
     @classmethod
     def _fields_bound(cls):
@@ -360,7 +179,7 @@ class _GenerationRequest(serializers.Serializer):
         if attrs["webhook_events"] is not None and not attrs["webhook_url"]:
             raise serializers.ValidationError({"webhook_events": "webhook_events needs a webhook_url"})
         if self.form:
-            uploads = {name for name, values in self.initial_data.lists() if not _all_text(values)}
+            uploads = {name for name, values in self.initial_data.lists() if not all_text(values)}
             unknown = uploads - set(self.file_fields)
             if unknown:
                 raise serializers.ValidationError(
@@ -397,10 +216,8 @@ def _options(attrs: dict) -> dict:
     return options
 
 
-def _mask() -> _Uploads:
-    return _Uploads(
-        source="masks", required=False, help_text="a PNG with alpha, the first image's size: what to change"
-    )
+def _mask() -> Uploads:
+    return Uploads(source="masks", required=False, help_text="a PNG with alpha, the first image's size: what to change")
 
 
 class GenerationJSONSerializer(_GenerationRequest):
@@ -409,7 +226,7 @@ class GenerationJSONSerializer(_GenerationRequest):
 
 class GenerationMultipartSerializer(_GenerationRequest):
     form = True
-    reference_image = _Uploads(source="files", required=False)
+    reference_image = Uploads(source="files", required=False)
     mask = _mask()
 
 
@@ -425,7 +242,7 @@ class ImageEditSerializer(_GenerationRequest):
     form = True
     file_fields = ("image", "image[]", "mask")
     image_required = True
-    image = _Uploads(source="files", also=("image[]",), help_text="also accepted as image[]")
+    image = Uploads(source="files", also=("image[]",), help_text="also accepted as image[]")
     mask = _mask()
 
 

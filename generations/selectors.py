@@ -5,6 +5,7 @@ from django.contrib.postgres.aggregates import JSONBAgg
 from django.db.models import OuterRef, Subquery
 from django.db.models.functions import JSONObject
 
+from generations import fair
 from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
 from hub.http.errors import NotFound
@@ -80,6 +81,12 @@ def generation_get_for_owner_api(*, owner, generation_id: str) -> Generation:
     if generation is None:
         raise NotFound("Generation not found")
     return generation
+
+
+def generation_queue_positions(generations) -> dict[str, int]:
+    """The place of each queued generation among those waiting for its model's upstreams (1:
+    the next to run; generations.fair), by id; the others (not waiting, or no Redis) left out."""
+    return fair.fair_positions([g for g in generations if g.status == GenerationStatus.QUEUED])
 
 
 def generations_for_owner(*, owner):

@@ -8,6 +8,7 @@ import base64
 import binascii
 import secrets
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -346,6 +347,15 @@ if UPSTREAM_FAILURE_THRESHOLD < 1 or UPSTREAM_COOLOFF_SECONDS <= 0:
     raise ImproperlyConfigured(
         "HUB_UPSTREAM_FAILURE_THRESHOLD must be at least 1, HUB_UPSTREAM_COOLOFF_SECONDS above 0"
     )
+# What one credit is worth, in the currency of the upstreams' prices (upstreams.costs): the cost
+# report's margin is credits × this − upstream cost. Blank: the report shows no margin.
+_credit_value = env.str("HUB_CREDIT_VALUE", default="")
+try:
+    CREDIT_VALUE = Decimal(_credit_value) if _credit_value else None
+except InvalidOperation:
+    CREDIT_VALUE = Decimal("NaN")
+if CREDIT_VALUE is not None and not (CREDIT_VALUE.is_finite() and CREDIT_VALUE >= 0):
+    raise ImproperlyConfigured(f"HUB_CREDIT_VALUE must be an amount such as 0.01, not {_credit_value[:20]!r}")
 
 # --- Webhooks -------------------------------------------------------------------------------
 # A webhook attempt, from connecting to the receiver's status line, gets this long in all.

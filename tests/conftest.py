@@ -275,15 +275,15 @@ OPENAI_TEST_KEY = "sk-test-hub-0123456789"
 
 
 @pytest.fixture
-def unconsumed_queue():
-    """Send generation tasks to a queue no worker reads (tests of charging alone), then drop them."""
+def unconsumed_queue(settings):
+    """Send generation tasks to a queue no worker reads (tests of charging alone), then drop them.
+    Set through pytest-django's `settings` (as every test's own changes are), so the changes are
+    undone in the reverse order they were made (see tests/faults/conftest.py `fault_queue`)."""
     import uuid
 
-    from django.test import override_settings
-
     queue = f"unconsumed-{uuid.uuid4().hex[:8]}"
-    with override_settings(GENERATIONS_QUEUE=queue):
-        yield queue
+    settings.GENERATIONS_QUEUE = queue
+    yield queue
     purge_queues(queue)
 
 

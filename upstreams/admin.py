@@ -1,10 +1,18 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path
 
+from hub.admin import ReadOnlyAdmin
 from hub.http.errors import HubError
-from upstreams.models import Upstream, UpstreamRoute
+from upstreams.costs import prices_check
+from upstreams.models import Upstream, UpstreamCall, UpstreamRoute
+from upstreams.selectors import cost_per_day
 from upstreams.services import credential_set, upstream_check
 from upstreams.state import UpstreamState, describe, upstream_state
+
+COST_DAYS = 31  # the admin's "Cost per day"
 
 
 class UpstreamForm(forms.ModelForm):
@@ -36,6 +44,7 @@ class UpstreamForm(forms.ModelForm):
             "weight",
             "concurrency",
             "images_per_minute",
+            "prices",
             "enabled",
         ]
 
@@ -44,6 +53,7 @@ class UpstreamForm(forms.ModelForm):
         upstream = Upstream(**{name: cleaned.get(name) for name in ("adapter", "base_url", "api_version")})
         try:
             upstream_check(upstream)
+            cleaned["prices"] = prices_check(cleaned.get("prices"))
             api_key = cleaned.get("api_key")
             if api_key or self.instance._state.adding:
                 credential_set(upstream=self.instance, api_key=api_key or "")
@@ -147,3 +157,43 @@ class UpstreamAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"{'Enabled' if enabled else 'Disabled'} {queryset.count()} upstream(s).", messages.SUCCESS
         )
+
+
+@admin.register(UpstreamCall)
+class UpstreamCallAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "generation",
+        "model",
+        "upstream_name",
+        "outcome",
+        "latency_ms",
+        "images",
+        "input_text_tokens",
+        "input_image_tokens",
+        "output_image_tokens",
+        "output_text_tokens",
+        "cost",
+    ]
+    list_filter = ["outcome", "upstream_name", "model"]
+    search_fields = ["generation__id"]
+    date_hierarchy = "started_at"
+    list_select_related = ["generation", "model"]
+    change_list_template = "admin/upstreams/upstreamcall/change_list.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.cost_view)
+        return [path("cost/", view, name="upstreams_upstreamcall_cost"), *super().get_urls()]
+
+    def cost_view(self, request):
+        """Per UTC day, model and upstream over the last COST_DAYS days: images, credits, upstream
+        cost and margin (upstreams.selectors.cost_per_day)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Upstream cost per day (last {COST_DAYS} days)",
+            "rows": cost_per_day(days=COST_DAYS),
+        }
+        return TemplateResponse(request, "admin/upstreams/upstreamcall/cost.html", context)

@@ -16,12 +16,12 @@ keys' limits), so no two workers can both take the last slot.
   window of successes adds one. An acquire holds calls to min(configured, learned).
 
 Over budget, `acquire` says how long to wait rather than failing: the caller waits (up to the
-generation's deadline) and asks again. Without Redis (the embedded default: one worker process)
-there is no budget: every acquire is granted, and a 429 is waited out by its own call.
+generation's deadline; woken by the release of a slot: upstreams.freed) and asks again.
+Without Redis (the embedded default: one worker process) there is no budget: every acquire is
+granted, and a 429 is waited out by its own call.
 """
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -30,7 +30,10 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from hub.infra import backends
 from hub.infra.redis_client import redis_client
+from hub.infra.singletons import per_process
+from upstreams import freed
 from upstreams.targets import Target, learned_cap
 
 logger = logging.getLogger(__name__)
@@ -92,16 +95,17 @@ redis.call('PEXPIRE', KEYS[1], lease * 2)
 return 1
 """
 
-# KEYS: slots, learned, stats; ARGV: slot id, outcome, cap, seconds, stats ttl
+# KEYS: slots, learned, stats; ARGV: slot id, outcome, cap, seconds, stats ttl, freed channel,
+# upstream id
 _RELEASE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 if ARGV[2] == 'ok' then
   local learned, cap = tonumber(redis.call('GET', KEYS[2])), tonumber(ARGV[3])
   if learned and learned < cap then
     redis.call('SET', KEYS[2], tostring(math.min(cap, learned + 1 / learned)))
   end
 end
-if ARGV[2] ~= 'rejected' then
+if ARGV[2] ~= 'rejected' and ARGV[2] ~= 'unused' then
   local failed = 1
   if ARGV[2] == 'ok' then failed = 0 end
   local errors = tonumber(redis.call('HGET', KEYS[3], 'errors')) or failed
@@ -158,7 +162,7 @@ def _lease_ms() -> int:
 
 def acquire(target: Target, *, images: int) -> Grant | Busy:
     """Take one of the upstream's slots (and `images` of its minute) for a call."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return Grant(target, None)
     slot = uuid.uuid4().hex
     keys = [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
@@ -175,14 +179,16 @@ def acquire(target: Target, *, images: int) -> Grant | Busy:
 
 
 def release(grant: Grant, *, outcome: str, seconds: float) -> None:
-    """The call ended (`outcome`: ok, rate_limited, failed or rejected): free its slot; a success
-    widens the learned limit; the upstream's error ratio and latency (moving averages) follow."""
+    """The call ended (`outcome`: ok, rate_limited, failed or rejected; unused: no call was sent
+    with it) — free its slot and wake a waiter for it (upstreams.freed); a success widens the
+    learned limit; the upstream's error ratio and latency (moving averages) follow."""
     if grant.slot is None:
         return
     _keeper().drop(grant.target.upstream_id, grant.slot)
     target = grant.target
     keys = [state_key(target.upstream_id, part) for part in ("slots", "learned", "stats")]
     args = [grant.slot, outcome, target.concurrency or learned_cap(), round(seconds, 3), STATS_TTL_MS]
+    args += [freed.CHANNEL, target.upstream_id]
     try:
         _run(_RELEASE, keys=keys, args=args)
     except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
@@ -193,7 +199,7 @@ def rate_limited(target: Target, *, retry_after: float | None) -> float | None:
     """The provider answered 429: every worker holds off this upstream for Retry-After (a second
     without one), and its learned limit halves (once per cooldown). The new learned limit, or
     None when this burst had halved it already (or without Redis)."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return None
     ms = max(1, round(retry_after * 1000)) if retry_after is not None else DEFAULT_COOLDOWN_MS
     keys = [state_key(target.upstream_id, part) for part in ("cooldown", "learned", "slots", "decreased")]
@@ -242,18 +248,9 @@ class _SlotKeeper:
                     logger.exception("upstream slot renewal failed; retrying next period")
 
 
-_keepers: dict[int, _SlotKeeper] = {}  # pid → keeper: a forked pool child makes its own
-_keepers_lock = threading.Lock()
-
-
-def _keeper() -> _SlotKeeper:
-    with _keepers_lock:
-        keeper = _keepers.get(os.getpid())
-        if keeper is None:
-            keeper = _keepers[os.getpid()] = _SlotKeeper()
-        return keeper
+_keeper = per_process(_SlotKeeper)  # a forked pool child makes its own
 
 
 def shared() -> bool:
     """Whether budgets and cooldowns are shared (Redis) rather than absent."""
-    return bool(settings.REDIS_URL)
+    return backends.redis()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from hub.infra import backends
 from hub.infra.redis_client import redis_client
 from upstreams.budget import state_key
 from upstreams.targets import Target
@@ -92,7 +93,7 @@ def _run(script: str, *, keys: list[str], args: list):
 
 def circuit_states(targets: list[Target]) -> list[CircuitState]:
     """Each target's circuit, in one round trip (all closed without Redis, or Redis down)."""
-    if not settings.REDIS_URL or not targets:
+    if not backends.redis() or not targets:
         return [CircuitState(CLOSED) for _ in targets]
     try:
         raw = _run(_STATES, keys=[_circuit_key(target) for target in targets], args=[])
@@ -129,7 +130,7 @@ def _probe_ms() -> int:
 
 def circuit_record(target: Target, *, ok: bool) -> None:
     """A call to the upstream succeeded, or failed for the upstream's own fault."""
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return
     args = [1 if ok else 0, settings.UPSTREAM_FAILURE_THRESHOLD, round(settings.UPSTREAM_COOLOFF_SECONDS * 1000)]
     try:

@@ -23,6 +23,11 @@ BUDGET_WAIT = Histogram(
     "Time a generation waited for a slot of its model's upstreams (cooldown, calls in flight, images per minute)",
     buckets=LATENCY_BUCKETS,
 )
+QUEUE_WAIT = Histogram(
+    "hub_generation_queue_wait_seconds",
+    "Time a generation waited for its turn: from its hand-over to the queue (first attempt: creation) to its claim",
+    buckets=LATENCY_BUCKETS,
+)
 CIRCUIT_OPENED = Counter(
     "hub_upstream_circuit_opened_total", "Circuits opened (or reopened by a failed probe)", ["upstream"]
 )

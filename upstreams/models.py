@@ -8,8 +8,9 @@ IMAGE_PROVIDER) with OPENAI_API_KEY / OPENAI_BASE_URL (upstreams.routing.DEFAULT
 
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models import Q
 
-from generations.models import ImageModel
+from generations.models import Generation, ImageModel
 from hub.infra.ids import opaque_id
 
 
@@ -51,6 +52,13 @@ class Upstream(models.Model):
     images_per_minute = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Blank: no limit"
     )
+    prices = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='What the provider bills, in the currency of HUB_CREDIT_VALUE: {"per_image": {"low":'
+        ' {"1024x1024": "0.011", "*": "0.016"}, "*": {"*": "0.167"}}} or {"per_million_tokens": {"input_text":'
+        ' "5", "input_image": "10", "output_image": "40", "output_text": "10"}}; blank: costs unknown',
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -77,3 +85,40 @@ class UpstreamRoute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} → {self.upstream}"
+
+
+class UpstreamCall(models.Model):
+    """One provider call of a generation (an attempt: a failover makes two), written when the call
+    ends (workers.upstream_calls) and never changed: which upstream, how long, how it ended, the
+    tokens the provider said it used and what that cost by the upstream's prices then
+    (upstreams.costs). The cost report (upstreams.selectors) sums these."""
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="upstream_calls")
+    model = models.ForeignKey(ImageModel, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # The row, while it exists; its name stays (and names the default upstream, which has no row).
+    upstream = models.ForeignKey(Upstream, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    upstream_name = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    latency_ms = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=20)  # ok, or the error's kind (rate_limited, timeout, rejected…)
+    images = models.PositiveSmallIntegerField(default=0)
+    input_text_tokens = models.PositiveIntegerField(null=True, blank=True)  # null: the provider did not say
+    input_image_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_image_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_text_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)  # null: unknown (no prices)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [models.Index(fields=["started_at"])]  # the report reads days
+        constraints = [
+            models.CheckConstraint(condition=Q(cost__gte=0), name="upstream_call_cost_not_negative"),
+            # A failed call delivered nothing and is billed nothing.
+            models.CheckConstraint(
+                condition=Q(outcome="ok") | (Q(images=0) & (Q(cost__isnull=True) | Q(cost=0))),
+                name="upstream_call_failed_costs_nothing",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.generation_id} → {self.upstream_name} {self.outcome}"

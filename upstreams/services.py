@@ -1,4 +1,8 @@
-"""Adding, enabling and disabling upstreams, and (re)keying their credentials."""
+"""Adding, enabling, disabling and pricing upstreams, (re)keying their credentials, and recording
+each provider call with its cost."""
+
+from datetime import datetime
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -7,8 +11,10 @@ from django.utils.text import slugify
 
 from generations.models import ImageModel
 from hub.http.errors import InvalidRequest
+from upstreams.costs import Usage, call_cost, prices_check
 from upstreams.credentials import CredentialsLocked, credential_hint, credential_reseal, credential_seal
-from upstreams.models import Adapter, Upstream, UpstreamRoute
+from upstreams.models import Adapter, Upstream, UpstreamCall, UpstreamRoute
+from upstreams.targets import Target
 
 
 def upstream_create(
@@ -23,6 +29,7 @@ def upstream_create(
     weight: int = 1,
     concurrency: int | None = None,
     images_per_minute: int | None = None,
+    prices: dict | None = None,
 ) -> Upstream:
     """A new upstream serving `models` (catalog id → the upstream's model id, blank: the
     catalog's). Every input is checked here: a bad one is an InvalidRequest naming it."""
@@ -37,6 +44,7 @@ def upstream_create(
         weight=weight,
         concurrency=concurrency,
         images_per_minute=images_per_minute,
+        prices=prices_check(prices),
     )
     upstream_check(upstream)
     credential_set(upstream=upstream, api_key=api_key)
@@ -65,6 +73,51 @@ def upstream_check(upstream: Upstream) -> None:
             raise InvalidRequest(f"{upstream.base_url[:100]!r} is not an http(s) URL", param="base_url") from None
     if upstream.adapter == Adapter.AZURE and not (upstream.base_url and upstream.api_version):
         raise InvalidRequest("Azure OpenAI needs the resource's endpoint (--base-url) and an --api-version")
+
+
+def upstream_set_prices(*, name: str, prices: dict) -> Upstream:
+    """Price the upstream's calls from now on (a call recorded before keeps its cost)."""
+    updated = Upstream.objects.filter(name=name).update(prices=prices_check(prices))
+    if not updated:
+        raise InvalidRequest(f"No upstream is named {name[:64]!r}", param="name")
+    return Upstream.objects.get(name=name)
+
+
+def upstream_call_record(
+    *,
+    generation_id: str,
+    model_id: str,
+    target: Target,
+    started_at: datetime,
+    latency_ms: int,
+    outcome: str,
+    quality: str,
+    size: str,
+    images: int = 0,
+    usage: Usage | None = None,
+) -> UpstreamCall:
+    """Append one provider call of a generation, priced by its upstream's prices (a failed call
+    costs nothing: providers bill what they answer)."""
+    if outcome == "ok":
+        cost = call_cost(target.prices, quality=quality, size=size, images=images, usage=usage)
+    else:
+        cost = Decimal(0) if target.prices else None
+    usage = usage or Usage()
+    return UpstreamCall.objects.create(
+        generation_id=generation_id,
+        model_id=model_id,
+        upstream_id=None if target.is_default else target.upstream_id,
+        upstream_name=target.name,
+        started_at=started_at,
+        latency_ms=latency_ms,
+        outcome=outcome,
+        images=images,
+        input_text_tokens=usage.input_text,
+        input_image_tokens=usage.input_image,
+        output_image_tokens=usage.output_image,
+        output_text_tokens=usage.output_text,
+        cost=cost,
+    )
 
 
 def credential_set(*, upstream: Upstream, api_key: str) -> None:

@@ -4,8 +4,8 @@
 from dataclasses import dataclass
 
 import redis
-from django.conf import settings
 
+from hub.infra import backends
 from hub.infra.redis_client import redis_client
 from upstreams.budget import state_key
 from upstreams.circuit import CLOSED, HALF_OPEN, OPEN
@@ -49,7 +49,7 @@ def _number(raw) -> float | None:
 
 
 def upstream_state(upstream_id: str) -> UpstreamState:
-    if not settings.REDIS_URL:
+    if not backends.redis():
         return UpstreamState(known=False)
     parts = ("slots", "learned", "cooldown", "circuit", "stats")
     try:

@@ -2,7 +2,7 @@
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -29,6 +29,7 @@ class Target:
     weight: int = 1
     concurrency: int | None = None  # None: learned from the provider's 429s
     images_per_minute: int | None = None
+    prices: dict = field(default_factory=dict, hash=False, compare=False)  # checked (upstreams.costs); {}: none
 
     @property
     def is_default(self) -> bool:
@@ -62,6 +63,7 @@ def _routes() -> dict[str, list[Target]]:
                 weight=up.weight,
                 concurrency=up.concurrency,
                 images_per_minute=up.images_per_minute,
+                prices=up.prices,
             )
         )
     return routes

@@ -14,6 +14,8 @@ from generations import errors
 from generations.models import Generation
 from generations.services import ProviderCall, StoredImage, generation_claim, generation_fail, generation_finalize
 from hub.infra import metrics, storage
+from upstreams.metrics import QUEUE_WAIT
+from upstreams.routing import Choice
 from workers import upstream_calls
 from workers.finishing import finishing_turn
 from workers.lease import lease_held
@@ -32,45 +34,52 @@ class ClaimUnavailable(Exception):
     so the task is retried (with backoff) rather than acknowledged as done."""
 
 
-def generation_run(generation_id: str) -> None:
+def generation_run(generation_id: str, *, held: Choice | None = None) -> bool:
+    """Claim the generation and run one attempt of it: True when it was this task's to run (a
+    slot `held` for it by its task, workers.turns, is then used or given back); False when it was
+    not (finished, canceled, deleted, or another attempt owns it), and `held` stays the caller's."""
     try:
         generation = generation_claim(generation_id=generation_id)
     except DatabaseError as exc:
         raise ClaimUnavailable(str(exc)) from exc
     if generation is None:
         logger.info("generation %s: not queued (finished or taken); nothing to do", generation_id)
-        return
+        return False
     structlog.contextvars.bind_contextvars(account_id=generation.owner_id)
-    attempt = generation.attempts
-    seconds_left = (generation.deadline_at - timezone.now()).total_seconds() - FINALIZE_MARGIN_SECONDS
-    if seconds_left <= 0:
+    # A first attempt waited from its creation (its enqueued_at moves with the sweeper's re-sends).
+    queued_at = generation.created_at if generation.attempts == 1 else generation.enqueued_at or generation.created_at
+    QUEUE_WAIT.observe((generation.started_at - queued_at).total_seconds())
+    _attempt(generation, held=held)
+    return True
+
+
+def _attempt(generation: Generation, *, held: Choice | None) -> None:
+    """The claimed attempt: its provider call (which owns `held` once it is made), its images
+    stored, its finish."""
+    generation_id, attempt = generation.id, generation.attempts
+    try:
+        request = _request(generation)
+    except BaseException:
+        if held is not None:
+            upstream_calls.slot_give_back(held)
+        raise
+    if request is None:
+        if held is not None:
+            upstream_calls.slot_give_back(held)
         generation_fail(
             generation_id=generation_id,
             code=errors.TIMEOUT,
             message="The generation waited too long in the queue; credits were refunded.",
         )
         return
-    request = ProviderRequest(
-        model=generation.model.upstream_model or generation.model.id,
-        prompt=generation.prompt,
-        size=generation.size,
-        quality=generation.quality,
-        n=generation.n,
-        deadline=time.monotonic() + seconds_left,
-        references=[storage.object_read(ref.storage_key) for ref in generation.references.all()]
-        if generation.reference_count
-        else [],
-        options={name: value for name, value in generation.options.items() if name != "mask"},
-        mask=storage.object_read(storage.mask_key(generation_id=generation_id))
-        if generation.options.get("mask")
-        else None,
-    )
     connection.close()  # back to the pool: the provider call may take minutes
     with ExitStack() as finishing:
         with lease_held(generation_id=generation_id, attempt=attempt) as lease:
             called_at, clock = timezone.now(), time.monotonic()
             try:
-                outputs = upstream_calls.generate(generation.model, request, abandoned=lease.lost)
+                outputs = upstream_calls.generate(
+                    generation.model, request, generation_id=generation_id, held=held, abandoned=lease.lost
+                )
             except upstream_calls.AttemptAbandoned:
                 logger.info("generation %s: no longer this attempt's (%s); not sent", generation_id, attempt)
                 return
@@ -90,6 +99,28 @@ def generation_run(generation_id: str) -> None:
             images = _store_valid(generation, outputs[: generation.n])
         error = _no_image_error(outputs, images)
         generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error, call=call)
+
+
+def _request(generation: Generation) -> ProviderRequest | None:
+    """The provider request of a claimed attempt; None when its deadline leaves no time for one."""
+    seconds_left = (generation.deadline_at - timezone.now()).total_seconds() - FINALIZE_MARGIN_SECONDS
+    if seconds_left <= 0:
+        return None
+    return ProviderRequest(
+        model=generation.model.upstream_model or generation.model.id,
+        prompt=generation.prompt,
+        size=generation.size,
+        quality=generation.quality,
+        n=generation.n,
+        deadline=time.monotonic() + seconds_left,
+        references=[storage.object_read(ref.storage_key) for ref in generation.references.all()]
+        if generation.reference_count
+        else [],
+        options={name: value for name, value in generation.options.items() if name != "mask"},
+        mask=storage.object_read(storage.mask_key(generation_id=generation.id))
+        if generation.options.get("mask")
+        else None,
+    )
 
 
 def _ms_since(clock: float) -> int:

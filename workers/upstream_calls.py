@@ -3,7 +3,7 @@
 Each attempt first takes a slot of an upstream's shared budget (upstreams.routing: by priority,
 then weight, skipping open circuits and full budgets), sends one call, and gives the slot back.
 Over every upstream's budget the generation waits — it is neither sent nor failed — until a slot
-frees or its deadline comes. What a failed call means:
+frees (woken by its release: upstreams.freed) or its deadline comes. What a failed call means:
 
 - refused (`provider_rejected`, a 4xx such as the content policy): the generation fails; the
   same request would be refused anywhere, so it is not tried elsewhere.
@@ -19,7 +19,8 @@ frees or its deadline comes. What a failed call means:
 At most MAX_FAILED_CALLS failed calls, all within the generation's deadline; the generation is
 charged once whatever happens here (its charge was taken at submit). A generation that stops
 being the attempt's while it waits (canceled, deleted, taken over: `abandoned`) stops waiting
-and is not sent.
+and is not sent. Every call, whatever its end, is recorded where it ends (upstreams.UpstreamCall:
+upstream, latency, outcome, the provider's usage and its cost by the upstream's prices).
 
 A model with no enabled upstream is served by its backend (or IMAGE_PROVIDER): `local` is
 called directly (no budget), anything else is the default upstream of the environment.
@@ -30,22 +31,32 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
+
+from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from generations.models import ImageModel
-from upstreams import budget, circuit
+from upstreams import budget, circuit, freed
 from upstreams import metrics as upstream_metrics
 from upstreams.routing import Choice, Wait, choose
+from upstreams.services import upstream_call_record
 from upstreams.targets import Target, default_target, upstream_targets
-from workers.providers import LOCAL, ProviderError, ProviderRequest, backend_name, provider_for, upstream_adapter
+from workers.providers import (
+    LOCAL,
+    Generated,
+    ProviderError,
+    ProviderRequest,
+    backend_name,
+    provider_for,
+    upstream_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_FAILED_CALLS = 5  # as many as the OpenAI adapter's own attempts were (4 retries)
 BACKOFF_BASE_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
-# Looking again for a slot that frees when some call ends: soon, spread so waiters do not all ask
-# at once, and less often the longer a generation has waited.
-BUSY_POLL_SECONDS = (0.05, 1.0)
 UPSTREAM_FAULTS = frozenset({"timeout", "unavailable"})  # worth trying on the same upstream again
 MSG_TIMED_OUT = "Image provider timed out"
 MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
@@ -55,45 +66,124 @@ class AttemptAbandoned(Exception):
     """The generation stopped being this attempt's before its call was sent."""
 
 
-def generate(model: ImageModel, request: ProviderRequest, *, abandoned: Callable[[], bool]) -> list[bytes]:
-    """The model's images for `request`, or ProviderError (AttemptAbandoned when `abandoned()`
-    turns true before a call is sent)."""
+def targets_of(model: ImageModel) -> list[Target]:
+    """The model's upstreams, or the default upstream of the environment; none for the `local`
+    backend (called directly, no budget). An unknown backend is refused (ProviderError)."""
     targets = upstream_targets(model)
+    if targets:
+        return targets
+    backend = backend_name(model.backend)
+    if backend == LOCAL:
+        return []
+    provider_for(backend)  # an unknown backend is refused here, as before upstreams
+    return [default_target(backend)]
+
+
+def generate(
+    model: ImageModel,
+    request: ProviderRequest,
+    *,
+    generation_id: str,
+    abandoned: Callable[[], bool],
+    held: Choice | None = None,
+) -> list[bytes]:
+    """The model's images for `request` (generation `generation_id`'s), or ProviderError
+    (AttemptAbandoned when `abandoned()` turns true before a call is sent). `held`: a slot its
+    task took before it took this generation (workers.turns), used for the first call."""
+    targets = targets_of(model)
     if not targets:
-        backend = backend_name(model.backend)
-        if backend == LOCAL:
-            return provider_for(backend).generate(request)
-        provider_for(backend)  # an unknown backend is refused here, as before upstreams
-        targets = [default_target(backend)]
-    return _Call(targets, request, abandoned).run()
+        return provider_for(LOCAL).generate(request).images
+    # Back to the pool: reading the routes (every CATALOG_CACHE_SECONDS) took a connection, and
+    # the call may wait long for a slot (bench learned-limit ran the worker's pool dry).
+    connection.close()
+    return _Call(targets, request, abandoned, held=held, generation_id=generation_id, model_id=model.id).run()
+
+
+def adapters_make(targets: list[Target]) -> None:
+    """Make (once per process) the adapters of `targets` before a slot is held for a call to
+    them: a first adapter takes a while of CPU, during which the process renews no lease."""
+    for target in targets:
+        try:
+            upstream_adapter(target)
+        except ProviderError:
+            pass  # said again, and handled, when a call is sent there
+
+
+def slot_take(
+    targets: list[Target], *, images: int, deadline: float, keep_waiting: Callable[[], bool] | None = None
+) -> Choice | Wait | None:
+    """A slot of one of `targets` (choose's order), waiting while every one is busy: the Choice;
+    None when every upstream is open; the last Wait when `deadline` (monotonic) came or
+    `keep_waiting` said to stop. A busy upstream's waiter is woken when one of its slots frees
+    (upstreams.freed); a cooldown or a full minute is slept out (in steps, so `keep_waiting` is
+    asked again at least every RECHECK_SECONDS)."""
+    waited_since = None
+    try:
+        while True:
+            with freed.slot_waiter(target.upstream_id for target in targets) as waiter:
+                choice = choose(targets, images=images)
+                if not isinstance(choice, Wait):
+                    return choice
+                left = deadline - time.monotonic()
+                if left <= 0 or (keep_waiting is not None and not keep_waiting()):
+                    return choice
+                waited_since = waited_since or time.monotonic()
+                seconds = min(left, freed.RECHECK_SECONDS)
+                if choice.seconds > 0 or waiter is None:  # known: a cooldown or the minute
+                    time.sleep(min(seconds, choice.seconds + random.uniform(0, 0.1)))
+                else:
+                    waiter.wait(seconds)
+    finally:
+        if waited_since is not None:
+            upstream_metrics.BUDGET_WAIT.observe(time.monotonic() - waited_since)
+
+
+def slot_give_back(choice: Choice) -> None:
+    """Give back a slot taken for a call that was not sent (and its probe, if it was one)."""
+    budget.release(choice.grant, outcome="unused", seconds=0)
+    if choice.probe is not None:
+        circuit.probe_give_back(choice.target, token=choice.probe)
 
 
 class _Call:
-    def __init__(self, targets: list[Target], request: ProviderRequest, abandoned: Callable[[], bool]):
+    def __init__(
+        self,
+        targets: list[Target],
+        request: ProviderRequest,
+        abandoned: Callable[[], bool],
+        *,
+        held: Choice | None,
+        generation_id: str,
+        model_id: str,
+    ):
         self.targets = targets
         self.request = request
+        self.generation_id = generation_id
+        self.model_id = model_id
         self.abandoned = abandoned
+        self.held = held
         self.failures = 0
-        self.waits = 0
         self.last_error: ProviderError | None = None
 
     def run(self) -> list[bytes]:
-        self._make_adapters()
-        waited_since = None
+        adapters_make(self.targets)
         while True:
-            left = self.request.deadline - time.monotonic()
-            if left <= 0:
+            choice, self.held = self.held, None
+            if choice is None:
+                if self.request.deadline - time.monotonic() <= 0:
+                    raise self._out_of_time()
+                if self.abandoned():
+                    raise AttemptAbandoned
+                choice = slot_take(
+                    self.targets,
+                    images=self.request.n,
+                    deadline=self.request.deadline,
+                    keep_waiting=lambda: not self.abandoned(),
+                )
+            if isinstance(choice, Wait):  # the deadline came, or the generation is no longer ours
+                if self.abandoned():
+                    raise AttemptAbandoned
                 raise self._out_of_time()
-            if self.abandoned():
-                raise AttemptAbandoned
-            choice = choose(self.targets, images=self.request.n)
-            if isinstance(choice, Wait):
-                waited_since = waited_since or time.monotonic()
-                time.sleep(min(self._wait_seconds(choice), left))
-                continue
-            if waited_since is not None:
-                upstream_metrics.BUDGET_WAIT.observe(time.monotonic() - waited_since)
-                waited_since = None
             if choice is None:
                 raise self.last_error or ProviderError(
                     MSG_UNAVAILABLE,
@@ -105,35 +195,28 @@ class _Call:
             if outputs is not None:
                 return outputs
 
-    def _make_adapters(self) -> None:
-        """Make (once per process) the adapters this call may use before it holds any slot: a
-        first adapter takes a while of CPU, during which the process renews no lease."""
-        for target in self.targets:
-            try:
-                upstream_adapter(target)
-            except ProviderError:
-                pass  # said again, and handled, when a call is sent there
-
     def _send(self, choice: Choice) -> list[bytes] | None:
         """One call on the chosen upstream: its images, or None to try again (ProviderError to stop)."""
         target = choice.target
         started = time.monotonic()
         try:
-            outputs = upstream_adapter(target).generate(
+            generated = upstream_adapter(target).generate(
                 replace(self.request, model=target.upstream_model or self.request.model)
             )
         except ProviderError as exc:
             self._failed(choice, exc, time.monotonic() - started)
             return None
         seconds = time.monotonic() - started
+        self._record(target, "ok", seconds, generated)
         budget.release(choice.grant, outcome="ok", seconds=seconds)
         circuit.circuit_record(target, ok=True)
         upstream_metrics.CALLS.labels(target.name, "ok").inc()
         upstream_metrics.CALL_LATENCY.labels(target.name).observe(seconds)
-        return outputs
+        return generated.images
 
     def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> None:
         target = choice.target
+        self._record(target, "rejected" if exc.permanent else exc.kind, seconds)
         if exc.permanent:
             budget.release(choice.grant, outcome="rejected", seconds=seconds)
             upstream_metrics.CALLS.labels(target.name, "rejected").inc()
@@ -171,16 +254,31 @@ class _Call:
                 raise exc
             time.sleep(delay)
 
+    def _record(self, target: Target, outcome: str, seconds: float, generated: Generated | None = None) -> None:
+        """The call's row (upstreams.UpstreamCall). A database that cannot take it costs the
+        generation nothing: its images (or its next try) matter more than its cost row."""
+        try:
+            upstream_call_record(
+                generation_id=self.generation_id,
+                model_id=self.model_id,
+                target=target,
+                started_at=timezone.now() - timedelta(seconds=seconds),
+                latency_ms=round(seconds * 1000),
+                outcome=outcome,
+                quality=self.request.quality,
+                size=self.request.size,
+                images=len(generated.images) if generated else 0,
+                usage=generated.usage if generated else None,
+            )
+        except DatabaseError as exc:
+            logger.warning("upstream %s: the call of %s was not recorded: %s", target.name, self.generation_id, exc)
+        finally:
+            # Back to the pool: what follows waits (a retry's backoff or budget, the finishing
+            # turn) and a waiting greenlet holds no connection (hub/settings.py DATABASES).
+            connection.close()
+
     def _backoff(self) -> float:
         return min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
-
-    def _wait_seconds(self, wait: Wait) -> float:
-        """How long to sleep before asking for a slot again."""
-        self.waits += 1
-        if wait.seconds > 0:  # a cooldown or the minute: known, plus a spread
-            return wait.seconds + random.uniform(0, 0.1)
-        low, high = BUSY_POLL_SECONDS
-        return random.uniform(low, min(high, low * 2 ** min(self.waits, 5)))
 
     def _out_of_time(self) -> ProviderError:
         last = self.last_error

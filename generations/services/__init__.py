@@ -4,6 +4,7 @@ fail, cancel, refund)."""
 
 from generations.services.idempotency import idempotency_keys_expire
 from generations.services.lifecycle import (
+    FAIR_HEADER,
     RUN_TASK_NAME,
     ProviderCall,
     StoredImage,
@@ -15,10 +16,12 @@ from generations.services.lifecycle import (
     generation_leases_renew,
     generation_requeue,
 )
-from generations.services.submit import SubmitOutcome, generation_create, generation_precheck, generation_submit
+from generations.services.precheck import generation_precheck
+from generations.services.submit import SubmitOutcome, generation_create, generation_submit
 from generations.services.wait import connection_release, generation_wait
 
 __all__ = [
+    "FAIR_HEADER",
     "RUN_TASK_NAME",
     "ProviderCall",
     "StoredImage",

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from apikeys.services import api_key_usage_refund
 from billing.services import account_get_or_create, credits_refund
-from generations import completion, errors
+from generations import completion, errors, fair
 from generations.catalog import model_for_run
 from generations.limits import slot_release_and_announce
 from generations.models import (
@@ -41,6 +41,9 @@ from hub.infra.timefmt import utc_day
 logger = logging.getLogger(__name__)
 
 RUN_TASK_NAME = "generations.run"  # the Celery task that runs one attempt (workers.tasks)
+# The run task's header naming the fair order (a model) it takes its generation from; a task
+# without it (no Redis, or sent by a hub before fair turns) runs its own generation.
+FAIR_HEADER = "fair_model"
 
 # Where the database writes in common table expressions (hub.infra.backends), a claim and its
 # event, a finish and its images and events are one statement; elsewhere, and with this off
@@ -78,22 +81,34 @@ class StoredImage:
     byte_size: int
 
 
-def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
-    """Hand the generation to the broker and stamp `enqueued_at` (the creating transaction
-    stamps it already: `stamp=False` saves a query on the hot path). If the broker is down the
-    row is marked unsent (`enqueued_at` null) and the sweeper sends it later — or, for a sync
-    request that is waiting right now, it is failed and refunded at once."""
+def generation_enqueue(*, generation_id: str, stamp: bool = True, turn: fair.Turn | None = None) -> bool:
+    """Stamp the generation's turn in its model's fair order (generations.fair; `turn` as the
+    submit knows it, else read here), hand its task to the broker and stamp `enqueued_at` (the
+    creating transaction stamps it already: `stamp=False` saves a query on the hot path). If the
+    broker is down the row is marked unsent (`enqueued_at` null) and the sweeper sends it later —
+    or, for a sync request that is waiting right now, it is failed and refunded at once."""
+    # The worker's log lines for this generation carry the request id it was made under.
+    headers = {"request_id": current_request_id()}
+    if fair.enabled():
+        turn = turn or fair.turn_of(generation_id)
+        pushed = fair.fair_push(turn) if turn is not None else None
+        if pushed == fair.WAITING:  # in its order, which is being taken from: its task is on its way
+            _stamp_enqueued(generation_id)
+            return True
+        if pushed is not None:  # its task takes the order's head, not necessarily this one
+            headers[FAIR_HEADER] = turn.model_id
     try:
         task_send(
             name=RUN_TASK_NAME,
             task_id=generation_id,
             queue=settings.GENERATIONS_QUEUE,
-            # The worker's log lines for this generation carry the request id it was made under.
-            headers={"request_id": current_request_id()},
+            headers=headers,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
         )
     except Exception as exc:  # noqa: BLE001 — kombu raises transport-specific errors; none may lose the row
         logger.error("generation %s: broker unavailable: %s", generation_id, exc)
+        if FAIR_HEADER in headers:  # no task for it: out of the order until the sweeper sends one
+            fair.fair_remove(generation_id=generation_id, model_id=turn.model_id, n=turn.n)
         Generation.objects.filter(pk=generation_id).update(enqueued_at=None)
         generation = Generation.objects.get(pk=generation_id)
         if not generation.is_async:
@@ -103,9 +118,14 @@ def generation_enqueue(*, generation_id: str, stamp: bool = True) -> bool:
                 message="The generation queue is unavailable right now; your credits were refunded. Please retry.",
             )
         return False
-    if stamp:  # the last hand-over to the broker: the sweeper re-sends what stays queued long past it
-        Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(enqueued_at=timezone.now())
+    if stamp:
+        _stamp_enqueued(generation_id)
     return True
+
+
+def _stamp_enqueued(generation_id: str) -> None:
+    """The last hand-over to the broker: the sweeper re-sends what stays queued long past it."""
+    Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(enqueued_at=timezone.now())
 
 
 def generation_claim(*, generation_id: str) -> Generation | None:
@@ -326,6 +346,9 @@ def _end_refunded(rows, *, generation_id: str, status: str, code: str, message: 
         generation = rows.select_for_update().get(pk=generation_id)
         if generation.status in FINISHED:
             return generation, False
+        if generation.status == GenerationStatus.QUEUED:  # no task may take its turn now
+            turn = {"generation_id": generation.id, "model_id": generation.model_id, "n": generation.n}
+            transaction.on_commit(lambda: fair.fair_remove(**turn))
         generation.status = status
         generation.error_code, generation.error_message = code, message[:1000]
         generation.finished_at = timezone.now()

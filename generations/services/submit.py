@@ -17,9 +17,14 @@ from apikeys.services import api_key_usage_charge_sql
 from billing.alerts import balance_watch_after_charge
 from billing.lock_objects import account_lock_then
 from billing.models import CreditAccount
-from billing.selectors import CreditsSummary, credits_summary_for_user, credits_summary_of
-from billing.services import CHARGED, account_as_read, account_get_or_create, credits_charge, credits_charge_ctes
-from generations.catalog import model_get_enabled, price_per_image, reference_count_check, size_shape
+from billing.selectors import (
+    CreditsSummary,
+    account_type_turn_weight,
+    credits_summary_for_user,
+    credits_summary_of,
+)
+from billing.services import CHARGED, account_get_or_create, credits_charge, credits_charge_ctes
+from generations import fair
 from generations.limits import (
     limits_check_charged,
     limits_checked_after_charge,
@@ -36,7 +41,6 @@ from generations.models import (
     ReferenceImage,
     WebhookEvent,
 )
-from generations.options import options_check
 from generations.references import reference_images_read
 from generations.services.events import Event, events_sql
 from generations.services.idempotency import (
@@ -47,9 +51,10 @@ from generations.services.idempotency import (
     request_hash_of,
 )
 from generations.services.lifecycle import generation_enqueue
+from generations.services.precheck import generation_precheck, request_priced
 from generations.services.wait import generation_wait
 from hub.compiled import insert_when, inserted
-from hub.http.errors import GenerationCanceled, GenerationFailed, InsufficientCredits, InvalidRequest
+from hub.http.errors import GenerationCanceled, GenerationFailed
 from hub.infra import backends, metrics, storage
 from hub.infra.ids import opaque_id
 from hub.infra.timefmt import utc_day
@@ -133,37 +138,6 @@ def _sync_wait(preferred: float | None) -> float | None:
 def _seconds_text(seconds: float) -> str:
     """`5`, `0.5`: never `1e+30` (the view caps and rounds the wait it reads)."""
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
-
-
-def generation_precheck(
-    *,
-    owner,
-    api_key,
-    model_id: str,
-    size: str,
-    quality: str,
-    n: int,
-    reference_count: int,
-    idempotency_key: str | None,
-    options: dict | None = None,
-) -> CreditAccount:
-    """The cheap refusals, before any upload is decoded: the catalog's rules, a model the key
-    may not use, and a balance that cannot cover n × price (a read without a lock; the charge
-    itself decides). A request under a known Idempotency-Key is left to generation_create
-    before anything is checked: a replay answers like the first whatever changed since (the
-    balance spent, the model disabled or taken off the key). An option the model does not offer
-    (generations.options) is refused here too. The rate and concurrency limits
-    are taken by generation_create only: taking them here too would count one request twice.
-    Returns the account it read, for generation_create."""
-    account = account_as_read(user=owner)  # read with the API key: its balance, without a lock
-    if idempotency_key is not None and IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).exists():
-        return account
-    model, _, price = _priced(model_id, size, quality, reference_count, options or {})
-    limits_model_check(limits=limits_effective(api_key=api_key, account_type=account.account_type), model_id=model.id)
-    balance = account.balance
-    if balance < n * price:
-        raise InsufficientCredits(f"Not enough credits: {n * price} needed, {balance} available")
-    return account
 
 
 def generation_create(
@@ -266,7 +240,7 @@ def _create(
 ) -> Generation:
     """generation_create's work once it is this request's to do (`claim`: its Idempotency-Key's,
     settled in the charging transaction)."""
-    model, shape, price = _priced(model_id, size, quality, len(references), options)
+    model, shape, price = request_priced(model_id, size, quality, len(references), options)
     account = account or account_get_or_create(user=owner)
     limits = limits_effective(api_key=api_key, account_type=account.account_type)
     limits_model_check(limits=limits, model_id=model.id)
@@ -330,7 +304,15 @@ def _create(
             _charged(generation, account=account, memo=f"{n} × {model.id}")
             if checked_after:
                 limits_check_charged(generation=generation, limits=limits)
-            transaction.on_commit(lambda: _on_created(generation_id, n * price, account))
+            turn = fair.Turn(
+                generation_id,
+                model.id,
+                owner.pk,
+                account_type_turn_weight(account_type=account.account_type),
+                n,
+                sync=not is_async,
+            )
+            transaction.on_commit(lambda: _on_created(turn, n * price, account))
     except Exception:
         hold.give_back()
         for key in [*reference_keys, *mask_keys]:
@@ -386,27 +368,10 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
     inserted(generation)
 
 
-def _on_created(generation_id: str, credits: int, account: CreditAccount) -> None:
-    """After the charge commits: count it, hand the generation to the broker, and tell billing
-    what was charged, should it have crossed a threshold of the account (`account` as read
-    before the charge: billing.alerts.balance_watch_after_charge, no query)."""
+def _on_created(turn: fair.Turn, credits: int, account: CreditAccount) -> None:
+    """After the charge commits: count it, hand the generation to the broker with its fair
+    turn, and tell billing what was charged, should it have crossed a threshold of the account
+    (`account` as read before the charge: billing.alerts.balance_watch_after_charge, no query)."""
     metrics.CREDITS.labels("charged").inc(credits)
-    generation_enqueue(generation_id=generation_id, stamp=False)
+    generation_enqueue(generation_id=turn.generation_id, stamp=False, turn=turn)
     balance_watch_after_charge(account=account, charged=credits)
-
-
-def _priced(model_id: str, size: str, quality: str, reference_count: int, options: dict):
-    """(model, size shape, price per image) for a request the catalog accepts."""
-    model = model_get_enabled(model_id)
-    if size not in model.sizes:
-        raise InvalidRequest(
-            f"Unsupported size '{size}' for {model.id}; supported: {', '.join(model.sizes)}", param="size"
-        )
-    if quality not in model.qualities:
-        raise InvalidRequest(
-            f"Unsupported quality '{quality}'; supported: {', '.join(model.qualities)}", param="quality"
-        )
-    reference_count_check(model, reference_count)
-    options_check(model, options)
-    shape = size_shape(size)
-    return model, shape, price_per_image(model, quality=quality, tier=shape.tier)

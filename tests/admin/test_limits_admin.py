@@ -43,11 +43,13 @@ def test_operator_sets_the_defaults_of_an_account_type(console):
             "images_per_minute": "5",
             "concurrency": "1",
             "monthly_credits": "",
+            "turn_weight": "3",
         },
     )
     assert response.status_code == 302
     free = AccountTypeLimits.objects.get(account_type="FREE")
     assert (free.allowed_models, free.images_per_minute, free.concurrency, free.monthly_credits) == (None, 5, 1, None)
+    assert free.turn_weight == 3  # its accounts' share of the upstreams' turns (generations.fair)
 
 
 LIMITS = ["images_per_minute", "concurrency", "monthly_credits"]

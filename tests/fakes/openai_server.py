@@ -574,7 +574,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data = [{"b64_json": "%%% not base64 %%%"} for _ in rec.response_images]
         else:
             data = [{"b64_json": base64.b64encode(png).decode()} for png in rec.response_images]
-        text_tokens = len(str(rec.body.get("prompt")).split())
         answer = {
             "created": created,
             "data": data,
@@ -582,17 +581,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "output_format": fmt,
             "background": "transparent" if transparent else "opaque",
             "quality": rec.body.get("quality") or "auto",
-            "usage": {
-                "input_tokens": text_tokens + 65 * rec.image_count,
-                "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 65 * rec.image_count},
-                "output_tokens": 272 * len(data),
-                "total_tokens": text_tokens + 65 * rec.image_count + 272 * len(data),
-            },
+            "usage": _usage(rec, str(rec.body.get("quality") or "auto"), width, height, len(data)),
         }
         if behaviour == "gzip":
             body = gzip.compress(json.dumps(answer).encode())
             return self._send(200, body, headers={"Content-Encoding": "gzip"})
         self._send_json(200, answer)
+
+
+# gpt-image-1's output tokens per image, by quality, for 1024x1024 (OpenAI's pricing guide: 1024x1536
+# and 1536x1024 take 1.5 times as many: their area); smaller sizes as 1024x1024. "auto" answers as high.
+OUTPUT_TOKENS_1024 = {"low": 272, "medium": 1056, "high": 4160, "auto": 4160}
+IMAGE_INPUT_TOKENS = 323  # per reference image (low input fidelity)
+
+
+def _usage(rec: RecordedRequest, quality: str, width: int, height: int, images: int) -> dict[str, Any]:
+    """The images API's `usage`, as OpenAI reports it: input tokens (text, and image for each
+    reference), output tokens (the images)."""
+    text = max(1, round(len(str(rec.body.get("prompt"))) / 4))  # ~4 characters a token
+    image_in = IMAGE_INPUT_TOKENS * rec.image_count
+    per_image = round(OUTPUT_TOKENS_1024.get(quality, 4160) * max(1.0, width * height / 1024**2))
+    output = per_image * images
+    return {
+        "input_tokens": text + image_in,
+        "input_tokens_details": {"text_tokens": text, "image_tokens": image_in},
+        "output_tokens": output,
+        "total_tokens": text + image_in + output,
+    }
 
 
 def _images_asked(body: dict[str, Any]) -> int:

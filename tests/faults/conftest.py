@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-from django.test import override_settings
 
 from generations.models import FINISHED, Generation
 from generations.sweeper import generations_sweep
@@ -17,10 +16,15 @@ LEASE_SECONDS = 2
 
 
 @pytest.fixture
-def fault_queue():
+def fault_queue(settings):
+    """Set through pytest-django's `settings`, not an override_settings block of its own: a test
+    that also changes `settings` (set up before this fixture) would otherwise restore, at its
+    teardown, the settings as they were inside the block — this private queue, for the rest of
+    the session, where no session worker reads (the session worker then started on it)."""
     queue = f"faults-{uuid.uuid4().hex[:8]}"
-    with override_settings(GENERATIONS_QUEUE=queue, GENERATION_LEASE_SECONDS=LEASE_SECONDS):
-        yield queue
+    settings.GENERATIONS_QUEUE = queue
+    settings.GENERATION_LEASE_SECONDS = LEASE_SECONDS
+    return queue
 
 
 @pytest.fixture

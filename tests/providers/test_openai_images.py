@@ -1,8 +1,10 @@
 """OpenAIImagesProvider against the local fake OpenAI server, over real HTTP."""
 
+import base64
 import datetime
 import io
 import ipaddress
+import json
 import logging
 import socket
 import ssl
@@ -18,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from tests.fakes.openai_server import FakeOpenAIServer
+from upstreams.costs import Usage
 from workers.providers.base import ProviderError, ProviderRequest
 from workers.providers.openai_images import OpenAIImagesProvider
 
@@ -70,7 +73,7 @@ def request_for(path, **kwargs):
 
 
 def test_generate_maps_fields(server):
-    images = make_provider(server).generate(make_request(n=2, size="96x64", quality="high", prompt="two owls"))
+    images = make_provider(server).generate(make_request(n=2, size="96x64", quality="high", prompt="two owls")).images
 
     assert len(images) == 2
     [rec] = server.requests
@@ -114,7 +117,7 @@ def test_options_are_sent_alike_on_both_paths(server):
     options = {"background": "transparent", "output_format": "webp", "output_compression": 40}
     options |= {"moderation": "low", "user": "end-user", "safety_identifier": "sid"}
     provider = make_provider(server)
-    (image,) = provider.generate(make_request(size="96x64", options=options))
+    (image,) = provider.generate(make_request(size="96x64", options=options)).images
     next(provider._clients).images.generate(
         model="gpt-image-1", prompt="a red fox", size="96x64", quality="low", n=1, timeout=10, **options
     )
@@ -151,7 +154,7 @@ def sdk_calls(monkeypatch):
 def test_a_plain_generation_does_not_call_the_sdk_and_an_edit_does(server, sdk_calls):
     provider = make_provider(server)
 
-    assert len(provider.generate(make_request())) == 1
+    assert len(provider.generate(make_request()).images) == 1
     assert sdk_calls == []
     with pytest.raises(ProviderError, match="malformed"):  # what the stand-in returned is no response
         provider.generate(make_request(references=[png(8, 8)]))
@@ -168,8 +171,8 @@ def test_both_paths_speak_tls_and_verify_the_providers_certificate(tmp_path, mon
         assert server.base_url.startswith("https://127.0.0.1:")
         monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
         trusting = make_provider(server)
-        assert len(trusting.generate(make_request())) == 1
-        assert len(trusting.generate(make_request(references=[png(8, 8)]))) == 1
+        assert len(trusting.generate(make_request()).images) == 1
+        assert len(trusting.generate(make_request(references=[png(8, 8)])).images) == 1
         assert sdk_calls == []  # the generation went on the plain pool, the edit through the SDK
 
         monkeypatch.delenv("SSL_CERT_FILE")
@@ -217,10 +220,32 @@ def _certificate(subject, issuer, public_key, now):
     )
 
 
+def test_the_answer_comes_with_the_usage_the_provider_reported(server, path):
+    """What the call is billed by: text and image input tokens (a reference image is billed as
+    input), output tokens (medium 1536x1024: 1,584 a gpt-image-1 image), on both paths."""
+    request = request_for(path, n=2, size="1536x1024", quality="medium", prompt="a fox in the snow")
+
+    generated = make_provider(server).generate(request)
+
+    references = 323 if path == "sdk" else 0
+    assert generated.usage == Usage(input_text=4, input_image=references, output_image=2 * 1584, output_text=0)
+    assert len(generated.images) == 2
+
+
+def test_an_answer_without_usage_has_none(server):
+    """An OpenAI-compatible server that reports no usage: unknown, not zero."""
+    body = {"created": 1, "data": [{"b64_json": base64.b64encode(png(4, 4)).decode()}]}
+    server.plan("malformed", body=json.dumps(body))
+
+    generated = make_provider(server).generate(make_request())
+
+    assert generated.usage is None and len(generated.images) == 1
+
+
 def test_a_compressed_answer_is_decoded(server, path):
     server.plan("gzip")
 
-    images = make_provider(server).generate(request_for(path, n=2))
+    images = make_provider(server).generate(request_for(path, n=2)).images
 
     assert images == server.requests[0].response_images and len(images) == 2
     assert "gzip" in server.requests[0].headers["accept-encoding"]
@@ -238,7 +263,7 @@ def test_a_base_url_with_a_query_is_left_to_the_sdk(server, sdk_calls):
 def test_redirect_followed_with_the_same_request(server, path):
     server.plan("redirect")
 
-    images = make_provider(server).generate(request_for(path))
+    images = make_provider(server).generate(request_for(path)).images
 
     assert len(images) == 1
     first, second = server.requests
@@ -257,11 +282,11 @@ def test_a_proxied_provider_is_called_through_the_sdk(server, monkeypatch):
     assert server.requests == []
 
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    assert len(make_provider(server).generate(make_request())) == 1
+    assert len(make_provider(server).generate(make_request()).images) == 1
 
 
 def test_b64_results_decoded_to_exact_bytes(server):
-    images = make_provider(server).generate(make_request(n=2, size="80x40"))
+    images = make_provider(server).generate(make_request(n=2, size="80x40")).images
 
     assert images == server.requests[0].response_images
     assert images[0] != images[1]
@@ -271,7 +296,7 @@ def test_b64_results_decoded_to_exact_bytes(server):
 def test_edit_sends_references_as_image_parts(server):
     refs = [png(32, 32, (255, 0, 0)), png(16, 24, (0, 0, 255))]
 
-    images = make_provider(server).generate(make_request(n=1, size="auto", quality="medium", references=refs))
+    images = make_provider(server).generate(make_request(n=1, size="auto", quality="medium", references=refs)).images
 
     [rec] = server.requests
     assert rec.path == "/v1/images/edits"
@@ -286,7 +311,7 @@ def test_edit_sends_references_as_image_parts(server):
 def test_url_results_downloaded(server, path):
     server.plan("url")
 
-    images = make_provider(server).generate(request_for(path, n=2))
+    images = make_provider(server).generate(request_for(path, n=2)).images
 
     assert images == server.requests[0].response_images
     assert len(images) == 2
@@ -296,7 +321,7 @@ def test_429_retry_after_honoured_then_success(server, path):
     server.plan("429", retry_after=1)
 
     start = time.monotonic()
-    images = make_provider(server).generate(request_for(path))
+    images = make_provider(server).generate(request_for(path)).images
     elapsed = time.monotonic() - start
 
     assert len(images) == 1
@@ -319,7 +344,7 @@ def test_retry_after_beyond_deadline_fails_fast(server, path):
 def test_500_twice_then_success(server, path):
     server.plan("500", times=2)
 
-    images = make_provider(server).generate(request_for(path))
+    images = make_provider(server).generate(request_for(path)).images
 
     assert len(images) == 1
     assert [r.status for r in server.requests] == [500, 500, 200]
@@ -339,7 +364,7 @@ def test_500_forever_gives_up_after_max_retries(server, path):
 def test_dropped_connection_retried(server, path):
     server.plan("disconnect")
 
-    images = make_provider(server).generate(request_for(path))
+    images = make_provider(server).generate(request_for(path)).images
 
     assert len(images) == 1
     assert len(server.requests) == 2
@@ -436,7 +461,7 @@ def test_deadline_already_passed_sends_nothing(server):
 def test_fewer_images_returned_as_is(server, path):
     server.plan("fewer", count=1)
 
-    images = make_provider(server).generate(request_for(path, n=3))
+    images = make_provider(server).generate(request_for(path, n=3)).images
 
     assert images == server.requests[0].response_images
     assert len(images) == 1
@@ -445,14 +470,14 @@ def test_fewer_images_returned_as_is(server, path):
 def test_image_content_not_validated(server):
     server.plan("not_image")
 
-    assert make_provider(server).generate(make_request()) == [b"this is not an image"]
+    assert make_provider(server).generate(make_request()).images == [b"this is not an image"]
 
 
 def test_configuration_from_environment(server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
 
-    assert len(OpenAIImagesProvider(backoff_base=0.01).generate(make_request())) == 1
+    assert len(OpenAIImagesProvider(backoff_base=0.01).generate(make_request()).images) == 1
 
 
 def test_missing_api_key_is_provider_error(monkeypatch):
@@ -513,4 +538,4 @@ def test_provider_calls_spread_over_pools_that_hold_the_whole_concurrency(server
     sizes = [client._client._transport._pool._max_connections for client in clients]
     assert sum(sizes) >= concurrency and max(sizes) <= openai_images.POOL_SHARD_SIZE
     assert len({id(client._client._transport._pool._ssl_context) for client in clients}) == 1
-    assert [len(provider.generate(make_request())) for _ in range(pools + 1)] == [1] * (pools + 1)
+    assert [len(provider.generate(make_request()).images) for _ in range(pools + 1)] == [1] * (pools + 1)

@@ -151,14 +151,14 @@ def test_a_generation_canceled_while_it_waits_for_a_slot_is_never_sent(
 ):
     fake_openai.plan("slow", seconds=8, times=1)
     upstream = make_upstream("narrow", KEY, concurrency=1)
-    worker = start_worker(concurrency=4)
+    start_worker(concurrency=4)
     first, second = submit(api, auth, 2)
     assert until(lambda: len(fake_openai.requests) == 1, timeout=20)  # the first holds the one slot…
-    assert wait_for_status(second, ["running"]).status == "running"  # …the second waits for it
+    time.sleep(0.5)
+    # …the second waits for it, in its model's fair order (workers.turns): queued, not yet claimed
+    assert Generation.objects.get(pk=second).status == "queued"
     response = api.post(f"/api/v1/generations/{second}/cancel", **auth[1])
     assert response.status_code == 200, response.content
-    # its lease is renewed every third of the lease: the next renewal tells the waiting attempt
-    assert until(lambda: "no longer this attempt's" in worker.output(), timeout=30)
     assert all_finished([first])[0].status == "succeeded"
     time.sleep(1)  # the freed slot is not taken by the canceled generation
     assert [r.body["prompt"] for r in fake_openai.requests] == ["p 0"]

@@ -13,7 +13,7 @@ from django.utils.module_loading import import_string
 from hub.infra.singletons import per_process
 from upstreams.credentials import credential_open
 from upstreams.targets import Target
-from workers.providers.base import Provider, ProviderError, ProviderRequest
+from workers.providers.base import Generated, Provider, ProviderError, ProviderRequest
 
 LOCAL = "local"
 ADAPTERS = {
@@ -23,6 +23,7 @@ ADAPTERS = {
 
 __all__ = [
     "LOCAL",
+    "Generated",
     "Provider",
     "ProviderError",
     "ProviderRequest",

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from upstreams.costs import Usage
+
 
 @dataclass(frozen=True)
 class ProviderRequest:
@@ -17,6 +19,14 @@ class ProviderRequest:
     # the mask, which is `mask`: validated, re-encoded RGBA PNG bytes, the first reference's size.
     options: dict = field(default_factory=dict)
     mask: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A call's answer: its images, and the tokens the provider said it used (None: not said)."""
+
+    images: list[bytes]
+    usage: Usage | None = None
 
 
 class ProviderError(Exception):
@@ -41,5 +51,5 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    def generate(self, request: ProviderRequest) -> list[bytes]:
-        """Return up to `request.n` encoded images, or raise ProviderError."""
+    def generate(self, request: ProviderRequest) -> Generated:
+        """Up to `request.n` encoded images (and the call's usage), or raise ProviderError."""

@@ -14,14 +14,14 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
-from workers.providers.base import ProviderError, ProviderRequest
+from workers.providers.base import Generated, ProviderError, ProviderRequest
 
 AUTO_SIZE = (1024, 1024)
 _DIRECTIVE = re.compile(r"\[(fail|malformed|partial:(\d+)|sleep:(\d+(?:\.\d+)?))\]")
 
 
 class LocalProvider:
-    def generate(self, request: ProviderRequest) -> list[bytes]:
+    def generate(self, request: ProviderRequest) -> Generated:
         directives = {m.group(1).split(":")[0]: m for m in _DIRECTIVE.finditer(request.prompt)}
         if "sleep" in directives:
             self._sleep(float(directives["sleep"].group(3)), request.deadline)
@@ -33,9 +33,11 @@ class LocalProvider:
         if "partial" in directives:
             count = min(count, int(directives["partial"].group(2)))
         if "malformed" in directives:
-            return [b"this is not an image"] * count
+            return Generated([b"this is not an image"] * count)
         size = AUTO_SIZE if request.size == "auto" else tuple(int(v) for v in request.size.split("x"))
-        return [render(request.prompt, size, index, request.references, request.options) for index in range(count)]
+        return Generated(
+            [render(request.prompt, size, index, request.references, request.options) for index in range(count)]
+        )
 
     @staticmethod
     def _sleep(seconds: float, deadline: float) -> None:

@@ -23,8 +23,9 @@ from openai.types import ImagesResponse
 
 from hub.celery import calls_in_flight
 from hub.infra.proxies import proxied
+from upstreams.costs import Usage
 
-from .base import ProviderError, ProviderRequest
+from .base import Generated, ProviderError, ProviderRequest
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class OpenAIImagesProvider:
         self._max_retries = max_retries
         self._backoff_base = backoff_base
 
-    def generate(self, request: ProviderRequest) -> list[bytes]:
+    def generate(self, request: ProviderRequest) -> Generated:
         attempts = self._max_retries + 1
         last = _Failure(MSG_TIMED_OUT, "the deadline had passed before the first attempt")
         for attempt in range(1, attempts + 1):
@@ -267,12 +268,12 @@ class OpenAIImagesProvider:
             last.message, False, f"gave up after {attempts} attempts; last: {last.detail}", retry_after=last.retry_after
         )
 
-    def _attempt(self, request: ProviderRequest, timeout: float) -> list[bytes] | _Failure:
+    def _attempt(self, request: ProviderRequest, timeout: float) -> Generated | _Failure:
         # Failures are returned, not raised, so that the SDK exception (whose request carries the
         # Authorization header) never ends up chained onto the ProviderError.
         if self._plain is not None and not request.references:
             outcome = self._plain.post(request, timeout)
-            return outcome if isinstance(outcome, _Failure) else self._extract(outcome, request)
+            return outcome if isinstance(outcome, _Failure) else self._generated(outcome, request)
         try:
             result = self._call(request, timeout)
         except openai.APIStatusError as exc:
@@ -286,8 +287,9 @@ class OpenAIImagesProvider:
         data = getattr(result, "data", None) if isinstance(result, ImagesResponse) else None
         if isinstance(data, list):  # the SDK's model, as the JSON body the plain POST parses
             items = [{"b64_json": getattr(item, "b64_json", None), "url": getattr(item, "url", None)} for item in data]
-            result = {"data": items}
-        return self._extract(result, request)
+            usage = getattr(result, "usage", None)
+            result = {"data": items, "usage": usage.model_dump() if usage is not None else None}
+        return self._generated(result, request)
 
     # -- the call ---------------------------------------------------------------------------
 
@@ -300,6 +302,10 @@ class OpenAIImagesProvider:
         if request.mask is not None:
             params["mask"] = ("mask.png", request.mask, "image/png")
         return client.images.edit(image=images, **params)
+
+    def _generated(self, body: object, request: ProviderRequest) -> Generated:
+        """A response body's images and the `usage` it reports (what the call is billed by)."""
+        return Generated(self._extract(body, request), Usage.from_response(body.get("usage")))
 
     def _extract(self, body: object, request: ProviderRequest) -> list[bytes]:
         """The images of a response body's `data` list. Neither path validates response bodies,

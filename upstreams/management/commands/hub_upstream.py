@@ -1,9 +1,12 @@
+import argparse
+import json
+
 from django.core.management.base import BaseCommand, CommandError
 
 from hub.http.bounds import column_option
 from hub.http.errors import HubError
 from upstreams.models import Adapter, Upstream
-from upstreams.services import credentials_rotate, upstream_create, upstream_set_enabled
+from upstreams.services import credentials_rotate, upstream_create, upstream_set_enabled, upstream_set_prices
 from upstreams.state import describe, upstream_state
 
 
@@ -13,11 +16,31 @@ def _models(text: str) -> dict[str, str]:
     return {model.strip(): own.strip() for model, _, own in pairs}
 
 
+def _prices(text: str) -> dict:
+    """A JSON object (checked by upstreams.costs.prices_check when it is stored)."""
+    try:
+        prices = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not JSON") from None
+    if not isinstance(prices, dict):
+        raise argparse.ArgumentTypeError("not a JSON object")
+    return prices
+
+
+PRICES_HELP = (
+    'what the provider bills, as JSON: {"per_image": {"low": {"1024x1024": "0.011", "*": "0.016"},'
+    ' "*": {"*": "0.167"}}}'
+    ' or {"per_million_tokens": {"input_text": "5", "input_image": "10", "output_image": "40", "output_text": "10"}};'
+    " {} for none"
+)
+
+
 class Command(BaseCommand):
     help = (
         "The upstreams that serve catalog models: `add NAME --provider openai|azure --base-url URL --api-key KEY"
         " --models gpt-image-2[,…] [--concurrency N] [--images-per-minute N] [--priority N] [--weight N]`,"
-        " `list`, `disable NAME`, `enable NAME`, `rotate-keys` (re-encrypt every credential with the first"
+        " [--prices JSON]`, `prices NAME JSON`, `list`, `disable NAME`, `enable NAME`, `rotate-keys`"
+        " (re-encrypt every credential with the first"
         " key of HUB_UPSTREAM_KEYS). A credential is only ever shown as its hint (sk-…abcd)."
     )
 
@@ -61,6 +84,10 @@ class Command(BaseCommand):
             default=1,
             help="share among one priority (default 1)",
         )
+        add.add_argument("--prices", type=_prices, default=None, help=PRICES_HELP)
+        priced = commands.add_parser("prices", help="set what an upstream's calls cost from now on")
+        priced.add_argument("name")
+        priced.add_argument("prices", type=_prices, help=PRICES_HELP)
         commands.add_parser("list", help="every upstream, its models and its state now")
         for verb in ("disable", "enable"):
             commands.add_parser(verb, help=f"{verb} an upstream").add_argument("name")
@@ -72,6 +99,11 @@ class Command(BaseCommand):
                 self._add(options)
             elif command == "list":
                 self._list()
+            elif command == "prices":
+                upstream = upstream_set_prices(name=options["name"], prices=options["prices"])
+                self.stdout.write(
+                    f"{upstream.name}: prices {json.dumps(upstream.prices) if upstream.prices else 'none'}"
+                )
             elif command == "rotate-keys":
                 self.stdout.write(f"Re-encrypted {credentials_rotate()} credential(s) with the first key")
             else:
@@ -92,6 +124,7 @@ class Command(BaseCommand):
             weight=options["weight"],
             concurrency=options["concurrency"],
             images_per_minute=options["images_per_minute"],
+            prices=options["prices"],
         )
         self.stdout.write(f"Added {upstream.name} ({upstream.credential_hint}): {self._summary(upstream)}")
         self.stdout.write(upstream.pk)
@@ -115,7 +148,8 @@ class Command(BaseCommand):
             f"{upstream.images_per_minute} images/min" if upstream.images_per_minute else None,
         ]
         where = upstream.base_url or "api.openai.com"
+        prices = json.dumps(upstream.prices, separators=(",", ":")) if upstream.prices else "no prices"
         return (
             f"{upstream.adapter} {where}; models {models}; priority {upstream.priority}, weight {upstream.weight};"
-            f" {', '.join(limit for limit in limits if limit)}"
+            f" {', '.join(limit for limit in limits if limit)}; {prices}"
         )

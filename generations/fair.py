@@ -1,0 +1,200 @@
+"""Fair turns at the upstreams: the order in which waiting generations get their model's calls.
+
+Start-time fair queuing, one order per model (and generations queue): each generation gets a
+virtual start time when it is handed to the broker — its account's last finish tag or the
+order's virtual time, whichever is later — and its account's finish tag moves on by n ÷ the
+account type's turn weight (billing: AccountTypeLimits.turn_weight). The order is a Redis sorted
+set scored by those stamps; the virtual time is the stamp of the last generation taken. So an
+account with 10,000 generations waiting holds stamps far ahead, and another account's one
+generation is stamped at the virtual time: it is the next taken, whatever was queued before it.
+A sync request (a person waiting) is stamped on a lane of its own account's, at the virtual time
+too, ahead of that account's async backlog (which pays for its turn: its next stamps move on).
+
+The stamp is one Lua script in Redis, atomic across every web process: the same serialization
+per account as the charge's account lock, without a write in the charging statement (the hot
+path), and re-made whenever a generation is handed over again (a lost worker, the sweeper).
+
+Late binding (workers.turns): a generation's Celery task, once it holds an upstream slot, takes
+the head of this order — which may not be its own — and runs that one. Every generation in the
+order has a task of its own in the broker, and a task leaves only after it ran one or found the
+order empty, so every generation in the order is taken by some task. One taken by a worker that
+died before its claim is no longer in the order but still queued: the sweeper's re-send puts it
+back (GENERATION_RESEND_AFTER_SECONDS).
+
+Without Redis (the embedded default, one worker process) there is no order: each task runs its
+own generation, as before.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from billing.models import AccountType
+from billing.selectors import account_type_turn_weight
+from generations.models import Generation, GenerationStatus
+from hub.infra import backends
+from hub.infra.redis_client import redis_client
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "hub:fair:"
+# Added to the order: a new stamp; already there and being taken from: nothing to send; already
+# there but nothing taken from the order for GENERATION_RESEND_AFTER_SECONDS: send a task again.
+ADDED, WAITING, STALLED = 1, 0, 2
+
+# KEYS: order, virtual time, finish tags, last taken; ARGV: member, n, account, weight, sync,
+# ttl ms, stalled after ms
+_PUSH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local taken = tonumber(redis.call('GET', KEYS[4]))
+  if taken and now - taken < tonumber(ARGV[7]) then return 0 end
+  return 2
+end
+local v = tonumber(redis.call('GET', KEYS[2])) or 0
+local cost = tonumber(ARGV[2]) / tonumber(ARGV[4])
+local own = 'a:' .. ARGV[3]
+local finish = math.max(v, tonumber(redis.call('HGET', KEYS[3], own)) or 0)
+local start = finish
+if ARGV[5] == '1' then
+  local lane = 's:' .. ARGV[3]
+  start = math.max(v, tonumber(redis.call('HGET', KEYS[3], lane)) or 0)
+  redis.call('HSET', KEYS[3], lane, tostring(start + cost))
+end
+redis.call('HSET', KEYS[3], own, tostring(finish + cost))
+redis.call('ZADD', KEYS[1], start, ARGV[1])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[6])) end
+return 1
+"""
+
+# KEYS: order, virtual time, last taken; ARGV: ttl ms
+_POP = """
+local head = redis.call('ZPOPMIN', KEYS[1])
+if #head == 0 then return false end
+local t = redis.call('TIME')
+local v = tonumber(redis.call('GET', KEYS[2])) or 0
+if tonumber(head[2]) > v then redis.call('SET', KEYS[2], head[2], 'PX', tonumber(ARGV[1])) end
+redis.call('SET', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'PX', tonumber(ARGV[1]))
+return head
+"""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What a generation's stamp is made of."""
+
+    generation_id: str
+    model_id: str
+    account_id: int
+    weight: int
+    n: int
+    sync: bool
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The head of an order, taken: its generation, its images and its stamp (to give it back)."""
+
+    generation_id: str
+    n: int
+    stamp: float
+
+
+def enabled() -> bool:
+    return backends.redis()
+
+
+def _key(model_id: str, part: str) -> str:
+    return f"{PREFIX}{settings.GENERATIONS_QUEUE}:{model_id}:{part}"
+
+
+def _member(generation_id: str, n: int) -> str:
+    return f"{generation_id}:{n}"
+
+
+def _ttl_ms() -> int:
+    return (settings.GENERATION_TIMEOUT_SECONDS + settings.GENERATION_RESEND_AFTER_SECONDS) * 1000
+
+
+def _script(source: str):
+    return redis_client().register_script(source)
+
+
+def turn_of(generation_id: str) -> Turn | None:
+    """A queued generation's turn as its row says (a re-send: the sweeper's, a lost worker's)."""
+    row = (
+        Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED)
+        .values_list("model_id", "owner_id", "n", "is_async", "owner__credit_account__account_type")
+        .first()
+    )
+    if row is None:
+        return None
+    model_id, owner_id, n, is_async, account_type = row
+    weight = account_type_turn_weight(account_type=account_type or AccountType.FREE)
+    return Turn(generation_id, model_id, owner_id, weight, n, sync=not is_async)
+
+
+def fair_push(turn: Turn) -> int | None:
+    """Stamp the generation and add it to its model's order (ADDED); one already there keeps its
+    place (WAITING, or STALLED when nothing was taken from the order for a while). None when
+    there is no order (no Redis, or Redis unreachable): its task runs it directly."""
+    if not enabled():
+        return None
+    keys = [_key(turn.model_id, part) for part in ("order", "vtime", "finish", "taken")]
+    member = _member(turn.generation_id, turn.n)
+    args = [member, turn.n, turn.account_id, turn.weight, int(turn.sync), _ttl_ms()]
+    args.append(settings.GENERATION_RESEND_AFTER_SECONDS * 1000)
+    try:
+        return int(_script(_PUSH)(keys=keys, args=args))
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("generation %s: not in the fair order, Redis unavailable: %s", turn.generation_id, exc)
+        return None
+
+
+def fair_take(model_id: str) -> Taken | None:
+    """Take the head of the model's order; None when it is empty."""
+    keys = [_key(model_id, part) for part in ("order", "vtime", "taken")]
+    head = _script(_POP)(keys=keys, args=[_ttl_ms()])
+    if not head:
+        return None
+    generation_id, _, n = head[0].decode().rpartition(":")
+    return Taken(generation_id, int(n), float(head[1]))
+
+
+def fair_give_back(model_id: str, taken: Taken) -> None:
+    """Put a taken generation back in its place (its task could not claim it: database down)."""
+    redis_client().zadd(_key(model_id, "order"), {_member(taken.generation_id, taken.n): taken.stamp}, nx=True)
+
+
+def fair_head_images(model_id: str) -> int | None:
+    """The images of the generation at the head of the model's order; None when it is empty."""
+    head = redis_client().zrange(_key(model_id, "order"), 0, 0)
+    return int(head[0].decode().rpartition(":")[2]) if head else None
+
+
+def fair_remove(*, generation_id: str, model_id: str, n: int) -> None:
+    """Take a generation that ended while it waited (canceled, failed) out of its order."""
+    if not enabled():
+        return
+    try:
+        redis_client().zrem(_key(model_id, "order"), _member(generation_id, n))
+    except (redis.RedisError, OSError) as exc:  # a task that takes it finds it ended and takes the next
+        logger.warning("generation %s: could not leave the fair order: %s", generation_id, exc)
+
+
+def fair_positions(generations) -> dict[str, int]:
+    """Each waiting generation's place in its model's order (1: the next to be taken), by id;
+    generations not in an order are left out."""
+    if not enabled() or not generations:
+        return {}
+    pipe = redis_client().pipeline(transaction=False)
+    for generation in generations:
+        pipe.zrank(_key(generation.model_id, "order"), _member(generation.id, generation.n))
+    try:
+        ranks = pipe.execute()
+    except (redis.RedisError, OSError):
+        return {}
+    return {g.id: rank + 1 for g, rank in zip(generations, ranks, strict=True) if rank is not None}
