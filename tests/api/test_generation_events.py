@@ -73,6 +73,7 @@ def test_streams_a_generation_from_queued_to_succeeded(owner):
     assert named(events) == [("1", "generation.queued"), ("2", "generation.started"), ("3", "generation.succeeded")]
     started, succeeded = (e for e in events if e.get("event") in ("generation.started", "generation.succeeded"))
     assert started["data"]["status"] == "running"
+    assert "queue_position" in events[0]["data"]  # the queued event's data: the generation as GET has it
     assert succeeded["at"] - started["at"] > 2  # sent as it happened, not at the end
     # the generation as GET has it (but for the image URLs' signatures, which carry the second signed)
     assert unsigned(succeeded["data"]) == unsigned(owner.get(f"/generations/{generation_id}").json())
