@@ -19,6 +19,8 @@ from generations.catalog import aspect_ratios, enabled_models
 from generations.models import Generation, ImageModel
 from generations.selectors import generation_get_for_owner_api, generation_queue_positions, images_of
 from generations.services import generation_cancel, generation_submit
+from generations.streams import STREAM, image_stream
+from hub.http import sse
 from hub.http.errors import InvalidRequest, NotFound
 from hub.http.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
 from hub.http.public_url import base_url
@@ -116,6 +118,7 @@ class GenerationCreateApi(APIView):
     # The request's contract, by content type (generations.schema): a JSON object or a multipart form.
     input_serializers = {False: schema.GenerationJSONSerializer, True: schema.GenerationMultipartSerializer}
     OutputSerializer = GenerationOutput
+    stream_kind = "image_generation"  # `stream: true`: the names of its events (generations.streams)
 
     @extend_schema(
         request={
@@ -124,6 +127,7 @@ class GenerationCreateApi(APIView):
         },
         responses={
             200: schema.GenerationSerializer,
+            (200, "text/event-stream"): STREAM,
             202: schema.GenerationSerializer,
             **errors(400, 401, 402, 403, 409, 429, 500),
         },
@@ -135,6 +139,8 @@ class GenerationCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
         files, mask, response_format = params.pop("files", []), params.pop("mask"), params.pop("response_format")
+        stream, _ = params.pop("stream"), params.pop("partial_images")
+        params["is_async"] |= stream  # charged and queued; the stream waits for it
         root = base_url(request)
         outcome = generation_submit(
             owner=request.user,
@@ -146,6 +152,10 @@ class GenerationCreateApi(APIView):
             max_wait=None if params["is_async"] else _preferred_wait(request),
             webhook_base_url=root,
         )
+        if stream:
+            return sse.response(
+                image_stream(owner=request.user, generation_id=outcome.generation.pk, kind=self.stream_kind)
+            )
         body = self.OutputSerializer.data(
             outcome.generation,
             root=root,
@@ -161,11 +171,13 @@ class ImageEditApi(GenerationCreateApi):
     generation as `reference_image` uploads, with the SDK's field names."""
 
     input_serializers = {False: schema.ImageEditJSONSerializer, True: schema.ImageEditSerializer}
+    stream_kind = "image_edit"
 
     @extend_schema(
         request={"multipart/form-data": schema.ImageEditSerializer},
         responses={
             200: schema.GenerationSerializer,
+            (200, "text/event-stream"): STREAM,
             202: schema.GenerationSerializer,
             **errors(400, 401, 402, 403, 409, 429, 500),
         },

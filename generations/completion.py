@@ -1,4 +1,5 @@
-"""'Generation <id> finished' notifications for waiting sync requests.
+"""'Generation <id> finished' (and 'started') notifications for waiting sync requests and the
+events streams (generations.events_api).
 
 A wait is an event, not a thread or a connection: each web process keeps ONE listener that
 wakes all of its local waiters —
@@ -42,6 +43,8 @@ RECHECK_SECONDS = 5.0
 # Each waiter also re-reads its own row this often, should the poller itself be stuck.
 BACKSTOP_SECONDS = 60.0
 CHANNEL_PREFIX = "hub:generation-done:"
+# What a message on a generation's channel says (a message of before the start ones: "done").
+DONE, STARTED = "done", "started"
 RECONNECT_SECONDS = 1.0
 # How long the listener remembers a finish it heard, for a waiter that registers after it.
 RECENT_SECONDS = 30.0
@@ -54,15 +57,26 @@ def _channel(generation_id: str) -> str:
 def publish_done(generation_id: str, *, client=None) -> None:
     """Wake the generation's waiters. With `client` (a redis-py pipeline) the PUBLISH is queued
     on it, and the caller that sends it handles its errors."""
+    _publish(generation_id, DONE, client=client)
+
+
+def publish_started(generation_id: str) -> None:
+    """Wake the generation's watchers (its events streams) when a worker claims it. The same
+    channel as its finish: a listener of before this message takes it for one, wakes the sync
+    waiters, and they read an unfinished row and wait on."""
+    _publish(generation_id, STARTED)
+
+
+def _publish(generation_id: str, what: str, *, client=None) -> None:
     if not backends.redis():
         return
     if client is not None:
-        client.publish(_channel(generation_id), "done")
+        client.publish(_channel(generation_id), what)
         return
     try:
-        redis_client().publish(_channel(generation_id), "done")
+        redis_client().publish(_channel(generation_id), what)
     except (redis.RedisError, OSError) as exc:  # waiters fall back to re-reading the row
-        logger.warning("could not publish completion of %s: %s", generation_id, exc)
+        logger.warning("could not publish %s of %s: %s", what, generation_id, exc)
 
 
 class _Waiters:
@@ -71,6 +85,7 @@ class _Waiters:
     def __init__(self):
         self._lock = threading.Lock()
         self._events: dict[str, set[threading.Event]] = {}
+        self._watchers: dict[str, set[threading.Event]] = {}  # woken on a start too (events streams)
         self._heard: dict[str, float] = {}  # generation id → when its finish was heard (oldest first)
         self._subscribed_at: float | None = None  # since when the listener hears every finish
         # With Redis: the subscription wakes waiters at once, and the poller re-reads every
@@ -103,13 +118,23 @@ class _Waiters:
         fresh = enqueued_after is not None and now - enqueued_after < RECENT_SECONDS
         return event, not (fresh and since is not None and since <= enqueued_after)
 
+    def watch(self, generation_id: str) -> threading.Event:
+        """An event set when the generation starts or finishes (or the process stops); the
+        poller wakes it too once the row is finished. Register it before reading the row."""
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(generation_id, set()).add(event)
+            self._watchers.setdefault(generation_id, set()).add(event)
+        return event
+
     def remove(self, generation_id: str, event: threading.Event) -> None:
         with self._lock:
-            events = self._events.get(generation_id)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self._events[generation_id]
+            for registry in (self._events, self._watchers):
+                events = registry.get(generation_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del registry[generation_id]
 
     def count(self) -> int:
         with self._lock:
@@ -131,6 +156,12 @@ class _Waiters:
         for event in events:
             event.set()
 
+    def _wake_watchers(self, generation_id: str) -> None:
+        with self._lock:
+            events = list(self._watchers.get(generation_id, ()))
+        for event in events:
+            event.set()
+
     def _listen(self) -> None:
         while True:
             pubsub = None
@@ -140,7 +171,11 @@ class _Waiters:
                 pubsub.psubscribe(CHANNEL_PREFIX + "*")
                 for message in pubsub.listen():
                     if message["type"] == "pmessage":
-                        self._wake(message["channel"].decode()[len(CHANNEL_PREFIX) :])
+                        generation_id = message["channel"].decode()[len(CHANNEL_PREFIX) :]
+                        if message["data"] == STARTED.encode():
+                            self._wake_watchers(generation_id)
+                        else:
+                            self._wake(generation_id)
                     elif message["type"] == "psubscribe":  # Redis confirms: every later publish reaches us
                         self._subscribed_at = time.monotonic()
             except Exception as exc:  # noqa: BLE001 — the listener must outlive any failure

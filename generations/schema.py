@@ -28,7 +28,6 @@ from generations.schema_fields import (
     Prompt,
     ResponseFormat,
     Text,
-    Unsupported,
     Uploads,
     WebhookURL,
     all_text,
@@ -117,7 +116,8 @@ class _GenerationRequest(serializers.Serializer):
     image_required = False
     default_error_messages = {"invalid": "The request body must be a JSON object"}
 
-    stream = Unsupported("omit it for a sync answer, or send async=true and poll poll_url")
+    stream = Flag(required=False, default=False, help_text="answer text/event-stream: OpenAI's image events")
+    partial_images = Integer(min_value=0, max_value=3, required=False, default=0, help_text="none sent yet")
     model = Text(source="model_id")
     prompt = Prompt()
     size = Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")

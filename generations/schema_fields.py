@@ -8,7 +8,7 @@ import re
 
 from django.core.files.uploadedfile import UploadedFile
 from rest_framework import serializers
-from rest_framework.fields import SkipField, empty
+from rest_framework.fields import empty
 
 from generations.models import WebhookEvent
 from generations.webhook_urls import UnusableWebhookURL, webhook_url_check
@@ -141,19 +141,6 @@ class Flag(serializers.BooleanField):
             if word in _TRUE or word in _FALSE:
                 return word in _TRUE
         refuse(f"'{self.field_name}' must be a boolean")
-
-
-class Unsupported(Flag):
-    """A flag the hub does not offer: accepted as false only."""
-
-    def __init__(self, message: str, **kwargs):
-        self.message = message
-        super().__init__(required=False, default=False, help_text=f"only false: {message}", **kwargs)
-
-    def run_validation(self, data=empty):
-        if super().run_validation(data):
-            refuse(f"{self.field_name} is not supported: {self.message}")
-        raise SkipField  # nothing to pass on
 
 
 class Events(serializers.ListField):

@@ -14,6 +14,7 @@ from generations.apis import (
     ModelListApi,
     ModelRetrieveApi,
 )
+from generations.events_api import GenerationEventsApi
 from hub.http.health import healthz, readyz
 from hub.http.media import media
 
@@ -29,6 +30,7 @@ api_v1 = [
     path("images/generations", GenerationCreateApi.as_view(), name="generation-create"),
     path("images/edits", ImageEditApi.as_view(), name="image-edit"),
     path("generations/<id:generation_id>", GenerationRetrieveApi.as_view(), name="generation-detail"),
+    path("generations/<id:generation_id>/events", GenerationEventsApi.as_view(), name="generation-events"),
     path("generations/<id:generation_id>/cancel", GenerationCancelApi.as_view(), name="generation-cancel"),
     path("openapi.json", SpectacularJSONAPIView.as_view(**PUBLIC), name="openapi"),
 ]

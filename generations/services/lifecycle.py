@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from apikeys.services import api_key_usage_refund
 from billing.services import account_get_or_create, credits_refund
-from generations import errors, fair
+from generations import completion, errors, fair
 from generations.catalog import model_for_run
 from generations.limits import slot_release_and_announce
 from generations.models import (
@@ -134,7 +134,8 @@ def generation_claim(*, generation_id: str) -> Generation | None:
     Claimable: queued, or running under a lease that ran out (its worker died). Each claim
     bumps `attempts`, the fencing token later writes are checked against. A generation whose
     workers died `GENERATION_MAX_ATTEMPTS` times is failed and refunded instead (poison message).
-    The claim is the `started` webhook event: recorded in the claim's transaction, once.
+    The claim is the `started` webhook event: recorded in the claim's transaction, once; and
+    it wakes the generation's events streams (generations.completion), after the commit.
 
     A generation without a webhook — nearly all of them, and the worker's hot path — is claimed
     by the claim's statement alone, in autocommit; one with a webhook by the same statement in a
@@ -143,13 +144,14 @@ def generation_claim(*, generation_id: str) -> Generation | None:
     now = timezone.now()
     lease_until = now + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
     generation = _claimed(generation_id=generation_id, now=now, lease_until=lease_until, webhook=False)
+    if generation is None:
+        with transaction.atomic():
+            generation = _claimed(generation_id=generation_id, now=now, lease_until=lease_until, webhook=True)
+            if generation is not None:
+                webhook_delivery_create(generation=generation, event=WebhookEvent.STARTED)
     if generation is not None:
+        completion.publish_started(generation_id)
         return generation
-    with transaction.atomic():
-        generation = _claimed(generation_id=generation_id, now=now, lease_until=lease_until, webhook=True)
-        if generation is not None:
-            webhook_delivery_create(generation=generation, event=WebhookEvent.STARTED)
-            return generation
     claimable = Q(status=GenerationStatus.QUEUED) | Q(status=GenerationStatus.RUNNING, lease_expires_at__lt=now)
     if Generation.objects.filter(claimable, pk=generation_id).exists():  # its attempts are used up
         generation_fail(generation_id=generation_id, code=errors.WORKER_LOST, message=errors.WORKER_LOST_MESSAGE)

@@ -1,9 +1,12 @@
-"""A sync request's wait for its generation: no database connection and, under gevent, no
-thread held while waiting (generations.completion wakes it)."""
+"""A sync request's wait for its generation, and a streamed answer's watch of it: no database
+connection and, under gevent, no thread held while waiting (generations.completion wakes them)."""
 
 import logging
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import OuterRef
 from django.utils import timezone
@@ -14,12 +17,15 @@ from generations.models import FINISHED, Generation
 from generations.selectors import with_images
 from generations.services.lifecycle import generation_fail
 from hub.compiled import STR_MARKER, CompiledQuery
-from hub.infra import metrics, shutdown
+from hub.http.sse import KEEP_ALIVE_SECONDS
+from hub.infra import backends, metrics, shutdown
 
 logger = logging.getLogger(__name__)
 
 # How long past its deadline a sync request still waits for the worker's own verdict.
 WAIT_GRACE = timedelta(seconds=10)
+# A watch re-reads its row this often even if no notification came (the backstop).
+WATCH_RECHECK_SECONDS = 30.0
 
 
 def generation_wait(
@@ -105,3 +111,39 @@ def connection_release() -> None:
     wait — unless a caller's transaction is open on it (tests), which must not be cut."""
     if not connection.in_atomic_block:
         connection.close()
+
+
+def generation_watch(*, generation_id: str, read: Callable[[], Generation | None]) -> Iterator[Generation | None]:
+    """A streamed answer's wait (events streams, `stream: true`): each `read()` of the row —
+    at once, then whenever a worker claims or finishes it (generations.completion) and at least
+    every WATCH_RECHECK_SECONDS should a message be lost — and None every sse.KEEP_ALIVE_SECONDS
+    (the caller sends a keep-alive: so, whatever it sends between, never more than that apart). It ends after a finished
+    row, when `read()` finds none (deleted), or when this process stops (the client resumes).
+    Between reads it holds no database connection and, under gevent, no thread."""
+    # Without Redis no message wakes a watch on a start: it re-reads as often as the poller.
+    recheck = WATCH_RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
+    local = completion.waiters()
+    woken = local.watch(generation_id)  # before the read: a step after it wakes us
+    kept_alive_at = time.monotonic()
+    try:
+        while True:
+            woken.clear()
+            generation = read()
+            connection_release()
+            if generation is None:
+                return
+            yield generation
+            if generation.status in FINISHED:
+                return
+            read_at = time.monotonic()
+            while not woken.wait(max(min(kept_alive_at + KEEP_ALIVE_SECONDS, read_at + recheck) - time.monotonic(), 0)):
+                now = time.monotonic()
+                if now - kept_alive_at >= KEEP_ALIVE_SECONDS:
+                    yield None
+                    kept_alive_at = now
+                if now - read_at >= recheck:
+                    break
+            if shutdown.seconds_left() is not None:
+                return
+    finally:
+        local.remove(generation_id, woken)

@@ -81,13 +81,6 @@ def test_errors_carry_type_and_param_and_are_not_retried(live_server, customer):
     assert poor.value.response.headers["x-should-retry"] == "false"
 
 
-def test_streaming_is_refused_clearly(live_server, customer):
-    _, raw, _ = customer
-    with pytest.raises(openai.BadRequestError) as refused:
-        sdk(live_server, raw).images.generate(model="gpt-image-2", prompt="x", stream=True)
-    assert refused.value.body["param"] == "stream"
-
-
 def test_sdk_retries_after_a_timeout_charge_once_with_an_idempotency_key(live_server, customer, celery_worker):
     """The SDK retries a timed-out call twice by default: without a key that is three paid
     generations; with one Idempotency-Key it is one."""

@@ -1,0 +1,111 @@
+"""`GET /generations/{id}/events`: a generation's progress as server-sent events, for clients
+that would otherwise poll — `generation.queued`, `generation.started`, then
+`generation.succeeded` | `failed` | `canceled`, and the stream ends.
+
+Each event's data is the generation as GET answers it when the event is sent, and each has
+the id of its step (1 queued, 2 started, 3 finished), so a client reconnecting with
+`Last-Event-ID` gets the steps after it only. While the generation moves on, an open stream
+is a parked greenlet (gunicorn's gevent workers) holding no thread and no database
+connection (generations.services.wait.generation_watch): woken when a worker claims or
+finishes the generation, it re-reads the row and sends what is new; a keep-alive comment while
+idle.
+"""
+
+from collections.abc import Iterator
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from generations.apis import GenerationOutput
+from generations.models import FINISHED, Generation
+from generations.selectors import generation_get_for_owner_api
+from generations.services.wait import generation_watch
+from hub.http import sse
+from hub.http.errors import NotFound
+from hub.http.openapi import errors
+from hub.http.public_url import base_url
+
+QUEUED_ID, STARTED_ID, FINISHED_ID = 1, 2, 3
+
+
+def _steps(generation: Generation) -> list[tuple[int, str]]:
+    """The steps the generation has taken, as (event id, event name)."""
+    steps = [(QUEUED_ID, "generation.queued")]
+    if generation.started_at is not None:
+        steps.append((STARTED_ID, "generation.started"))
+    if generation.status in FINISHED:
+        steps.append((FINISHED_ID, f"generation.{generation.status}"))
+    return steps
+
+
+def generation_events_stream(*, owner, generation_id: str, root: str, after: int = 0) -> Iterator[str]:
+    """The events of the owner's generation after the id `after`, as they happen (generation_watch
+    wakes it); it ends with the generation's final event, or early (the client reconnects with
+    Last-Event-ID) when the generation is deleted or this process stops."""
+
+    def read() -> Generation | None:
+        try:
+            return generation_get_for_owner_api(owner=owner, generation_id=generation_id)
+        except NotFound:
+            return None
+
+    for generation in generation_watch(generation_id=generation_id, read=read):
+        if generation is None:
+            yield sse.KEEP_ALIVE
+            continue
+        steps = [(event_id, name) for event_id, name in _steps(generation) if event_id > after]
+        if steps:
+            data = GenerationOutput.data(generation, root=root)
+            yield "".join(sse.frame(name, data, event_id=event_id) for event_id, name in steps)
+            after = steps[-1][0]
+
+
+class GenerationEventsApi(APIView):
+    content_negotiation_class = sse.IgnoreAccept
+
+    @extend_schema(
+        operation_id="generations_events",
+        description=(
+            "The generation's progress as server-sent events (`text/event-stream`): `generation.queued`, "
+            "`generation.started`, then `generation.succeeded`, `generation.failed` or `generation.canceled`, "
+            "and the stream ends. Each event's `data` is the generation as GET /generations/{id} returns it; "
+            "its `id` (1, 2, 3) resumes the stream with `Last-Event-ID`. A `: keep-alive` comment at least "
+            "every 15 s."
+        ),
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="server-sent events, each with `id`, `event` and `data` (the generation, JSON)",
+                examples=[
+                    OpenApiExample(
+                        "a generation's events",
+                        value='id: 1\nevent: generation.queued\ndata: {"object":"image_generation",…}\n\n'
+                        ": keep-alive\n\n"
+                        'id: 2\nevent: generation.started\ndata: {…,"status":"running",…}\n\n'
+                        'id: 3\nevent: generation.succeeded\ndata: {…,"status":"succeeded",…}\n\n',
+                        media_type="text/event-stream",
+                    )
+                ],
+            ),
+            **errors(401, 404),
+        },
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                OpenApiTypes.INT,
+                OpenApiParameter.HEADER,
+                description="The id of the last event received: the stream resumes after it",
+            )
+        ],
+    )
+    def get(self, request: Request, generation_id: str):
+        generation_get_for_owner_api(owner=request.user, generation_id=generation_id)  # someone else's: 404
+        events = generation_events_stream(
+            owner=request.user,
+            generation_id=generation_id,
+            root=base_url(request),
+            after=sse.last_event_id(request.headers.get("Last-Event-ID")),
+        )
+        return sse.response(events)

@@ -1,0 +1,90 @@
+"""A generation's events stream behind a real proxy (Debian's nginx, its response buffering on as
+by default, a 20 s idle read cut): the events arrive as they happen, not when the stream ends,
+and the keep-alive comments carry the stream past the cut — as they carry a streamed answer
+(`stream: true`) whose provider takes longer than the cut."""
+
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from tests.api.test_generation_events import named, read_events
+from tests.conftest import WebProcess, free_port, until
+from tests.factories import make_key, make_user
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+NGINX = "/usr/sbin/nginx"
+PROXY_READ_TIMEOUT = 20
+PROVIDER_SECONDS = 25
+
+CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    proxy_read_timeout {read_timeout}s;
+    proxy_http_version 1.1;
+    proxy_buffering on;
+    server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://127.0.0.1:{upstream}; }} }}
+}}
+"""
+
+
+@pytest.fixture
+def hub_behind_nginx(tmp_path, celery_worker):
+    if shutil.which(NGINX) is None:
+        pytest.fail("nginx is not installed: `make nginx` (Debian's nginx-light)")
+    web = WebProcess().start()
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(CONF.format(dir=tmp_path, read_timeout=PROXY_READ_TIMEOUT, port=port, upstream=web.port))
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert until(up, timeout=20), nginx.stderr.read1() if nginx.poll() is not None else "nginx not answering"
+    yield url
+    nginx.terminate(), nginx.wait(10)
+    web.stop()
+
+
+def test_events_arrive_live_through_a_buffering_proxy(hub_behind_nginx):
+    auth = {"Authorization": f"Bearer {make_key(make_user(credits=10))}"}
+    client = httpx.Client(base_url=f"{hub_behind_nginx}/api/v1", headers=auth, timeout=60)
+    body = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "async": True}
+    created = client.post("/images/generations", json={**body, "prompt": f"a lighthouse [sleep:{PROVIDER_SECONDS}]"})
+    assert created.status_code == 202, created.text
+    url = f"/generations/{created.json()['id']}/events"
+    with client.stream("GET", url, headers={"Accept": "text/event-stream"}) as response:
+        events = read_events(response.iter_lines())
+    assert named(events) == [("1", "generation.queued"), ("2", "generation.started"), ("3", "generation.succeeded")]
+    started = next(i for i, e in enumerate(events) if e.get("event") == "generation.started")
+    # the started event came when it happened, then keep-alives while the provider worked
+    assert events[-1]["at"] - events[started]["at"] > PROVIDER_SECONDS - 5
+    waits = [e["at"] for e in events[started:]]
+    assert max(b - a for a, b in zip(waits, waits[1:], strict=False)) < 15
+    assert any("comment" in e for e in events[started:-1])
+
+
+def test_a_streamed_generation_outlasts_the_proxys_cut(hub_behind_nginx):
+    auth = {"Authorization": f"Bearer {make_key(make_user(credits=10))}"}
+    body = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "stream": True, "partial_images": 2}
+    body["prompt"] = f"a lighthouse [sleep:{PROVIDER_SECONDS}]"
+    url = f"{hub_behind_nginx}/api/v1/images/generations"
+    with httpx.stream("POST", url, json=body, headers=auth, timeout=60) as response:
+        assert response.status_code == 200  # not the proxy's 504, though the provider took longer than its cut
+        events = read_events(response.iter_lines())
+    assert [e.get("event") for e in events if "event" in e] == ["image_generation.completed"]
+    assert events[-1]["data"]["b64_json"]
+    assert sum("comment" in e for e in events) >= PROVIDER_SECONDS // 10
