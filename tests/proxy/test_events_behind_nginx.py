@@ -13,7 +13,7 @@ from tests.api.test_generation_events import named, read_events
 from tests.conftest import WebProcess, free_port, until
 from tests.factories import make_key, make_user
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow]
 NGINX = "/usr/sbin/nginx"
 PROXY_READ_TIMEOUT = 20
 PROVIDER_SECONDS = 25

@@ -16,7 +16,7 @@ from tests.faults.conftest import sweep_until, wait_for_status
 from tests.reconcile import assert_reconciled
 from tests.upstreams.conftest import KEY
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow]
 URL = "/api/v1/images/generations"
 GET_URL = "/api/v1/generations"
 BODY = {"model": "gpt-image-1", "size": "1024x1024", "quality": "low", "n": 1, "async": True}
