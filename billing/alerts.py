@@ -2,7 +2,7 @@
 
 A crossing is a charge or an expiry that takes the balance from a threshold or above to under it
 (`crossed`). The movement records it in its own transaction, compared on the account row it has
-locked (billing.services: `_record` row by row, `charge_crossing` in the one-statement charge),
+locked (billing.services: `ledger_record` row by row, `charge_crossing` in the one-statement charge),
 so concurrent charges cross once between them, and the charges that follow while the balance
 stays under cross nothing. The account's two thresholds — the auto top-up's and the low-balance
 alert's — are columns of that row: an account that sets neither costs its charges nothing.

@@ -9,10 +9,9 @@ import pytest
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from billing import services
 from billing.alerts import low_balance_threshold_set
 from billing.models import BalanceCrossing, CreditGrant
-from billing.services import account_get_or_create, credits_expire_due, credits_grant
+from billing.services import account_get_or_create, charges, credits_expire_due, credits_grant
 from generations.credit_alerts import balance_crossings_handle
 from generations.models import WebhookDelivery
 from generations.sweeper import generations_sweep
@@ -94,7 +93,7 @@ def test_every_charge_path_records_the_same_crossing(monkeypatch, one_statement_
     if not one_statement_create:
         monkeypatch.setattr(submit, "ONE_STATEMENT_CREATE", False)
     if not one_statement_charge:
-        monkeypatch.setattr(services, "ONE_STATEMENT_CHARGE", False)
+        monkeypatch.setattr(charges, "ONE_STATEMENT_CHARGE", False)
     user = make_user(credits=40)
     account = low_balance_threshold_set(account=account_get_or_create(user=user), threshold=30)
     for _ in range(3):

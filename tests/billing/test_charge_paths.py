@@ -8,10 +8,9 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from billing import services
 from billing.models import ChargeAllocation, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
-from billing.services import account_get_or_create, credits_charge, credits_grant, credits_refund
+from billing.services import account_get_or_create, charges, credits_charge, credits_grant, credits_refund
 from hub.http.errors import InsufficientCredits
 from hub.infra import backends
 from tests.factories import make_user
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 def _charged_account(one_statement: bool, monkeypatch):
     if not one_statement:
-        monkeypatch.setattr(services, "ONE_STATEMENT_CHARGE", False)
+        monkeypatch.setattr(charges, "ONE_STATEMENT_CHARGE", False)
     account = account_get_or_create(user=make_user())
     soon = timezone.now() + timedelta(days=1)
     for amount, expires_at in ((5, soon), (10, None), (7, soon + timedelta(days=1))):
