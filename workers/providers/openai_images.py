@@ -10,60 +10,35 @@ import math
 import random
 import ssl
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
 import httpx2
 import openai
 import pybase64
-import urllib3
 from openai.types import ImagesResponse
 
 from hub.celery import calls_in_flight
-from hub.infra.fastpaths.openai_post import OPENAI_POST
-from hub.infra.proxies import proxied
 from upstreams.costs import Usage
 
 from .base import Generated, ProviderError, ProviderRequest
+from .openai_post import PlainGenerations
+from .openai_protocol import (
+    KINDS,
+    MSG_DOWNLOAD,
+    MSG_MALFORMED,
+    MSG_NOT_CONFIGURED,
+    MSG_TIMED_OUT,
+    MSG_UNAVAILABLE,
+    Failure,
+    request_fields,
+    status_failure,
+)
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_4XX = frozenset({408, 409, 429})
 MAX_BACKOFF = 30.0  # seconds, cap for the exponential backoff (Retry-After is honoured as sent)
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
-MAX_USER_MESSAGE = 500
-
-MSG_TIMED_OUT = "Image provider timed out"
-MSG_UNAVAILABLE = "Image provider is temporarily unavailable"
-MSG_RATE_LIMITED = "Image provider is busy, please try again later"
-MSG_AUTH = "Image provider authentication failed"
-MSG_NOT_CONFIGURED = "Image provider is not configured"
-MSG_FAILED = "Image provider request failed"
-MSG_MALFORMED = "Provider returned a malformed response"
-MSG_DOWNLOAD = "Could not download the generated image"
-# The provider-errors metric's kind of each failure (ProviderError.kind); a permanent refusal is
-# "rejected", whatever its message.
-KINDS = {
-    MSG_TIMED_OUT: "timeout",
-    MSG_UNAVAILABLE: "unavailable",
-    MSG_RATE_LIMITED: "rate_limited",
-    MSG_AUTH: "auth",
-    MSG_NOT_CONFIGURED: "not_configured",
-    MSG_MALFORMED: "malformed",
-    MSG_DOWNLOAD: "download",
-}
-
-
-@dataclass(frozen=True)
-class _Failure:
-    message: str  # for the user
-    detail: str  # for operators
-    retryable: bool = False
-    permanent: bool = False
-    retry_after: float | None = None
-
 
 # Connections per HTTP client of the provider's pool (see _shared_http_clients).
 POOL_SHARD_SIZE = 16
@@ -85,95 +60,6 @@ def _shared_http_clients(tls: ssl.SSLContext) -> list[httpx.Client]:
     per_shard = math.ceil(size / shards)
     limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
     return [openai.DefaultHttpxClient(limits=limits, verify=tls) for _ in range(shards)]
-
-
-# Redirects are followed, as the SDK's client follows them (20 at most, Authorization dropped
-# across hosts); nothing else is retried here: the provider's own loop retries with backoff.
-REDIRECTS_ONLY = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0, redirect=20)
-
-
-def _transport_failure(exc: BaseException | None) -> _Failure:
-    """A request that got no answer, classified as the SDK classifies its httpx errors."""
-    if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)) and not isinstance(
-        exc,
-        urllib3.exceptions.NewConnectionError,  # a subclass of ConnectTimeoutError
-    ):
-        return _Failure(MSG_TIMED_OUT, "request timed out", retryable=True)
-    return _Failure(MSG_UNAVAILABLE, f"connection error: {type(exc).__name__}", retryable=True)
-
-
-def _fields(request: ProviderRequest) -> dict:
-    """The request's body fields, for either path: its options (background, output_format, …)
-    among them, as asked. No response_format: gpt-image models reject it and always answer with
-    b64_json."""
-    fields = dict(model=request.model, prompt=request.prompt, size=request.size, quality=request.quality, n=request.n)
-    return {**fields, **request.options}
-
-
-class _PlainGenerations:
-    """`POST images/generations` (a generation without references, nearly all of them) sent on a
-    urllib3 pool, with the SDK client's own URL and headers, the JSON parsed here: the fast path
-    hub.infra.fastpaths.openai_post says why and how to turn it off. The SDK still sends edits
-    (multipart references) and the calls for_client leaves to it; both paths share the deadline,
-    the retries and the classification of failures (_status_failure, _extract), and
-    tests/providers runs every failure on both and holds their requests equal."""
-
-    def __init__(self, url: str, headers: dict[str, str], tls: ssl.SSLContext):
-        self._url = url
-        self._headers = headers
-        # A pool holds connections to one host without a walk per request (urllib3 keeps its idle
-        # connections in a queue), so one pool serves every call in flight.
-        self._pool = urllib3.PoolManager(
-            maxsize=calls_in_flight(), block=False, retries=REDIRECTS_ONLY, ssl_context=tls
-        )
-
-    @classmethod
-    def for_client(cls, client: openai.OpenAI, http: httpx.Client, tls: ssl.SSLContext) -> _PlainGenerations | None:
-        """None where the SDK must send every call: the fast path off, a proxied or unusual base URL (another scheme,
-        a query the SDK would merge), or credentials other than a plain API key (workload identity
-        tokens are fetched and refreshed by the SDK)."""
-        if not OPENAI_POST.on():
-            return None
-        base_url = str(client.base_url)
-        base = urllib3.util.parse_url(base_url)
-        url = f"{base_url.rstrip('/')}/images/generations"
-        auth = client.auth_headers  # {"Authorization": "Bearer <key>"}, or {} for other credentials
-        if base.scheme not in ("http", "https") or base.query or base.fragment or proxied(url):
-            return None
-        if not auth or client.workload_identity is not None:
-            return None
-        # What the SDK sends: its HTTP client's headers (Accept-Encoding, Connection), its own
-        # (User-Agent, X-Stainless-*, OpenAI-Organization and -Project when set) and its authorization.
-        headers = httpx2.Headers(http.headers)  # case-insensitive: the SDK's Accept and User-Agent replace httpx's
-        headers.update({name: value for name, value in client.default_headers.items() if isinstance(value, str)})
-        headers.update(auth)
-        return cls(url, dict(headers), tls)
-
-    def post(self, request: ProviderRequest, timeout: float) -> object | _Failure:
-        """The response's JSON body, or the failure: as the SDK's call would classify it."""
-        try:
-            response = self._pool.request(
-                "POST",
-                self._url,
-                body=json.dumps(_fields(request), separators=(",", ":")).encode(),
-                # and the two the SDK adds per request (its own retries are off: always 0)
-                headers={**self._headers, "X-Stainless-Retry-Count": "0", "X-Stainless-Read-Timeout": str(timeout)},
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            )
-        except urllib3.exceptions.MaxRetryError as exc:  # a connection failure, or too many redirects
-            return _transport_failure(exc.reason)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            return _transport_failure(exc)
-        try:
-            body = json.loads(response.data)
-        except ValueError as exc:  # not JSON, or not UTF-8
-            body = exc
-        if response.status >= 400:  # what httpx's raise_for_status raises on, below the SDK
-            error = body.get("error", body) if isinstance(body, dict) else None
-            return _status_failure(response.status, error, response.headers)
-        if isinstance(body, ValueError):
-            return _Failure(MSG_MALFORMED, f"invalid response body: {type(body).__name__}")
-        return body
 
 
 class OpenAIImagesProvider:
@@ -212,13 +98,13 @@ class OpenAIImagesProvider:
         self._api_key = clients[0].api_key
         self._clients = itertools.cycle(clients)  # each call takes the next pool
         # Azure's paths (deployments/…, api-version) are the SDK's to build: every call through it.
-        self._plain = None if azure_api_version else _PlainGenerations.for_client(clients[0], https[0], tls)
+        self._plain = None if azure_api_version else PlainGenerations.for_client(clients[0], https[0], tls)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
 
     def generate(self, request: ProviderRequest) -> Generated:
         attempts = self._max_retries + 1
-        last = _Failure(MSG_TIMED_OUT, "the deadline had passed before the first attempt")
+        last = Failure(MSG_TIMED_OUT, "the deadline had passed before the first attempt")
         for attempt in range(1, attempts + 1):
             remaining = request.deadline - time.monotonic()
             if remaining <= 0:
@@ -239,7 +125,7 @@ class OpenAIImagesProvider:
                 remaining,
             )
             outcome = self._attempt(request, remaining)
-            if not isinstance(outcome, _Failure):
+            if not isinstance(outcome, Failure):
                 return outcome
             if not outcome.retryable:
                 log.warning("openai images: attempt %d failed, not retrying: %s", attempt, self._redact(outcome.detail))
@@ -267,22 +153,22 @@ class OpenAIImagesProvider:
             last.message, False, f"gave up after {attempts} attempts; last: {last.detail}", retry_after=last.retry_after
         )
 
-    def _attempt(self, request: ProviderRequest, timeout: float) -> Generated | _Failure:
+    def _attempt(self, request: ProviderRequest, timeout: float) -> Generated | Failure:
         # Failures are returned, not raised, so that the SDK exception (whose request carries the
         # Authorization header) never ends up chained onto the ProviderError.
         if self._plain is not None and not request.references:
             outcome = self._plain.post(request, timeout)
-            return outcome if isinstance(outcome, _Failure) else self._generated(outcome, request)
+            return outcome if isinstance(outcome, Failure) else self._generated(outcome, request)
         try:
             result = self._call(request, timeout)
         except openai.APIStatusError as exc:
-            return _status_failure(exc.status_code, exc.body, exc.response.headers)
+            return status_failure(exc.status_code, exc.body, exc.response.headers)
         except openai.APITimeoutError:
-            return _Failure(MSG_TIMED_OUT, "request timed out", retryable=True)
+            return Failure(MSG_TIMED_OUT, "request timed out", retryable=True)
         except openai.APIConnectionError as exc:
-            return _Failure(MSG_UNAVAILABLE, f"connection error: {exc.message}", retryable=True)
+            return Failure(MSG_UNAVAILABLE, f"connection error: {exc.message}", retryable=True)
         except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
-            return _Failure(MSG_MALFORMED, f"invalid response body: {type(exc).__name__}")
+            return Failure(MSG_MALFORMED, f"invalid response body: {type(exc).__name__}")
         data = getattr(result, "data", None) if isinstance(result, ImagesResponse) else None
         if isinstance(data, list):  # the SDK's model, as the JSON body the plain POST parses
             items = [{"b64_json": getattr(item, "b64_json", None), "url": getattr(item, "url", None)} for item in data]
@@ -293,7 +179,7 @@ class OpenAIImagesProvider:
     # -- the call ---------------------------------------------------------------------------
 
     def _call(self, request: ProviderRequest, timeout: float) -> object:
-        params = dict(_fields(request), timeout=timeout)
+        params = dict(request_fields(request), timeout=timeout)
         client = next(self._clients)
         if not request.references:
             return client.images.generate(**params)
@@ -379,45 +265,3 @@ class OpenAIImagesProvider:
 
     def _backoff(self, attempt: int) -> float:
         return min(MAX_BACKOFF, self._backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
-def _status_failure(status: int, body: object, headers: Mapping[str, str]) -> _Failure:
-    """An HTTP error status, classified; `body` is the error object (the SDK's `APIStatusError.body`,
-    i.e. a JSON body's "error" field when it has one)."""
-    where = f"HTTP {status} type={_error_field(body, 'type')} code={_error_field(body, 'code')} "
-    where += f"request_id={headers.get('x-request-id')}"
-    if status in (401, 403):
-        # Our credentials or account, not the user's request. The message may quote the key.
-        return _Failure(MSG_AUTH, where)
-    message = _error_field(body, "message")
-    detail = f"{where} message={message!r}"
-    if status == 429:
-        return _Failure(MSG_RATE_LIMITED, detail, retryable=True, retry_after=_retry_after(headers))
-    if status in RETRYABLE_4XX or status >= 500:
-        return _Failure(MSG_UNAVAILABLE, detail, retryable=True, retry_after=_retry_after(headers))
-    if status in (400, 422):
-        user = f"Provider rejected the request: {message}" if message else "Provider rejected the request"
-        if len(user) > MAX_USER_MESSAGE:
-            user = user[: MAX_USER_MESSAGE - 1] + "…"
-        return _Failure(user, detail, permanent=True)
-    return _Failure(MSG_FAILED, detail)
-
-
-def _error_field(body: object, name: str) -> str | None:
-    value = body.get(name) if isinstance(body, dict) else None
-    return str(value) if value is not None else None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After in seconds (or retry-after-ms); HTTP-date values are ignored."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if 0 <= seconds < float("inf"):
-            return seconds
-    return None
