@@ -207,6 +207,7 @@ class GenerationAdmin(ReadOnlyAdmin):
             },
         ),
         ("Credits", {"fields": ["price_per_image", "credits_requested", "credits_refunded", "credit_movements"]}),
+        ("Provider", {"fields": ["provider_usage"]}),
         ("Timing", {"fields": ["attempts", "created_at", "enqueued_at", "started_at", "finished_at", "deadline_at"]}),
         ("Webhook", {"fields": ["webhook_url", "webhook_events"]}),
     ]

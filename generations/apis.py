@@ -53,6 +53,7 @@ class GenerationOutput:
         usage = {"credits": generation.credits_consumed, "credits_requested": generation.credits_requested}
         if generation.credits_refunded:
             usage["credits_refunded"] = generation.credits_refunded
+        usage.update(generation.provider_usage or {})  # OpenAI's token counts, when its provider said them
         error = {"code": generation.error_code, "message": generation.error_message} if generation.error_code else None
         body = {
             "object": "image_generation",

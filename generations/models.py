@@ -86,6 +86,9 @@ class Generation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The tokens its provider said the delivering call used, as OpenAI's answer has them (its
+    # `usage`: input_tokens, input_tokens_details, output_tokens, total_tokens); null: not said.
+    provider_usage = models.JSONField(null=True, blank=True)
     # Signed webhooks (generations.webhooks): where to POST which events, and the hub origin the
     # request reached, so the payload's image URLs are absolute exactly as the API answers them.
     webhook_url = models.CharField(max_length=2048, blank=True)

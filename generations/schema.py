@@ -60,10 +60,20 @@ class _Image(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class _InputTokensDetails(serializers.Serializer):
+    text_tokens = serializers.IntegerField()
+    image_tokens = serializers.IntegerField()
+
+
 class _Usage(serializers.Serializer):
     credits = serializers.IntegerField(help_text="credits finally consumed (0 while unfinished)")
     credits_requested = serializers.IntegerField(help_text="charged up front: n × price")
     credits_refunded = serializers.IntegerField(required=False)
+    # OpenAI's `usage`, as the provider reported it for the call that delivered the images.
+    input_tokens = serializers.IntegerField(required=False, help_text="OpenAI field, when the provider reported it")
+    input_tokens_details = _InputTokensDetails(required=False, help_text="OpenAI field: text and image input tokens")
+    output_tokens = serializers.IntegerField(required=False, help_text="OpenAI field: the images' tokens")
+    total_tokens = serializers.IntegerField(required=False, help_text="OpenAI field: input + output tokens")
 
 
 class _GenerationError(serializers.Serializer):

@@ -26,6 +26,14 @@ from hub.http.errors import GenerationCanceled, GenerationFailed, NotFound
 from hub.http.exception_handler import error_body
 from hub.infra import storage
 
+# The event's `usage` when the provider reported none: the SDK's event type requires one.
+NO_USAGE = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
+
 
 def image_stream(*, owner, generation_id: str, kind: str) -> Iterator[str]:
     """The stream's events for the owner's charged generation; `kind` names them
@@ -50,8 +58,9 @@ def image_stream(*, owner, generation_id: str, kind: str) -> Iterator[str]:
 
 
 def _completed(generation: Generation, kind: str, data: bytes) -> dict:
-    """OpenAI's `*.completed` event. Its `usage` counts tokens, which the hub does not meter:
-    they are 0, and the credits charged are beside them."""
+    """OpenAI's `*.completed` event. Its `usage` holds the tokens the provider reported for the
+    call that made the images (each image's event the call's; 0 when it reported none, as the
+    local provider), and the credits charged beside them."""
     return {
         "type": f"{kind}.completed",
         "b64_json": pybase64.b64encode(data).decode(),
@@ -60,13 +69,7 @@ def _completed(generation: Generation, kind: str, data: bytes) -> dict:
         "quality": generation.quality,  # OpenAI's (the contract's `quality` is the tier)
         "background": generation.options.get("background", "auto"),
         "output_format": generation.options.get("output_format", "png"),
-        "usage": {
-            "input_tokens": 0,
-            "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
-            "output_tokens": 0,
-            "total_tokens": 0,
-            "credits": generation.credits_consumed,
-        },
+        "usage": {**(generation.provider_usage or NO_USAGE), "credits": generation.credits_consumed},
     }
 
 

@@ -50,6 +50,19 @@ class Usage:
         found = cls(_count(inputs.get("text_tokens")), _count(inputs.get("image_tokens")), output_image, output_text)
         return found if found != cls() else None
 
+    def as_response(self) -> dict | None:
+        """The usage as OpenAI's images answer has it (what the hub's answer repeats to its
+        client); None unless every count is known: a total is never guessed from a part."""
+        if None in (self.input_text, self.input_image, self.output_image, self.output_text):
+            return None
+        inputs, outputs = self.input_text + self.input_image, self.output_image + self.output_text
+        return {
+            "input_tokens": inputs,
+            "input_tokens_details": {"text_tokens": self.input_text, "image_tokens": self.input_image},
+            "output_tokens": outputs,
+            "total_tokens": inputs + outputs,
+        }
+
 
 def _details(usage: dict, name: str) -> dict:
     details = usage.get(name)

@@ -77,7 +77,7 @@ def _attempt(generation: Generation, *, held: Choice | None) -> None:
         with lease_held(generation_id=generation_id, attempt=attempt) as lease:
             called_at, clock = timezone.now(), time.monotonic()
             try:
-                outputs = upstream_calls.generate(
+                generated = upstream_calls.generate(
                     generation.model, request, generation_id=generation_id, held=held, abandoned=lease.lost
                 )
             except upstream_calls.AttemptAbandoned:
@@ -93,7 +93,8 @@ def _attempt(generation: Generation, *, held: Choice | None) -> None:
                 error = (code, exc.user_message)
                 generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=error, call=call)
                 return
-            call = ProviderCall(called_at, _ms_since(clock), "ok", images=len(outputs))
+            outputs, usage = generated.images, generated.usage.as_response() if generated.usage else None
+            call = ProviderCall(called_at, _ms_since(clock), "ok", images=len(outputs), usage=usage)
             # From here through the finalize, a turn: a burst of answers finishes in the order it came.
             finishing.enter_context(finishing_turn())
             images = _store_valid(generation, outputs[: generation.n])

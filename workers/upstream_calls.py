@@ -86,13 +86,14 @@ def generate(
     generation_id: str,
     abandoned: Callable[[], bool],
     held: Choice | None = None,
-) -> list[bytes]:
-    """The model's images for `request` (generation `generation_id`'s), or ProviderError
+) -> Generated:
+    """The model's images for `request` (generation `generation_id`'s) and the usage its provider
+    reported, or ProviderError
     (AttemptAbandoned when `abandoned()` turns true before a call is sent). `held`: a slot its
     task took before it took this generation (workers.turns), used for the first call."""
     targets = targets_of(model)
     if not targets:
-        return provider_for(LOCAL).generate(request).images
+        return provider_for(LOCAL).generate(request)
     # Back to the pool: reading the routes (every CATALOG_CACHE_SECONDS) took a connection, and
     # the call may wait long for a slot (bench learned-limit ran the worker's pool dry).
     connection.close()
@@ -165,7 +166,7 @@ class _Call:
         self.failures = 0
         self.last_error: ProviderError | None = None
 
-    def run(self) -> list[bytes]:
+    def run(self) -> Generated:
         adapters_make(self.targets)
         while True:
             choice, self.held = self.held, None
@@ -191,12 +192,12 @@ class _Call:
                     detail="every upstream of the model is open (circuit breaker) or was given up on",
                     kind="unavailable",
                 )
-            outputs = self._send(choice)
-            if outputs is not None:
-                return outputs
+            generated = self._send(choice)
+            if generated is not None:
+                return generated
 
-    def _send(self, choice: Choice) -> list[bytes] | None:
-        """One call on the chosen upstream: its images, or None to try again (ProviderError to stop)."""
+    def _send(self, choice: Choice) -> Generated | None:
+        """One call on the chosen upstream: its answer, or None to try again (ProviderError to stop)."""
         target = choice.target
         started = time.monotonic()
         try:
@@ -212,7 +213,7 @@ class _Call:
         circuit.circuit_record(target, ok=True)
         upstream_metrics.CALLS.labels(target.name, "ok").inc()
         upstream_metrics.CALL_LATENCY.labels(target.name).observe(seconds)
-        return generated.images
+        return generated
 
     def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> None:
         target = choice.target

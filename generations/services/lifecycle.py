@@ -61,6 +61,9 @@ class ProviderCall:
     latency_ms: int
     outcome: str  # ok, or the ProviderError's kind (timeout, rate_limited, rejected …)
     images: int = 0  # how many the provider returned
+    # The tokens it said it used, as OpenAI's answer has them (upstreams.costs.Usage.as_response),
+    # stored on the generation by its finish's statement and repeated in its answer; None: not said.
+    usage: dict | None = None
 
     def events(self, attempt: int) -> list[Event]:
         ended = self.started_at + timedelta(milliseconds=self.latency_ms)
@@ -248,6 +251,7 @@ def generation_finalize(
     else:
         events.append(Event(GenerationEventKind.FAILED, attempt, now, error[0] if error else ""))
     finish = {"generation_id": generation_id, "attempt": attempt, "images": images, "events": events, "now": now}
+    finish["usage"] = call.usage if call is not None else None  # the provider's tokens, stored with the finish
     if images and not error:
         generation = _finished(**finish, plain=True)
         if generation is not None:
@@ -275,10 +279,11 @@ def generation_finalize(
 
 
 def _finished(
-    *, generation_id: str, attempt: int, images: list[StoredImage], events: list[Event], now, plain: bool
+    *, generation_id: str, attempt: int, images: list[StoredImage], events: list[Event], now, usage, plain: bool
 ) -> Generation | None:
     """The finish's statement: the row of this attempt (running, `attempts` its fence) moves to
-    succeeded — failed without images — and its images and `events` are stored; the row as it
+    succeeded — failed without images — with its provider's `usage`, and its images and `events`
+    are stored; the row as it
     is then, or None when it was not this attempt's to finish. `plain` adds the hot path's
     conditions: all n images delivered and no webhook (nothing else to write with it).
 
@@ -287,10 +292,11 @@ def _finished(
     elsewhere the same statements one after the other in a transaction."""
     ops, table, image_table = connection.ops, Generation._meta.db_table, GeneratedImage._meta.db_table
     status = GenerationStatus.SUCCEEDED if images else GenerationStatus.FAILED
-    update = f"""UPDATE {table} SET status = %s, finished_at = %s
+    update = f"""UPDATE {table} SET status = %s, finished_at = %s, provider_usage = %s
         WHERE id = %s AND status = %s AND attempts = %s{" AND n = %s AND webhook_url = ''" if plain else ""}
         RETURNING {columns_sql(Generation)}"""
-    params = [status, ops.adapt_datetimefield_value(now), generation_id, GenerationStatus.RUNNING, attempt]
+    usage = Generation._meta.get_field("provider_usage").get_db_prep_save(usage, connection)
+    params = [status, ops.adapt_datetimefield_value(now), usage, generation_id, GenerationStatus.RUNNING, attempt]
     params += [len(images)] if plain else []
     new_image_id = GeneratedImage._meta.get_field("id").get_default
     columns = 'id, generation_id, "index", storage_key, content_type, width, height, byte_size, created_at'

@@ -1,6 +1,7 @@
 """`stream: true`: the official OpenAI SDK, unchanged, iterates the hub's image stream — a
-generation's and an edit's completed events with the image bytes; a failure after the charge is
-an error event the SDK raises (refunded); a refusal before it keeps its HTTP status."""
+generation's and an edit's completed events with the image bytes and the provider's tokens; a
+failure after the charge is an error event the SDK raises (refunded); a refusal before it keeps
+its HTTP status."""
 
 import base64
 import io
@@ -24,6 +25,7 @@ def test_the_sdk_iterates_a_streamed_generation(live_server, customer, celery_wo
     assert [event.type for event in events] == ["image_generation.completed"] * 2
     assert all(base64.b64decode(event.b64_json).startswith(PNG) for event in events)
     assert (events[0].size, events[0].quality, events[0].output_format) == ("1024x1024", "low", "png")
+    assert events[0].usage.total_tokens == 0  # the local provider reports no tokens
     generation = Generation.objects.get(owner=user)
     assert generation.status == "succeeded" and generation.images.count() == 2  # stored as any
 
@@ -35,6 +37,21 @@ def test_the_sdk_iterates_a_streamed_edit(live_server, customer, celery_worker):
     events = list(sdk(live_server, raw).images.edit(**BODY, image=[image], prompt="greener", stream=True))
     assert [event.type for event in events] == ["image_edit.completed"]
     assert base64.b64decode(events[0].b64_json).startswith(PNG)
+
+
+def test_the_completed_event_carries_the_tokens_the_provider_reported(
+    live_server, customer, openai_model, fake_openai, celery_worker
+):
+    _, raw, _ = customer
+    (event,) = list(sdk(live_server, raw).images.generate(**{**BODY, "model": "gpt-image-1"}, prompt="x", stream=True))
+    (request,) = fake_openai.requests
+    reported = request.response_usage
+    assert (event.usage.input_tokens, event.usage.output_tokens, event.usage.total_tokens) == (
+        reported["input_tokens"],
+        reported["output_tokens"],
+        reported["total_tokens"],
+    )
+    assert event.usage.to_dict() == {**reported, "credits": 1}
 
 
 def test_a_failure_after_the_charge_is_an_error_event_and_refunded(live_server, customer, celery_worker):

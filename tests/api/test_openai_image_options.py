@@ -113,6 +113,44 @@ def test_the_local_provider_renders_every_format_and_a_transparent_background(li
             assert image.getextrema()[3] == (0, 255)  # some pixels clear, some not
 
 
+def test_the_answer_carries_the_tokens_the_provider_reported(
+    live_server, customer, openai_model, fake_openai, celery_worker
+):
+    """OpenAI's `usage` of the call that made the images, beside the contract's credits: in the
+    SDK's answer and in a later poll. The local provider reports none: credits only."""
+    _, raw, _ = customer
+    client = sdk(live_server, raw)
+    result = client.images.edit(
+        model="gpt-image-1",
+        image=named("i.png", image_bytes(size=SIZE)),
+        prompt="a fox at dusk",
+        n=2,
+        size="1024x1024",
+        quality="low",
+    )
+    (request,) = fake_openai.requests
+    reported = request.response_usage
+    usage = result.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (
+        reported["input_tokens"],
+        reported["output_tokens"],
+        reported["total_tokens"],
+    )
+    details = (usage.input_tokens_details.text_tokens, usage.input_tokens_details.image_tokens)
+    assert details == (
+        reported["input_tokens_details"]["text_tokens"],
+        reported["input_tokens_details"]["image_tokens"],
+    )
+    assert min(details) > 0 and usage.output_tokens > 0  # the prompt, the reference, the two images
+    assert usage.to_dict() == {"credits": 2, "credits_requested": 2, **reported}
+    poll = httpx.get(
+        f"{live_server.url}/api/v1/generations/{result.id}", headers={"Authorization": f"Bearer {raw}"}, timeout=10
+    )
+    assert poll.json()["usage"] == {"credits": 2, "credits_requested": 2, **reported}
+    local = client.images.generate(model="gpt-image-2", prompt="local", size="1024x1024", quality="low")
+    assert set(local.usage.to_dict()) == {"credits", "credits_requested"}
+
+
 def test_jpeg_compression_is_the_one_asked(live_server, customer, celery_worker):
     _, raw, _ = customer
     client = sdk(live_server, raw)

@@ -35,6 +35,12 @@ OPERATIONS = {
 }
 
 
+def _ref(schema: dict) -> str:
+    """The component a property or response points at (drf-spectacular may wrap it in allOf)."""
+    ref = schema.get("$ref") or schema["allOf"][0]["$ref"]
+    return ref.rsplit("/", 1)[1]
+
+
 def test_the_schema_and_its_docs_page_are_served(api):
     schema = api.get("/api/v1/openapi.json").json()
     assert {f"{m.upper()} {p}" for p, ops in schema["paths"].items() for m in ops} == OPERATIONS
@@ -52,6 +58,19 @@ def test_the_schema_and_its_docs_page_are_served(api):
         "x-ratelimit-remaining",
         "x-ratelimit-reset",
     }
+    components = schema["components"]["schemas"]
+    answer = components[_ref(generate["responses"]["200"]["content"]["application/json"]["schema"])]
+    usage = components[_ref(answer["properties"]["usage"])]
+    assert set(usage["properties"]) == {
+        "credits",
+        "credits_requested",
+        "credits_refunded",
+        "input_tokens",
+        "input_tokens_details",
+        "output_tokens",
+        "total_tokens",
+    }
+    assert set(usage["required"]) == {"credits", "credits_requested"}  # OpenAI's tokens: when reported
     events = schema["paths"]["/api/v1/generations/{generation_id}/events"]["get"]
     assert set(events["responses"]["200"]["content"]) == {"text/event-stream"}
     docs = api.get("/api/docs")

@@ -89,6 +89,7 @@ class RecordedRequest:
     mask_part: bytes | None = None  # an edit's `mask` part
     status: int = 0
     response_images: list[bytes] = dataclasses.field(default_factory=list)  # PNGs we sent back
+    response_usage: dict[str, Any] | None = None  # the `usage` we sent back
     header_lines: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # as sent, repeats kept
     received_at: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -583,6 +584,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "quality": rec.body.get("quality") or "auto",
             "usage": _usage(rec, str(rec.body.get("quality") or "auto"), width, height, len(data)),
         }
+        rec.response_usage = answer["usage"]
         if behaviour == "gzip":
             body = gzip.compress(json.dumps(answer).encode())
             return self._send(200, body, headers={"Content-Encoding": "gzip"})

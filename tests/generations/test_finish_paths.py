@@ -10,13 +10,25 @@ from django.test.utils import CaptureQueriesContext
 
 from generations import services
 from generations.models import GeneratedImage, Generation, GenerationStatus
-from generations.services import StoredImage, generation_claim, generation_finalize, lifecycle
+from generations.services import ProviderCall, StoredImage, generation_claim, generation_finalize, lifecycle
 from hub.infra import backends
 from tests.factories import create_generation, make_user
 
 pytestmark = pytest.mark.django_db
 
 FIELDS = ("status", "attempts", "n", "credits_requested", "credits_refunded", "error_code", "error_message")
+FIELDS += ("provider_usage",)
+# What the worker hands the finish of a call whose provider reported its tokens (OpenAI's shape).
+USAGE = {
+    "input_tokens": 30,
+    "input_tokens_details": {"text_tokens": 7, "image_tokens": 23},
+    "output_tokens": 544,
+    "total_tokens": 574,
+}
+
+
+def _call(claimed: Generation, n: int) -> ProviderCall:
+    return ProviderCall(claimed.started_at, 12, "ok", images=n, usage=USAGE)
 
 
 def _stored(generation_id: str, n: int) -> list[StoredImage]:
@@ -32,7 +44,9 @@ def _run(owner, *, fast: bool, monkeypatch, n: int = 2) -> Generation:
     assert claimed.status == GenerationStatus.RUNNING and claimed.attempts == 1
     assert claimed.model.id == "gpt-image-2" and claimed.lease_expires_at > claimed.started_at
     with CaptureQueriesContext(connection) as finish:
-        finished = generation_finalize(generation_id=generation.id, attempt=1, images=_stored(generation.id, n))
+        finished = generation_finalize(
+            generation_id=generation.id, attempt=1, images=_stored(generation.id, n), call=_call(claimed, n)
+        )
     monkeypatch.undo()
     # One statement each on the hot paths (the test's own transaction hides BEGIN/COMMIT; the
     # tests' catalog snapshot expires at once, so its read is not counted); one by one, the claim
@@ -67,6 +81,7 @@ def test_the_one_statement_finish_writes_what_the_statements_one_by_one_write(mo
     assert fast.status == one_by_one.status == GenerationStatus.SUCCEEDED
     assert _rows(fast) == _rows(one_by_one)
     assert _rows(fast)["images"][1] == (1, "1.png", "image/png", 64, 48, 1001)
+    assert fast.provider_usage == _rows(fast)["generation"]["provider_usage"] == USAGE
 
 
 def test_a_stale_attempt_changes_nothing_on_the_one_statement_path():
@@ -74,17 +89,23 @@ def test_a_stale_attempt_changes_nothing_on_the_one_statement_path():
     generation = create_generation(owner, n=1)
     generation_claim(generation_id=generation.id)
     Generation.objects.filter(pk=generation.pk).update(attempts=2)  # a newer attempt owns it
-    stale = generation_finalize(generation_id=generation.id, attempt=1, images=_stored(generation.id, 1))
-    assert stale.status == GenerationStatus.RUNNING
+    claimed = Generation.objects.get(pk=generation.pk)
+    stale = generation_finalize(
+        generation_id=generation.id, attempt=1, images=_stored(generation.id, 1), call=_call(claimed, 1)
+    )
+    assert stale.status == GenerationStatus.RUNNING and stale.provider_usage is None
     assert not GeneratedImage.objects.filter(generation_id=generation.pk).exists()
 
 
 def test_a_partial_result_or_a_webhook_takes_the_transactional_path():
     owner = make_user(credits=100)
     partial = create_generation(owner, n=3)
-    generation_claim(generation_id=partial.id)
-    done = generation_finalize(generation_id=partial.id, attempt=1, images=_stored(partial.id, 2))
+    claimed = generation_claim(generation_id=partial.id)
+    done = generation_finalize(
+        generation_id=partial.id, attempt=1, images=_stored(partial.id, 2), call=_call(claimed, 2)
+    )
     assert (done.status, done.error_code, done.credits_refunded) == ("succeeded", "partial_result", 2)
+    assert Generation.objects.get(pk=partial.pk).provider_usage == USAGE  # with the refund, in its transaction
     hooked = create_generation(owner, n=1, webhook_url="https://example.com/hook", webhook_events=["started"])
     claimed = generation_claim(generation_id=hooked.id)
     assert claimed.attempts == 1 and claimed.webhook_deliveries.filter(event="started").count() == 1

@@ -55,6 +55,18 @@ def test_a_call_priced_per_token_costs_the_tokens_it_used():
     assert call_cost({}, quality="high", size="1024x1024", images=1, usage=usage) is None  # no prices
 
 
+def test_the_usage_a_client_is_shown_is_openais_as_the_provider_reported_it():
+    reported = {
+        "input_tokens": 343,
+        "input_tokens_details": {"text_tokens": 20, "image_tokens": 323},
+        "output_tokens": 4160,
+        "total_tokens": 4503,
+    }
+    assert Usage.from_response(reported).as_response() == reported
+    # Only part of it said (no input details): no total is guessed, none is shown.
+    assert Usage.from_response({"input_tokens": 343, "output_tokens": 4160}).as_response() is None
+
+
 @pytest.mark.parametrize(
     "prices",
     [
