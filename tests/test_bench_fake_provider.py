@@ -13,8 +13,6 @@ import pytest
 
 from tests.conftest import ROOT, until
 
-pytest.importorskip("aiohttp")
-pytest.importorskip("uvloop")
 KEY = "sk-bench-limited"
 
 
