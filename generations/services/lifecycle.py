@@ -244,8 +244,10 @@ def generation_finalize(
     statement alone, in autocommit (the worker's other hot path); any other is the same
     statement in a transaction with the refund and the webhook's delivery.
     """
-    now = timezone.now()
     events = call.events(attempt) if call is not None else []
+    # Never before the call's end as the event says it (its start on the wall clock plus a
+    # latency timed on the monotonic one, rounded): the history is read in time order.
+    now = max([timezone.now(), *(event.at for event in events)])
     if images:
         events.append(Event(GenerationEventKind.SUCCEEDED, attempt, now, detail={"images": len(images)}))
     else:
