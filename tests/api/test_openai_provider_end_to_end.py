@@ -15,8 +15,9 @@ def test_second_model_is_served_by_the_openai_adapter(api, customer, openai_mode
     body = {"model": "gpt-image-1", "prompt": "a lighthouse", "size": "1536x1024", "quality": "medium", "n": 2}
     response = api.post(URL, data=body, format="json", **auth)
     assert response.status_code == 200, response.content
-    assert response.json()["usage"] == {"credits": 6, "credits_requested": 6}
     (request,) = fake_openai.requests
+    # the credits, and the tokens the provider said it used (OpenAI's usage)
+    assert response.json()["usage"] == {"credits": 6, "credits_requested": 6, **request.response_usage}
     assert request.path == "/v1/images/generations"
     assert request.headers["authorization"] == "Bearer sk-test-hub-0123456789"
     assert {k: request.body[k] for k in ("model", "prompt", "size", "quality", "n")} == {
@@ -53,7 +54,9 @@ def test_fewer_images_than_asked_refunds_the_rest(api, customer, openai_model, f
     body = {"model": "gpt-image-1", "prompt": "p", "size": "1024x1024", "quality": "high", "n": 3}
     response = api.post(URL, data=body, format="json", **auth)
     assert response.status_code == 200
-    assert response.json()["usage"] == {"credits": 6, "credits_requested": 18, "credits_refunded": 12}
+    (request,) = fake_openai.requests
+    credits = {"credits": 6, "credits_requested": 18, "credits_refunded": 12}
+    assert response.json()["usage"] == {**credits, **request.response_usage}
     assert CreditAccount.objects.get(user=user).balance == 114
 
 
