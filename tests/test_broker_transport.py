@@ -14,12 +14,13 @@ import pytest
 from django.conf import settings
 from kombu import Connection, Consumer, Exchange, Queue
 
-pytestmark = pytest.mark.skipif(
+redis_broker_only = pytest.mark.skipif(
     not settings.CELERY_BROKER_URL.startswith("redis://"), reason="the Redis transport (suite on its services)"
 )
+pytestmark = redis_broker_only
 
 
-def _connection() -> Connection:
+def broker_connection() -> Connection:
     """A connection as the workers make it: the hub's transport with its options (hub.settings)."""
     return Connection(
         settings.CELERY_BROKER_URL,
@@ -30,7 +31,7 @@ def _connection() -> Connection:
 
 def test_one_client_per_channel_pool_and_messages_still_flow():
     assert settings.CELERY_BROKER_TRANSPORT == "hub.broker:Transport"
-    with _connection() as connection:
+    with broker_connection() as connection:
         channel = connection.default_channel
         first = channel._create_client()
         assert channel._create_client() is first
@@ -60,7 +61,7 @@ def test_a_delivery_keeps_no_copy_in_redis_and_a_closed_channel_puts_back_what_i
     name = f"hub-broker-test-{uuid.uuid4().hex}"
     client = redis_client()
     try:
-        with _connection() as connection:
+        with broker_connection() as connection:
             queue = connection.SimpleQueue(name)
             queue.put({"n": 1})
             queue.put({"n": 2})
@@ -72,7 +73,7 @@ def test_a_delivery_keeps_no_copy_in_redis_and_a_closed_channel_puts_back_what_i
             first.ack()
             assert client.llen(name) == 0
         # Closed with the second unacked (a warm shutdown's end): it is queued again, and only it.
-        with _connection() as connection:
+        with broker_connection() as connection:
             queue = connection.SimpleQueue(name)
             again = queue.get(timeout=5)
             assert again.payload == second.payload
@@ -90,7 +91,7 @@ def test_a_full_consumer_takes_the_next_message_soon_after_an_ack():
     name = f"hub-broker-test-{uuid.uuid4().hex}"
     queue = Queue(name, Exchange(name, "direct"), routing_key=name)
     received = []
-    with _connection() as connection:
+    with broker_connection() as connection:
         try:
             with Consumer(connection, [queue], callbacks=[lambda body, message: received.append(message)]) as consumer:
                 consumer.qos(prefetch_count=1)
@@ -133,7 +134,7 @@ def test_a_generation_run_pushed_by_task_send_is_the_message_celery_sends():
         assert json.loads(base64.b64decode(sent[0]["body"]))[0] == [task_id]
 
         task_send(name="generations.run", task_id=task_id, queue=ours, headers=headers, retry_policy={})
-        with _connection() as connection:
+        with broker_connection() as connection:
             received = []
             queue = Queue(ours, Exchange(ours), routing_key=ours)
             with Consumer(connection, [queue], callbacks=[lambda body, message: received.append(message)]):
@@ -149,7 +150,7 @@ def test_more_commands_at_once_than_the_channels_connections_wait_for_one():
     """A gevent worker acks up to 1,000 tasks at once through its channel's pool of 10 (kombu's
     max_connections): past that, a command waits for a free connection instead of failing with
     MaxConnectionsError (seen at c1000 as "Couldn't ack", the message then unacked for good)."""
-    with _connection() as connection:
+    with broker_connection() as connection:
         channel = connection.default_channel
         client, cap = channel._create_client(), channel.pool.max_connections
         key = f"hub-broker-test-{uuid.uuid4().hex}"  # never pushed: each BLPOP holds a connection 0.3 s

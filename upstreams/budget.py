@@ -249,8 +249,3 @@ class _SlotKeeper:
 
 
 _keeper = per_process(_SlotKeeper)  # a forked pool child makes its own
-
-
-def shared() -> bool:
-    """Whether budgets and cooldowns are shared (Redis) rather than absent."""
-    return backends.redis()

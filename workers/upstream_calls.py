@@ -37,6 +37,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from generations.models import ImageModel
+from hub.infra import backends
 from upstreams import budget, circuit, freed
 from upstreams import metrics as upstream_metrics
 from upstreams.routing import Choice, Wait, choose
@@ -227,7 +228,7 @@ class _Call:
             budget.release(choice.grant, outcome="rate_limited", seconds=seconds)
             upstream_metrics.CALLS.labels(target.name, "rate_limited").inc()
             self.last_error = exc
-            if not budget.shared():  # no shared cooldown to wait out: this call waits on its own
+            if not backends.redis():  # no shared cooldown to wait out: this call waits on its own
                 time.sleep(min(exc.retry_after or 1.0, max(0.0, self.request.deadline - time.monotonic())))
             return
         budget.release(choice.grant, outcome="failed", seconds=seconds)

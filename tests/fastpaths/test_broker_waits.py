@@ -5,26 +5,17 @@ go through Redis the same either way."""
 import threading
 import uuid
 
-import pytest
-from django.conf import settings
-from kombu import Connection
-
 from tests.fastpaths.conftest import fast_path
+from tests.test_broker_transport import broker_connection, redis_broker_only
 
-pytestmark = pytest.mark.skipif(
-    not settings.CELERY_BROKER_URL.startswith("redis://"), reason="the Redis broker (suite on its services)"
-)
+pytestmark = redis_broker_only
 
 
 def _busy_channel(on: bool) -> tuple[list, list, dict]:
     """Three times the channel's connections of commands at once, and a message's round trip."""
     with (
         fast_path("BROKER_WAITS", on),
-        Connection(
-            settings.CELERY_BROKER_URL,
-            transport=settings.CELERY_BROKER_TRANSPORT,
-            transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-        ) as connection,
+        broker_connection() as connection,
     ):
         channel = connection.default_channel
         client, cap = channel._create_client(), channel.pool.max_connections

@@ -4,25 +4,18 @@ kombu makes one per command; a message goes through Redis the same either way.""
 import uuid
 
 import pytest
-from django.conf import settings
-from kombu import Connection
 
 from tests.fastpaths.conftest import fast_path
+from tests.test_broker_transport import broker_connection, redis_broker_only
 
-pytestmark = pytest.mark.skipif(
-    not settings.CELERY_BROKER_URL.startswith("redis://"), reason="the Redis broker (suite on its services)"
-)
+pytestmark = redis_broker_only
 
 
 def _round_trip(on: bool) -> tuple[bool, dict, dict]:
     """(whether two commands shared a client, the payload and headers a consumer received)."""
     with (
         fast_path("REDIS_CLIENT", on),
-        Connection(
-            settings.CELERY_BROKER_URL,
-            transport=settings.CELERY_BROKER_TRANSPORT,
-            transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-        ) as connection,
+        broker_connection() as connection,
     ):
         channel = connection.default_channel
         shared = channel._create_client() is channel._create_client()

@@ -3,8 +3,6 @@ and AWS's load balancers cut at 60 s: with HUB_SYNC_WAIT_SECONDS below the cut t
 202 and poll_url in time; without it the proxy answers 504 — and the generation still goes on,
 charged once, retrievable by the client that was cut off."""
 
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -15,71 +13,33 @@ import pytest
 
 from billing.models import CreditAccount
 from generations.models import Generation
-from tests.conftest import WebProcess, WorkerProcess, free_port, until
+from tests.conftest import WebProcess, WorkerProcess, until
 from tests.factories import make_key, make_user
+from tests.proxy.conftest import nginx_in_front
 from tests.reconcile import assert_reconciled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
-NGINX = "/usr/sbin/nginx"
 PROXY_READ_TIMEOUT = 20
 SYNC_WAIT = 15
 PROVIDER_SECONDS = 45
 BODY = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "n": 1}
-
-CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-    proxy_read_timeout {read_timeout}s;
-    proxy_http_version 1.1;
-    server {{ listen 127.0.0.1:{capped_port}; location / {{ proxy_pass http://127.0.0.1:{capped_upstream}; }} }}
-    server {{ listen 127.0.0.1:{uncapped_port}; location / {{ proxy_pass http://127.0.0.1:{uncapped_upstream}; }} }}
-}}
-"""
 
 
 @pytest.fixture
 def hubs_behind_nginx(tmp_path):
     """Two web processes (one with HUB_SYNC_WAIT_SECONDS below the proxy's cut, one without) and a
     worker on a private queue, each web behind its own nginx server: {"capped": URL, "uncapped": URL}."""
-    if shutil.which(NGINX) is None:
-        pytest.fail("nginx is not installed: `make nginx` (Debian's nginx-light)")
     common = {"HUB_GENERATIONS_QUEUE": f"proxy-{uuid.uuid4().hex[:8]}"}
     capped = WebProcess(env_overrides={**common, "HUB_SYNC_WAIT_SECONDS": str(SYNC_WAIT)})
     uncapped = WebProcess(env_overrides=common)
     worker = WorkerProcess(name="proxy", queues=common["HUB_GENERATIONS_QUEUE"], env_overrides=common)
     capped.start(), uncapped.start(), worker.start()
-    ports = {"capped": free_port(), "uncapped": free_port()}
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        CONF.format(
-            dir=tmp_path,
-            read_timeout=PROXY_READ_TIMEOUT,
-            capped_port=ports["capped"],
-            capped_upstream=capped.port,
-            uncapped_port=ports["uncapped"],
-            uncapped_upstream=uncapped.port,
-        )
-    )
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-
-    def up() -> bool:
-        try:
-            return all(httpx.get(f"{url}/healthz", timeout=1).status_code == 200 for url in urls.values())
-        except httpx.HTTPError:
-            return False
-
-    assert until(up, timeout=20), nginx.stderr.read1() if nginx.poll() is not None else "nginx not answering"
-    yield urls
-    nginx.terminate(), nginx.wait(10)
-    capped.stop(), uncapped.stop(), worker.stop()
+    try:
+        upstreams = {"capped": capped.port, "uncapped": uncapped.port}
+        with nginx_in_front(tmp_path, upstreams, read_timeout=PROXY_READ_TIMEOUT) as urls:
+            yield urls
+    finally:
+        capped.stop(), uncapped.stop(), worker.stop()
 
 
 @pytest.mark.slow

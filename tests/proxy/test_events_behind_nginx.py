@@ -3,60 +3,27 @@ by default, a 20 s idle read cut): the events arrive as they happen, not when th
 and the keep-alive comments carry the stream past the cut — as they carry a streamed answer
 (`stream: true`) whose provider takes longer than the cut."""
 
-import shutil
-import subprocess
-
 import httpx
 import pytest
 
 from tests.api.test_generation_events import named, read_events
-from tests.conftest import WebProcess, free_port, until
+from tests.conftest import WebProcess
 from tests.factories import make_key, make_user
+from tests.proxy.conftest import nginx_in_front
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow]
-NGINX = "/usr/sbin/nginx"
 PROXY_READ_TIMEOUT = 20
 PROVIDER_SECONDS = 25
-
-CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-    proxy_read_timeout {read_timeout}s;
-    proxy_http_version 1.1;
-    proxy_buffering on;
-    server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://127.0.0.1:{upstream}; }} }}
-}}
-"""
 
 
 @pytest.fixture
 def hub_behind_nginx(tmp_path, celery_worker):
-    if shutil.which(NGINX) is None:
-        pytest.fail("nginx is not installed: `make nginx` (Debian's nginx-light)")
     web = WebProcess().start()
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(CONF.format(dir=tmp_path, read_timeout=PROXY_READ_TIMEOUT, port=port, upstream=web.port))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    assert until(up, timeout=20), nginx.stderr.read1() if nginx.poll() is not None else "nginx not answering"
-    yield url
-    nginx.terminate(), nginx.wait(10)
-    web.stop()
+    try:
+        with nginx_in_front(tmp_path, {"web": web.port}, read_timeout=PROXY_READ_TIMEOUT) as urls:
+            yield urls["web"]
+    finally:
+        web.stop()
 
 
 def test_events_arrive_live_through_a_buffering_proxy(hub_behind_nginx):
