@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 WAIT_GRACE = timedelta(seconds=10)
 # A watch re-reads its row this often even if no notification came (the backstop).
 WATCH_RECHECK_SECONDS = 30.0
+# While the process's completion listener is not yet subscribed, a watch re-reads this often.
+UNSUBSCRIBED_RECHECK_SECONDS = 0.5
 
 
 def generation_wait(
@@ -136,12 +138,17 @@ def generation_watch(*, generation_id: str, read: Callable[[], Generation | None
             if generation.status in FINISHED:
                 return
             read_at = time.monotonic()
-            while not woken.wait(max(min(kept_alive_at + KEEP_ALIVE_SECONDS, read_at + recheck) - time.monotonic(), 0)):
+            # A step published before this process's listener was subscribed (its first watch
+            # starts it) reached nobody: until it is, re-read soon rather than after `recheck`.
+            next_read = recheck if local.subscribed_since() is not None else min(recheck, UNSUBSCRIBED_RECHECK_SECONDS)
+            while not woken.wait(
+                max(min(kept_alive_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0)
+            ):
                 now = time.monotonic()
                 if now - kept_alive_at >= KEEP_ALIVE_SECONDS:
                     yield None
                     kept_alive_at = now
-                if now - read_at >= recheck:
+                if now - read_at >= next_read:
                     break
             if shutdown.seconds_left() is not None:
                 return
