@@ -96,6 +96,7 @@ def generation_submit(
     only after the cheap refusals; `max_wait` the client's `Prefer: wait=N` (sync requests),
     named back in Preference-Applied."""
     started = time.monotonic()  # before the generation is enqueued: generation_wait
+    created_since = timezone.now()
     priced = {name: params[name] for name in ("model_id", "size", "quality", "n", "options")}
     account = generation_precheck(
         owner=owner, api_key=api_key, reference_count=len(files), idempotency_key=idempotency_key, **priced
@@ -114,7 +115,10 @@ def generation_submit(
     if params["is_async"]:
         return SubmitOutcome(generation, 202)
     wait = _sync_wait(max_wait)
-    generation = generation_wait(generation=generation, max_wait=wait, enqueued_after=started)
+    # A replay (Idempotency-Key) answers an older generation, which may have finished before
+    # this process listened: its wait reads the row first.
+    enqueued_after = started if generation.created_at >= created_since else None
+    generation = generation_wait(generation=generation, max_wait=wait, enqueued_after=enqueued_after)
     headers = {"Preference-Applied": f"wait={_seconds_text(wait)}"} if max_wait is not None else {}
     if generation.status not in FINISHED:  # a capped wait ran out, or the wait itself failed
         return SubmitOutcome(generation, 202, headers)
