@@ -21,6 +21,7 @@ from generations.selectors import generation_get_for_owner_api, generation_queue
 from generations.services import generation_cancel, generation_submit
 from generations.streams import STREAM, image_stream
 from hub.http import sse
+from hub.http.departure import departure_of
 from hub.http.errors import InvalidRequest, NotFound
 from hub.http.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
 from hub.http.public_url import base_url
@@ -143,6 +144,7 @@ class GenerationCreateApi(APIView):
         stream, _ = params.pop("stream"), params.pop("partial_images")
         params["is_async"] |= stream  # charged and queued; the stream waits for it
         root = base_url(request)
+        departure = departure_of(request)  # a client that hangs up ends the wait, not the generation
         outcome = generation_submit(
             owner=request.user,
             api_key=request.auth,
@@ -152,10 +154,13 @@ class GenerationCreateApi(APIView):
             idempotency_key=_idempotency_key(request),
             max_wait=None if params["is_async"] else _preferred_wait(request),
             webhook_base_url=root,
+            departure=departure,
         )
         if stream:
             return sse.response(
-                image_stream(owner=request.user, generation_id=outcome.generation.pk, kind=self.stream_kind)
+                image_stream(
+                    owner=request.user, generation_id=outcome.generation.pk, kind=self.stream_kind, departure=departure
+                )
             )
         body = self.OutputSerializer.data(
             outcome.generation,

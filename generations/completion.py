@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connection
 
 from generations.models import FINISHED, Generation
+from hub.http.departure import UNWATCHED, ClientLeft, Departure
 from hub.infra import backends, shutdown
 from hub.infra.redis_client import redis_client
 from hub.infra.singletons import per_process
@@ -224,8 +225,10 @@ def wait_done(
     timeout: float,
     is_finished: Callable[[], bool],
     enqueued_after: float | None = None,
+    departure: Departure = UNWATCHED,
 ) -> bool:
-    """True once `is_finished()` holds, False if `timeout` seconds pass first.
+    """True once `is_finished()` holds, False if `timeout` seconds pass first; ClientLeft as
+    soon as the client of the waiting request hangs up (`departure`, hub.http.departure).
 
     `is_finished` reads the row (the waiter keeps what it read); it is not called while holding a
     lock. `enqueued_after`: a
@@ -237,19 +240,22 @@ def wait_done(
     # Before the first read: a finish after it wakes us.
     event, read = local.add(generation_id, enqueued_after=enqueued_after)
     try:
-        while True:
-            if read and is_finished():
-                return True
-            read = True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            stop_left = shutdown.seconds_left()
-            if stop_left is not None:  # the process is stopping: answer before it is killed
-                if stop_left <= 0:
-                    raise shutdown.Stopping(generation_id)
-                left = min(left, stop_left)
-            event.wait(min(left, BACKSTOP_SECONDS))
-            event.clear()
+        with departure.watching(event):
+            while True:
+                if departure.left:
+                    raise ClientLeft(generation_id)
+                if read and is_finished():
+                    return True
+                read = True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                stop_left = shutdown.seconds_left()
+                if stop_left is not None:  # the process is stopping: answer before it is killed
+                    if stop_left <= 0:
+                        raise shutdown.Stopping(generation_id)
+                    left = min(left, stop_left)
+                event.wait(min(left, BACKSTOP_SECONDS))
+                event.clear()
     finally:
         local.remove(generation_id, event)

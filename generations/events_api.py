@@ -23,6 +23,7 @@ from generations.models import FINISHED, Generation
 from generations.selectors import generation_get_for_owner_api
 from generations.services.wait import generation_watch
 from hub.http import sse
+from hub.http.departure import UNWATCHED, Departure, departure_of
 from hub.http.errors import NotFound
 from hub.http.openapi import errors
 from hub.http.public_url import base_url
@@ -40,10 +41,13 @@ def _steps(generation: Generation) -> list[tuple[int, str]]:
     return steps
 
 
-def generation_events_stream(*, owner, generation_id: str, root: str, after: int = 0) -> Iterator[str]:
+def generation_events_stream(
+    *, owner, generation_id: str, root: str, after: int = 0, departure: Departure = UNWATCHED
+) -> Iterator[str]:
     """The events of the owner's generation after the id `after`, as they happen (generation_watch
     wakes it); it ends with the generation's final event, or early (the client reconnects with
-    Last-Event-ID) when the generation is deleted or this process stops."""
+    Last-Event-ID) when the generation is deleted or this process stops, and at once when the
+    client hangs up (`departure`)."""
 
     def read() -> Generation | None:
         try:
@@ -51,7 +55,7 @@ def generation_events_stream(*, owner, generation_id: str, root: str, after: int
         except NotFound:
             return None
 
-    for generation in generation_watch(generation_id=generation_id, read=read):
+    for generation in generation_watch(generation_id=generation_id, read=read, departure=departure):
         if generation is None:
             yield sse.KEEP_ALIVE
             continue
@@ -107,5 +111,6 @@ class GenerationEventsApi(APIView):
             generation_id=generation_id,
             root=base_url(request),
             after=sse.last_event_id(request.headers.get("Last-Event-ID")),
+            departure=departure_of(request),
         )
         return sse.response(events)

@@ -22,6 +22,7 @@ from generations.models import Generation, GenerationStatus
 from generations.selectors import generation_get_for_owner_api, images_of
 from generations.services.wait import generation_watch
 from hub.http import sse
+from hub.http.departure import UNWATCHED, Departure
 from hub.http.errors import GenerationCanceled, GenerationFailed, NotFound
 from hub.http.exception_handler import error_body
 from hub.infra import storage
@@ -35,9 +36,9 @@ NO_USAGE = {
 }
 
 
-def image_stream(*, owner, generation_id: str, kind: str) -> Iterator[str]:
+def image_stream(*, owner, generation_id: str, kind: str, departure: Departure = UNWATCHED) -> Iterator[str]:
     """The stream's events for the owner's charged generation; `kind` names them
-    (image_generation, image_edit)."""
+    (image_generation, image_edit). It ends at once when the client hangs up (`departure`)."""
 
     def read() -> Generation | None:
         try:
@@ -45,7 +46,7 @@ def image_stream(*, owner, generation_id: str, kind: str) -> Iterator[str]:
         except NotFound:
             return None
 
-    for row in generation_watch(generation_id=generation_id, read=read):
+    for row in generation_watch(generation_id=generation_id, read=read, departure=departure):
         if row is None:
             yield sse.KEEP_ALIVE
         elif row.status == GenerationStatus.SUCCEEDED:

@@ -54,6 +54,7 @@ from generations.services.lifecycle import generation_enqueue
 from generations.services.precheck import generation_precheck, request_priced
 from generations.services.wait import generation_wait
 from hub.compiled import insert_when, inserted
+from hub.http.departure import UNWATCHED, Departure
 from hub.http.errors import GenerationCanceled, GenerationFailed
 from hub.infra import backends, metrics, storage
 from hub.infra.ids import opaque_id
@@ -90,11 +91,13 @@ def generation_submit(
     max_wait: float | None,
     webhook_base_url: str,
     mask=None,
+    departure: Departure = UNWATCHED,
 ) -> SubmitOutcome:
     """One generation request. `params` are generation_create's (the request's contract:
     generations.schema), `files` the reference uploads and `mask` the mask's (or None), read
     only after the cheap refusals; `max_wait` the client's `Prefer: wait=N` (sync requests),
-    named back in Preference-Applied."""
+    named back in Preference-Applied; `departure` ends a sync wait whose client hung up (the
+    generation goes on)."""
     started = time.monotonic()  # before the generation is enqueued: generation_wait
     created_since = timezone.now()
     priced = {name: params[name] for name in ("model_id", "size", "quality", "n", "options")}
@@ -118,7 +121,9 @@ def generation_submit(
     # A replay (Idempotency-Key) answers an older generation, which may have finished before
     # this process listened: its wait reads the row first.
     enqueued_after = started if generation.created_at >= created_since else None
-    generation = generation_wait(generation=generation, max_wait=wait, enqueued_after=enqueued_after)
+    generation = generation_wait(
+        generation=generation, max_wait=wait, enqueued_after=enqueued_after, departure=departure
+    )
     headers = {"Preference-Applied": f"wait={_seconds_text(wait)}"} if max_wait is not None else {}
     if generation.status not in FINISHED:  # a capped wait ran out, or the wait itself failed
         return SubmitOutcome(generation, 202, headers)
