@@ -51,7 +51,7 @@ STATEMENTS = [
               CASE WHEN i %% 5 = 0 THEN 'provider_error' ELSE '' END,
               CASE WHEN i %% 5 = 0 THEN 'Image provider request failed' ELSE '' END,
               1, t + interval '800 seconds', NULL, t, t, t, t + interval '20 seconds', NULL, a.user_id,
-              'gpt-image-2', '', '[]'::jsonb, '', '{}'::jsonb, 0
+              'gpt-image-2', '', '[]'::jsonb, '', '{}'::jsonb, NULL
        FROM generate_series(1, %(n)s) i
        JOIN seed_account a ON a.k = (i / 5) %% %(accounts)s
        CROSS JOIN LATERAL (SELECT now() - interval '1 hour' - (%(n)s - i) * interval '31 seconds' AS t) ts""",

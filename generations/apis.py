@@ -142,7 +142,7 @@ class GenerationCreateApi(APIView):
         files, mask, response_format = params.pop("files", []), params.pop("mask"), params.pop("response_format")
         stream, partial_images = params.pop("stream"), params.pop("partial_images")
         params["is_async"] |= stream  # charged and queued; the stream waits for it
-        params["partial_images"] = partial_images if stream else 0  # as OpenAI: none without a stream
+        params["partial_images"] = partial_images if stream else None  # as OpenAI: none without a stream
         root = base_url(request)
         outcome = generation_submit(
             owner=request.user,
@@ -160,7 +160,7 @@ class GenerationCreateApi(APIView):
                     owner=request.user,
                     generation_id=outcome.generation.pk,
                     kind=self.stream_kind,
-                    with_partials=outcome.generation.partial_images > 0,
+                    with_partials=outcome.generation.partial_images is not None,
                 )
             )
         body = self.OutputSerializer.data(

@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 
 from generations.apis import GenerationOutput
 from generations.models import FINISHED, Generation
-from generations.partials import Partial
+from generations.partials import Final, Partial
 from generations.selectors import generation_get_for_owner_api
 from generations.services.wait import generation_watch
 from hub.http import sse
@@ -68,6 +68,8 @@ def generation_events_stream(
         if isinstance(item, Partial):
             yield sse.frame(PARTIAL_EVENT, _partial(generation, item))
             continue
+        if isinstance(item, Final):
+            continue  # its image is in the finished generation's URLs
         generation = item
         steps = [(event_id, name) for event_id, name in _steps(generation) if event_id > after]
         if steps:
@@ -140,6 +142,6 @@ class GenerationEventsApi(APIView):
             generation_id=generation_id,
             root=base_url(request),
             after=sse.last_event_id(request.headers.get("Last-Event-ID")),
-            with_partials=generation.partial_images > 0,
+            with_partials=generation.partial_images is not None,
         )
         return sse.response(events)

@@ -9,6 +9,9 @@ comment every 10 s so that no proxy cuts it, and ends with one `image_generation
 that failed or was canceled after its charge (and was refunded), one `error` event with the
 contract's envelope, which the SDK raises as an APIError.
 
+For a streamed generation the worker also relays the final images as it stores them, which spares
+the stream reading them back from storage (it does, for one not heard).
+
 With `partial_images` (1–3) the worker asks its provider for them and relays each as it comes
 (generations.partials, over Redis): an `image_generation.partial_image` (edits:
 `image_edit.partial_image`) event, before the completed ones. They are live only — not stored,
@@ -24,7 +27,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 
 from generations.models import Generation, GenerationStatus
-from generations.partials import Partial
+from generations.partials import Final, Partial
 from generations.selectors import generation_get_for_owner_api, images_of
 from generations.services.wait import generation_watch
 from hub.http import sse
@@ -52,21 +55,26 @@ def image_stream(*, owner, generation_id: str, kind: str, with_partials: bool = 
             return None
 
     generation = None  # as last read (the watch reads it first): a partial's event describes it
+    finals: dict[int, str] = {}  # the final images relayed by the worker, base64 by index
     for item in generation_watch(generation_id=generation_id, read=read, with_partials=with_partials):
         if item is None:
             yield sse.KEEP_ALIVE
         elif isinstance(item, Partial):
             yield sse.frame(f"{kind}.partial_image", _partial(generation, kind, item))
+        elif isinstance(item, Final):
+            finals[item.index] = item.b64_json
         else:
             generation = item
-            yield from _finished(generation, kind)
+            yield from _finished(generation, kind, finals)
 
 
-def _finished(row: Generation, kind: str) -> Iterator[str]:
-    """A finished generation's last events (none while it is not)."""
+def _finished(row: Generation, kind: str, finals: dict[int, str]) -> Iterator[str]:
+    """A finished generation's last events (none while it is not); each image as relayed, or
+    read from storage."""
     if row.status == GenerationStatus.SUCCEEDED:
-        for image in images_of(row):
-            yield sse.frame(f"{kind}.completed", _completed(row, kind, storage.object_read(image.storage_key)))
+        for index, image in enumerate(images_of(row)):  # by index, from 0 (workers.runner stores them so)
+            b64 = finals.get(index) or pybase64.b64encode(storage.object_read(image.storage_key)).decode()
+            yield sse.frame(f"{kind}.completed", _completed(row, kind, b64))
     elif row.status == GenerationStatus.FAILED:
         yield _error(GenerationFailed(row.error_message or None, generation_id=row.pk))
     elif row.status == GenerationStatus.CANCELED:
@@ -93,13 +101,13 @@ def _shape(generation: Generation) -> dict:
     }
 
 
-def _completed(generation: Generation, kind: str, data: bytes) -> dict:
+def _completed(generation: Generation, kind: str, b64_json: str) -> dict:
     """OpenAI's `*.completed` event. Its `usage` holds the tokens the provider reported for the
     call that made the images (each image's event the call's; 0 when it reported none, as the
     local provider), and the credits charged beside them."""
     return {
         "type": f"{kind}.completed",
-        "b64_json": pybase64.b64encode(data).decode(),
+        "b64_json": b64_json,
         "created_at": int(time.time()),
         **_shape(generation),
         "usage": {**(generation.provider_usage or NO_USAGE), "credits": generation.credits_consumed},

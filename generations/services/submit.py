@@ -158,7 +158,7 @@ def generation_create(
     account: CreditAccount | None = None,
     options: dict | None = None,
     mask: IO[bytes] | None = None,
-    partial_images: int = 0,
+    partial_images: int | None = None,
 ) -> Generation:
     """Validate against the catalog, charge n × price and persist — all or nothing.
 
@@ -177,7 +177,7 @@ def generation_create(
     payload's image URLs.
 
     `options` are OpenAI's image options asked (generations.options, "mask": true with a `mask`,
-    the re-encoded PNG), each one the model must offer. `partial_images`: a streamed request's
+    the re-encoded PNG), each one the model must offer. `partial_images`: a streamed request's, 0–3
     (the worker relays them to its stream, not stored; not part of an Idempotency-Key's request).
     """
     options = options or {}
@@ -239,7 +239,7 @@ def _create(
     account: CreditAccount | None,
     options: dict,
     mask: IO[bytes] | None,
-    partial_images: int,
+    partial_images: int | None,
     claim: IdempotencyKey | None,
 ) -> Generation:
     """generation_create's work once it is this request's to do (`claim`: its Idempotency-Key's,

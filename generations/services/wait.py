@@ -14,7 +14,7 @@ from django.utils import timezone
 from billing.selectors import credits_summary_annotations
 from generations import completion, errors
 from generations.models import FINISHED, Generation
-from generations.partials import Partial, partial_read
+from generations.partials import Final, Partial, message_read
 from generations.selectors import with_images
 from generations.services.lifecycle import generation_fail
 from hub.compiled import STR_MARKER, CompiledQuery
@@ -118,12 +118,12 @@ def connection_release() -> None:
 
 def generation_watch(
     *, generation_id: str, read: Callable[[], Generation | None], with_partials: bool = False
-) -> Iterator[Generation | Partial | None]:
+) -> Iterator[Generation | Partial | Final | None]:
     """A streamed answer's wait (events streams, `stream: true`): each `read()` of the row —
     at once, then whenever a worker claims or finishes it (generations.completion) and at least
     every WATCH_RECHECK_SECONDS should a message be lost — and None every sse.KEEP_ALIVE_SECONDS
     without anything else to send (the caller sends a keep-alive). `with_partials`: each partial
-    image relayed meanwhile (generations.partials), as it comes and before the next read. It ends
+    and final image relayed meanwhile (generations.partials), as it comes and before the next read. It ends
     after a finished row, when `read()` finds none (deleted), or when this process stops (the
     client resumes). Between reads it holds no database connection and, under gevent, no thread."""
     # Without Redis no message wakes a watch on a start: it re-reads as often as the poller.
@@ -150,9 +150,9 @@ def generation_watch(
                 watch.event.wait(max(min(sent_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0))
                 watch.event.clear()  # before the partials are taken: one that comes after sets it again
                 while watch.partials:
-                    partial = partial_read(watch.partials.popleft())
-                    if partial is not None:
-                        yield partial
+                    relayed = message_read(watch.partials.popleft())
+                    if relayed is not None:
+                        yield relayed
                         sent_at = time.monotonic()
                 if watch.stepped:
                     break
