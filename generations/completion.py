@@ -145,14 +145,15 @@ class _Waiters:
         fresh = enqueued_after is not None and now - enqueued_after < RECENT_SECONDS
         return event, not (fresh and since is not None and since <= enqueued_after)
 
-    def watch(self, generation_id: str, *, with_partials: bool = False) -> Watch:
-        """A Watch set when the generation starts or finishes (or the process stops); the poller
-        wakes it too once the row is finished. `with_partials`: its partial images too. Register
-        it before reading the row."""
+    def watch(self, generation_id: str, *, with_partials: bool = False, on_start: bool = True) -> Watch:
+        """A Watch set when the generation starts (unless not `on_start`) or finishes (or the
+        process stops); the poller wakes it too once the row is finished. `with_partials`: its
+        partial images too. Register it before reading the row."""
         watch = Watch()
         with self._lock:
             self._events.setdefault(generation_id, set()).add(watch)
-            self._watchers.setdefault(generation_id, set()).add(watch)
+            if on_start:
+                self._watchers.setdefault(generation_id, set()).add(watch)
             first = with_partials and generation_id not in self._followed
             if with_partials:
                 self._followed.setdefault(generation_id, set()).add(watch)

@@ -56,7 +56,8 @@ def image_stream(*, owner, generation_id: str, kind: str, with_partials: bool = 
 
     generation = None  # as last read (the watch reads it first): a partial's event describes it
     finals: dict[int, str] = {}  # the final images relayed by the worker, base64 by index
-    for item in generation_watch(generation_id=generation_id, read=read, with_partials=with_partials):
+    watched = generation_watch(generation_id=generation_id, read=read, with_partials=with_partials, on_start=False)
+    for item in watched:
         if item is None:
             yield sse.KEEP_ALIVE
         elif isinstance(item, Partial):

@@ -117,19 +117,20 @@ def connection_release() -> None:
 
 
 def generation_watch(
-    *, generation_id: str, read: Callable[[], Generation | None], with_partials: bool = False
+    *, generation_id: str, read: Callable[[], Generation | None], with_partials: bool = False, on_start: bool = True
 ) -> Iterator[Generation | Partial | Final | None]:
     """A streamed answer's wait (events streams, `stream: true`): each `read()` of the row —
     at once, then whenever a worker claims or finishes it (generations.completion) and at least
     every WATCH_RECHECK_SECONDS should a message be lost — and None every sse.KEEP_ALIVE_SECONDS
     without anything else to send (the caller sends a keep-alive). `with_partials`: each partial
-    and final image relayed meanwhile (generations.partials), as it comes and before the next read. It ends
+    and final image relayed meanwhile (generations.partials), as it comes and before the next read.
+    Not `on_start`: a worker's claim does not wake it (a stream that shows no start: a read saved). It ends
     after a finished row, when `read()` finds none (deleted), or when this process stops (the
     client resumes). Between reads it holds no database connection and, under gevent, no thread."""
     # Without Redis no message wakes a watch on a start: it re-reads as often as the poller.
     recheck = WATCH_RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
     local = completion.waiters()
-    watch = local.watch(generation_id, with_partials=with_partials)  # before the read: a step after it wakes us
+    watch = local.watch(generation_id, with_partials=with_partials, on_start=on_start)  # before the read
     sent_at = time.monotonic()
     try:
         while True:
