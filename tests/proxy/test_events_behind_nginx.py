@@ -52,6 +52,7 @@ def test_a_streamed_generation_outlasts_the_proxys_cut(hub_behind_nginx):
     with httpx.stream("POST", url, json=body, headers=auth, timeout=60) as response:
         assert response.status_code == 200  # not the proxy's 504, though the provider took longer than its cut
         events = read_events(response.iter_lines())
-    assert [e.get("event") for e in events if "event" in e] == ["image_generation.completed"]
+    partials = ["image_generation.partial_image"] * 2
+    assert [e.get("event") for e in events if "event" in e] == [*partials, "image_generation.completed"]
     assert events[-1]["data"]["b64_json"]
     assert sum("comment" in e for e in events) >= PROVIDER_SECONDS // 10
