@@ -141,8 +141,9 @@ class GenerationCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
         files, mask, response_format = params.pop("files", []), params.pop("mask"), params.pop("response_format")
-        stream, _ = params.pop("stream"), params.pop("partial_images")
+        stream, partial_images = params.pop("stream"), params.pop("partial_images")
         params["is_async"] |= stream  # charged and queued; the stream waits for it
+        params["partial_images"] = partial_images if stream else None  # as OpenAI: none without a stream
         root = base_url(request)
         departure = departure_of(request)  # a client that hangs up ends the wait, not the generation
         outcome = generation_submit(
@@ -159,7 +160,11 @@ class GenerationCreateApi(APIView):
         if stream:
             return sse.response(
                 image_stream(
-                    owner=request.user, generation_id=outcome.generation.pk, kind=self.stream_kind, departure=departure
+                    owner=request.user,
+                    generation_id=outcome.generation.pk,
+                    kind=self.stream_kind,
+                    with_partials=outcome.generation.partial_images is not None,
+                    departure=departure,
                 )
             )
         body = self.OutputSerializer.data(
