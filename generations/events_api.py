@@ -15,9 +15,11 @@ from collections.abc import Iterator
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from apikeys.authentication import ApiKeyAuthentication
 from generations.apis import GenerationOutput
 from generations.models import FINISHED, Generation
 from generations.selectors import generation_get_for_owner_api
@@ -63,6 +65,11 @@ def generation_events_stream(*, owner, generation_id: str, root: str, after: int
 
 
 class GenerationEventsApi(APIView):
+    # An API key, or the account pages' session: the playground (/account/playground/) watches
+    # its generation with EventSource, which sends the cookies and no Authorization header. A
+    # GET changes nothing, so DRF's session check lets it through without a CSRF token; the
+    # owner-scoped read below answers another user's generation 404 either way.
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     content_negotiation_class = sse.IgnoreAccept
 
     @extend_schema(

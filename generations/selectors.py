@@ -6,7 +6,14 @@ from django.db.models import OuterRef, Subquery
 from django.db.models.functions import JSONObject
 
 from generations import fair
-from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
+from generations.models import (
+    FINISHED,
+    GeneratedImage,
+    Generation,
+    GenerationEvent,
+    GenerationStatus,
+    WebhookDelivery,
+)
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
 from hub.http.errors import NotFound
 from hub.infra import backends
@@ -107,3 +114,9 @@ def webhook_deliveries_for_account(*, user, limit: int = 10) -> list[WebhookDeli
 def generation_events(*, generation: Generation) -> list[GenerationEvent]:
     """The generation's history, oldest first."""
     return list(GenerationEvent.objects.filter(generation=generation).order_by("created_at", "id"))
+
+
+def unfinished_without_key_count(*, owner) -> int:
+    """How many of the owner's generations made without an API key (the account page's
+    playground) are still queued or running: what that page's concurrency limit counts."""
+    return Generation.objects.filter(owner=owner, api_key__isnull=True).exclude(status__in=FINISHED).count()
