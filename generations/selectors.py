@@ -6,14 +6,7 @@ from django.db.models import OuterRef, Subquery
 from django.db.models.functions import JSONObject
 
 from generations import fair
-from generations.models import (
-    FINISHED,
-    GeneratedImage,
-    Generation,
-    GenerationEvent,
-    GenerationStatus,
-    WebhookDelivery,
-)
+from generations.models import GeneratedImage, Generation, GenerationEvent, GenerationStatus, WebhookDelivery
 from hub.compiled import INT_MARKER, STR_MARKER, CompiledQuery
 from hub.http.errors import NotFound
 from hub.infra import backends
@@ -118,5 +111,8 @@ def generation_events(*, generation: Generation) -> list[GenerationEvent]:
 
 def unfinished_without_key_count(*, owner) -> int:
     """How many of the owner's generations made without an API key (the account page's
-    playground) are still queued or running: what that page's concurrency limit counts."""
-    return Generation.objects.filter(owner=owner, api_key__isnull=True).exclude(status__in=FINISHED).count()
+    playground) are still queued or running: what that page's concurrency limit counts. The
+    statuses are named (an IN the (status, deadline_at) index can serve; a NOT IN of the finished
+    ones it cannot), so a busy account's finished generations need not be walked."""
+    unfinished = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
+    return Generation.objects.filter(status__in=unfinished, owner=owner, api_key__isnull=True).count()
