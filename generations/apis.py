@@ -140,8 +140,9 @@ class GenerationCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
         files, mask, response_format = params.pop("files", []), params.pop("mask"), params.pop("response_format")
-        stream, _ = params.pop("stream"), params.pop("partial_images")
+        stream, partial_images = params.pop("stream"), params.pop("partial_images")
         params["is_async"] |= stream  # charged and queued; the stream waits for it
+        params["partial_images"] = partial_images if stream else 0  # as OpenAI: none without a stream
         root = base_url(request)
         outcome = generation_submit(
             owner=request.user,
@@ -155,7 +156,12 @@ class GenerationCreateApi(APIView):
         )
         if stream:
             return sse.response(
-                image_stream(owner=request.user, generation_id=outcome.generation.pk, kind=self.stream_kind)
+                image_stream(
+                    owner=request.user,
+                    generation_id=outcome.generation.pk,
+                    kind=self.stream_kind,
+                    with_partials=outcome.generation.partial_images > 0,
+                )
             )
         body = self.OutputSerializer.data(
             outcome.generation,

@@ -73,6 +73,9 @@ class Generation(models.Model):
     reference_count = models.PositiveSmallIntegerField(default=0)
     # The OpenAI options it was asked with (generations.options), "mask": true when it has one.
     options = models.JSONField(default=dict, blank=True)
+    # A streamed request's `partial_images` (generations.streams): the worker asks its provider for
+    # them and relays each to the stream (generations.partials); 0 for any other request.
+    partial_images = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=10, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED)
     price_per_image = models.PositiveIntegerField()
     credits_requested = models.PositiveIntegerField()

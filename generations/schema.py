@@ -129,7 +129,13 @@ class _GenerationRequest(serializers.Serializer):
     default_error_messages = {"invalid": "The request body must be a JSON object"}
 
     stream = Flag(required=False, default=False, help_text="answer text/event-stream: OpenAI's image events")
-    partial_images = Integer(min_value=0, max_value=3, required=False, default=0, help_text="none sent yet")
+    partial_images = Integer(
+        min_value=0,
+        max_value=3,
+        required=False,
+        default=0,
+        help_text="with `stream`: partial images sent of each image as the provider makes them",
+    )
     model = Text(source="model_id")
     prompt = Prompt()
     size = Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")

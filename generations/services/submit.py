@@ -158,6 +158,7 @@ def generation_create(
     account: CreditAccount | None = None,
     options: dict | None = None,
     mask: IO[bytes] | None = None,
+    partial_images: int = 0,
 ) -> Generation:
     """Validate against the catalog, charge n × price and persist — all or nothing.
 
@@ -176,7 +177,8 @@ def generation_create(
     payload's image URLs.
 
     `options` are OpenAI's image options asked (generations.options, "mask": true with a `mask`,
-    the re-encoded PNG), each one the model must offer.
+    the re-encoded PNG), each one the model must offer. `partial_images`: a streamed request's
+    (the worker relays them to its stream, not stored; not part of an Idempotency-Key's request).
     """
     options = options or {}
     webhook_events = (webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else []
@@ -196,6 +198,7 @@ def generation_create(
         "account": account,
         "options": options,
         "mask": mask,
+        "partial_images": partial_images,
     }
     if idempotency_key is None:
         return _create(**request, claim=None)
@@ -236,6 +239,7 @@ def _create(
     account: CreditAccount | None,
     options: dict,
     mask: IO[bytes] | None,
+    partial_images: int,
     claim: IdempotencyKey | None,
 ) -> Generation:
     """generation_create's work once it is this request's to do (`claim`: its Idempotency-Key's,
@@ -279,6 +283,7 @@ def _create(
             is_async=is_async,
             reference_count=len(references),
             options=options,
+            partial_images=partial_images,
             price_per_image=price,
             credits_requested=n * price,
             deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),

@@ -14,6 +14,7 @@ from django.utils import timezone
 from billing.selectors import credits_summary_annotations
 from generations import completion, errors
 from generations.models import FINISHED, Generation
+from generations.partials import Partial, partial_read
 from generations.selectors import with_images
 from generations.services.lifecycle import generation_fail
 from hub.compiled import STR_MARKER, CompiledQuery
@@ -115,21 +116,25 @@ def connection_release() -> None:
         connection.close()
 
 
-def generation_watch(*, generation_id: str, read: Callable[[], Generation | None]) -> Iterator[Generation | None]:
+def generation_watch(
+    *, generation_id: str, read: Callable[[], Generation | None], with_partials: bool = False
+) -> Iterator[Generation | Partial | None]:
     """A streamed answer's wait (events streams, `stream: true`): each `read()` of the row —
     at once, then whenever a worker claims or finishes it (generations.completion) and at least
     every WATCH_RECHECK_SECONDS should a message be lost — and None every sse.KEEP_ALIVE_SECONDS
-    (the caller sends a keep-alive: so, whatever it sends between, never more than that apart). It ends after a finished
-    row, when `read()` finds none (deleted), or when this process stops (the client resumes).
-    Between reads it holds no database connection and, under gevent, no thread."""
+    without anything else to send (the caller sends a keep-alive). `with_partials`: each partial
+    image relayed meanwhile (generations.partials), as it comes and before the next read. It ends
+    after a finished row, when `read()` finds none (deleted), or when this process stops (the
+    client resumes). Between reads it holds no database connection and, under gevent, no thread."""
     # Without Redis no message wakes a watch on a start: it re-reads as often as the poller.
     recheck = WATCH_RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
     local = completion.waiters()
-    woken = local.watch(generation_id)  # before the read: a step after it wakes us
-    kept_alive_at = time.monotonic()
+    watch = local.watch(generation_id, with_partials=with_partials)  # before the read: a step after it wakes us
+    sent_at = time.monotonic()
     try:
         while True:
-            woken.clear()
+            watch.event.clear()
+            watch.stepped = False
             generation = read()
             connection_release()
             if generation is None:
@@ -141,16 +146,23 @@ def generation_watch(*, generation_id: str, read: Callable[[], Generation | None
             # A step published before this process's listener was subscribed (its first watch
             # starts it) reached nobody: until it is, re-read soon rather than after `recheck`.
             next_read = recheck if local.subscribed_since() is not None else min(recheck, UNSUBSCRIBED_RECHECK_SECONDS)
-            while not woken.wait(
-                max(min(kept_alive_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0)
-            ):
+            while True:
+                watch.event.wait(max(min(sent_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0))
+                watch.event.clear()  # before the partials are taken: one that comes after sets it again
+                while watch.partials:
+                    partial = partial_read(watch.partials.popleft())
+                    if partial is not None:
+                        yield partial
+                        sent_at = time.monotonic()
+                if watch.stepped:
+                    break
                 now = time.monotonic()
-                if now - kept_alive_at >= KEEP_ALIVE_SECONDS:
+                if now - sent_at >= KEEP_ALIVE_SECONDS:
                     yield None
-                    kept_alive_at = now
+                    sent_at = now
                 if now - read_at >= next_read:
                     break
             if shutdown.seconds_left() is not None:
                 return
     finally:
-        local.remove(generation_id, woken)
+        local.remove(generation_id, watch)
