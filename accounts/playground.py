@@ -21,6 +21,10 @@ from generations.services.precheck import request_priced
 from hub.http.errors import EmailNotVerified, HubError, InvalidRequest
 from hub.limits import Limits
 
+# Partial images asked per image (OpenAI's 0–3): the page shows them sharpening into the final
+# ones. The worker asks the provider for them only where it can relay them (with Redis).
+PARTIAL_IMAGES = 2
+
 
 @dataclass(frozen=True)
 class PlaygroundModel:
@@ -88,6 +92,7 @@ def playground_submit(
         "n": n,
         "is_async": True,
         "options": {},
+        "partial_images": PARTIAL_IMAGES,
     }
     outcome = generation_submit(
         owner=user,

@@ -64,6 +64,7 @@ def test_a_submit_charges_like_the_api_and_shows_its_generation(client):
         3,
     )
     assert generation.api_key_id is None and generation.credits_requested == 6
+    assert generation.partial_images == 2  # the page shows them sharpening (the events stream)
     assert credits_summary_for_user(user_id=user.pk).credits == 44
 
     page = client.get(response["Location"]).content

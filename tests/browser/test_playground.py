@@ -1,6 +1,6 @@
-"""The playground in Chromium, with a real worker: a user prices a request, generates, watches it
-run and finish through the events stream (the session's), and finds the generation in the
-history. Screenshots: playground, playground-running, playground-final."""
+"""The playground in Chromium, with a real worker: a user prices a request, generates, watches the
+partial images sharpen into the final ones through the events stream (the session's), and finds
+the generation in the history. Screenshots: playground, playground-partial, playground-final."""
 
 import re
 
@@ -17,7 +17,7 @@ PASSWORD = "correct horse battery"  # the factories' password
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
-def test_a_user_prices_generates_and_watches_the_generation_finish(page, celery_worker, screenshot):
+def test_a_user_prices_generates_and_watches_partial_images_become_the_final_ones(page, celery_worker, screenshot):
     problems = []
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: problems.append(str(error)))
@@ -34,7 +34,7 @@ def test_a_user_prices_generates_and_watches_the_generation_finish(page, celery_
     page.get_by_label("Images").select_option("2")
     page.get_by_label("Size").select_option("1536x1024")
     expect(cost).to_have_text("4 credits")
-    # a lighthouse the local provider takes 4 s to paint: long enough to be seen running
+    # a lighthouse the local provider takes 4 s to paint: its partial images come over that time
     page.get_by_label("Prompt").fill("A lighthouse at dawn, watercolor [sleep:4]")
     screenshot(page, "playground")
 
@@ -46,8 +46,15 @@ def test_a_user_prices_generates_and_watches_the_generation_finish(page, celery_
     expect(slots).to_have_count(2)
 
     status = page.locator("#playground-status")
-    expect(status).to_contain_text("Generating", timeout=15_000)
-    screenshot(page, "playground-running")
+    expect(status).to_contain_text("partial image", timeout=15_000)
+    first = slots.nth(0)
+    expect(first).to_have_attribute("data-state", "partial")
+    expect(first.locator("img")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    expect(first.locator("img")).to_have_js_property("naturalWidth", 1536)
+    expect(first.locator("figcaption")).to_contain_text("partial")
+    screenshot(page, "playground-partial")
+    expect(first.locator("figcaption")).to_contain_text("partial 2")  # a finer one replaces it
+
     expect(status).to_have_text("Done: 2 images, 4 credits.", timeout=15_000)
     for index in range(2):
         expect(slots.nth(index)).to_have_attribute("data-state", "final")
