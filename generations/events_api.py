@@ -19,9 +19,11 @@ from collections.abc import Iterator
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from apikeys.authentication import ApiKeyAuthentication
 from generations.apis import GenerationOutput
 from generations.models import FINISHED, Generation
 from generations.partials import Final, Partial
@@ -100,6 +102,11 @@ def _partial(generation: Generation, partial: Partial) -> dict:
 
 
 class GenerationEventsApi(APIView):
+    # An API key, or the account pages' session: the playground (/account/playground/) watches
+    # its generation with EventSource, which sends the cookies and no Authorization header. A
+    # GET changes nothing, so DRF's session check lets it through without a CSRF token; the
+    # owner-scoped read below answers another user's generation 404 either way.
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     content_negotiation_class = sse.IgnoreAccept
 
     @extend_schema(

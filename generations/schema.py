@@ -33,6 +33,8 @@ from generations.schema_fields import (
     all_text,
 )
 
+N_MAX = 4  # images per request (the playground's form offers as many)
+
 
 class ModelSerializer(serializers.Serializer):
     id = serializers.CharField()
@@ -138,7 +140,7 @@ class _GenerationRequest(serializers.Serializer):
     prompt = Prompt()
     size = Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")
     quality = Text(required=False, default="auto", help_text="a quality of the model (the catalog's)")
-    n = Integer(min_value=1, max_value=4, required=False, default=1)
+    n = Integer(min_value=1, max_value=N_MAX, required=False, default=1)
     # `async` is a Python keyword: set through the class namespace, in its place among the fields.
     locals()["async"] = Flag(source="is_async", required=False, default=False, help_text="answer 202 at once")
     webhook_url = WebhookURL(
