@@ -245,7 +245,7 @@ class _Sampler(threading.Thread):
 
     def learned_text(self) -> str:
         if not self.learned:
-            return "none (no 429: the configured limit, or the initial one)"
+            return "none learned"
         return f"{statistics.mean(self.learned):.1f}, {min(self.learned):.1f}"
 
     def held_text(self) -> str:
