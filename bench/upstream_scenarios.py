@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 import psycopg
+import redis
 
 from bench import measure
 from bench.report import Table
@@ -69,7 +70,7 @@ def run_upstream(s: Scenario, ctx: Context) -> Table:
         time.sleep(CATALOG_CACHE_SECONDS + 1)
         a_body, b_body = {**BODY, "async": True, "prompt": "tenant a"}, {**BODY, "prompt": "tenant b"}
         a = measure.run(stack, "A submits (async)", _spec(stack, a_body, auth["a"], s.a_requests, A_CLIENTS, s))
-        sampler = _Sampler(stack, auth["a"]["user_id"])
+        sampler = _Sampler(stack, auth["a"]["user_id"], _upstream_ids(stack))
         sampler.start()
         outage = _Outage(stack, KEYS[0], s.outage_seconds) if s.upstream == "outage" else None
         if outage:
@@ -96,6 +97,8 @@ def run_upstream(s: Scenario, ctx: Context) -> Table:
         ("upstream calls (both keys)", f"{calls} ({'; '.join(_statuses_text(c) for c in statuses)})"),
         ("upstream 429s, % of calls", f"{100 * limited / calls:.1f}%" if calls else "—"),
         ("upstream busy while A's backlog lasts", sampler.busy_text()),
+        ("hub's learned limit per key (mean, min)", sampler.learned_text()),
+        ("hub's slots held ÷ the keys' limit (mean)", sampler.held_text()),
         ("peak calls in flight per key", " / ".join(str(provider[key]["peak_in_flight"]) for key in KEYS)),
         ("A's backlog drained after s", f"{drained:.1f}" if drained is not None else "not within the time limit"),
         ("A's final statuses", _statuses_text(a_final)),
@@ -109,7 +112,9 @@ def run_upstream(s: Scenario, ctx: Context) -> Table:
         f"A: {s.a_requests} async submits from {A_CLIENTS} clients; B: {s.b_requests} sync calls one after another, "
         "from when A's submits are in.",
         "busy: calls in flight at the fake on the two keys ÷ the concurrency of the keys not failing, sampled every "
-        f"{SAMPLE_SECONDS} s from B's first call until A has no queued or running generation.",
+        f"{SAMPLE_SECONDS} s from B's first call until A has no queued or running generation; the hub's learned "
+        "limit and its slots held (its own count of calls in flight, from a slot taken to its release) are read "
+        "from its Redis at the same samples.",
     ]
     if outage:
         notes.append(f"outage: {KEYS[0]} answered 500 for {s.outage_seconds:g} s from B's first call on.")
@@ -151,6 +156,14 @@ def _statuses(stack: Stack, user_id: int) -> dict[str, int]:
     return dict(sorted(rows))
 
 
+def _upstream_ids(stack: Stack) -> list[str]:
+    """The hub's ids of the upstreams of KEYS (named key-1, key-2 by `run_upstream`), in KEYS' order."""
+    names = [f"key-{index}" for index in range(1, len(KEYS) + 1)]
+    with psycopg.connect(stack.db_url) as conn:
+        rows = dict(conn.execute("SELECT name, id FROM upstreams_upstream WHERE name = ANY(%s)", [names]).fetchall())
+    return [rows[name] for name in names]
+
+
 def _credits_exact(stack: Stack, user_id: int) -> bool:
     """The balance is what was granted less what the account's generations kept (charged − refunded)."""
     with psycopg.connect(stack.db_url) as conn:
@@ -175,18 +188,22 @@ def _statuses_text(counts: dict) -> str:
 
 
 class _Sampler(threading.Thread):
-    """Every SAMPLE_SECONDS: calls in flight on the keys ÷ what the healthy keys allow, while A
-    has generations queued or running."""
+    """Every SAMPLE_SECONDS, while A has generations queued or running: calls in flight on the
+    keys ÷ what the healthy keys allow (at the fake), and the hub's own view of each upstream
+    (its learned limit and slots held, from its Redis: upstreams.budget's keys)."""
 
-    def __init__(self, stack: Stack, user_id: int):
+    def __init__(self, stack: Stack, user_id: int, upstream_ids: list[str]):
         super().__init__(daemon=True)
-        self.stack, self.user_id = stack, user_id
+        self.stack, self.user_id, self.upstream_ids = stack, user_id, upstream_ids
         self.busy: list[float] = []
+        self.held: list[float] = []
+        self.learned: list[float] = []  # one per upstream and sample, once the hub has a learned limit
         self.started = time.monotonic()
         self.drained_after: float | None = None
         self._halt = threading.Event()
 
     def run(self) -> None:
+        hub = redis.Redis(port=self.stack.ports["redis"])
         with psycopg.connect(self.stack.db_url, autocommit=True) as conn:
             while not self._halt.wait(SAMPLE_SECONDS):
                 (waiting,) = conn.execute(
@@ -201,6 +218,16 @@ class _Sampler(threading.Thread):
                 allowed = sum(key["concurrency"] for key in keys if key["failing"] is None)
                 if allowed:
                     self.busy.append(sum(key["in_flight"] for key in keys) / allowed)
+                    self._sample_hub(hub, allowed)
+
+    def _sample_hub(self, hub: redis.Redis, allowed: int) -> None:
+        pipe = hub.pipeline(transaction=False)
+        for upstream_id in self.upstream_ids:
+            pipe.get(f"hub:up:{upstream_id}:learned")
+            pipe.zcard(f"hub:up:{upstream_id}:slots")
+        answers = pipe.execute()
+        self.learned += [float(value) for value in answers[0::2] if value is not None]
+        self.held.append(sum(answers[1::2]) / allowed)
 
     def wait_drained(self, limit: float) -> float | None:
         self.join(timeout=max(0.0, limit - (time.monotonic() - self.started)))
@@ -215,6 +242,14 @@ class _Sampler(threading.Thread):
             return "—"
         mean, median = statistics.mean(self.busy), statistics.median(self.busy)
         return f"{100 * mean:.0f}% mean, {100 * median:.0f}% median ({len(self.busy)} samples)"
+
+    def learned_text(self) -> str:
+        if not self.learned:
+            return "none learned"
+        return f"{statistics.mean(self.learned):.1f}, {min(self.learned):.1f}"
+
+    def held_text(self) -> str:
+        return f"{100 * statistics.mean(self.held):.0f}%" if self.held else "—"
 
 
 class _Outage(threading.Thread):

@@ -128,7 +128,7 @@ class UpstreamAdmin(admin.ModelAdmin):
             return "?"
         limit = state.limit(upstream.concurrency)
         learned = f", learned {state.learned_limit:.1f}" if state.learned_limit is not None else ""
-        return f"{state.slots_in_use} ({limit if limit is not None else 'no limit'}{learned})"
+        return f"{state.slots_in_use} ({limit}{learned})"
 
     @admin.display(description="Errors, latency")
     def recent(self, upstream):

@@ -10,10 +10,23 @@ keys' limits), so no two workers can both take the last slot.
 - Images per minute: a sliding window log of (images, taken at), as apikeys.ratelimit's.
 - Cooldown: a key set for the Retry-After of a 429, shared by every worker: while it lives no
   call is sent to that upstream.
-- The learned limit (AIMD, for an upstream whose provider limit is not configured, or lower
-  than configured): a 429 halves it — from the calls in flight then, at most once per cooldown,
-  not once per call that the same burst refused — and each success adds 1/limit, so a whole
-  window of successes adds one. An acquire holds calls to min(configured, learned).
+- The learned limit (for an upstream whose provider limit is not configured, or lower than
+  configured), shared by every worker. An unconfigured upstream starts at INITIAL_LIMIT, not
+  at learned_cap (a burst would send a worker's 1,000 calls at once and collect 980 429s), and
+  slow-starts (one more per success: doubling per window) until its first 429. A 429 remembers
+  the calls in flight then as the upstream's ceiling and takes the limit down by DECREASE (×0.9,
+  not ×0.5: the ceiling says where the provider's limit is, and the limit climbs back to just
+  below it, one more per success, within a few calls); at most once per guard window (the
+  cooldown, or one call's time if longer) — the later 429s of that window only lower the ceiling
+  (and the limit with it) to the calls then in flight, as each refused call frees its slot: a
+  burst over the limit, or a provider limit that fell, is measured in one window. Just below the
+  ceiling it probes one call above it every PROBE_WINDOWS windows of successes (a window:
+  `limit` of them) rather than every window, so a steady upstream sees a 429 — and a cooldown,
+  during which its calls drain — rarely; once the limit is a whole call past the ceiling
+  without a 429 (the provider's limit grew), the ceiling is marked passed (0) and the limit
+  grows by one per window (additive increase). It grows only while it is used (at least half of
+  it in flight; a probe: all of it), so a quiet spell cannot inflate it. An acquire holds calls
+  to min(configured, learned).
 
 Over budget, `acquire` says how long to wait rather than failing: the caller waits (up to the
 generation's deadline; woken by the release of a slot: upstreams.freed) and asks again.
@@ -41,6 +54,9 @@ logger = logging.getLogger(__name__)
 PREFIX = "hub:up:"
 WINDOW_MS = 60_000
 DEFAULT_COOLDOWN_MS = 1_000  # a 429 without Retry-After
+INITIAL_LIMIT = 10  # calls in flight an unconfigured upstream starts from, before any 429
+DECREASE = 0.9  # a 429's multiplicative decrease of the learned limit
+PROBE_WINDOWS = 10  # just below the ceiling: one call more after this many windows of successes
 STATS_TTL_MS = 24 * 3600 * 1000
 
 
@@ -53,11 +69,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cooldown = redis.call('PTTL', KEYS[3])
 if cooldown > 0 then return {0, cooldown, 'cooldown'} end
-local lease, configured, cap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local limit = cap
-if configured > 0 then limit = configured end
-local learned = tonumber(redis.call('GET', KEYS[4]))
-if learned and learned < limit then limit = math.max(1, math.floor(learned)) end
+local lease, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local learned = tonumber(redis.call('GET', KEYS[4])) or tonumber(ARGV[4])
+if learned < limit then limit = math.max(1, math.floor(learned)) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
 if held >= limit then return {0, 0, 'concurrency'} end
@@ -95,15 +109,24 @@ redis.call('PEXPIRE', KEYS[1], lease * 2)
 return 1
 """
 
-# KEYS: slots, learned, stats; ARGV: slot id, outcome, cap, seconds, stats ttl, freed channel,
-# upstream id
+# KEYS: slots, learned, stats, ceiling; ARGV: slot id, outcome, cap, seconds, stats ttl, freed
+# channel, upstream id, initial limit (0: configured, nothing learned before a 429), probe windows
 _RELEASE = """
+local held = redis.call('ZCARD', KEYS[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
-if ARGV[2] == 'ok' then
-  local learned, cap = tonumber(redis.call('GET', KEYS[2])), tonumber(ARGV[3])
-  if learned and learned < cap then
-    redis.call('SET', KEYS[2], tostring(math.min(cap, learned + 1 / learned)))
+local cap, initial = tonumber(ARGV[3]), tonumber(ARGV[8])
+local learned = tonumber(redis.call('GET', KEYS[2]))
+if not learned and initial > 0 then learned = initial end
+if ARGV[2] == 'ok' and learned and learned < cap and held * 2 >= learned then
+  local ceiling = tonumber(redis.call('GET', KEYS[4]))
+  if not ceiling then learned = learned + 1  -- no 429 yet: slow start
+  elseif ceiling == 0 then learned = learned + 1 / learned  -- past the last ceiling: one per window
+  elseif learned < ceiling - 1 then learned = math.min(ceiling - 1, learned + 1)  -- back below it
+  elseif held >= math.floor(learned) then learned = learned + 1 / (learned * tonumber(ARGV[9]))  -- probe
   end
+  learned = math.min(cap, learned)
+  if ceiling and ceiling > 0 and learned >= ceiling + 1 then redis.call('SET', KEYS[4], '0') end
+  redis.call('SET', KEYS[2], tostring(learned))
 end
 if ARGV[2] ~= 'rejected' and ARGV[2] ~= 'unused' then
   local failed = 1
@@ -120,17 +143,28 @@ end
 return 1
 """
 
-# KEYS: cooldown, learned, slots, decrease guard; ARGV: cooldown ms, cap
+# KEYS: cooldown, learned, slots, decrease guard, ceiling, stats; ARGV: cooldown ms, the limit
+# before anything was learned, decrease
 _RATE_LIMITED = """
 local ms = tonumber(ARGV[1])
 if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
-if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ms) then
-  local learned = tonumber(redis.call('GET', KEYS[2])) or tonumber(ARGV[2])
-  local held = redis.call('ZCARD', KEYS[3])
-  if held < learned then learned = held end
-  learned = math.max(1, learned / 2)
+local held = redis.call('ZCARD', KEYS[3])
+local learned = tonumber(redis.call('GET', KEYS[2])) or tonumber(ARGV[2])
+local latency = tonumber(redis.call('HGET', KEYS[6], 'latency')) or 0
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', math.max(ms, math.ceil(latency * 1000))) then
+  redis.call('SET', KEYS[5], tostring(held))
+  learned = math.max(1, math.min(learned, held) * tonumber(ARGV[3]))
   redis.call('SET', KEYS[2], tostring(learned))
   return tostring(learned)
+end
+local ceiling = tonumber(redis.call('GET', KEYS[5]))
+if ceiling and held < ceiling then
+  redis.call('SET', KEYS[5], tostring(held))
+  local lower = math.max(1, held * tonumber(ARGV[3]))
+  if lower < learned then
+    redis.call('SET', KEYS[2], tostring(lower))
+    return tostring(lower)
+  end
 end
 return false
 """
@@ -160,13 +194,24 @@ def _lease_ms() -> int:
     return settings.GENERATION_LEASE_SECONDS * 1000
 
 
+def _cap(target: Target) -> int:
+    """The most calls in flight the upstream is let have: its configured limit, else learned_cap."""
+    return target.concurrency or learned_cap()
+
+
+def _unlearned(target: Target) -> int:
+    """The calls in flight an acquire allows before anything is learned: the configured limit,
+    else INITIAL_LIMIT (slow start grows it to what the provider takes, up to learned_cap)."""
+    return target.concurrency or min(INITIAL_LIMIT, learned_cap())
+
+
 def acquire(target: Target, *, images: int) -> Grant | Busy:
     """Take one of the upstream's slots (and `images` of its minute) for a call."""
     if not backends.redis():
         return Grant(target, None)
     slot = uuid.uuid4().hex
     keys = [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
-    args = [slot, _lease_ms(), target.concurrency or 0, learned_cap(), target.images_per_minute or 0, images]
+    args = [slot, _lease_ms(), _cap(target), _unlearned(target), target.images_per_minute or 0, images]
     try:
         result = _run(_ACQUIRE, keys=keys, args=args)
     except (redis.RedisError, OSError) as exc:  # an outage of Redis must not stop paid traffic
@@ -186,9 +231,9 @@ def release(grant: Grant, *, outcome: str, seconds: float) -> None:
         return
     _keeper().drop(grant.target.upstream_id, grant.slot)
     target = grant.target
-    keys = [state_key(target.upstream_id, part) for part in ("slots", "learned", "stats")]
-    args = [grant.slot, outcome, target.concurrency or learned_cap(), round(seconds, 3), STATS_TTL_MS]
-    args += [freed.CHANNEL, target.upstream_id]
+    keys = [state_key(target.upstream_id, part) for part in ("slots", "learned", "stats", "ceiling")]
+    args = [grant.slot, outcome, _cap(target), round(seconds, 3), STATS_TTL_MS]
+    args += [freed.CHANNEL, target.upstream_id, 0 if target.concurrency else INITIAL_LIMIT, PROBE_WINDOWS]
     try:
         _run(_RELEASE, keys=keys, args=args)
     except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
@@ -197,14 +242,16 @@ def release(grant: Grant, *, outcome: str, seconds: float) -> None:
 
 def rate_limited(target: Target, *, retry_after: float | None) -> float | None:
     """The provider answered 429: every worker holds off this upstream for Retry-After (a second
-    without one), and its learned limit halves (once per cooldown). The new learned limit, or
-    None when this burst had halved it already (or without Redis)."""
+    without one), and its learned limit comes down (by DECREASE once per guard window; then only
+    to under the calls in flight of a later 429 of the same burst). The new learned limit, or
+    None when it did not change (or without Redis)."""
     if not backends.redis():
         return None
     ms = max(1, round(retry_after * 1000)) if retry_after is not None else DEFAULT_COOLDOWN_MS
-    keys = [state_key(target.upstream_id, part) for part in ("cooldown", "learned", "slots", "decreased")]
+    parts = ("cooldown", "learned", "slots", "decreased", "ceiling", "stats")
+    keys = [state_key(target.upstream_id, part) for part in parts]
     try:
-        learned = _run(_RATE_LIMITED, keys=keys, args=[ms, target.concurrency or learned_cap()])
+        learned = _run(_RATE_LIMITED, keys=keys, args=[ms, _unlearned(target), DECREASE])
     except (redis.RedisError, OSError) as exc:
         logger.warning("upstream %s: could not record its 429: %s", target.name, exc)
         return None

@@ -64,9 +64,7 @@ class UpstreamStateCollector:
                 continue
             families["open"].add_metric([name], 0 if state.circuit == CLOSED else 1)
             families["slots"].add_metric([name], state.slots_in_use)
-            limit = state.limit(configured)
-            if limit is not None:
-                families["limit"].add_metric([name], limit)
+            families["limit"].add_metric([name], state.limit(configured))
             if state.learned_limit is not None:
                 families["learned"].add_metric([name], state.learned_limit)
             families["cooldown"].add_metric([name], state.cooldown_seconds)

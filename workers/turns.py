@@ -17,7 +17,7 @@ import logging
 import time
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from generations import fair
 from generations.catalog import model_for_run
@@ -40,6 +40,11 @@ def generation_turn(*, model_id: str) -> None:
         targets = []  # no slot to wait for: the generation's own attempt says what is wrong
     except DatabaseError as exc:  # nothing taken yet: the task is retried
         raise ClaimUnavailable(str(exc)) from exc
+    # Back to the pool before waiting for a slot: a task that read the catalog or the routes
+    # (every CATALOG_CACHE_SECONDS, by every task starting then) would hold its connection
+    # through the wait, and a backlog of waiting tasks ran the worker's pool dry (bench
+    # learned-limit at 2,000: claims timed out after 30 s).
+    connection.close()
     deadline = time.monotonic() + settings.GENERATION_TIMEOUT_SECONDS
 
     def waiting() -> bool:

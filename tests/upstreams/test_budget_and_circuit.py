@@ -1,14 +1,13 @@
 """An upstream's shared budget and circuit, decided by Lua scripts in the real Redis: slots,
-images per minute, the shared cooldown of a 429, the learned limit (AIMD), a lapsed lease, and
+images per minute, the shared cooldown of a 429 and its decrease of the learned limit (how that
+limit moves over many calls: test_learned_limit), a lapsed lease, and
 the circuit's open → half-open → closed; and the order upstreams are tried in."""
 
 import collections
 import time
-import uuid
 
 import pytest
 
-from tests.conftest import forget_upstream_state
 from upstreams import budget, circuit
 from upstreams.routing import Choice, Wait, choose, ordered
 from upstreams.state import upstream_state
@@ -19,20 +18,6 @@ from upstreams.targets import Target
 def _redis(settings):
     if not settings.REDIS_URL:
         pytest.skip("budgets and circuits are shared through Redis; without it there are none")
-
-
-@pytest.fixture
-def target():
-    made = []
-
-    def make(**fields) -> Target:
-        upstream_id = f"up_test{uuid.uuid4().hex}"
-        made.append(upstream_id)
-        return Target(upstream_id=upstream_id, name=fields.pop("name", upstream_id), adapter="openai", **fields)
-
-    yield make
-    for upstream_id in made:
-        forget_upstream_state(upstream_id)
 
 
 def test_slots_are_shared_and_come_back(target):
@@ -63,33 +48,34 @@ def test_images_per_minute_are_counted_in_a_sliding_window(target):
     assert isinstance(budget.acquire(up, images=1), budget.Grant)
 
 
-def test_a_429_cools_the_upstream_down_for_everyone_and_halves_what_was_in_flight(target):
+def test_a_429_cools_the_upstream_down_for_everyone_and_lowers_its_limit_once_per_burst(target):
     up = target()  # no configured limit: learned
     grants = [budget.acquire(up, images=1) for _ in range(8)]
     assert all(isinstance(grant, budget.Grant) for grant in grants)
-    assert budget.rate_limited(up, retry_after=0.4) == 4.0  # 8 in flight → 4
-    assert budget.rate_limited(up, retry_after=0.4) is None  # the same burst halves it once
+    assert budget.rate_limited(up, retry_after=0.4) == pytest.approx(7.2)  # 8 in flight, × 0.9
+    assert budget.rate_limited(up, retry_after=0.4) is None  # the same burst lowers it once
     busy = budget.acquire(up, images=1)
     assert busy.reason == "cooldown" and 0.2 < busy.wait_seconds <= 0.4
     for grant in grants:
         budget.release(grant, outcome="rate_limited", seconds=0.1)
     time.sleep(0.45)
-    taken = [budget.acquire(up, images=1) for _ in range(5)]
-    assert [isinstance(grant, budget.Grant) for grant in taken] == [True] * 4 + [False]
-    for grant in taken[:4]:  # a window of successes adds one
+    taken = [budget.acquire(up, images=1) for _ in range(8)]
+    assert [isinstance(grant, budget.Grant) for grant in taken] == [True] * 7 + [False]
+    state = upstream_state(up.upstream_id)
+    assert (state.learned_limit, state.ceiling, state.limit(None)) == (pytest.approx(7.2), 8, 7)
+    for grant in taken[:7]:
         budget.release(grant, outcome="ok", seconds=0.1)
-    assert upstream_state(up.upstream_id).learned_limit == pytest.approx(5.0, abs=0.1)
-    assert upstream_state(up.upstream_id).limit(None) == 4  # floor(4.98)…
     state = upstream_state(up.upstream_id)
     assert state.error_ratio is not None and state.latency_seconds == pytest.approx(0.1)
 
 
 def test_a_configured_limit_still_learns_from_429s(target):
     up = target(concurrency=10)
+    assert upstream_state(up.upstream_id).limit(10) == 10  # nothing learned: the configured limit
     grants = [budget.acquire(up, images=1) for _ in range(3)]
     budget.rate_limited(up, retry_after=0.001)
     time.sleep(0.01)
-    assert upstream_state(up.upstream_id).limit(10) == 1  # min(10, 3 / 2)
+    assert upstream_state(up.upstream_id).limit(10) == 2  # min(10, 3 × 0.9)
     assert all(isinstance(grant, budget.Grant) for grant in grants)
 
 

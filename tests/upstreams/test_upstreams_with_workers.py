@@ -76,8 +76,10 @@ def test_a_429_cools_the_upstream_down_for_every_worker_and_shrinks_its_limit(
     later = fake_openai.requests[1:]
     assert sorted(r.body["prompt"] for r in later) == ["first 0", "second 0"]
     assert all(r.received_at - limited_at >= 1.8 for r in later)  # neither worker sent during the cooldown
-    # from unlimited to 1 (one call was in flight), then +1/limit per success: 2, 2.5
-    assert upstream_state(upstream.pk).learned_limit == pytest.approx(2.5)
+    # one call was in flight at the 429: the limit 1 (× 0.9, at least 1) and its ceiling 1; at the
+    # ceiling a success adds 1/(limit × PROBE_WINDOWS): a probe above it every ten windows
+    state = upstream_state(upstream.pk)
+    assert (state.learned_limit, state.ceiling) == (pytest.approx(1 + 1 / 10 + 1 / 11), 1)
     assert_reconciled()
 
 
