@@ -48,41 +48,57 @@ def state_key(upstream_id: str, part: str) -> str:
     return f"{PREFIX}{upstream_id}:{part}"
 
 
-_ACQUIRE = """
+# Redis's clock in milliseconds, as `now`: the first line of every script that reads time.
+NOW_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cooldown = redis.call('PTTL', KEYS[3])
-if cooldown > 0 then return {0, cooldown, 'cooldown'} end
-local lease, configured, cap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local limit = cap
-if configured > 0 then limit = configured end
-local learned = tonumber(redis.call('GET', KEYS[4]))
-if learned and learned < limit then limit = math.max(1, math.floor(learned)) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local held = redis.call('ZCARD', KEYS[1])
-if held >= limit then return {0, 0, 'concurrency'} end
-local per_minute, images = tonumber(ARGV[5]), tonumber(ARGV[6])
-if per_minute > 0 then
-  images = math.min(images, per_minute)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  local used = 0
-  for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
-  if used + images > per_minute then
-    local need, freed, wait = used + images - per_minute, 0, 60000
-    for i = 1, #entries, 2 do
-      freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
-      if freed >= need then wait = tonumber(entries[i + 1]) + 60000 - now break end
-    end
-    return {0, wait, 'minute'}
-  end
-  redis.call('ZADD', KEYS[2], now, images .. ':' .. ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], 60000)
-end
-redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], lease * 2)
-return {1, held + 1, limit}
 """
+
+# An acquire as a Lua function, for this module's script and for the scripts that take a slot
+# with other steps in the same round trip (workers.turns). Its keys: `acquire_keys`.
+ACQUIRE_LUA = """
+local function budget_acquire(slots, minute, cooldown, learned_key, slot, lease, configured, cap, per_min, images, now)
+  local cooling = redis.call('PTTL', cooldown)
+  if cooling > 0 then return {0, cooling, 'cooldown'} end
+  local limit = cap
+  if configured > 0 then limit = configured end
+  local learned = tonumber(redis.call('GET', learned_key))
+  if learned and learned < limit then limit = math.max(1, math.floor(learned)) end
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  local held = redis.call('ZCARD', slots)
+  if held >= limit then return {0, 0, 'concurrency'} end
+  if per_min > 0 then
+    images = math.min(images, per_min)
+    redis.call('ZREMRANGEBYSCORE', minute, '-inf', now - 60000)
+    local entries = redis.call('ZRANGE', minute, 0, -1, 'WITHSCORES')
+    local used = 0
+    for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
+    if used + images > per_min then
+      local need, freed, wait = used + images - per_min, 0, 60000
+      for i = 1, #entries, 2 do
+        freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
+        if freed >= need then wait = tonumber(entries[i + 1]) + 60000 - now break end
+      end
+      return {0, wait, 'minute'}
+    end
+    redis.call('ZADD', minute, now, images .. ':' .. slot)
+    redis.call('PEXPIRE', minute, 60000)
+  end
+  redis.call('ZADD', slots, now + lease, slot)
+  redis.call('PEXPIRE', slots, lease * 2)
+  return {1, held + 1, limit}
+end
+"""
+
+# KEYS: acquire_keys; ARGV: slot id, lease ms, configured, cap, images per minute, images
+_ACQUIRE = (
+    NOW_LUA
+    + ACQUIRE_LUA
+    + """
+return budget_acquire(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+"""
+)
 
 _RENEW = """
 local t = redis.call('TIME')
@@ -95,30 +111,41 @@ redis.call('PEXPIRE', KEYS[1], lease * 2)
 return 1
 """
 
+# A release as a Lua function (as ACQUIRE_LUA: upstreams.routing ends a call with its circuit's
+# record in the same round trip). Its KEYS and ARGV: `release_keys`, `release_args`.
+RELEASE_LUA = """
+local function budget_release(slots, learned_key, stats, slot, outcome, cap, seconds, ttl, channel, upstream_id)
+  if redis.call('ZREM', slots, slot) == 1 then redis.call('PUBLISH', channel, upstream_id) end
+  if outcome == 'ok' then
+    local learned = tonumber(redis.call('GET', learned_key))
+    if learned and learned < cap then
+      redis.call('SET', learned_key, tostring(math.min(cap, learned + 1 / learned)))
+    end
+  end
+  if outcome ~= 'rejected' and outcome ~= 'unused' then
+    local failed = 1
+    if outcome == 'ok' then failed = 0 end
+    local errors = tonumber(redis.call('HGET', stats, 'errors')) or failed
+    redis.call('HSET', stats, 'errors', tostring(errors * 0.9 + failed * 0.1))
+    if outcome == 'ok' then
+      local latency = tonumber(redis.call('HGET', stats, 'latency')) or seconds
+      redis.call('HSET', stats, 'latency', tostring(latency * 0.9 + seconds * 0.1))
+    end
+    redis.call('PEXPIRE', stats, ttl)
+  end
+end
+"""
+
 # KEYS: slots, learned, stats; ARGV: slot id, outcome, cap, seconds, stats ttl, freed channel,
 # upstream id
-_RELEASE = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
-if ARGV[2] == 'ok' then
-  local learned, cap = tonumber(redis.call('GET', KEYS[2])), tonumber(ARGV[3])
-  if learned and learned < cap then
-    redis.call('SET', KEYS[2], tostring(math.min(cap, learned + 1 / learned)))
-  end
-end
-if ARGV[2] ~= 'rejected' and ARGV[2] ~= 'unused' then
-  local failed = 1
-  if ARGV[2] == 'ok' then failed = 0 end
-  local errors = tonumber(redis.call('HGET', KEYS[3], 'errors')) or failed
-  redis.call('HSET', KEYS[3], 'errors', tostring(errors * 0.9 + failed * 0.1))
-  if ARGV[2] == 'ok' then
-    local seconds = tonumber(ARGV[4])
-    local latency = tonumber(redis.call('HGET', KEYS[3], 'latency')) or seconds
-    redis.call('HSET', KEYS[3], 'latency', tostring(latency * 0.9 + seconds * 0.1))
-  end
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
-end
+_RELEASE = (
+    RELEASE_LUA
+    + """
+budget_release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  ARGV[6], ARGV[7])
 return 1
 """
+)
 
 # KEYS: cooldown, learned, slots, decrease guard; ARGV: cooldown ms, cap
 _RATE_LIMITED = """
@@ -156,7 +183,7 @@ def _run(script: str, *, keys: list[str], args: list):
     return redis_client().register_script(script)(keys=keys, args=args)
 
 
-def _lease_ms() -> int:
+def lease_ms() -> int:
     return settings.GENERATION_LEASE_SECONDS * 1000
 
 
@@ -165,15 +192,25 @@ def acquire(target: Target, *, images: int) -> Grant | Busy:
     if not backends.redis():
         return Grant(target, None)
     slot = uuid.uuid4().hex
-    keys = [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
-    args = [slot, _lease_ms(), target.concurrency or 0, learned_cap(), target.images_per_minute or 0, images]
+    args = [slot, lease_ms(), target.concurrency or 0, learned_cap(), target.images_per_minute or 0, images]
     try:
-        result = _run(_ACQUIRE, keys=keys, args=args)
+        result = _run(_ACQUIRE, keys=acquire_keys(target), args=args)
     except (redis.RedisError, OSError) as exc:  # an outage of Redis must not stop paid traffic
         logger.warning("upstream %s: budget not enforced, Redis unavailable: %s", target.name, exc)
         return Grant(target, None)
     if not result[0]:
         return Busy(int(result[1]) / 1000, result[2].decode() if isinstance(result[2], bytes) else result[2])
+    return granted(target, slot)
+
+
+def acquire_keys(target: Target) -> list[str]:
+    """ACQUIRE_LUA's keys for the upstream: slots, minute, cooldown, learned."""
+    return [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
+
+
+def granted(target: Target, slot: str) -> Grant:
+    """The Grant of a slot ACQUIRE_LUA took (here or in a script of its caller's): its lease is
+    renewed from now on."""
     _keeper().hold(target.upstream_id, slot)
     return Grant(target, slot)
 
@@ -184,15 +221,24 @@ def release(grant: Grant, *, outcome: str, seconds: float) -> None:
     learned limit; the upstream's error ratio and latency (moving averages) follow."""
     if grant.slot is None:
         return
+    try:
+        _run(_RELEASE, keys=release_keys(grant), args=release_args(grant, outcome=outcome, seconds=seconds))
+    except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
+        logger.warning("upstream %s: could not free a slot: %s", grant.target.name, exc)
+
+
+def release_keys(grant: Grant) -> list[str]:
+    """RELEASE_LUA's keys: slots, learned, stats."""
+    return [state_key(grant.target.upstream_id, part) for part in ("slots", "learned", "stats")]
+
+
+def release_args(grant: Grant, *, outcome: str, seconds: float) -> list:
+    """RELEASE_LUA's arguments, once this process stops renewing the slot's lease (it is being
+    freed: a release that does not reach Redis leaves it to lapse)."""
     _keeper().drop(grant.target.upstream_id, grant.slot)
     target = grant.target
-    keys = [state_key(target.upstream_id, part) for part in ("slots", "learned", "stats")]
     args = [grant.slot, outcome, target.concurrency or learned_cap(), round(seconds, 3), STATS_TTL_MS]
-    args += [freed.CHANNEL, target.upstream_id]
-    try:
-        _run(_RELEASE, keys=keys, args=args)
-    except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
-        logger.warning("upstream %s: could not free a slot: %s", target.name, exc)
+    return args + [freed.CHANNEL, target.upstream_id]
 
 
 def rate_limited(target: Target, *, retry_after: float | None) -> float | None:
@@ -243,7 +289,7 @@ class _SlotKeeper:
                 held = {upstream_id: sorted(slots) for upstream_id, slots in self._held.items()}
             for upstream_id, slots in held.items():
                 try:
-                    _run(_RENEW, keys=[state_key(upstream_id, "slots")], args=[_lease_ms(), *slots])
+                    _run(_RENEW, keys=[state_key(upstream_id, "slots")], args=[lease_ms(), *slots])
                 except Exception:  # noqa: BLE001 — a Redis hiccup must not end renewal for good
                     logger.exception("upstream slot renewal failed; retrying next period")
 

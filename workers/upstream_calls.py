@@ -40,7 +40,7 @@ from generations.models import ImageModel
 from hub.infra import backends
 from upstreams import budget, circuit, freed
 from upstreams import metrics as upstream_metrics
-from upstreams.routing import Choice, Wait, choose
+from upstreams.routing import Choice, Wait, call_ended, choose
 from upstreams.services import upstream_call_record
 from upstreams.targets import Target, default_target, upstream_targets
 from workers.providers import (
@@ -210,8 +210,7 @@ class _Call:
             return None
         seconds = time.monotonic() - started
         self._record(target, "ok", seconds, generated)
-        budget.release(choice.grant, outcome="ok", seconds=seconds)
-        circuit.circuit_record(target, ok=True)
+        call_ended(choice, outcome="ok", seconds=seconds, upstream_ok=True)
         upstream_metrics.CALLS.labels(target.name, "ok").inc()
         upstream_metrics.CALL_LATENCY.labels(target.name).observe(seconds)
         return generated
@@ -231,8 +230,7 @@ class _Call:
             if not backends.redis():  # no shared cooldown to wait out: this call waits on its own
                 time.sleep(min(exc.retry_after or 1.0, max(0.0, self.request.deadline - time.monotonic())))
             return
-        budget.release(choice.grant, outcome="failed", seconds=seconds)
-        circuit.circuit_record(target, ok=False)
+        call_ended(choice, outcome="failed", seconds=seconds, upstream_ok=False)
         upstream_metrics.CALLS.labels(target.name, "failed").inc()
         self.failures += 1
         self.last_error = exc
