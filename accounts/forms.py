@@ -8,6 +8,8 @@ from django.utils import timezone
 from apikeys.models import ApiKey
 from billing.models import AutoTopUp, CreditAccount
 from billing.money import money
+from generations.schema import N_MAX
+from generations.schema_fields import PROMPT_MAX_LENGTH
 from generations.webhook_urls import WEBHOOK_URL_MAX_LENGTH
 from hub.http.bounds import integer_form_field
 
@@ -142,3 +144,28 @@ class AlertsForm(forms.Form):
         widget=forms.URLInput(attrs={"placeholder": "https://example.com/hooks/hub"}),
         help_text="blank: email only.",
     )
+
+
+class PlaygroundForm(forms.Form):
+    """The playground's request: the catalog's rules (a size or quality the model lacks) are the
+    submit service's, shown on their field like the API's `param`."""
+
+    prompt = forms.CharField(
+        label="Prompt",
+        max_length=PROMPT_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "A lighthouse at dawn, watercolor"}),
+    )
+    model = forms.ChoiceField(label="Model")
+    size = forms.ChoiceField(label="Size")
+    quality = forms.ChoiceField(label="Quality")
+    n = forms.TypedChoiceField(
+        label="Images", coerce=int, choices=[(count, count) for count in range(1, N_MAX + 1)], initial=1
+    )
+
+    def __init__(self, *args, models, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(model.id, model.id) for model in models]
+        # Every model's sizes and qualities: the page's script narrows them to the model chosen.
+        for name, values in (("size", "sizes"), ("quality", "qualities")):
+            offered = dict.fromkeys(value for model in models for value in getattr(model, values))
+            self.fields[name].choices = [(value, value) for value in offered]

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from accounts import views
+from accounts import playground_views, views
 from accounts.forms import EmailAuthenticationForm
 
 app_name = "accounts"
@@ -61,6 +61,7 @@ urlpatterns = [
     path("billing/auto-top-up/off/", views.billing_autotopup_off, name="billing_autotopup_off"),
     path("billing/auto-top-up/resume/", views.billing_autotopup_resume, name="billing_autotopup_resume"),
     path("billing/alerts/", views.billing_alerts, name="billing_alerts"),
+    path("playground/", playground_views.playground, name="playground"),
     path("generations/", views.generations, name="generations"),
     path("generations/<id:generation_id>/", views.generation, name="generation"),
     path("generations/<id:generation_id>/cancel/", views.generation_cancel, name="generation_cancel"),

@@ -51,7 +51,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--ramp", type=float, help="seconds over which the clients start one after another (default 0: all at once)"
     )
     run_parser.add_argument(
-        "--rounds", type=int, default=1, help="async-c32, history-1m: floor and hub in turn this many times"
+        "--rounds",
+        type=int,
+        default=1,
+        help="async-c32, history-1m: floor and hub in turn this many times; stream-c16-2s: sync and streamed",
     )
     run_parser.add_argument(
         "--workers",

@@ -8,6 +8,10 @@ memory copy, not an encode. It is one asyncio process (uvloop): thousands of req
 at once without a thread each, and its CPU stays small next to the hub's. Edits bodies (up to
 16 reference images of ~50 MB) are read in chunks and dropped, never held.
 
+A generation with `stream: true` is answered as OpenAI streams (text/event-stream):
+`partial_images` rounds of `image_generation.partial_image` events (the same PNG) at even
+fractions of the latency, then one `image_generation.completed` per image.
+
 `GET /_bench/stats` counts what arrived (so a run can prove the hub really called it);
 `POST /_bench/reset-peak` restarts the in-flight peak for the next measurement.
 `POST /_bench/key` with `{"key": "sk-…", "concurrency": 20, "images_per_minute": 300, "failing": 500}`
@@ -39,6 +43,22 @@ class FakeProvider:
         self.latency = latency
         self.png_size = len(png)
         self.item = b'{"b64_json":"' + base64.b64encode(png) + b'"}'
+        shape = b'"size":"1024x1024","quality":"low","background":"opaque","output_format":"png"'
+        self.partial = (
+            b'event: image_generation.partial_image\ndata: {"type":"image_generation.partial_image","b64_json":"'
+            + base64.b64encode(png)
+            + b'",'
+            + shape
+            + b',"partial_image_index":%d,"created_at":%d}\n\n'
+        )
+        self.completed = (
+            b'event: image_generation.completed\ndata: {"type":"image_generation.completed","b64_json":"'
+            + base64.b64encode(png)
+            + b'",'
+            + shape
+            + b',"created_at":%d,"usage":{"input_tokens":10,"input_tokens_details":{"image_tokens":0,'
+            b'"text_tokens":10},"output_tokens":272,"total_tokens":282}}\n\n'
+        )
         self.stats = {
             "generations": 0,
             "edits": 0,
@@ -56,12 +76,14 @@ class FakeProvider:
         self.stats["in_flight"] += 1
         self.stats["peak_in_flight"] = max(self.stats["peak_in_flight"], self.stats["in_flight"])
         try:
-            n = await (self._edits_n(request) if kind == "edits" else self._generations_n(request))
+            n, partials = await (self._edits_n(request) if kind == "edits" else self._generations_n(request))
             key = request.headers.get("Authorization", "").removeprefix("Bearer ")
             refusal = self.keys.admit(key, n)
             if refusal is not None:
                 return web.json_response(refusal.body, status=refusal.status, headers=refusal.headers)
             try:
+                if partials is not None:
+                    return await self._stream(request, n, partials)
                 await asyncio.sleep(self.latency)
             finally:
                 self.keys.release(key, 200)
@@ -71,12 +93,27 @@ class FakeProvider:
         finally:
             self.stats["in_flight"] -= 1
 
-    async def _generations_n(self, request: web.Request) -> int:
+    async def _stream(self, request: web.Request, n: int, partials: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for index in range(partials):
+            await asyncio.sleep(self.latency / (partials + 1))
+            await response.write(b"".join([self.partial % (index, int(time.time()))] * n))
+        await asyncio.sleep(self.latency / (partials + 1))
+        await response.write(b"".join([self.completed % int(time.time())] * n))
+        await response.write_eof()
+        self.stats["answered"] += 1
+        return response
+
+    async def _generations_n(self, request: web.Request) -> tuple[int, int | None]:
+        """The `n` asked, and the `partial_images` of a streamed call (None: not streamed)."""
         body = await request.read()
         self.stats["upload_bytes"] += len(body)
-        return _clamp_n(json.loads(body).get("n", 1))
+        asked = json.loads(body)
+        partials = min(max(int(asked.get("partial_images") or 0), 0), 3) if asked.get("stream") else None
+        return _clamp_n(asked.get("n", 1)), partials
 
-    async def _edits_n(self, request: web.Request) -> int:
+    async def _edits_n(self, request: web.Request) -> tuple[int, None]:
         n = 1
         reader = await request.multipart()
         async for part in reader:
@@ -85,7 +122,7 @@ class FakeProvider:
                 continue
             while chunk := await part.read_chunk(1 << 20):
                 self.stats["upload_bytes"] += len(chunk)
-        return n
+        return n, None
 
     async def stats_view(self, request: web.Request) -> web.Response:
         keys = {}

@@ -19,6 +19,7 @@ from bench.pngs import noise_png, side_for
 from bench.report import Table, log_notes
 from bench.seed import seed_history
 from bench.stack import BODY, HUB_BIN, PROVIDER_KEY, Stack, http, pg_connections
+from bench.stream_scenarios import run_stream
 from bench.upstream_scenarios import run_upstream
 
 SMALL_PNG = 64 * 1024
@@ -29,7 +30,7 @@ FLOOR_KEY = hashlib.md5(b"1").hexdigest()  # row 1 of bench_floor
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # sync | async | poll | upload | history | stages
+    kind: str  # sync | async | poll | upload | history | stages | upstream | stream
     concurrency: int
     requests: int
     provider_latency: float
@@ -129,6 +130,16 @@ SCENARIOS = {
             0,
             description="async-c32 and the floor on an empty database, then again after seeding a million "
             "past generations",
+        ),
+        Scenario(
+            "stream-c16-2s",
+            "stream",
+            16,
+            400,
+            2,
+            time_limit=300,
+            description="sync generations, then the same streamed with partial_images=2 (16 clients, 2 s "
+            "provider streaming its partials): the hub's CPU per generation",
         ),
         *(
             Scenario(
@@ -473,4 +484,5 @@ RUNNERS = {
     "history": run_history,
     "stages": run_stages,
     "upstream": run_upstream,
+    "stream": run_stream,
 }

@@ -43,14 +43,15 @@ STATEMENTS = [
     """INSERT INTO generations_generation (id, prompt, size, quality, n, aspect_ratio, tier, is_async,
            reference_count, status, price_per_image, credits_requested, credits_refunded, error_code,
            error_message, attempts, deadline_at, lease_expires_at, enqueued_at, created_at, started_at,
-           finished_at, api_key_id, owner_id, model_id, webhook_url, webhook_events, webhook_base_url, options)
+           finished_at, api_key_id, owner_id, model_id, webhook_url, webhook_events, webhook_base_url, options,
+           partial_images)
        SELECT 'gen_hist' || lpad(i::text, 16, '0'), 'history ' || i, '1024x1024', 'low', 1, '1:1', '1K',
               i %% 2 = 0, 0, CASE WHEN i %% 5 = 0 THEN 'failed' ELSE 'succeeded' END, %(price)s, %(price)s,
               CASE WHEN i %% 5 = 0 THEN %(price)s ELSE 0 END,
               CASE WHEN i %% 5 = 0 THEN 'provider_error' ELSE '' END,
               CASE WHEN i %% 5 = 0 THEN 'Image provider request failed' ELSE '' END,
               1, t + interval '800 seconds', NULL, t, t, t, t + interval '20 seconds', NULL, a.user_id,
-              'gpt-image-2', '', '[]'::jsonb, '', '{}'::jsonb
+              'gpt-image-2', '', '[]'::jsonb, '', '{}'::jsonb, NULL
        FROM generate_series(1, %(n)s) i
        JOIN seed_account a ON a.k = (i / 5) %% %(accounts)s
        CROSS JOIN LATERAL (SELECT now() - interval '1 hour' - (%(n)s - i) * interval '31 seconds' AS t) ts""",

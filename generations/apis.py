@@ -21,6 +21,7 @@ from generations.selectors import generation_get_for_owner_api, generation_queue
 from generations.services import generation_cancel, generation_submit
 from generations.streams import STREAM, image_stream
 from hub.http import sse
+from hub.http.departure import departure_of
 from hub.http.errors import InvalidRequest, NotFound
 from hub.http.openapi import RATE_LIMIT_HEADERS, SHOULD_RETRY, errors
 from hub.http.public_url import base_url
@@ -140,9 +141,11 @@ class GenerationCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         params = dict(serializer.validated_data)
         files, mask, response_format = params.pop("files", []), params.pop("mask"), params.pop("response_format")
-        stream, _ = params.pop("stream"), params.pop("partial_images")
+        stream, partial_images = params.pop("stream"), params.pop("partial_images")
         params["is_async"] |= stream  # charged and queued; the stream waits for it
+        params["partial_images"] = partial_images if stream else None  # as OpenAI: none without a stream
         root = base_url(request)
+        departure = departure_of(request)  # a client that hangs up ends the wait, not the generation
         outcome = generation_submit(
             owner=request.user,
             api_key=request.auth,
@@ -152,10 +155,17 @@ class GenerationCreateApi(APIView):
             idempotency_key=_idempotency_key(request),
             max_wait=None if params["is_async"] else _preferred_wait(request),
             webhook_base_url=root,
+            departure=departure,
         )
         if stream:
             return sse.response(
-                image_stream(owner=request.user, generation_id=outcome.generation.pk, kind=self.stream_kind)
+                image_stream(
+                    owner=request.user,
+                    generation_id=outcome.generation.pk,
+                    kind=self.stream_kind,
+                    with_partials=outcome.generation.partial_images is not None,
+                    departure=departure,
+                )
             )
         body = self.OutputSerializer.data(
             outcome.generation,

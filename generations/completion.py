@@ -17,8 +17,13 @@ is published after the enqueue, so its message either woke the listener already 
 remembers the ids it heard for RECENT_SECONDS — or is still to come.
 The listener and the poller are threads, which under gevent (gunicorn's and Celery's gevent
 workers) are greenlets.
+
+A watch of a streamed generation (its stream, its events stream) also hears its partial images
+(generations.partials): the listener subscribes to the generation's partial channel while it
+is watched, on the same connection — so a partial arrives before the finish published after it.
 """
 
+import collections
 import logging
 import os
 import threading
@@ -29,7 +34,9 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from generations import partials
 from generations.models import FINISHED, Generation
+from hub.http.departure import UNWATCHED, ClientLeft, Departure
 from hub.infra import backends, shutdown
 from hub.infra.redis_client import redis_client
 from hub.infra.singletons import per_process
@@ -79,6 +86,25 @@ def _publish(generation_id: str, what: str, *, client=None) -> None:
         logger.warning("could not publish %s of %s: %s", what, generation_id, exc)
 
 
+class Watch:
+    """An events stream's wake-up (generations.services.wait.generation_watch): `event` is set
+    when its generation started or finished (`stepped`: re-read the row) or a partial image came
+    (`partials`: the messages, oldest first)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.stepped = False
+        self.partials: collections.deque[bytes] = collections.deque()
+
+    def set(self) -> None:  # a step, as the waiters' events are set
+        self.stepped = True
+        self.event.set()
+
+    def deliver(self, message: bytes) -> None:
+        self.partials.append(message)
+        self.event.set()
+
+
 class _Waiters:
     """The process's waiting requests by generation id, and the one thread that wakes them."""
 
@@ -88,6 +114,8 @@ class _Waiters:
         self._watchers: dict[str, set[threading.Event]] = {}  # woken on a start too (events streams)
         self._heard: dict[str, float] = {}  # generation id → when its finish was heard (oldest first)
         self._subscribed_at: float | None = None  # since when the listener hears every finish
+        self._followed: dict[str, set[Watch]] = {}  # generation id → its watches hearing partials
+        self._pubsub: redis.client.PubSub | None = None  # the listener's, while it is connected
         # With Redis: the subscription wakes waiters at once, and the poller re-reads every
         # waiting row every RECHECK_SECONDS in one query (a message lost while the listener
         # reconnects delays a waiter by at most that). Without: the poller is the only way.
@@ -118,23 +146,40 @@ class _Waiters:
         fresh = enqueued_after is not None and now - enqueued_after < RECENT_SECONDS
         return event, not (fresh and since is not None and since <= enqueued_after)
 
-    def watch(self, generation_id: str) -> threading.Event:
-        """An event set when the generation starts or finishes (or the process stops); the
-        poller wakes it too once the row is finished. Register it before reading the row."""
-        event = threading.Event()
+    def watch(self, generation_id: str, *, with_partials: bool = False, on_start: bool = True) -> Watch:
+        """A Watch set when the generation starts (unless not `on_start`) or finishes (or the
+        process stops); the poller wakes it too once the row is finished. `with_partials`: its
+        partial images too. Register it before reading the row."""
+        watch = Watch()
         with self._lock:
-            self._events.setdefault(generation_id, set()).add(event)
-            self._watchers.setdefault(generation_id, set()).add(event)
-        return event
+            self._events.setdefault(generation_id, set()).add(watch)
+            if on_start:
+                self._watchers.setdefault(generation_id, set()).add(watch)
+            first = with_partials and generation_id not in self._followed
+            if with_partials:
+                self._followed.setdefault(generation_id, set()).add(watch)
+            pubsub = self._pubsub
+        if first and pubsub is not None:  # else the listener subscribes when it (re)connects
+            self._subscription(pubsub.subscribe, generation_id)
+        return watch
 
-    def remove(self, generation_id: str, event: threading.Event) -> None:
+    def remove(self, generation_id: str, event: threading.Event | Watch) -> None:
         with self._lock:
-            for registry in (self._events, self._watchers):
-                events = registry.get(generation_id)
-                if events is not None:
-                    events.discard(event)
-                    if not events:
-                        del registry[generation_id]
+            _discard(self._events, generation_id, event)
+            _discard(self._watchers, generation_id, event)
+            pubsub = self._pubsub if _discard(self._followed, generation_id, event) else None
+        if pubsub is not None:  # its last watch hearing partials
+            self._subscription(pubsub.unsubscribe, generation_id)
+
+    @staticmethod
+    def _subscription(command: Callable, generation_id: str) -> None:
+        """(Un)subscribe to a partial channel from a request's greenlet while the listener reads
+        (redis-py sends a pub/sub command under its own lock). A failure is the listener's to
+        mend: it reconnects and subscribes to what is followed then."""
+        try:
+            command(partials.channel(generation_id))
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("partial images of %s: %s", generation_id, exc)
 
     def count(self) -> int:
         with self._lock:
@@ -162,6 +207,12 @@ class _Waiters:
         for event in events:
             event.set()
 
+    def _deliver(self, generation_id: str, message: bytes) -> None:
+        with self._lock:
+            watches = list(self._followed.get(generation_id, ()))
+        for watch in watches:
+            watch.deliver(message)
+
     def _listen(self) -> None:
         while True:
             pubsub = None
@@ -169,8 +220,14 @@ class _Waiters:
                 client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30, client_name=listener_name())
                 pubsub = client.pubsub()
                 pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                with self._lock:
+                    self._pubsub, followed = pubsub, list(self._followed)
+                if followed:
+                    pubsub.subscribe(*map(partials.channel, followed))
                 for message in pubsub.listen():
-                    if message["type"] == "pmessage":
+                    if message["type"] == "message":
+                        self._deliver(message["channel"].decode()[len(partials.CHANNEL_PREFIX) :], message["data"])
+                    elif message["type"] == "pmessage":
                         generation_id = message["channel"].decode()[len(CHANNEL_PREFIX) :]
                         if message["data"] == STARTED.encode():
                             self._wake_watchers(generation_id)
@@ -182,6 +239,8 @@ class _Waiters:
                 logger.warning("completion listener: %s; reconnecting in %s s", exc, RECONNECT_SECONDS)
             finally:
                 self._subscribed_at = None  # until the next confirmation, waiters read first
+                with self._lock:
+                    self._pubsub = None
                 if pubsub is not None:
                     pubsub.close()
             time.sleep(RECONNECT_SECONDS)
@@ -200,6 +259,18 @@ class _Waiters:
                 logger.warning("completion poller: %s", exc)
             finally:
                 connection.close()  # back to the pool (or closed): the poller holds nothing
+
+
+def _discard(registry: dict[str, set], generation_id: str, event) -> bool:
+    """Take `event` off the generation's in `registry`: True when it was the last one there."""
+    events = registry.get(generation_id)
+    if events is None or event not in events:
+        return False
+    events.discard(event)
+    if events:
+        return False
+    del registry[generation_id]
+    return True
 
 
 def listener_name() -> str:
@@ -224,8 +295,10 @@ def wait_done(
     timeout: float,
     is_finished: Callable[[], bool],
     enqueued_after: float | None = None,
+    departure: Departure = UNWATCHED,
 ) -> bool:
-    """True once `is_finished()` holds, False if `timeout` seconds pass first.
+    """True once `is_finished()` holds, False if `timeout` seconds pass first; ClientLeft as
+    soon as the client of the waiting request hangs up (`departure`, hub.http.departure).
 
     `is_finished` reads the row (the waiter keeps what it read); it is not called while holding a
     lock. `enqueued_after`: a
@@ -237,19 +310,22 @@ def wait_done(
     # Before the first read: a finish after it wakes us.
     event, read = local.add(generation_id, enqueued_after=enqueued_after)
     try:
-        while True:
-            if read and is_finished():
-                return True
-            read = True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            stop_left = shutdown.seconds_left()
-            if stop_left is not None:  # the process is stopping: answer before it is killed
-                if stop_left <= 0:
-                    raise shutdown.Stopping(generation_id)
-                left = min(left, stop_left)
-            event.wait(min(left, BACKSTOP_SECONDS))
-            event.clear()
+        with departure.watching(event):
+            while True:
+                if departure.left:
+                    raise ClientLeft(generation_id)
+                if read and is_finished():
+                    return True
+                read = True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                stop_left = shutdown.seconds_left()
+                if stop_left is not None:  # the process is stopping: answer before it is killed
+                    if stop_left <= 0:
+                        raise shutdown.Stopping(generation_id)
+                    left = min(left, stop_left)
+                event.wait(min(left, BACKSTOP_SECONDS))
+                event.clear()
     finally:
         local.remove(generation_id, event)

@@ -73,6 +73,10 @@ class Generation(models.Model):
     reference_count = models.PositiveSmallIntegerField(default=0)
     # The OpenAI options it was asked with (generations.options), "mask": true when it has one.
     options = models.JSONField(default=dict, blank=True)
+    # A streamed request's `partial_images` (generations.streams): the worker asks its provider for
+    # them and relays each, and its final images, to the stream (generations.partials); null for a
+    # request that is not streamed.
+    partial_images = models.PositiveSmallIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED)
     price_per_image = models.PositiveIntegerField()
     credits_requested = models.PositiveIntegerField()

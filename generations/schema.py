@@ -33,6 +33,8 @@ from generations.schema_fields import (
     all_text,
 )
 
+N_MAX = 4  # images per request (the playground's form offers as many)
+
 
 class ModelSerializer(serializers.Serializer):
     id = serializers.CharField()
@@ -127,12 +129,18 @@ class _GenerationRequest(serializers.Serializer):
     default_error_messages = {"invalid": "The request body must be a JSON object"}
 
     stream = Flag(required=False, default=False, help_text="answer text/event-stream: OpenAI's image events")
-    partial_images = Integer(min_value=0, max_value=3, required=False, default=0, help_text="none sent yet")
+    partial_images = Integer(
+        min_value=0,
+        max_value=3,
+        required=False,
+        default=0,
+        help_text="with `stream`: partial images sent of each image as the provider makes them",
+    )
     model = Text(source="model_id")
     prompt = Prompt()
     size = Text(required=False, default="auto", help_text="auto or WIDTHxHEIGHT from the catalog")
     quality = Text(required=False, default="auto", help_text="a quality of the model (the catalog's)")
-    n = Integer(min_value=1, max_value=4, required=False, default=1)
+    n = Integer(min_value=1, max_value=N_MAX, required=False, default=1)
     # `async` is a Python keyword: set through the class namespace, in its place among the fields.
     locals()["async"] = Flag(source="is_async", required=False, default=False, help_text="answer 202 at once")
     webhook_url = WebhookURL(

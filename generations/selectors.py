@@ -107,3 +107,12 @@ def webhook_deliveries_for_account(*, user, limit: int = 10) -> list[WebhookDeli
 def generation_events(*, generation: Generation) -> list[GenerationEvent]:
     """The generation's history, oldest first."""
     return list(GenerationEvent.objects.filter(generation=generation).order_by("created_at", "id"))
+
+
+def unfinished_without_key_count(*, owner) -> int:
+    """How many of the owner's generations made without an API key (the account page's
+    playground) are still queued or running: what that page's concurrency limit counts. The
+    statuses are named (an IN the (status, deadline_at) index can serve; a NOT IN of the finished
+    ones it cannot), so a busy account's finished generations need not be walked."""
+    unfinished = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
+    return Generation.objects.filter(status__in=unfinished, owner=owner, api_key__isnull=True).count()

@@ -12,14 +12,16 @@ from PIL import Image
 
 from generations import errors
 from generations.models import Generation
+from generations.partials import final_publish, partial_publish
 from generations.services import ProviderCall, StoredImage, generation_claim, generation_fail, generation_finalize
-from hub.infra import metrics, storage
+from hub.infra import backends, metrics, storage
 from upstreams.metrics import QUEUE_WAIT
 from upstreams.routing import Choice
 from workers import upstream_calls
 from workers.finishing import finishing_turn
 from workers.lease import lease_held
 from workers.providers import ProviderError, ProviderRequest
+from workers.providers.base import PartialImage
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +153,25 @@ def _request(generation: Generation) -> ProviderRequest | None:
         mask=storage.object_read(storage.mask_key(generation_id=generation.id))
         if generation.options.get("mask")
         else None,
+        **_partials(generation),
     )
+
+
+def _partials(generation: Generation) -> dict:
+    """A streamed generation's partial images: asked of the provider (OpenAI bills each) only
+    where they can be relayed to its stream (generations.partials: over Redis)."""
+    if not generation.partial_images or not backends.redis():  # None (not streamed) or 0
+        return {}
+
+    def relay(partial: PartialImage) -> None:
+        partial_publish(
+            generation_id=generation.id,
+            image_index=partial.image_index,
+            partial_image_index=partial.partial_image_index,
+            b64_json=partial.b64_json,
+        )
+
+    return {"partial_images": generation.partial_images, "on_partial": relay}
 
 
 def _ms_since(clock: float) -> int:
@@ -190,6 +210,8 @@ def _store_valid(generation: Generation, outputs: list[bytes]) -> list[StoredIma
         index = len(stored)
         key = storage.image_key(generation_id=generation.id, index=index, ext=ext)
         storage.object_save(key=key, data=data, content_type=content_type)
+        if generation.partial_images is not None:  # streamed: its stream need not read it back
+            final_publish(generation_id=generation.id, index=index, data=data)
         stored.append(StoredImage(index, key, content_type, width, height, len(data)))
     return stored
 

@@ -44,8 +44,9 @@ _ACCOUNT_OF_USER = CompiledQuery(lambda user_id: CreditAccount.objects.filter(us
 def account_as_read(*, user) -> CreditAccount:
     """The account as it was read with `user` — the API key lookup joins it (apikeys.services) —
     or, when it was not, account_get_or_create. For checks made without a lock and repeated by
-    the charge under it (a generation's precheck), not for a balance to show after a charge."""
-    account = type(user).credit_account.related.get_cached_value(user, default=None)
+    the charge under it (a generation's precheck), not for a balance to show after a charge.
+    The model through `_meta`: a session's `request.user` (the playground's) is a lazy proxy."""
+    account = user._meta.model.credit_account.related.get_cached_value(user, default=None)
     return account if account is not None else account_get_or_create(user=user)
 
 

@@ -54,6 +54,7 @@ from generations.services.lifecycle import generation_enqueue
 from generations.services.precheck import generation_precheck, request_priced
 from generations.services.wait import generation_wait
 from hub.compiled import insert_when, inserted
+from hub.http.departure import UNWATCHED, Departure
 from hub.http.errors import GenerationCanceled, GenerationFailed
 from hub.infra import backends, metrics, storage
 from hub.infra.ids import opaque_id
@@ -90,12 +91,15 @@ def generation_submit(
     max_wait: float | None,
     webhook_base_url: str,
     mask=None,
+    departure: Departure = UNWATCHED,
 ) -> SubmitOutcome:
     """One generation request. `params` are generation_create's (the request's contract:
     generations.schema), `files` the reference uploads and `mask` the mask's (or None), read
     only after the cheap refusals; `max_wait` the client's `Prefer: wait=N` (sync requests),
-    named back in Preference-Applied."""
+    named back in Preference-Applied; `departure` ends a sync wait whose client hung up (the
+    generation goes on)."""
     started = time.monotonic()  # before the generation is enqueued: generation_wait
+    created_since = timezone.now()
     priced = {name: params[name] for name in ("model_id", "size", "quality", "n", "options")}
     account = generation_precheck(
         owner=owner, api_key=api_key, reference_count=len(files), idempotency_key=idempotency_key, **priced
@@ -114,7 +118,12 @@ def generation_submit(
     if params["is_async"]:
         return SubmitOutcome(generation, 202)
     wait = _sync_wait(max_wait)
-    generation = generation_wait(generation=generation, max_wait=wait, enqueued_after=started)
+    # A replay (Idempotency-Key) answers an older generation, which may have finished before
+    # this process listened: its wait reads the row first.
+    enqueued_after = started if generation.created_at >= created_since else None
+    generation = generation_wait(
+        generation=generation, max_wait=wait, enqueued_after=enqueued_after, departure=departure
+    )
     headers = {"Preference-Applied": f"wait={_seconds_text(wait)}"} if max_wait is not None else {}
     if generation.status not in FINISHED:  # a capped wait ran out, or the wait itself failed
         return SubmitOutcome(generation, 202, headers)
@@ -158,6 +167,7 @@ def generation_create(
     account: CreditAccount | None = None,
     options: dict | None = None,
     mask: IO[bytes] | None = None,
+    partial_images: int | None = None,
 ) -> Generation:
     """Validate against the catalog, charge n × price and persist — all or nothing.
 
@@ -176,7 +186,8 @@ def generation_create(
     payload's image URLs.
 
     `options` are OpenAI's image options asked (generations.options, "mask": true with a `mask`,
-    the re-encoded PNG), each one the model must offer.
+    the re-encoded PNG), each one the model must offer. `partial_images`: a streamed request's, 0–3
+    (the worker relays them to its stream, not stored; not part of an Idempotency-Key's request).
     """
     options = options or {}
     webhook_events = (webhook_events or [WebhookEvent.COMPLETED]) if webhook_url else []
@@ -196,6 +207,7 @@ def generation_create(
         "account": account,
         "options": options,
         "mask": mask,
+        "partial_images": partial_images,
     }
     if idempotency_key is None:
         return _create(**request, claim=None)
@@ -236,6 +248,7 @@ def _create(
     account: CreditAccount | None,
     options: dict,
     mask: IO[bytes] | None,
+    partial_images: int | None,
     claim: IdempotencyKey | None,
 ) -> Generation:
     """generation_create's work once it is this request's to do (`claim`: its Idempotency-Key's,
@@ -279,6 +292,7 @@ def _create(
             is_async=is_async,
             reference_count=len(references),
             options=options,
+            partial_images=partial_images,
             price_per_image=price,
             credits_requested=n * price,
             deadline_at=now + timedelta(seconds=settings.GENERATION_TIMEOUT_SECONDS),

@@ -14,9 +14,11 @@ from django.utils import timezone
 from billing.selectors import credits_summary_annotations
 from generations import completion, errors
 from generations.models import FINISHED, Generation
+from generations.partials import Final, Partial, message_read
 from generations.selectors import with_images
 from generations.services.lifecycle import generation_fail
 from hub.compiled import STR_MARKER, CompiledQuery
+from hub.http.departure import UNWATCHED, ClientLeft, Departure
 from hub.http.sse import KEEP_ALIVE_SECONDS
 from hub.infra import backends, metrics, shutdown
 
@@ -31,7 +33,11 @@ UNSUBSCRIBED_RECHECK_SECONDS = 0.5
 
 
 def generation_wait(
-    *, generation: Generation, max_wait: float | None = None, enqueued_after: float | None = None
+    *,
+    generation: Generation,
+    max_wait: float | None = None,
+    enqueued_after: float | None = None,
+    departure: Departure = UNWATCHED,
 ) -> Generation:
     """Wait until the generation finishes or its deadline passes (then fail and refund it).
 
@@ -39,6 +45,9 @@ def generation_wait(
     generation: it is returned unfinished, for a 202 with its poll_url. `enqueued_after`, a
     `time.monotonic()` taken before the generation was created, spares the read before the
     first wait when the completion listener was subscribed by then (generations.completion).
+    A client that hangs up (`departure`) ends the wait at once, the generation untouched and
+    returned as it was: it goes on, and the client finds it by GET, its webhook or a retry
+    with the same Idempotency-Key.
 
     The wait holds no database connection (it is given back before waiting and after each
     read that finds the row unfinished; the answer to a finished one reads on) and, under
@@ -73,12 +82,16 @@ def generation_wait(
                 timeout=max_wait if capped else remaining,
                 is_finished=finished,
                 enqueued_after=enqueued_after,
+                departure=departure,
             )
         if done:
             return latest[0]
         if not capped:
             generation_fail(generation_id=generation.pk, code=errors.TIMEOUT, message=errors.timeout_message())
         generation.refresh_from_db()
+    except ClientLeft:
+        logger.info("generation %s: the client hung up during its wait; the generation goes on", generation.pk)
+        return generation
     except shutdown.Stopping:
         logger.info("generation %s: this process is stopping; answering with its poll_url", generation.pk)
         return _reread(generation)
@@ -115,42 +128,63 @@ def connection_release() -> None:
         connection.close()
 
 
-def generation_watch(*, generation_id: str, read: Callable[[], Generation | None]) -> Iterator[Generation | None]:
+def generation_watch(
+    *,
+    generation_id: str,
+    read: Callable[[], Generation | None],
+    with_partials: bool = False,
+    on_start: bool = True,
+    departure: Departure = UNWATCHED,
+) -> Iterator[Generation | Partial | Final | None]:
     """A streamed answer's wait (events streams, `stream: true`): each `read()` of the row —
     at once, then whenever a worker claims or finishes it (generations.completion) and at least
     every WATCH_RECHECK_SECONDS should a message be lost — and None every sse.KEEP_ALIVE_SECONDS
-    (the caller sends a keep-alive: so, whatever it sends between, never more than that apart). It ends after a finished
-    row, when `read()` finds none (deleted), or when this process stops (the client resumes).
+    without anything else to send (the caller sends a keep-alive). `with_partials`: each partial
+    and final image relayed meanwhile (generations.partials), as it comes and before the next read.
+    Not `on_start`: a worker's claim does not wake it (a stream that shows no start: a read saved). It ends
+    after a finished row, when `read()` finds none (deleted), when this process stops (the
+    client resumes), or at once when the client hangs up (`departure`; the generation goes on).
     Between reads it holds no database connection and, under gevent, no thread."""
     # Without Redis no message wakes a watch on a start: it re-reads as often as the poller.
     recheck = WATCH_RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
     local = completion.waiters()
-    woken = local.watch(generation_id)  # before the read: a step after it wakes us
-    kept_alive_at = time.monotonic()
+    watch = local.watch(generation_id, with_partials=with_partials, on_start=on_start)  # before the read
+    sent_at = time.monotonic()
     try:
-        while True:
-            woken.clear()
-            generation = read()
-            connection_release()
-            if generation is None:
-                return
-            yield generation
-            if generation.status in FINISHED:
-                return
-            read_at = time.monotonic()
-            # A step published before this process's listener was subscribed (its first watch
-            # starts it) reached nobody: until it is, re-read soon rather than after `recheck`.
-            next_read = recheck if local.subscribed_since() is not None else min(recheck, UNSUBSCRIBED_RECHECK_SECONDS)
-            while not woken.wait(
-                max(min(kept_alive_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0)
-            ):
-                now = time.monotonic()
-                if now - kept_alive_at >= KEEP_ALIVE_SECONDS:
-                    yield None
-                    kept_alive_at = now
-                if now - read_at >= next_read:
-                    break
-            if shutdown.seconds_left() is not None:
-                return
+        with metrics.EVENT_STREAMS.track_inprogress(), departure.watching(watch.event):
+            while not departure.left:
+                watch.event.clear()
+                watch.stepped = False
+                generation = read()
+                connection_release()
+                if generation is None:
+                    return
+                yield generation
+                if generation.status in FINISHED:
+                    return
+                read_at = time.monotonic()
+                # A step published before this process's listener was subscribed (its first watch
+                # starts it) reached nobody: until it is, re-read soon rather than after `recheck`.
+                next_read = (
+                    recheck if local.subscribed_since() is not None else min(recheck, UNSUBSCRIBED_RECHECK_SECONDS)
+                )
+                while not departure.left:
+                    watch.event.wait(max(min(sent_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0))
+                    watch.event.clear()  # before the partials are taken: one that comes after sets it again
+                    while watch.partials and not departure.left:
+                        relayed = message_read(watch.partials.popleft())
+                        if relayed is not None:
+                            yield relayed
+                            sent_at = time.monotonic()
+                    if watch.stepped:
+                        break
+                    now = time.monotonic()
+                    if now - sent_at >= KEEP_ALIVE_SECONDS:
+                        yield None
+                        sent_at = now
+                    if now - read_at >= next_read:
+                        break
+                if shutdown.seconds_left() is not None:
+                    return
     finally:
-        local.remove(generation_id, woken)
+        local.remove(generation_id, watch)

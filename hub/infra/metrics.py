@@ -66,6 +66,11 @@ FINISHING_UNGATED = Counter(
 SYNC_WAITS = Gauge(
     "hub_sync_waits_in_flight", "Sync requests waiting for their generation right now", multiprocess_mode="livesum"
 )
+EVENT_STREAMS = Gauge(
+    "hub_event_streams_open",
+    "Event streams (`stream: true` answers, /generations/{id}/events) open right now",
+    multiprocess_mode="livesum",
+)
 
 
 # Collectors read at scrape time by the web's /metrics, from the shared services (so any one web

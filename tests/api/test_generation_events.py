@@ -2,14 +2,18 @@
 real worker: the generation's steps arrive as server-sent events as they happen, to its owner
 only; a reconnect with Last-Event-ID resumes after it; a finished generation's stream ends at once."""
 
+import base64
 import json
 import re
+import threading
 import time
+import uuid
 
 import httpx
 import pytest
 
-from tests.conftest import WebProcess
+from generations.models import Generation
+from tests.conftest import WebProcess, until
 from tests.factories import make_key, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -130,3 +134,45 @@ def _until_finished(client: httpx.Client, generation_id: str, timeout: float = 3
             return True
         time.sleep(0.2)
     return False
+
+
+def test_a_streamed_generations_partials_come_between_started_and_succeeded(owner):
+    """A generation streamed with partial_images: its events stream (another connection, the
+    production gevent web) shows each partial as `generation.partial_image`, without an id."""
+    prompt = f"a lighthouse {uuid.uuid4().hex} [sleep:4]"
+    body = {**BODY, "async": False, "stream": True, "partial_images": 2, "n": 2, "prompt": prompt}
+    streamed = threading.Thread(target=lambda: owner.post("/images/generations", json=body, timeout=60))
+    streamed.start()
+    assert until(lambda: Generation.objects.filter(prompt=prompt).exists(), timeout=10)
+    generation_id = Generation.objects.get(prompt=prompt).pk
+    with owner.stream("GET", f"/generations/{generation_id}/events", timeout=60) as response:
+        events = [e for e in read_events(response.iter_lines()) if "event" in e]
+    streamed.join(30)
+    names = [e["event"] for e in events]
+    assert names == [
+        "generation.queued",
+        "generation.started",
+        *["generation.partial_image"] * 4,
+        "generation.succeeded",
+    ]
+    partials = [e for e in events if e["event"] == "generation.partial_image"]
+    assert all("id" not in e for e in partials)  # live only: nothing to resume
+    assert [(e["data"]["image_index"], e["data"]["partial_image_index"]) for e in partials] == [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (1, 1),
+    ]
+    data = partials[0]["data"]
+    assert set(data) == {
+        "generation_id",
+        "image_index",
+        "partial_image_index",
+        "b64_json",
+        "size",
+        "output_format",
+        "created_at",
+    }
+    assert (data["generation_id"], data["size"], data["output_format"]) == (generation_id, "1024x1024", "png")
+    assert base64.b64decode(data["b64_json"]).startswith(b"\x89PNG")
+    assert events[-1]["at"] - partials[0]["at"] > 1.5  # as they came

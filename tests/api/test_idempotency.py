@@ -5,6 +5,7 @@ frees it after a minute."""
 
 import json
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from functools import partial
@@ -193,4 +194,31 @@ def test_a_replay_is_not_refused_by_what_changed_since_the_first(api):
     ApiKey.objects.filter(owner=user).update(allowed_models=["gpt-image-1"])
     again = _post(api, headers)
     assert (again.status_code, again.json()["id"]) == (202, first.json()["id"])
+    assert LedgerEntry.objects.filter(account__user=user, kind="charge").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_replay_of_a_finished_generation_answers_it_at_once(api, unconsumed_queue, monkeypatch):
+    """The repeat reads the row before it waits: the first's generation finished before it came
+    (here longer ago than the listener remembers finishes), so no notification is still to
+    come. It waited for the poller's next round (up to 5 s) or until its `Prefer: wait` ran out."""
+    from generations import completion
+    from tests.api.test_concurrent_waits import _finish
+    from tests.conftest import until
+    from tests.images import image_bytes
+
+    monkeypatch.setattr(completion, "RECENT_SECONDS", 0.2)
+    user = make_user(credits=10)
+    headers = {**_keyed(user), "HTTP_PREFER": "wait=1"}
+    first = _post(api, headers, **{"async": False})
+    assert first.status_code == 202  # no worker: the wait ran out
+    generation_id = first.json()["id"]
+    _finish(generation_id, image_bytes(size=(8, 8)))
+    time.sleep(0.3)
+    completion.publish_done(f"gen_other_{generation_id}")  # the listener forgets what it heard before
+    assert until(lambda: generation_id not in completion.waiters()._heard, timeout=5)
+    started = time.monotonic()
+    again = _post(api, headers, **{"async": False})
+    assert (again.status_code, again.json()["id"], again.json()["status"]) == (200, generation_id, "succeeded")
+    assert time.monotonic() - started < 0.9
     assert LedgerEntry.objects.filter(account__user=user, kind="charge").count() == 1

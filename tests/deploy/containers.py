@@ -2,9 +2,9 @@
 
 Docker Hub cannot be reached from here, so no image is pulled: a base image is made from the
 Debian archive with mmdebstrap and `docker import` (cached: the tarball under IMAGE_CACHE, the
-image in Docker's own store), and the compose stack's PostgreSQL, Redis and S3 server are small
-images built on it (tests/deploy/images). The hub's image is the real Dockerfile with
-`--build-arg BASE_IMAGE=<that base>`.
+image in Docker's own store), and the compose stack's PostgreSQL, Redis, S3 server and the nginx
+in front of the web are small images built on such bases (tests/deploy/images). The hub's image
+is the real Dockerfile with `--build-arg BASE_IMAGE=<that base>`.
 """
 
 import hashlib
@@ -26,8 +26,9 @@ SUITE = "bookworm"
 LABEL = "gpt-image-hub.test=1"
 # The base of the hub image: what an official python:3.11-slim-bookworm has that the Dockerfile uses.
 PY_PACKAGES = ["python3", "python3-venv", "ca-certificates", "passwd"]
-# The base of the PostgreSQL and Redis stand-ins.
-SERVICE_PACKAGES = [*PY_PACKAGES, "postgresql-15", "redis-server"]
+# The base of the PostgreSQL, Redis and nginx stand-ins (one base: each mmdebstrap run costs a
+# minute of a 2-core machine, more than the few megabytes a shared base adds to each image).
+SERVICE_PACKAGES = [*PY_PACKAGES, "postgresql-15", "redis-server", "nginx"]
 MOTO_VERSION = "5.2.5"  # as pinned in pyproject.toml's test extra
 
 
@@ -173,7 +174,7 @@ def build(tag: str, context: Path, *, build_args: dict[str, str]) -> str:
 
 def stack_images(run_id: str) -> dict[str, str]:
     """The compose stack's images: {"HUB_IMAGE": tag, "PG_IMAGE": tag, …}. Each build starts as
-    soon as its base image is there; the two bases are made side by side."""
+    soon as its base image is there; the bases are made side by side."""
     with ThreadPoolExecutor(6) as pool:
         py = pool.submit(base_image, "bookworm-py", PY_PACKAGES)
         services = pool.submit(base_image, "bookworm-services", SERVICE_PACKAGES)
@@ -186,6 +187,7 @@ def stack_images(run_id: str) -> dict[str, str]:
             "S3_IMAGE": on(py, f"hub-test/s3:{run_id}", IMAGES / "s3", MOTO_VERSION=MOTO_VERSION),
             "PG_IMAGE": on(services, f"hub-test/postgres:{run_id}", IMAGES / "postgres"),
             "REDIS_IMAGE": on(services, f"hub-test/redis:{run_id}", IMAGES / "redis"),
+            "NGINX_IMAGE": on(services, f"hub-test/nginx:{run_id}", IMAGES / "nginx"),
         }
         return {name: job.result() for name, job in jobs.items()}
 

@@ -1,12 +1,15 @@
 """docker-compose.yml for real: the Dockerfile built, the whole stack up, generations through it.
 
 The stack runs on images built here (tests/deploy/containers.py: no registry is reachable),
-published on a loopback port only. One sync and one async generation go through web → Redis →
-worker → S3 → PostgreSQL; the worker container is restarted in the middle of a generation twice:
+published on a loopback port only, where nginx (Debian's package, deploy/nginx/nginx.conf) fronts
+the web. One sync and one async generation go through nginx → web → Redis → worker → S3 →
+PostgreSQL, an events stream passes through nginx event by event, and an upload larger than
+nginx's default limit reaches the hub; the worker container is restarted in the middle of a generation twice:
 with time to finish (SIGTERM: Celery's warm shutdown completes it) and without (SIGKILL after a
 second: the attempt's lease lapses and the sweeper hands it to the restarted worker).
 """
 
+import io
 import json
 import logging
 import os
@@ -16,6 +19,7 @@ import uuid
 import httpx
 import pytest
 from django.conf import settings
+from PIL import Image
 
 from tests.conftest import free_port
 from tests.deploy.containers import ROOT, compose_bin, remove_images, run, stack_images, unavailable
@@ -124,6 +128,7 @@ def test_compose_stack_serves_generations_through_worker_restarts(stack):
         headers=_auth(key),
     )
     assert sync.status_code == 200, sync.text
+    assert sync.headers["server"] == "nginx"  # nginx answered, not gunicorn
     body = sync.json()
     assert body["status"] == "succeeded" and len(body["data"]) == 1
     # The image URL is presigned for the S3 server's address inside the stack: fetch it there.
@@ -131,6 +136,9 @@ def test_compose_stack_serves_generations_through_worker_restarts(stack):
     fetched = stack.run("exec", "-T", "web", "python3", "-c", download, body["data"][0]["url"]).stdout
     assert int(fetched) > 1000
     _metrics_and_logs_follow(stack, body["id"])
+
+    streamed = _events_stream_passes_nginx_event_by_event(stack, key)
+    upload = _upload_above_nginx_default(stack, key)
 
     # Async, worker restarted with time to finish: SIGTERM, the running generation completes.
     graceful = _start_async(stack, key, "compose graceful restart [sleep:4]")
@@ -152,7 +160,8 @@ def test_compose_stack_serves_generations_through_worker_restarts(stack):
     assert {s["Service"]: s["Health"] for s in states if s["Service"] == "web"} == {"web": "healthy"}
 
     credits = stack.http.get("/api/v1/credits", headers=_auth(key)).json()["credits"]
-    consumed = sum(stack.http.get(url, headers=_auth(key)).json()["usage"]["credits"] for url in (graceful, killed))
+    finished = (graceful, killed, streamed, upload)
+    consumed = sum(stack.http.get(url, headers=_auth(key)).json()["usage"]["credits"] for url in finished)
     assert credits == 100 - body["usage"]["credits"] - consumed
     assert "OK" in stack.manage("hub_reconcile")
 
@@ -185,4 +194,44 @@ def _start_async(stack: Stack, key: str, prompt: str) -> str:
     poll_url = response.json()["poll_url"]
     running = stack.wait_status(poll_url, key, {"running", "succeeded", "failed"}, timeout=60)
     assert running["status"] == "running", running
+    return poll_url
+
+
+def _events_stream_passes_nginx_event_by_event(stack: Stack, key: str) -> str:
+    """The events of a 5 s generation arrive through nginx as they happen: the queued one at
+    once, the succeeded one seconds later (nginx buffering the stream would hold both to the end)."""
+    response = stack.http.post(
+        "/api/v1/images/generations",
+        json={"model": "gpt-image-2", "prompt": "compose events [sleep:5]", "n": 1, "async": True},
+        headers=_auth(key),
+    )
+    assert response.status_code == 202, response.text
+    poll_url = response.json()["poll_url"]
+    opened = time.monotonic()
+    arrivals = {}
+    with stack.http.stream("GET", f"{poll_url}/events", headers=_auth(key), timeout=60) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        for line in events.iter_lines():
+            if line.startswith("event: "):
+                arrivals[line.removeprefix("event: ")] = time.monotonic() - opened
+    assert list(arrivals)[0] == "generation.queued" and list(arrivals)[-1] == "generation.succeeded", arrivals
+    assert arrivals["generation.queued"] < 2.5 and arrivals["generation.succeeded"] > 4, arrivals
+    return poll_url
+
+
+def _upload_above_nginx_default(stack: Stack, key: str) -> str:
+    """An edit whose reference (incompressible, 3 MiB) is above nginx's default 1 MiB body limit."""
+    reference = io.BytesIO()
+    Image.frombytes("RGB", (1024, 1024), os.urandom(1024 * 1024 * 3)).save(reference, format="PNG")
+    assert reference.tell() > 3 * 2**20
+    response = stack.http.post(
+        "/api/v1/images/edits",
+        data={"model": "gpt-image-2", "prompt": "compose upload", "n": "1", "async": "true"},
+        files={"image": ("reference.png", reference.getvalue(), "image/png")},
+        headers=_auth(key),
+    )
+    assert response.status_code == 202, response.text
+    poll_url = response.json()["poll_url"]
+    done = stack.wait_status(poll_url, key, {"succeeded", "failed"}, timeout=60)
+    assert done["status"] == "succeeded", done
     return poll_url

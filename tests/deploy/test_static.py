@@ -21,6 +21,7 @@ from tests.deploy.containers import ROOT, compose_bin, run, unavailable
 
 VENV_BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "k8s"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 HUB_SERVICES = ["migrate", "createbucket", "web", "worker"]
 WORKLOADS = {"Deployment", "Job"}
@@ -83,7 +84,7 @@ def compose_config() -> dict:
 
 def test_compose_config_is_valid_and_driven_by_env_example():
     services = compose_config()["services"]
-    assert set(services) == {"postgres", "redis", "s3", *HUB_SERVICES}
+    assert set(services) == {"postgres", "redis", "s3", "nginx", *HUB_SERVICES}
 
 
 def test_compose_starts_the_hub_after_healthy_services_and_a_finished_migration():
@@ -106,7 +107,7 @@ def test_compose_starts_the_hub_after_healthy_services_and_a_finished_migration(
 
 def test_compose_images_are_overridable_and_every_variable_is_in_env_example():
     raw = (ROOT / "docker-compose.yml").read_text()
-    for variable in ("HUB_IMAGE", "PG_IMAGE", "REDIS_IMAGE", "S3_IMAGE"):
+    for variable in ("HUB_IMAGE", "PG_IMAGE", "REDIS_IMAGE", "S3_IMAGE", "NGINX_IMAGE"):
         assert re.search(rf"image: \$\{{{variable}:-[^}}]+\}}", raw), variable
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", raw))
     documented = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
@@ -130,9 +131,35 @@ def test_compose_redis_requires_the_password_the_hub_connects_with():
         assert services[name]["environment"]["REDIS_URL"] == f"redis://:{password}@redis:6379/0", name
 
 
-def test_compose_publishes_the_web_on_loopback_unless_told_otherwise():
-    (port,) = compose_config()["services"]["web"]["ports"]
-    assert (port["host_ip"], port["published"]) == ("127.0.0.1", "8000")
+def test_compose_publishes_nginx_before_the_web_on_loopback_unless_told_otherwise():
+    services = compose_config()["services"]
+    (port,) = services["nginx"]["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8000", 8000)
+    assert "ports" not in services["web"]
+    assert services["nginx"]["depends_on"] == {"web": {"condition": "service_healthy", "required": True}}
+    mounts = {volume["target"]: volume for volume in services["nginx"]["volumes"]}
+    assert (
+        Path(mounts["/etc/nginx/nginx.conf"]["source"]) == NGINX_CONF and mounts["/etc/nginx/nginx.conf"]["read_only"]
+    )
+
+
+def test_nginx_outlasts_the_longest_sync_wait_takes_the_largest_upload_and_parses(tmp_path):
+    """deploy/nginx/nginx.conf: the Ingress's settings (below), and `nginx -t` (Debian's nginx,
+    `make nginx`) accepts it, its paths moved under tmp_path."""
+    text = NGINX_CONF.read_text()
+    for timeout in ("proxy_read_timeout", "proxy_send_timeout"):
+        (seconds,) = re.findall(rf"^\s*{timeout} (\d+)s;", text, re.M)
+        assert int(seconds) > LONGEST_SYNC_WAIT, timeout
+    (body,) = re.findall(r"^\s*client_max_body_size (\d+)m;", text, re.M)
+    assert int(body) * 2**20 > 16 * settings.REFERENCE_IMAGE_MAX_BYTES
+    assert "proxy_buffering off" not in text and "proxy_ignore_headers" not in text  # X-Accel-Buffering decides
+    assert re.search(r"^\s*proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;", text, re.M)
+    if shutil.which("nginx") is None:
+        unavailable("nginx is not installed (`make nginx`: Debian's package)")
+    moved = text.replace("/var/cache/nginx", str(tmp_path)).replace("/tmp/nginx.pid", str(tmp_path / "pid"))
+    (tmp_path / "nginx.conf").write_text(moved)
+    done = run(["nginx", "-t", "-e", "stderr", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")], check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_compose_worker_grace_period_outlasts_the_longest_generation():

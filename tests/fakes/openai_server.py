@@ -43,6 +43,14 @@ Behaviours (``plan(behaviour, *, times=1, **params)``; ``times=None`` means fore
 - ``"redirect"``: 307 to the same path (param ``location``), which a client follows with its POST.
 - ``"ignore_options"``: a normal answer, but its first ``wrong`` images (default all) opaque
   PNGs whatever ``output_format`` and ``background`` asked (and of the param ``size``, if given).
+- ``"stream_error"``: a streamed request's partial images, then an ``error`` event (params
+  ``message``, ``code``) instead of the completed ones.
+
+A request with ``stream: true`` (an edit's form: ``"true"``) is answered as OpenAI streams:
+``text/event-stream`` (chunked), ``partial_images`` rounds of ``image_generation.partial_image``
+events (edits: ``image_edit.*``; one per image in each round, ``partial_image_index`` the round)
+spread over the call's latency (``"slow"``'s ``seconds``: round k at k/(partials+1) of it), then
+one ``*.completed`` per image with its ``usage``. The partials sent are ``response_partials``.
 
 Otherwise the images are what the request asked: ``output_format`` (png, jpeg, webp) at
 ``output_compression``, with an alpha channel for ``background: "transparent"``; the answer
@@ -90,6 +98,7 @@ class RecordedRequest:
     status: int = 0
     response_images: list[bytes] = dataclasses.field(default_factory=list)  # PNGs we sent back
     response_usage: dict[str, Any] | None = None  # the `usage` we sent back
+    response_partials: list[bytes] = dataclasses.field(default_factory=list)  # a stream's partial images
     header_lines: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # as sent, repeats kept
     received_at: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -297,6 +306,7 @@ _BEHAVIOURS = {
     "redirect",
     "gzip",
     "ignore_options",
+    "stream_error",
 }
 
 
@@ -508,8 +518,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if behaviour == "disconnect":
             self.close_connection = True
             return
-        if behaviour == "slow":
-            self.fake._stopping.wait(float(params.get("seconds", 5)))
+        stream = rec.body.get("stream") in (True, "true")
+        seconds = float(params.get("seconds", 5)) if behaviour == "slow" else 0.0
+        if seconds and not stream:
+            self.fake._stopping.wait(seconds)
         if behaviour == "redirect":
             return self._send(307, b"", headers={"Location": params.get("location", rec.path)})
         if behaviour.isdigit():
@@ -585,10 +597,61 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "usage": _usage(rec, str(rec.body.get("quality") or "auto"), width, height, len(data)),
         }
         rec.response_usage = answer["usage"]
+        if stream:
+            return self._stream(rec, answer, seconds=seconds, error=params if behaviour == "stream_error" else None)
         if behaviour == "gzip":
             body = gzip.compress(json.dumps(answer).encode())
             return self._send(200, body, headers={"Content-Encoding": "gzip"})
         self._send_json(200, answer)
+
+    def _stream(self, rec: RecordedRequest, answer: dict[str, Any], *, seconds: float, error: dict | None) -> None:
+        """The answer as OpenAI streams it (the module's docstring), chunked on a kept-alive connection."""
+        kind = "image_edit" if rec.path.endswith("/edits") else "image_generation"
+        shape = {name: answer[name] for name in ("size", "quality", "background", "output_format")}
+        width, height = _parse_size(answer["size"])
+        try:
+            partials = max(0, min(3, int(rec.body.get("partial_images") or 0)))
+        except (TypeError, ValueError):
+            partials = 0
+        started = time.monotonic()
+        rec.status = 200
+        self._release(200)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("x-request-id", f"req_fake_{time.monotonic_ns()}")
+            self.end_headers()
+            for round_ in range(partials):
+                self.fake._stopping.wait(max(0.0, started + seconds * (round_ + 1) / (partials + 1) - time.monotonic()))
+                for _ in answer["data"]:
+                    image = self.fake.make_png(width, height, fmt=shape["output_format"])
+                    rec.response_partials.append(image)
+                    event = {"type": f"{kind}.partial_image", "b64_json": base64.b64encode(image).decode(), **shape}
+                    self._chunk(
+                        f"{kind}.partial_image",
+                        {**event, "partial_image_index": round_, "created_at": int(time.time())},
+                    )
+            self.fake._stopping.wait(max(0.0, started + seconds - time.monotonic()))
+            if error is not None:
+                failure = {
+                    "message": error.get("message", "The image could not be generated."),
+                    "code": error.get("code"),
+                }
+                self._chunk("error", {"type": "error", "error": {**failure, "type": "server_error", "param": None}})
+            else:
+                for item in answer["data"]:
+                    event = {"type": f"{kind}.completed", **item, **shape, "usage": answer["usage"]}
+                    self._chunk(f"{kind}.completed", {**event, "created_at": int(time.time())})
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _chunk(self, event: str, data: dict[str, Any]) -> None:
+        frame = f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+        self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+        self.wfile.flush()
 
 
 # gpt-image-1's output tokens per image, by quality, for 1024x1024 (OpenAI's pricing guide: 1024x1536

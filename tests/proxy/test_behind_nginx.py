@@ -1,8 +1,11 @@
 """A sync wait behind a real proxy (Debian's nginx) that cuts a read idle for 20 s, as ingress-nginx
 and AWS's load balancers cut at 60 s: with HUB_SYNC_WAIT_SECONDS below the cut the client gets its
 202 and poll_url in time; without it the proxy answers 504 — and the generation still goes on,
-charged once, retrievable by the client that was cut off."""
+charged once, retrievable by the client that was cut off. A streamed generation (`stream: true`
+with `partial_images`) gets its partial images through the proxy as the provider makes them, and
+its end."""
 
+import base64
 import threading
 import time
 import uuid
@@ -13,6 +16,7 @@ import pytest
 
 from billing.models import CreditAccount
 from generations.models import Generation
+from tests.api.test_generation_events import read_events
 from tests.conftest import WebProcess, WorkerProcess, until
 from tests.factories import make_key, make_user
 from tests.proxy.conftest import nginx_in_front
@@ -91,4 +95,31 @@ def test_a_long_sync_generation_through_a_proxy_that_cuts_at_20_s(hubs_behind_ng
     )
     charged = sum(g.credits_requested for g in generations)
     assert CreditAccount.objects.get(user=user).balance == balance - charged
+    assert_reconciled()
+
+
+@pytest.mark.slow
+def test_a_long_streamed_generation_gets_its_partials_through_the_proxy(hubs_behind_nginx):
+    """The provider takes 45 s and makes 2 partial images (at 15 and 30 s): each passes the proxy
+    when it is made, the keep-alives carry the stream past its 20 s cut, and the end comes."""
+    user = make_user(credits=100)
+    auth = {"Authorization": f"Bearer {make_key(user)}"}
+    balance = CreditAccount.objects.get(user=user).balance
+    body = {**BODY, "prompt": f"streamed lighthouse [sleep:{PROVIDER_SECONDS}]", "stream": True, "partial_images": 2}
+    started = time.monotonic()
+    url = f"{hubs_behind_nginx['uncapped']}/api/v1/images/generations"
+    with httpx.stream("POST", url, json=body, headers=auth, timeout=90) as response:
+        assert response.status_code == 200  # not the proxy's 504
+        events = read_events(response.iter_lines())
+    named = [e for e in events if "event" in e]
+    assert [e["event"] for e in named] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    first, second, end = (e["at"] - started for e in named)
+    third = PROVIDER_SECONDS / 3
+    assert third - 2 < first < 2 * third - 2 < second < PROVIDER_SECONDS - 5 < end  # each when it was made
+    assert base64.b64decode(named[-1]["data"]["b64_json"]).startswith(b"\x89PNG")
+    waits = [e["at"] for e in events]
+    assert max(b - a for a, b in zip(waits, waits[1:], strict=False)) < PROXY_READ_TIMEOUT
+    generation = Generation.objects.get(owner=user)
+    assert generation.status == "succeeded" and generation.images.count() == 1
+    assert CreditAccount.objects.get(user=user).balance == balance - generation.credits_requested
     assert_reconciled()

@@ -46,7 +46,8 @@ def test_events_arrive_live_through_a_buffering_proxy(hub_behind_nginx):
 
 def test_a_streamed_generation_outlasts_the_proxys_cut(hub_behind_nginx):
     auth = {"Authorization": f"Bearer {make_key(make_user(credits=10))}"}
-    body = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "stream": True, "partial_images": 2}
+    # no partial images: nothing but keep-alives for 25 s (test_behind_nginx streams partials)
+    body = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "stream": True}
     body["prompt"] = f"a lighthouse [sleep:{PROVIDER_SECONDS}]"
     url = f"{hub_behind_nginx}/api/v1/images/generations"
     with httpx.stream("POST", url, json=body, headers=auth, timeout=60) as response:

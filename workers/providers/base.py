@@ -1,9 +1,19 @@
 """The one interface every image provider adapter implements."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from upstreams.costs import Usage
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """A provider's partial image, as it streamed it: base64 (relayed as is, never decoded here)."""
+
+    image_index: int  # among the call's n images
+    partial_image_index: int
+    b64_json: str
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,10 @@ class ProviderRequest:
     # the mask, which is `mask`: validated, re-encoded RGBA PNG bytes, the first reference's size.
     options: dict = field(default_factory=dict)
     mask: bytes | None = None
+    # A streamed generation's: ask the provider for this many partial images of each image, and
+    # hand each to `on_partial` as it comes (the worker relays it to the client's stream).
+    partial_images: int = 0
+    on_partial: Callable[[PartialImage], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

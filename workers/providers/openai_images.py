@@ -31,8 +31,10 @@ from .openai_protocol import (
     MSG_TIMED_OUT,
     MSG_UNAVAILABLE,
     Failure,
+    ImageStream,
     request_fields,
     status_failure,
+    stream_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,10 @@ class OpenAIImagesProvider:
             return Failure(MSG_UNAVAILABLE, f"connection error: {exc.message}", retryable=True)
         except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
             return Failure(MSG_MALFORMED, f"invalid response body: {type(exc).__name__}")
+        except openai.APIError as exc:  # an `error` event in a streamed answer
+            return stream_failure(exc.body)
+        if isinstance(result, Failure):
+            return result
         data = getattr(result, "data", None) if isinstance(result, ImagesResponse) else None
         if isinstance(data, list):  # the SDK's model, as the JSON body the plain POST parses
             items = [{"b64_json": getattr(item, "b64_json", None), "url": getattr(item, "url", None)} for item in data]
@@ -182,11 +188,24 @@ class OpenAIImagesProvider:
         params = dict(request_fields(request), timeout=timeout)
         client = next(self._clients)
         if not request.references:
-            return client.images.generate(**params)
-        images = [(f"reference-{i}.png", data, "image/png") for i, data in enumerate(request.references)]
-        if request.mask is not None:
-            params["mask"] = ("mask.png", request.mask, "image/png")
-        return client.images.edit(image=images, **params)
+            answer = client.images.generate(**params)
+        else:
+            images = [(f"reference-{i}.png", data, "image/png") for i, data in enumerate(request.references)]
+            if request.mask is not None:
+                params["mask"] = ("mask.png", request.mask, "image/png")
+            answer = client.images.edit(image=images, **params)
+        return self._read_events(answer, request) if request.partial_images else answer
+
+    @staticmethod
+    def _read_events(events: openai.Stream, request: ProviderRequest) -> dict | Failure:
+        """A streamed answer's events, read as they come (openai_protocol.ImageStream)."""
+        stream = ImageStream(request)
+        with events:
+            for event in events:
+                failure = stream.event(event.to_dict())
+                if failure is not None:
+                    return failure
+        return stream.body()
 
     def _generated(self, body: object, request: ProviderRequest) -> Generated:
         """A response body's images and the `usage` it reports (what the call is billed by)."""

@@ -16,11 +16,21 @@ from hub.infra.fastpaths.openai_post import OPENAI_POST
 from hub.infra.proxies import proxied
 
 from .base import ProviderRequest
-from .openai_protocol import MSG_MALFORMED, MSG_TIMED_OUT, MSG_UNAVAILABLE, Failure, request_fields, status_failure
+from .openai_protocol import (
+    MSG_MALFORMED,
+    MSG_TIMED_OUT,
+    MSG_UNAVAILABLE,
+    Failure,
+    ImageStream,
+    request_fields,
+    sse_data,
+    status_failure,
+)
 
 # Redirects are followed, as the SDK's client follows them (20 at most, Authorization dropped
 # across hosts); nothing else is retried here: the provider's own loop retries with backoff.
 REDIRECTS_ONLY = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0, redirect=20)
+STREAM_CHUNK = 64 * 1024
 
 
 def _transport_failure(exc: BaseException | None) -> Failure:
@@ -73,7 +83,9 @@ class PlainGenerations:
         return cls(url, dict(headers), tls)
 
     def post(self, request: ProviderRequest, timeout: float) -> object | Failure:
-        """The response's JSON body, or the failure: as the SDK's call would classify it."""
+        """The response's JSON body (a streamed one's completed images as such a body), or the
+        failure: as the SDK's call would classify it."""
+        streamed = request.partial_images > 0
         try:
             response = self._pool.request(
                 "POST",
@@ -82,13 +94,17 @@ class PlainGenerations:
                 # and the two the SDK adds per request (its own retries are off: always 0)
                 headers={**self._headers, "X-Stainless-Retry-Count": "0", "X-Stainless-Read-Timeout": str(timeout)},
                 timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                preload_content=not streamed,
             )
+            if streamed and response.status < 400 and _is_event_stream(response):
+                return _read_stream(response, request)
+            data = response.data
         except urllib3.exceptions.MaxRetryError as exc:  # a connection failure, or too many redirects
             return _transport_failure(exc.reason)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return _transport_failure(exc)
         try:
-            body = json.loads(response.data)
+            body = json.loads(data)
         except ValueError as exc:  # not JSON, or not UTF-8
             body = exc
         if response.status >= 400:  # what httpx's raise_for_status raises on, below the SDK
@@ -97,3 +113,31 @@ class PlainGenerations:
         if isinstance(body, ValueError):
             return Failure(MSG_MALFORMED, f"invalid response body: {type(body).__name__}")
         return body
+
+
+def _is_event_stream(response: urllib3.BaseHTTPResponse) -> bool:
+    return response.headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+def _read_stream(response: urllib3.BaseHTTPResponse, request: ProviderRequest) -> object | Failure:
+    """A streamed answer, its partial images handed on as they come (openai_protocol.ImageStream).
+    Its transport errors are the caller's to classify; a stream left unread is closed, not pooled."""
+    stream = ImageStream(request)
+    done = False
+    try:
+        for data in sse_data(response.stream(STREAM_CHUNK)):
+            if data == b"[DONE]":
+                break
+            try:
+                event = json.loads(data)
+            except ValueError as exc:
+                return Failure(MSG_MALFORMED, f"invalid stream event: {type(exc).__name__}")
+            failure = stream.event(event)
+            if failure is not None:
+                return failure
+        done = True
+        return stream.body()
+    finally:
+        if not done:
+            response.close()
+        response.release_conn()

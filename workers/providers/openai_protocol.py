@@ -1,11 +1,14 @@
 """What both of the adapter's paths to the OpenAI images API share (the SDK's, and the plain POST
-of openai_post): the request's body fields, and the classification of the provider's failures —
-the message the user sees, whether a retry may help, and the metric's kind of each."""
+of openai_post): the request's body fields, the reading of a streamed answer, and the
+classification of the provider's failures — the message the user sees, whether a retry may
+help, and the metric's kind of each."""
 
-from collections.abc import Mapping
+import collections
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from .base import ProviderRequest
+from .base import PartialImage, ProviderRequest
 
 RETRYABLE_4XX = frozenset({408, 409, 429})
 MAX_USER_MESSAGE = 500
@@ -45,7 +48,79 @@ def request_fields(request: ProviderRequest) -> dict:
     among them, as asked. No response_format: gpt-image models reject it and always answer with
     b64_json."""
     fields = dict(model=request.model, prompt=request.prompt, size=request.size, quality=request.quality, n=request.n)
+    if request.partial_images:
+        fields.update(stream=True, partial_images=request.partial_images)
     return {**fields, **request.options}
+
+
+class ImageStream:
+    """A streamed answer read event by event (`*.partial_image`, `*.completed`, `error`), as
+    either path parses them: each partial handed to the request's `on_partial` at once, the
+    completed images kept for `body()`. OpenAI's partial events carry no image index: the k-th
+    partial with a given `partial_image_index` is taken for image k (whether the provider sends
+    an image's partials together or each round's together)."""
+
+    def __init__(self, request: ProviderRequest):
+        self._request = request
+        self._items: list[dict] = []
+        self._usage: object = None
+        self._seen: collections.Counter[int] = collections.Counter()
+
+    def event(self, data: object) -> Failure | None:
+        """Take one event's data (a JSON object); a Failure when it says the call failed or the
+        deadline has passed."""
+        if time.monotonic() > self._request.deadline:
+            return Failure(MSG_TIMED_OUT, "the stream ran past the deadline", retryable=True)
+        if not isinstance(data, dict):
+            return Failure(MSG_MALFORMED, f"a stream event's data is not an object ({type(data).__name__})")
+        kind = data.get("type")
+        if kind == "error" or data.get("error"):
+            return stream_failure(data.get("error", data))
+        if not isinstance(kind, str):
+            return None  # not an event of the images API's: ignored
+        if kind.endswith(".partial_image"):
+            index, b64 = data.get("partial_image_index"), data.get("b64_json")
+            if isinstance(index, int) and isinstance(b64, str) and self._request.on_partial is not None:
+                self._request.on_partial(PartialImage(self._seen[index], index, b64))
+                self._seen[index] += 1
+        elif kind.endswith(".completed"):
+            self._items.append({"b64_json": data.get("b64_json")})
+            self._usage = data.get("usage", self._usage)  # each event's is the call's
+        return None
+
+    def body(self) -> dict | Failure:
+        """The answer as a non-streamed call's JSON body; a Failure when no image completed."""
+        if not self._items:
+            return Failure(MSG_UNAVAILABLE, "the stream ended without a completed image", retryable=True)
+        return {"data": self._items, "usage": self._usage}
+
+
+def sse_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The `data` of each server-sent event in a byte stream (the events' names are not needed:
+    their data says its type). A bytearray: a partial image's event is a megabyte in many chunks."""
+    buffer = bytearray()
+    searched = 0  # no event ends before this offset
+    for chunk in chunks:
+        buffer += chunk
+        while True:
+            ends = [at for at in (buffer.find(b"\n\n", searched), buffer.find(b"\r\n\r\n", searched)) if at >= 0]
+            if not ends:
+                searched = max(len(buffer) - 3, 0)
+                break
+            end = min(ends)
+            lines = bytes(buffer[:end]).splitlines()
+            del buffer[: end + (4 if buffer[end] == 13 else 2)]
+            searched = 0
+            data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
+            if data:
+                yield b"\n".join(data)
+
+
+def stream_failure(error: object) -> Failure:
+    """An `error` event in a stream: the call failed after its answer began (no status to
+    classify by); not retried on the same upstream."""
+    detail = f"stream error type={_error_field(error, 'type')} code={_error_field(error, 'code')}"
+    return Failure(MSG_FAILED, f"{detail} message={_error_field(error, 'message')!r}")
 
 
 def status_failure(status: int, body: object, headers: Mapping[str, str]) -> Failure:
