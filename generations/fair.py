@@ -70,16 +70,22 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[6])) end
 return 1
 """
 
-# KEYS: order, virtual time, last taken; ARGV: ttl ms
-_POP = """
-local head = redis.call('ZPOPMIN', KEYS[1])
-if #head == 0 then return false end
-local t = redis.call('TIME')
-local v = tonumber(redis.call('GET', KEYS[2])) or 0
-if tonumber(head[2]) > v then redis.call('SET', KEYS[2], head[2], 'PX', tonumber(ARGV[1])) end
-redis.call('SET', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'PX', tonumber(ARGV[1]))
-return head
+# Taking the head as a Lua function, for this module's script and for the worker's, which takes
+# an upstream slot and then the head in one round trip (workers.turns): `take_keys_args`.
+POP_LUA = """
+local function fair_pop(order, vtime, taken, ttl)
+  local head = redis.call('ZPOPMIN', order)
+  if #head == 0 then return false end
+  local t = redis.call('TIME')
+  local v = tonumber(redis.call('GET', vtime)) or 0
+  if tonumber(head[2]) > v then redis.call('SET', vtime, head[2], 'PX', ttl) end
+  redis.call('SET', taken, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'PX', ttl)
+  return head
+end
 """
+
+# KEYS: order, virtual time, last taken; ARGV: ttl ms
+_POP = POP_LUA + "return fair_pop(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))"
 
 
 @dataclass(frozen=True)
@@ -156,12 +162,20 @@ def fair_push(turn: Turn) -> int | None:
 
 def fair_take(model_id: str) -> Taken | None:
     """Take the head of the model's order; None when it is empty."""
-    keys = [_key(model_id, part) for part in ("order", "vtime", "taken")]
-    head = _script(_POP)(keys=keys, args=[_ttl_ms()])
-    if not head:
-        return None
-    generation_id, _, n = head[0].decode().rpartition(":")
-    return Taken(generation_id, int(n), float(head[1]))
+    head = _script(_POP)(*take_keys_args(model_id))
+    return taken_of(head[0], head[1]) if head else None
+
+
+def take_keys_args(model_id: str) -> tuple[list[str], list]:
+    """POP_LUA's keys for the model's order (order, virtual time, last taken) and its arguments
+    (the ttl ms)."""
+    return [_key(model_id, part) for part in ("order", "vtime", "taken")], [_ttl_ms()]
+
+
+def taken_of(member: bytes, stamp: bytes) -> Taken:
+    """The head POP_LUA took (its member and score)."""
+    generation_id, _, n = member.decode().rpartition(":")
+    return Taken(generation_id, int(n), float(stamp))
 
 
 def fair_give_back(model_id: str, taken: Taken) -> None:

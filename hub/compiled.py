@@ -119,10 +119,11 @@ def insert(instance: Model) -> Model:
 def insert_when(instance: Model, condition: str) -> tuple[str, list]:
     """insert()'s INSERT as `INSERT … SELECT <values> <condition>`, for a data-modifying common
     table expression of a larger statement: the row is written when `condition` (a FROM and a
-    WHERE) yields one row. The caller runs the statement, then calls inserted(instance)."""
+    WHERE) yields one row. The caller runs the statement, then calls inserted(instance). A row
+    whose primary key the database numbers (an AutoField left None) is numbered so, unread."""
     if _has_save_receivers(type(instance)):
         raise ValueError(f"{type(instance).__name__} has save receivers: save() it")
-    columns, placeholders, params = _insert_values(instance, connections[DEFAULT_DB_ALIAS])
+    columns, placeholders, params = _insert_values(instance, connections[DEFAULT_DB_ALIAS], numbered=True)
     return f"INSERT INTO {columns} SELECT {placeholders} {condition}", params
 
 
@@ -137,17 +138,20 @@ def _has_save_receivers(model: type[Model]) -> bool:
     return signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model)
 
 
-def _insert_values(instance: Model, db) -> tuple[str, str, list]:
+def _insert_values(instance: Model, db, *, numbered: bool = False) -> tuple[str, str, list]:
     """`table (columns)`, their placeholders and the values of every concrete field. `db` is the connection wrapper
     itself, not the `connection` proxy: each field's get_db_prep_save reads the connection's ops,
-    and through the proxy each read is a thread-local lookup (a generation's row: 28 fields)."""
-    columns, placeholders, fields = _insert_columns(type(instance), db.vendor)
+    and through the proxy each read is a thread-local lookup (a generation's row: 28 fields).
+    `numbered`: an auto primary key left None is left out, for the database to number."""
+    model = type(instance)
+    numbered = numbered and instance.pk is None and model._meta.pk.db_returning
+    columns, placeholders, fields = _insert_columns(model, db.vendor, numbered)
     return columns, placeholders, [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
 
 
 @functools.cache
-def _insert_columns(model: type[Model], vendor: str) -> tuple[str, str, list]:
-    fields = model._meta.concrete_fields
+def _insert_columns(model: type[Model], vendor: str, numbered: bool = False) -> tuple[str, str, list]:
+    fields = [field for field in model._meta.concrete_fields if not (numbered and field.primary_key)]
     if any(field.db_returning or field.generated or field.has_db_default() for field in fields):
         raise ValueError(f"{model.__name__} has fields the database fills in: save() it")
     quote = connection.ops.quote_name

@@ -64,39 +64,57 @@ def state_key(upstream_id: str, part: str) -> str:
     return f"{PREFIX}{upstream_id}:{part}"
 
 
-_ACQUIRE = """
+# Redis's clock in milliseconds, as `now`: the first line of every script that reads time.
+NOW_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cooldown = redis.call('PTTL', KEYS[3])
-if cooldown > 0 then return {0, cooldown, 'cooldown'} end
-local lease, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local learned = tonumber(redis.call('GET', KEYS[4])) or tonumber(ARGV[4])
-if learned < limit then limit = math.max(1, math.floor(learned)) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local held = redis.call('ZCARD', KEYS[1])
-if held >= limit then return {0, 0, 'concurrency'} end
-local per_minute, images = tonumber(ARGV[5]), tonumber(ARGV[6])
-if per_minute > 0 then
-  images = math.min(images, per_minute)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  local used = 0
-  for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
-  if used + images > per_minute then
-    local need, freed, wait = used + images - per_minute, 0, 60000
-    for i = 1, #entries, 2 do
-      freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
-      if freed >= need then wait = tonumber(entries[i + 1]) + 60000 - now break end
-    end
-    return {0, wait, 'minute'}
-  end
-  redis.call('ZADD', KEYS[2], now, images .. ':' .. ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], 60000)
-end
-redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], lease * 2)
-return {1, held + 1, limit}
 """
+
+# An acquire as a Lua function, for this module's script and for the scripts that take a slot
+# with other steps in the same round trip (workers.turns). Its keys: `acquire_keys`; `cap` and
+# `unlearned`: `limit_args`.
+ACQUIRE_LUA = """
+local function budget_acquire(slots, minute, cooldown, learned_key, slot, lease, cap, unlearned, per_min, images, now)
+  local cooling = redis.call('PTTL', cooldown)
+  if cooling > 0 then return {0, cooling, 'cooldown'} end
+  local limit = cap
+  local learned = tonumber(redis.call('GET', learned_key)) or unlearned
+  if learned < limit then limit = math.max(1, math.floor(learned)) end
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  local held = redis.call('ZCARD', slots)
+  if held >= limit then return {0, 0, 'concurrency'} end
+  if per_min > 0 then
+    images = math.min(images, per_min)
+    redis.call('ZREMRANGEBYSCORE', minute, '-inf', now - 60000)
+    local entries = redis.call('ZRANGE', minute, 0, -1, 'WITHSCORES')
+    local used = 0
+    for i = 1, #entries, 2 do used = used + tonumber(string.match(entries[i], '^(%d+):')) end
+    if used + images > per_min then
+      local need, freed, wait = used + images - per_min, 0, 60000
+      for i = 1, #entries, 2 do
+        freed = freed + tonumber(string.match(entries[i], '^(%d+):'))
+        if freed >= need then wait = tonumber(entries[i + 1]) + 60000 - now break end
+      end
+      return {0, wait, 'minute'}
+    end
+    redis.call('ZADD', minute, now, images .. ':' .. slot)
+    redis.call('PEXPIRE', minute, 60000)
+  end
+  redis.call('ZADD', slots, now + lease, slot)
+  redis.call('PEXPIRE', slots, lease * 2)
+  return {1, held + 1, limit}
+end
+"""
+
+# KEYS: acquire_keys; ARGV: slot id, lease ms, cap, unlearned, images per minute, images
+_ACQUIRE = (
+    NOW_LUA
+    + ACQUIRE_LUA
+    + """
+return budget_acquire(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+"""
+)
 
 _RENEW = """
 local t = redis.call('TIME')
@@ -109,39 +127,50 @@ redis.call('PEXPIRE', KEYS[1], lease * 2)
 return 1
 """
 
-# KEYS: slots, learned, stats, ceiling; ARGV: slot id, outcome, cap, seconds, stats ttl, freed
-# channel, upstream id, initial limit (0: configured, nothing learned before a 429), probe windows
-_RELEASE = """
-local held = redis.call('ZCARD', KEYS[1])
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
-local cap, initial = tonumber(ARGV[3]), tonumber(ARGV[8])
-local learned = tonumber(redis.call('GET', KEYS[2]))
-if not learned and initial > 0 then learned = initial end
-if ARGV[2] == 'ok' and learned and learned < cap and held * 2 >= learned then
-  local ceiling = tonumber(redis.call('GET', KEYS[4]))
-  if not ceiling then learned = learned + 1  -- no 429 yet: slow start
-  elseif ceiling == 0 then learned = learned + 1 / learned  -- past the last ceiling: one per window
-  elseif learned < ceiling - 1 then learned = math.min(ceiling - 1, learned + 1)  -- back below it
-  elseif held >= math.floor(learned) then learned = learned + 1 / (learned * tonumber(ARGV[9]))  -- probe
+# A release as a Lua function (as ACQUIRE_LUA: upstreams.routing ends a call with its circuit's
+# record in the same round trip). Its KEYS and ARGV: `release_keys`, `release_args`. `initial`:
+# the limit before anything was learned (0: configured, nothing learned before a 429).
+RELEASE_LUA = """
+local function budget_release(slots, learned_key, stats, ceiling_key, slot, outcome, cap, seconds, ttl, channel,
+    upstream_id, initial, probe_windows)
+  local held = redis.call('ZCARD', slots)
+  if redis.call('ZREM', slots, slot) == 1 then redis.call('PUBLISH', channel, upstream_id) end
+  local learned = tonumber(redis.call('GET', learned_key))
+  if not learned and initial > 0 then learned = initial end
+  if outcome == 'ok' and learned and learned < cap and held * 2 >= learned then
+    local ceiling = tonumber(redis.call('GET', ceiling_key))
+    if not ceiling then learned = learned + 1  -- no 429 yet: slow start
+    elseif ceiling == 0 then learned = learned + 1 / learned  -- past the last ceiling: one per window
+    elseif learned < ceiling - 1 then learned = math.min(ceiling - 1, learned + 1)  -- back below it
+    elseif held >= math.floor(learned) then learned = learned + 1 / (learned * probe_windows)  -- probe
+    end
+    learned = math.min(cap, learned)
+    if ceiling and ceiling > 0 and learned >= ceiling + 1 then redis.call('SET', ceiling_key, '0') end
+    redis.call('SET', learned_key, tostring(learned))
   end
-  learned = math.min(cap, learned)
-  if ceiling and ceiling > 0 and learned >= ceiling + 1 then redis.call('SET', KEYS[4], '0') end
-  redis.call('SET', KEYS[2], tostring(learned))
-end
-if ARGV[2] ~= 'rejected' and ARGV[2] ~= 'unused' then
-  local failed = 1
-  if ARGV[2] == 'ok' then failed = 0 end
-  local errors = tonumber(redis.call('HGET', KEYS[3], 'errors')) or failed
-  redis.call('HSET', KEYS[3], 'errors', tostring(errors * 0.9 + failed * 0.1))
-  if ARGV[2] == 'ok' then
-    local seconds = tonumber(ARGV[4])
-    local latency = tonumber(redis.call('HGET', KEYS[3], 'latency')) or seconds
-    redis.call('HSET', KEYS[3], 'latency', tostring(latency * 0.9 + seconds * 0.1))
+  if outcome ~= 'rejected' and outcome ~= 'unused' then
+    local failed = 1
+    if outcome == 'ok' then failed = 0 end
+    local errors = tonumber(redis.call('HGET', stats, 'errors')) or failed
+    redis.call('HSET', stats, 'errors', tostring(errors * 0.9 + failed * 0.1))
+    if outcome == 'ok' then
+      local latency = tonumber(redis.call('HGET', stats, 'latency')) or seconds
+      redis.call('HSET', stats, 'latency', tostring(latency * 0.9 + seconds * 0.1))
+    end
+    redis.call('PEXPIRE', stats, ttl)
   end
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
 end
+"""
+
+# KEYS: release_keys; ARGV: release_args
+_RELEASE = (
+    RELEASE_LUA
+    + """
+budget_release(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]))
 return 1
 """
+)
 
 # KEYS: cooldown, learned, slots, decrease guard, ceiling, stats; ARGV: cooldown ms, the limit
 # before anything was learned, decrease
@@ -190,13 +219,18 @@ def _run(script: str, *, keys: list[str], args: list):
     return redis_client().register_script(script)(keys=keys, args=args)
 
 
-def _lease_ms() -> int:
+def lease_ms() -> int:
     return settings.GENERATION_LEASE_SECONDS * 1000
 
 
 def _cap(target: Target) -> int:
     """The most calls in flight the upstream is let have: its configured limit, else learned_cap."""
     return target.concurrency or learned_cap()
+
+
+def limit_args(target: Target) -> list[int]:
+    """ACQUIRE_LUA's `cap` and `unlearned` for the upstream (_cap, _unlearned)."""
+    return [_cap(target), _unlearned(target)]
 
 
 def _unlearned(target: Target) -> int:
@@ -210,15 +244,25 @@ def acquire(target: Target, *, images: int) -> Grant | Busy:
     if not backends.redis():
         return Grant(target, None)
     slot = uuid.uuid4().hex
-    keys = [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
-    args = [slot, _lease_ms(), _cap(target), _unlearned(target), target.images_per_minute or 0, images]
+    args = [slot, lease_ms(), *limit_args(target), target.images_per_minute or 0, images]
     try:
-        result = _run(_ACQUIRE, keys=keys, args=args)
+        result = _run(_ACQUIRE, keys=acquire_keys(target), args=args)
     except (redis.RedisError, OSError) as exc:  # an outage of Redis must not stop paid traffic
         logger.warning("upstream %s: budget not enforced, Redis unavailable: %s", target.name, exc)
         return Grant(target, None)
     if not result[0]:
         return Busy(int(result[1]) / 1000, result[2].decode() if isinstance(result[2], bytes) else result[2])
+    return granted(target, slot)
+
+
+def acquire_keys(target: Target) -> list[str]:
+    """ACQUIRE_LUA's keys for the upstream: slots, minute, cooldown, learned."""
+    return [state_key(target.upstream_id, part) for part in ("slots", "minute", "cooldown", "learned")]
+
+
+def granted(target: Target, slot: str) -> Grant:
+    """The Grant of a slot ACQUIRE_LUA took (here or in a script of its caller's): its lease is
+    renewed from now on."""
     _keeper().hold(target.upstream_id, slot)
     return Grant(target, slot)
 
@@ -229,15 +273,24 @@ def release(grant: Grant, *, outcome: str, seconds: float) -> None:
     learned limit; the upstream's error ratio and latency (moving averages) follow."""
     if grant.slot is None:
         return
+    try:
+        _run(_RELEASE, keys=release_keys(grant), args=release_args(grant, outcome=outcome, seconds=seconds))
+    except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
+        logger.warning("upstream %s: could not free a slot: %s", grant.target.name, exc)
+
+
+def release_keys(grant: Grant) -> list[str]:
+    """RELEASE_LUA's keys: slots, learned, stats, ceiling."""
+    return [state_key(grant.target.upstream_id, part) for part in ("slots", "learned", "stats", "ceiling")]
+
+
+def release_args(grant: Grant, *, outcome: str, seconds: float) -> list:
+    """RELEASE_LUA's arguments, once this process stops renewing the slot's lease (it is being
+    freed: a release that does not reach Redis leaves it to lapse)."""
     _keeper().drop(grant.target.upstream_id, grant.slot)
     target = grant.target
-    keys = [state_key(target.upstream_id, part) for part in ("slots", "learned", "stats", "ceiling")]
     args = [grant.slot, outcome, _cap(target), round(seconds, 3), STATS_TTL_MS]
-    args += [freed.CHANNEL, target.upstream_id, 0 if target.concurrency else INITIAL_LIMIT, PROBE_WINDOWS]
-    try:
-        _run(_RELEASE, keys=keys, args=args)
-    except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
-        logger.warning("upstream %s: could not free a slot: %s", target.name, exc)
+    return args + [freed.CHANNEL, target.upstream_id, 0 if target.concurrency else INITIAL_LIMIT, PROBE_WINDOWS]
 
 
 def rate_limited(target: Target, *, retry_after: float | None) -> float | None:
@@ -290,7 +343,7 @@ class _SlotKeeper:
                 held = {upstream_id: sorted(slots) for upstream_id, slots in self._held.items()}
             for upstream_id, slots in held.items():
                 try:
-                    _run(_RENEW, keys=[state_key(upstream_id, "slots")], args=[_lease_ms(), *slots])
+                    _run(_RENEW, keys=[state_key(upstream_id, "slots")], args=[lease_ms(), *slots])
                 except Exception:  # noqa: BLE001 — a Redis hiccup must not end renewal for good
                     logger.exception("upstream slot renewal failed; retrying next period")
 

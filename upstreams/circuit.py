@@ -18,7 +18,7 @@ from django.conf import settings
 
 from hub.infra import backends
 from hub.infra.redis_client import redis_client
-from upstreams.budget import state_key
+from upstreams.budget import NOW_LUA, state_key
 from upstreams.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -26,17 +26,26 @@ logger = logging.getLogger(__name__)
 WINDOW_MS = 60_000
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
-# KEYS: the circuits; for each, milliseconds until it may be probed (-1: closed, 0: half-open)
-_STATES = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local states = {}
-for i = 1, #KEYS do
-  local opened_until = tonumber(redis.call('HGET', KEYS[i], 'opened_until'))
-  if not opened_until then states[i] = -1 else states[i] = math.max(0, opened_until - now) end
+# A circuit's state as a Lua function (also read by workers.turns' script): milliseconds until it
+# may be probed; -1: closed, 0: half-open.
+STATE_LUA = """
+local function circuit_state(circuit, now)
+  local opened_until = tonumber(redis.call('HGET', circuit, 'opened_until'))
+  if not opened_until then return -1 end
+  return math.max(0, opened_until - now)
 end
+"""
+
+# KEYS: the circuits; for each, circuit_state
+_STATES = (
+    NOW_LUA
+    + STATE_LUA
+    + """
+local states = {}
+for i = 1, #KEYS do states[i] = circuit_state(KEYS[i], now) end
 return states
 """
+)
 
 # KEYS: circuit, probe; ARGV: probe token, probe ms. 1: this call is the probe.
 _PROBE = """
@@ -48,29 +57,39 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then retur
 return 0
 """
 
-# KEYS: circuit, probe; ARGV: ok (1/0), threshold, cool-off ms, window ms.
+# A call's end on the circuit as a Lua function (upstreams.routing ends a call with its slot's
+# release in the same round trip). Its KEYS and ARGV: `record_keys`, `record_args`.
 # Returns 'closed' when this call closed an open circuit, 'opened' when it opened one, else ''.
-_RECORD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local opened_until = tonumber(redis.call('HGET', KEYS[1], 'opened_until'))
-if ARGV[1] == '1' then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  if opened_until then return 'closed' end
+RECORD_LUA = """
+local function circuit_record(circuit, probe, ok, threshold, cooloff, window, now)
+  local opened_until = tonumber(redis.call('HGET', circuit, 'opened_until'))
+  if ok == '1' then
+    redis.call('DEL', circuit, probe)
+    if opened_until then return 'closed' end
+    return ''
+  end
+  local last = tonumber(redis.call('HGET', circuit, 'last_failure'))
+  local failures = 1
+  if last and now - last <= window then failures = tonumber(redis.call('HGET', circuit, 'failures')) + 1 end
+  redis.call('HSET', circuit, 'failures', failures, 'last_failure', now)
+  redis.call('PEXPIRE', circuit, cooloff + 3600000)
+  if opened_until or failures >= threshold then
+    redis.call('HSET', circuit, 'opened_until', now + cooloff)
+    redis.call('DEL', probe)
+    return 'opened'
+  end
   return ''
 end
-local last = tonumber(redis.call('HGET', KEYS[1], 'last_failure'))
-local failures = 1
-if last and now - last <= tonumber(ARGV[4]) then failures = tonumber(redis.call('HGET', KEYS[1], 'failures')) + 1 end
-redis.call('HSET', KEYS[1], 'failures', failures, 'last_failure', now)
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 3600000)
-if opened_until or failures >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'opened_until', now + tonumber(ARGV[3]))
-  redis.call('DEL', KEYS[2])
-  return 'opened'
-end
-return ''
 """
+
+# KEYS: circuit, probe; ARGV: ok (1/0), threshold, cool-off ms, window ms.
+_RECORD = (
+    NOW_LUA
+    + RECORD_LUA
+    + """
+return circuit_record(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,7 @@ class CircuitState:
     probe_in_seconds: float = 0.0  # open: when it may be probed
 
 
-def _circuit_key(target: Target) -> str:
+def circuit_key(target: Target) -> str:
     return state_key(target.upstream_id, "circuit")
 
 
@@ -96,7 +115,7 @@ def circuit_states(targets: list[Target]) -> list[CircuitState]:
     if not backends.redis() or not targets:
         return [CircuitState(CLOSED) for _ in targets]
     try:
-        raw = _run(_STATES, keys=[_circuit_key(target) for target in targets], args=[])
+        raw = _run(_STATES, keys=[circuit_key(target) for target in targets], args=[])
     except (redis.RedisError, OSError) as exc:
         logger.warning("upstream circuits unread, Redis unavailable (taken as closed): %s", exc)
         return [CircuitState(CLOSED) for _ in targets]
@@ -109,7 +128,7 @@ def circuit_states(targets: list[Target]) -> list[CircuitState]:
 def probe_take(target: Target, *, token: str) -> bool:
     """Whether this call is the one probe of a half-open upstream."""
     try:
-        return bool(_run(_PROBE, keys=[_circuit_key(target), _probe_key(target)], args=[token, _probe_ms()]))
+        return bool(_run(_PROBE, keys=[circuit_key(target), _probe_key(target)], args=[token, _probe_ms()]))
     except (redis.RedisError, OSError):
         return False
 
@@ -132,12 +151,27 @@ def circuit_record(target: Target, *, ok: bool) -> None:
     """A call to the upstream succeeded, or failed for the upstream's own fault."""
     if not backends.redis():
         return
-    args = [1 if ok else 0, settings.UPSTREAM_FAILURE_THRESHOLD, round(settings.UPSTREAM_COOLOFF_SECONDS * 1000)]
     try:
-        change = _run(_RECORD, keys=[_circuit_key(target), _probe_key(target)], args=[*args, WINDOW_MS])
+        change = _run(_RECORD, keys=record_keys(target), args=record_args(ok=ok))
     except (redis.RedisError, OSError) as exc:
         logger.warning("upstream %s: circuit not updated, Redis unavailable: %s", target.name, exc)
         return
+    recorded(target, change)
+
+
+def record_keys(target: Target) -> list[str]:
+    """RECORD_LUA's keys: circuit, probe."""
+    return [circuit_key(target), _probe_key(target)]
+
+
+def record_args(*, ok: bool) -> list:
+    """RECORD_LUA's arguments: ok (1/0), threshold, cool-off ms, window ms."""
+    cooloff_ms = round(settings.UPSTREAM_COOLOFF_SECONDS * 1000)
+    return [1 if ok else 0, settings.UPSTREAM_FAILURE_THRESHOLD, cooloff_ms, WINDOW_MS]
+
+
+def recorded(target: Target, change) -> None:
+    """Say what RECORD_LUA changed: an opened circuit, or one its probe closed."""
     if change == b"opened":
         logger.warning(
             "upstream %s: circuit opened for %.0f s after repeated failures; its calls go to other upstreams",

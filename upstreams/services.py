@@ -83,7 +83,12 @@ def upstream_set_prices(*, name: str, prices: dict) -> Upstream:
     return Upstream.objects.get(name=name)
 
 
-def upstream_call_record(
+def upstream_call_record(*, call: UpstreamCall) -> None:
+    """Append one provider call of a generation (upstream_call_row) now."""
+    call.save(force_insert=True)
+
+
+def upstream_call_row(
     *,
     generation_id: str,
     model_id: str,
@@ -96,14 +101,15 @@ def upstream_call_record(
     images: int = 0,
     usage: Usage | None = None,
 ) -> UpstreamCall:
-    """Append one provider call of a generation, priced by its upstream's prices (a failed call
-    costs nothing: providers bill what they answer)."""
+    """One provider call of a generation, unsaved (the worker writes the last call of an attempt
+    with the attempt's finish: hub.compiled.insert_when), priced by its upstream's prices (a
+    failed call costs nothing: providers bill what they answer)."""
     if outcome == "ok":
         cost = call_cost(target.prices, quality=quality, size=size, images=images, usage=usage)
     else:
         cost = Decimal(0) if target.prices else None
     usage = usage or Usage()
-    return UpstreamCall.objects.create(
+    return UpstreamCall(
         generation_id=generation_id,
         model_id=model_id,
         upstream_id=None if target.is_default else target.upstream_id,

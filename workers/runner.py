@@ -6,7 +6,7 @@ import time
 from contextlib import ExitStack
 
 import structlog
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection
 from django.utils import timezone
 from PIL import Image
 
@@ -75,33 +75,63 @@ def _attempt(generation: Generation, *, held: Choice | None) -> None:
         )
         return
     connection.close()  # back to the pool: the provider call may take minutes
-    with ExitStack() as finishing:
-        with lease_held(generation_id=generation_id, attempt=attempt) as lease:
-            called_at, clock = timezone.now(), time.monotonic()
-            try:
-                generated = upstream_calls.generate(
-                    generation.model, request, generation_id=generation_id, held=held, abandoned=lease.lost
-                )
-            except upstream_calls.AttemptAbandoned:
-                logger.info("generation %s: no longer this attempt's (%s); not sent", generation_id, attempt)
-                return
-            except ProviderError as exc:
-                call = ProviderCall(called_at, _ms_since(clock), exc.kind)
-                metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
-                logger.warning(
-                    "generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail
-                )
-                code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
-                error = (code, exc.user_message)
-                generation_finalize(generation_id=generation_id, attempt=attempt, images=[], error=error, call=call)
-                return
-            outputs, usage = generated.images, generated.usage.as_response() if generated.usage else None
-            call = ProviderCall(called_at, _ms_since(clock), "ok", images=len(outputs), usage=usage)
-            # From here through the finalize, a turn: a burst of answers finishes in the order it came.
-            finishing.enter_context(finishing_turn())
-            images = _store_valid(generation, outputs[: generation.n])
-        error = _no_image_error(outputs, images)
-        generation_finalize(generation_id=generation_id, attempt=attempt, images=images, error=error, call=call)
+    unrecorded = []  # the record of the provider call that ends the attempt, written with its finish
+    try:
+        with ExitStack() as finishing:
+            with lease_held(generation_id=generation_id, attempt=attempt) as lease:
+                called_at, clock = timezone.now(), time.monotonic()
+                try:
+                    generated = upstream_calls.generate(
+                        generation.model,
+                        request,
+                        generation_id=generation_id,
+                        held=held,
+                        abandoned=lease.lost,
+                        unrecorded=unrecorded,
+                    )
+                except upstream_calls.AttemptAbandoned:
+                    logger.info("generation %s: no longer this attempt's (%s); not sent", generation_id, attempt)
+                    return
+                except ProviderError as exc:
+                    call = ProviderCall(called_at, _ms_since(clock), exc.kind)
+                    metrics.PROVIDER_ERRORS.labels(exc.kind).inc()
+                    logger.warning(
+                        "generation %s: provider error (permanent=%s): %s", generation_id, exc.permanent, exc.detail
+                    )
+                    code = errors.PROVIDER_REJECTED if exc.permanent else errors.PROVIDER_ERROR
+                    _finalize(generation_id, attempt, [], (code, exc.user_message), call, unrecorded)
+                    return
+                outputs, usage = generated.images, generated.usage.as_response() if generated.usage else None
+                call = ProviderCall(called_at, _ms_since(clock), "ok", images=len(outputs), usage=usage)
+                # From here through the finalize, a turn: a burst of answers finishes in the order it came.
+                finishing.enter_context(finishing_turn())
+                images = _store_valid(generation, outputs[: generation.n])
+            _finalize(generation_id, attempt, images, _no_image_error(outputs, images), call, unrecorded)
+    finally:
+        if unrecorded:  # no finish wrote them (an exception on the way)
+            upstream_calls.records_write(unrecorded)
+
+
+def _finalize(
+    generation_id: str,
+    attempt: int,
+    images: list[StoredImage],
+    error: tuple[str, str] | None,
+    call: ProviderCall,
+    unrecorded: list,
+) -> None:
+    """The attempt's finish, with the record of its last provider call in its statement. A
+    record the database refuses (its upstream deleted during the call) is not kept; the finish
+    is."""
+    finish = {"generation_id": generation_id, "attempt": attempt, "images": images, "error": error, "call": call}
+    try:
+        generation_finalize(**finish, rows=upstream_calls.as_rows(unrecorded))
+    except IntegrityError as exc:
+        if not unrecorded:
+            raise
+        logger.warning("generation %s: its provider call was not recorded: %s", generation_id, exc)
+        generation_finalize(**finish)
+    unrecorded.clear()
 
 
 def _request(generation: Generation) -> ProviderRequest | None:

@@ -19,13 +19,15 @@ frees (woken by its release: upstreams.freed) or its deadline comes. What a fail
 At most MAX_FAILED_CALLS failed calls, all within the generation's deadline; the generation is
 charged once whatever happens here (its charge was taken at submit). A generation that stops
 being the attempt's while it waits (canceled, deleted, taken over: `abandoned`) stops waiting
-and is not sent. Every call, whatever its end, is recorded where it ends (upstreams.UpstreamCall:
-upstream, latency, outcome, the provider's usage and its cost by the upstream's prices).
+and is not sent. Every call, whatever its end, is recorded (upstreams.UpstreamCall: upstream,
+latency, outcome, the provider's usage and its cost by the upstream's prices): where it ends when
+the attempt goes on, else — its last call — by the attempt's finish (`unrecorded`).
 
 A model with no enabled upstream is served by its backend (or IMAGE_PROVIDER): `local` is
 called directly (no budget), anything else is the default upstream of the environment.
 """
 
+import functools
 import logging
 import random
 import time
@@ -37,11 +39,14 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from generations.models import ImageModel
+from generations.services import Row
+from hub.compiled import insert_when
 from hub.infra import backends
 from upstreams import budget, circuit, freed
 from upstreams import metrics as upstream_metrics
-from upstreams.routing import Choice, Wait, choose
-from upstreams.services import upstream_call_record
+from upstreams.models import UpstreamCall
+from upstreams.routing import Choice, Wait, call_ended, choose
+from upstreams.services import upstream_call_record, upstream_call_row
 from upstreams.targets import Target, default_target, upstream_targets
 from workers.providers import (
     LOCAL,
@@ -86,19 +91,47 @@ def generate(
     *,
     generation_id: str,
     abandoned: Callable[[], bool],
+    unrecorded: list[UpstreamCall],
     held: Choice | None = None,
 ) -> Generated:
     """The model's images for `request` (generation `generation_id`'s) and the usage its provider
     reported, or ProviderError
     (AttemptAbandoned when `abandoned()` turns true before a call is sent). `held`: a slot its
-    task took before it took this generation (workers.turns), used for the first call."""
+    task took before it took this generation (workers.turns), used for the first call.
+    `unrecorded` receives the record of the call that ended the attempt, for the caller to write
+    with its finish (as_rows), or on its own (records_write) if it has none to write."""
     targets = targets_of(model)
     if not targets:
         return provider_for(LOCAL).generate(request)
     # Back to the pool: reading the routes (every CATALOG_CACHE_SECONDS) took a connection, and
     # the call may wait long for a slot (bench learned-limit ran the worker's pool dry).
     connection.close()
-    return _Call(targets, request, abandoned, held=held, generation_id=generation_id, model_id=model.id).run()
+    return _Call(
+        targets, request, abandoned, held=held, generation_id=generation_id, model_id=model.id, unrecorded=unrecorded
+    ).run()
+
+
+def as_rows(unrecorded: list[UpstreamCall]) -> list[Row]:
+    """The records as rows of a finish's statement (generation_finalize's `rows`)."""
+    return [functools.partial(insert_when, record) for record in unrecorded]
+
+
+def records_write(unrecorded: list[UpstreamCall]) -> None:
+    """Write the records on their own (their attempt has no finish to write them with), and
+    forget them. A database that cannot take one costs the generation nothing: its images (or
+    its next try) matter more than its cost row."""
+    try:
+        for record in unrecorded:
+            try:
+                upstream_call_record(call=record)
+            except DatabaseError as exc:
+                name, generation_id = record.upstream_name, record.generation_id
+                logger.warning("upstream %s: the call of %s was not recorded: %s", name, generation_id, exc)
+    finally:
+        unrecorded.clear()
+        # Back to the pool: what follows waits (a retry's backoff or budget, the finishing
+        # turn) and a waiting greenlet holds no connection (hub/settings.py DATABASES).
+        connection.close()
 
 
 def adapters_make(targets: list[Target]) -> None:
@@ -157,7 +190,9 @@ class _Call:
         held: Choice | None,
         generation_id: str,
         model_id: str,
+        unrecorded: list[UpstreamCall],
     ):
+        self.unrecorded = unrecorded
         self.targets = targets
         self.request = request
         self.generation_id = generation_id
@@ -206,19 +241,28 @@ class _Call:
                 replace(self.request, model=target.upstream_model or self.request.model)
             )
         except ProviderError as exc:
-            self._failed(choice, exc, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            record = self._record(target, "rejected" if exc.permanent else exc.kind, seconds)
+            try:
+                delay = self._failed(choice, exc, seconds)
+            except ProviderError:
+                self.unrecorded.append(record)  # the attempt's last call: written with its finish
+                raise
+            records_write([record])  # tried again: written now, before any wait
+            if delay:
+                time.sleep(delay)
             return None
         seconds = time.monotonic() - started
-        self._record(target, "ok", seconds, generated)
-        budget.release(choice.grant, outcome="ok", seconds=seconds)
-        circuit.circuit_record(target, ok=True)
+        self.unrecorded.append(self._record(target, "ok", seconds, generated))
+        call_ended(choice, outcome="ok", seconds=seconds, upstream_ok=True)
         upstream_metrics.CALLS.labels(target.name, "ok").inc()
         upstream_metrics.CALL_LATENCY.labels(target.name).observe(seconds)
         return generated
 
-    def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> None:
+    def _failed(self, choice: Choice, exc: ProviderError, seconds: float) -> float:
+        """What a failed call means (the module's docstring): ProviderError to stop, else the
+        seconds to wait before the next try (0: at once)."""
         target = choice.target
-        self._record(target, "rejected" if exc.permanent else exc.kind, seconds)
         if exc.permanent:
             budget.release(choice.grant, outcome="rejected", seconds=seconds)
             upstream_metrics.CALLS.labels(target.name, "rejected").inc()
@@ -229,10 +273,9 @@ class _Call:
             upstream_metrics.CALLS.labels(target.name, "rate_limited").inc()
             self.last_error = exc
             if not backends.redis():  # no shared cooldown to wait out: this call waits on its own
-                time.sleep(min(exc.retry_after or 1.0, max(0.0, self.request.deadline - time.monotonic())))
-            return
-        budget.release(choice.grant, outcome="failed", seconds=seconds)
-        circuit.circuit_record(target, ok=False)
+                return min(exc.retry_after or 1.0, max(0.0, self.request.deadline - time.monotonic()))
+            return 0
+        call_ended(choice, outcome="failed", seconds=seconds, upstream_ok=False)
         upstream_metrics.CALLS.labels(target.name, "failed").inc()
         self.failures += 1
         self.last_error = exc
@@ -248,36 +291,29 @@ class _Call:
             raise exc
         if exc.kind not in UPSTREAM_FAULTS:
             self.targets = [other for other in self.targets if other.upstream_id != target.upstream_id]
-            return  # tried elsewhere at once, if there is an elsewhere
+            return 0  # tried elsewhere at once, if there is an elsewhere
         others = [other for other in self.targets if other.upstream_id != target.upstream_id]
-        if not any(state.state != circuit.OPEN for state in circuit.circuit_states(others)):
-            delay = exc.retry_after if exc.retry_after is not None else self._backoff()
-            if time.monotonic() + delay >= self.request.deadline:
-                raise exc
-            time.sleep(delay)
+        if any(state.state != circuit.OPEN for state in circuit.circuit_states(others)):
+            return 0
+        delay = exc.retry_after if exc.retry_after is not None else self._backoff()
+        if time.monotonic() + delay >= self.request.deadline:
+            raise exc
+        return delay
 
-    def _record(self, target: Target, outcome: str, seconds: float, generated: Generated | None = None) -> None:
-        """The call's row (upstreams.UpstreamCall). A database that cannot take it costs the
-        generation nothing: its images (or its next try) matter more than its cost row."""
-        try:
-            upstream_call_record(
-                generation_id=self.generation_id,
-                model_id=self.model_id,
-                target=target,
-                started_at=timezone.now() - timedelta(seconds=seconds),
-                latency_ms=round(seconds * 1000),
-                outcome=outcome,
-                quality=self.request.quality,
-                size=self.request.size,
-                images=len(generated.images) if generated else 0,
-                usage=generated.usage if generated else None,
-            )
-        except DatabaseError as exc:
-            logger.warning("upstream %s: the call of %s was not recorded: %s", target.name, self.generation_id, exc)
-        finally:
-            # Back to the pool: what follows waits (a retry's backoff or budget, the finishing
-            # turn) and a waiting greenlet holds no connection (hub/settings.py DATABASES).
-            connection.close()
+    def _record(self, target: Target, outcome: str, seconds: float, generated: Generated | None = None) -> UpstreamCall:
+        """The call's record (upstreams.UpstreamCall), not yet written."""
+        return upstream_call_row(
+            generation_id=self.generation_id,
+            model_id=self.model_id,
+            target=target,
+            started_at=timezone.now() - timedelta(seconds=seconds),
+            latency_ms=round(seconds * 1000),
+            outcome=outcome,
+            quality=self.request.quality,
+            size=self.request.size,
+            images=len(generated.images) if generated else 0,
+            usage=generated.usage if generated else None,
+        )
 
     def _backoff(self) -> float:
         return min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)

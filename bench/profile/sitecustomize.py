@@ -19,6 +19,13 @@ bench/RESULTS.md were made with it:
 
     .venv/bin/python -m bench run sync-c1000-5s --requests 3000 --ramp 5 \\
         --env PYTHONPATH=bench/profile --env HUB_GC_STATS_DIR=/tmp/gc
+
+With HUB_ROUND_TRIPS_DIR the worker process counts its SQL statements (by kind and tables),
+connection checkouts and Redis round trips (by command) into HUB_ROUND_TRIPS_DIR/celery-PID.json
+— the thirteenth sitting's counts per generation:
+
+    .venv/bin/python -m bench run sync-c32-0s --requests 300 \\
+        --env PYTHONPATH=bench/profile --env HUB_ROUND_TRIPS_DIR=/tmp/trips
 """
 
 import atexit
@@ -72,3 +79,65 @@ if os.environ.get("HUB_GC_STATS_DIR") and _HUB_PROCESS:
 
     gc.callbacks.append(_gc_timed)
     atexit.register(_gc_save)
+
+
+if os.environ.get("HUB_ROUND_TRIPS_DIR") and _HUB_PROCESS == "celery":
+    # The worker's statements, connection checkouts and Redis round trips, counted by kind and
+    # kept in HUB_ROUND_TRIPS_DIR/celery-PID.json (at most once a second, and at exit): divided by
+    # the generations run, what one generation costs in round trips, free of the machine's noise.
+    import collections
+
+    import psycopg
+    import psycopg_pool
+    import redis.connection
+
+    _trips: collections.Counter = collections.Counter()
+    _trips_written = [0.0]
+
+    def _trips_save() -> None:
+        path = os.path.join(os.environ["HUB_ROUND_TRIPS_DIR"], f"celery-{os.getpid()}.json")
+        with open(path + ".tmp", "w") as out:
+            json.dump(dict(sorted(_trips.items())), out, indent=1)
+        os.replace(path + ".tmp", path)
+
+    def _trip(kind: str) -> None:
+        _trips[kind] += 1
+        if time.monotonic() - _trips_written[0] > 1:
+            _trips_written[0] = time.monotonic()
+            _trips_save()
+
+    def _tables(sql: str) -> str:
+        words = sql.replace("(", " ").split()
+        return ",".join(sorted({w.strip('"') for w in words if w.strip('"').split("_")[0] in _APPS}))
+
+    _APPS = {"generations", "upstreams", "billing", "apikeys", "accounts"}
+    _execute = psycopg.Cursor.execute
+    _getconn = psycopg_pool.ConnectionPool.getconn
+    _send = redis.connection.AbstractConnection.send_packed_command
+
+    def _counted_execute(self, query, *args, **kwargs):
+        sql = str(query)
+        _trip(f"sql {sql.split(None, 1)[0].upper()} {_tables(sql)}")
+        return _execute(self, query, *args, **kwargs)
+
+    def _counted_getconn(self, *args, **kwargs):
+        _trip("pg checkout")
+        return _getconn(self, *args, **kwargs)
+
+    def _counted_send(self, command, *args, **kwargs):
+        # One send is one round trip (a pipeline packs its commands in one); named by its first
+        # command, and a script or a sorted-set command by its first key's last part.
+        first = command[0] if isinstance(command, (list, tuple)) else command
+        parts = bytes(first).split(b"\r\n")
+        name = parts[2].decode(errors="replace").upper() if len(parts) > 2 else "?"
+        if name in ("EVALSHA", "EVAL") and len(parts) > 8:
+            name += " " + parts[8].decode(errors="replace").rsplit(":", 1)[-1]
+        elif name in ("PUBLISH", "ZRANGE", "ZREM") and len(parts) > 4:
+            name += " " + parts[4].decode(errors="replace").rsplit(":", 1)[0]
+        _trip(f"redis {name}")
+        return _send(self, command, *args, **kwargs)
+
+    psycopg.Cursor.execute = _counted_execute
+    psycopg_pool.ConnectionPool.getconn = _counted_getconn
+    redis.connection.AbstractConnection.send_packed_command = _counted_send
+    atexit.register(_trips_save)

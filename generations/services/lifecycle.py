@@ -8,6 +8,7 @@ inside a transaction when more must commit with it (a webhook's delivery, a refu
 """
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -72,6 +73,11 @@ class ProviderCall:
             Event(GenerationEventKind.PROVIDER_CALL_STARTED, attempt, self.started_at),
             Event(GenerationEventKind.PROVIDER_CALL_ENDED, attempt, ended, self.outcome, self.latency_ms, detail),
         ]
+
+
+# A row of another table that a finish writes with its statement: its INSERT … SELECT for a
+# condition (a FROM and a WHERE): hub.compiled.insert_when of an unsaved instance.
+Row = Callable[[str], tuple[str, list]]
 
 
 @dataclass(frozen=True)
@@ -235,9 +241,12 @@ def generation_finalize(
     images: list[StoredImage],
     error: tuple[str, str] | None = None,
     call: ProviderCall | None = None,
+    rows: Sequence[Row] = (),
 ) -> Generation:
     """Record the outcome of one attempt — with its provider `call`, when there was one — and
-    refund the missing images, exactly once.
+    refund the missing images, exactly once. `rows`: other tables' rows the finish's statement
+    writes too, whether or not the attempt was still the generation's (its upstream call's record:
+    no statement, nor connection, of its own on the worker's hot path).
 
     A stale attempt (the sweeper already failed it, or a newer attempt owns it) changes nothing.
     The common finish — every image delivered, no webhook, nothing to refund — is the finish's
@@ -253,6 +262,7 @@ def generation_finalize(
     else:
         events.append(Event(GenerationEventKind.FAILED, attempt, now, error[0] if error else ""))
     finish = {"generation_id": generation_id, "attempt": attempt, "images": images, "events": events, "now": now}
+    finish["rows"] = rows
     finish["usage"] = call.usage if call is not None else None  # the provider's tokens, stored with the finish
     if images and not error:
         generation = _finished(**finish, plain=True)
@@ -281,13 +291,22 @@ def generation_finalize(
 
 
 def _finished(
-    *, generation_id: str, attempt: int, images: list[StoredImage], events: list[Event], now, usage, plain: bool
+    *,
+    generation_id: str,
+    attempt: int,
+    images: list[StoredImage],
+    events: list[Event],
+    now,
+    usage,
+    rows: Sequence[Row],
+    plain: bool,
 ) -> Generation | None:
     """The finish's statement: the row of this attempt (running, `attempts` its fence) moves to
     succeeded — failed without images — with its provider's `usage`, and its images and `events`
     are stored; the row as it
     is then, or None when it was not this attempt's to finish. `plain` adds the hot path's
-    conditions: all n images delivered and no webhook (nothing else to write with it).
+    conditions: all n images delivered and no webhook (nothing else to write with it); its `rows`
+    are written only when it finished the generation (else the statement that does writes them).
 
     One statement where a statement can write in its common table expressions (the UPDATE and
     the rows commit together in autocommit: five round trips and the ORM's save() became one);
@@ -317,20 +336,29 @@ def _finished(
                 params += [image.width, image.height, image.byte_size]
         event_sql, event_params = events_sql(generation_id, events, condition="FROM finished")
         ctes.append(f"finish_events AS ({event_sql})")
+        params += event_params
+        for index, row in enumerate(rows):
+            row_sql, row_params = row("FROM finished" if plain else "WHERE TRUE")
+            ctes.append(f"row_{index} AS ({row_sql})")
+            params += row_params
         sql = f"WITH {', '.join(ctes)} SELECT {columns_sql(Generation)} FROM finished"
-        return next(iter(query_instances(Generation, sql, params + event_params)), None)
+        return next(iter(query_instances(Generation, sql, params)), None)
     with transaction.atomic():
         generation = next(iter(query_instances(Generation, update, params)), None)
         if generation is not None:
             if images:
-                rows = []
+                image_rows = []
                 for image in images:
-                    rows += [new_image_id(), generation_id, image.index, image.storage_key, image.content_type]
-                    rows += [image.width, image.height, image.byte_size, ops.adapt_datetimefield_value(now)]
+                    image_rows += [new_image_id(), generation_id, image.index, image.storage_key, image.content_type]
+                    image_rows += [image.width, image.height, image.byte_size, ops.adapt_datetimefield_value(now)]
                 values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(images))
                 with connection.cursor() as cursor:
-                    cursor.execute(f"INSERT INTO {image_table} ({columns}) VALUES {values}", rows)
+                    cursor.execute(f"INSERT INTO {image_table} ({columns}) VALUES {values}", image_rows)
             events_write(generation_id, events)
+        if generation is not None or not plain:
+            with connection.cursor() as cursor:
+                for row in rows:
+                    cursor.execute(*row("WHERE TRUE"))
         return generation
 
 

@@ -130,3 +130,52 @@ def test_the_sync_answer_reads_its_images_with_the_finished_row():
         (image.id, iso_z(image.created_at)) for image in stored
     ]
     assert len(body["data"]) == 3 and all(entry["url"] for entry in body["data"])
+
+
+def _call_record(generation: Generation, images: int):
+    """The record of the attempt's last provider call, as the worker hands it to the finish."""
+    from upstreams.services import upstream_call_row
+    from upstreams.targets import default_target
+
+    return upstream_call_row(
+        generation_id=generation.id,
+        model_id=generation.model_id,
+        target=default_target("openai", base_url="http://provider.invalid/v1"),
+        started_at=generation.created_at,
+        latency_ms=12,
+        outcome="ok",
+        quality="low",
+        size="1024x1024",
+        images=images,
+    )
+
+
+@pytest.mark.parametrize(
+    ("one_statement", "n", "delivered", "stale"),
+    [(True, 1, 1, False), (False, 1, 1, False), (True, 3, 2, False), (True, 1, 1, True), (False, 1, 1, True)],
+    ids=["one-statement", "one-by-one", "partial", "stale", "stale-one-by-one"],
+)
+def test_the_finish_writes_its_provider_calls_record_once_on_every_path(
+    monkeypatch, one_statement, n, delivered, stale
+):
+    from upstreams.models import UpstreamCall
+    from workers.upstream_calls import as_rows
+
+    monkeypatch.setattr(lifecycle, "ONE_STATEMENT_TRANSITIONS", one_statement)
+    generation = create_generation(make_user(credits=100), n=n)
+    claimed = generation_claim(generation_id=generation.id)
+    if stale:  # a newer attempt owns it: the call was made all the same, and is recorded
+        Generation.objects.filter(pk=generation.pk).update(attempts=2)
+    finished = generation_finalize(
+        generation_id=generation.id,
+        attempt=1,
+        images=_stored(generation.id, delivered),
+        call=_call(claimed, delivered),
+        rows=as_rows([_call_record(generation, delivered)]),
+    )
+    assert finished.status == (GenerationStatus.RUNNING if stale else GenerationStatus.SUCCEEDED)
+    recorded = UpstreamCall.objects.filter(generation_id=generation.pk)
+    assert [(c.upstream_name, c.upstream_id, c.outcome, c.images, c.latency_ms) for c in recorded] == [
+        ("default", None, "ok", delivered, 12)
+    ]
+    assert recorded[0].id is not None and recorded[0].cost is None  # numbered by the database; no prices
