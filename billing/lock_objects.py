@@ -141,19 +141,24 @@ def account_and_grants_lock_ctes(account_id: int) -> tuple[str, list]:
     order). The grants' scan takes the account's id from `locked_account`, so the account row is
     locked first, as everywhere else. Run under account_lock_then: the account row is already
     this transaction's, so the statement's snapshot is newer than every movement before it."""
-    return (
-        """locked_account AS MATERIALIZED (
-            SELECT id, balance, auto_topup_threshold, low_balance_threshold
-            FROM billing_creditaccount WHERE id = %s FOR UPDATE
-        ),
-        locked_grants AS MATERIALIZED (
-            SELECT id, remaining, expires_at, created_at FROM billing_creditgrant
-            WHERE account_id = (SELECT id FROM locked_account) AND remaining > 0
-            ORDER BY expires_at ASC NULLS LAST, created_at ASC, id ASC
-            FOR UPDATE
-        )""",
-        [account_id],
-    )
+    return _LOCK_CTES, [account_id]
+
+
+# account_and_grants_lock_ctes' text, on one line (a statement's length counts: see
+# billing.services.charges.credits_charge_ctes).
+_LOCK_CTES = " ".join(
+    """
+    locked_account AS MATERIALIZED (
+        SELECT id, balance, auto_topup_threshold, low_balance_threshold
+        FROM billing_creditaccount WHERE id = %s FOR UPDATE
+    ),
+    locked_grants AS MATERIALIZED (
+        SELECT id, remaining, expires_at, created_at FROM billing_creditgrant
+        WHERE account_id = (SELECT id FROM locked_account) AND remaining > 0
+        ORDER BY expires_at NULLS LAST, created_at, id
+        FOR UPDATE
+    )""".split()
+)
 
 
 # The two locks' SQL, compiled once (hub.compiled): every charge runs them.

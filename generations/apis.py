@@ -17,7 +17,7 @@ from billing.selectors import CreditsSummary
 from generations import schema
 from generations.catalog import aspect_ratios, enabled_models
 from generations.models import Generation, ImageModel
-from generations.selectors import generation_get_for_owner_api, generation_queue_positions, images_of
+from generations.selectors import generation_get_for_owner_api, generation_queue_position, images_of
 from generations.services import generation_cancel, generation_submit
 from generations.streams import STREAM, image_stream
 from hub.http import sse
@@ -70,7 +70,7 @@ class GenerationOutput:
             "error": error,
             # Its place among the generations waiting for the model's upstreams (1: next); null
             # when it is not waiting.
-            "queue_position": generation_queue_positions([generation]).get(generation.id),
+            "queue_position": generation_queue_position(generation),
             # OpenAI image-response fields, so OpenAI SDK clients pointed at the hub can read it.
             "created": int(generation.created_at.timestamp()),
             "data": [{"url": image["url"]} for image in images],

@@ -98,6 +98,9 @@ class Generation(models.Model):
     webhook_url = models.CharField(max_length=2048, blank=True)
     webhook_events = models.JSONField(default=list, blank=True)
     webhook_base_url = models.CharField(max_length=2048, blank=True)
+    # Not stored: its place in its model's fair order as the hand-over after its charge found it
+    # (generations.services.submit), for its async request's 202 without a round trip of its own.
+    queue_position_at_submit: int | None = None
 
     class Meta:
         ordering = ["-created_at"]

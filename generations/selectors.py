@@ -83,6 +83,16 @@ def generation_get_for_owner_api(*, owner, generation_id: str) -> Generation:
     return generation
 
 
+def generation_queue_position(generation: Generation) -> int | None:
+    """generation_queue_positions of one: for an async request's 202 the place the hand-over
+    after its charge found (no round trip); a sync request's 202 comes after a wait, and reads."""
+    if generation.status != GenerationStatus.QUEUED:
+        return None
+    if generation.is_async and generation.queue_position_at_submit is not None:
+        return generation.queue_position_at_submit
+    return fair.fair_positions([generation]).get(generation.id)
+
+
 def generation_queue_positions(generations) -> dict[str, int]:
     """The place of each queued generation among those waiting for its model's upstreams (1:
     the next to run; generations.fair), by id; the others (not waiting, or no Redis) left out."""

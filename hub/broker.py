@@ -51,19 +51,29 @@ def task_send(*, name: str, task_id: str, queue: str, headers: dict, retry_polic
     hub's own Redis is, the message Celery builds for it is pushed by one LPUSH
     (hub.infra.fastpaths.task_message); any other broker, the fast path off, and a Redis error there
     take Celery's own send_task (with `retry_policy`)."""
-    from django.conf import settings
-
     from hub.celery import app
     from hub.infra.redis_client import redis_client
+
+    message = task_message_for_lpush(name=name, task_id=task_id, queue=queue, headers=headers)
+    if message is not None:
+        try:
+            redis_client().lpush(queue, message)
+            return
+        except (redis_errors.RedisError, OSError):
+            pass  # Celery's send_task retries, then raises what the caller handles
+    app.send_task(name, args=[task_id], task_id=task_id, queue=queue, headers=headers, retry_policy=retry_policy)
+
+
+def task_message_for_lpush(*, name: str, task_id: str, queue: str, headers: dict) -> str | None:
+    """The message task_send would LPUSH to `queue` on the hub's own Redis (hub.infra.redis_client),
+    for a caller that pushes it in a round trip it makes anyway (generations.fair's stamp); None
+    where task_send would not (another broker, the fast path off)."""
+    from django.conf import settings
 
     if (
         settings.CELERY_BROKER_URL == settings.REDIS_URL
         and settings.CELERY_BROKER_URL.startswith("redis://")
         and TASK_MESSAGE.on()
     ):
-        try:
-            redis_client().lpush(queue, task_message(name, task_id=task_id, queue=queue, headers=headers))
-            return
-        except (redis_errors.RedisError, OSError):
-            pass  # Celery's send_task retries, then raises what the caller handles
-    app.send_task(name, args=[task_id], task_id=task_id, queue=queue, headers=headers, retry_policy=retry_policy)
+        return task_message(name, task_id=task_id, queue=queue, headers=headers)
+    return None

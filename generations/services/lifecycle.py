@@ -32,7 +32,7 @@ from generations.models import (
 )
 from generations.services.events import ROW_ATTEMPT, Event, events_sql, events_write
 from generations.webhooks import webhook_delivery_create
-from hub.broker import task_send
+from hub.broker import task_message_for_lpush, task_send
 from hub.compiled import columns_sql, query_instances
 from hub.http.errors import NotFound
 from hub.http.observability import current_request_id
@@ -90,21 +90,37 @@ class StoredImage:
     byte_size: int
 
 
-def generation_enqueue(*, generation_id: str, stamp: bool = True, turn: fair.Turn | None = None) -> bool:
+@dataclass(frozen=True)
+class Enqueued:
+    """A generation handed to the broker, and its place in its model's fair order as the
+    hand-over found it (1: the next to be taken; None without an order)."""
+
+    queue_position: int | None
+
+
+def generation_enqueue(*, generation_id: str, stamp: bool = True, turn: fair.Turn | None = None) -> Enqueued | None:
     """Stamp the generation's turn in its model's fair order (generations.fair; `turn` as the
     submit knows it, else read here), hand its task to the broker and stamp `enqueued_at` (the
     creating transaction stamps it already: `stamp=False` saves a query on the hot path). If the
     broker is down the row is marked unsent (`enqueued_at` null) and the sweeper sends it later —
-    or, for a sync request that is waiting right now, it is failed and refunded at once."""
+    or, for a sync request that is waiting right now, it is failed and refunded at once: None.
+    On the hub's own Redis the fair stamp pushes the task itself, in its round trip."""
     # The worker's log lines for this generation carry the request id it was made under.
     headers = {"request_id": current_request_id()}
+    position = None
     if fair.enabled():
         turn = turn or fair.turn_of(generation_id)
-        pushed = fair.fair_push(turn) if turn is not None else None
-        if pushed == fair.WAITING:  # in its order, which is being taken from: its task is on its way
-            _stamp_enqueued(generation_id)
-            return True
-        if pushed is not None:  # its task takes the order's head, not necessarily this one
+        pushed = _fair_push(turn, headers) if turn is not None else None
+        if pushed is not None:
+            position = pushed.position
+            if pushed.outcome == fair.WAITING:  # in its order, which is being taken from: its task is on its way
+                _stamp_enqueued(generation_id)
+                return Enqueued(position)
+            if pushed.task_sent:
+                if stamp:
+                    _stamp_enqueued(generation_id)
+                return Enqueued(position)
+            # its task takes the order's head, not necessarily this one
             headers[FAIR_HEADER] = turn.model_id
     try:
         task_send(
@@ -126,10 +142,20 @@ def generation_enqueue(*, generation_id: str, stamp: bool = True, turn: fair.Tur
                 code=errors.QUEUE_UNAVAILABLE,
                 message="The generation queue is unavailable right now; your credits were refunded. Please retry.",
             )
-        return False
+        return None
     if stamp:
         _stamp_enqueued(generation_id)
-    return True
+    return Enqueued(position)
+
+
+def _fair_push(turn: fair.Turn, headers: dict) -> fair.Pushed | None:
+    """fair_push, with the generation's task to push in the same script where the broker is the
+    hub's own Redis."""
+    queue = settings.GENERATIONS_QUEUE
+    message = task_message_for_lpush(
+        name=RUN_TASK_NAME, task_id=turn.generation_id, queue=queue, headers={**headers, FAIR_HEADER: turn.model_id}
+    )
+    return fair.fair_push(turn, task=None if message is None else (queue, message))
 
 
 def _stamp_enqueued(generation_id: str) -> None:

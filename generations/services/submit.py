@@ -326,7 +326,7 @@ def _create(
                 n,
                 sync=not is_async,
             )
-            transaction.on_commit(lambda: _on_created(turn, n * price, account))
+            transaction.on_commit(lambda: _on_created(generation, turn, n * price, account))
     except Exception:
         hold.give_back()
         for key in [*reference_keys, *mask_keys]:
@@ -382,10 +382,12 @@ def _charged(generation: Generation, *, account: CreditAccount, memo: str) -> No
     inserted(generation)
 
 
-def _on_created(turn: fair.Turn, credits: int, account: CreditAccount) -> None:
+def _on_created(generation: Generation, turn: fair.Turn, credits: int, account: CreditAccount) -> None:
     """After the charge commits: count it, hand the generation to the broker with its fair
-    turn, and tell billing what was charged, should it have crossed a threshold of the account
+    turn (its place in the order, found by the hand-over, goes on the instance for the answer),
+    and tell billing what was charged, should it have crossed a threshold of the account
     (`account` as read before the charge: billing.alerts.balance_watch_after_charge, no query)."""
     metrics.CREDITS.labels("charged").inc(credits)
-    generation_enqueue(generation_id=turn.generation_id, stamp=False, turn=turn)
+    enqueued = generation_enqueue(generation_id=turn.generation_id, stamp=False, turn=turn)
+    generation.queue_position_at_submit = enqueued and enqueued.queue_position
     balance_watch_after_charge(account=account, charged=credits)

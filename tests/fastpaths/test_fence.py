@@ -13,7 +13,7 @@ from django.test import override_settings
 import hub.infra.fastpaths
 from generations.models import Generation
 from hub.compiled import STR_MARKER, CompiledQuery
-from hub.infra.fastpaths import FastPath, _library_checked
+from hub.infra.fastpaths import FastPath, _library_checked, _on
 from hub.infra.fastpaths.orm_rows import ORM_ROWS
 from tests.conftest import ROOT
 from tests.factories import create_generation, make_user
@@ -80,8 +80,10 @@ def test_the_master_switch_turns_every_path_off_and_each_switch_its_own():
 @pytest.fixture
 def fresh_checks():
     _library_checked.cache_clear()
+    _on.cache_clear()
     yield
     _library_checked.cache_clear()
+    _on.cache_clear()
 
 
 def test_another_library_version_takes_the_librarys_way_with_one_warning(fresh_checks, monkeypatch, caplog, db):

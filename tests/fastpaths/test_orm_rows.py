@@ -115,4 +115,5 @@ def _without_url_queries(answer: dict) -> dict:
     """Image URLs are signed with the time they were made: compared without their query."""
     answer = dict(answer)
     answer["images"] = [{**image, "url": image["url"].split("?")[0]} for image in answer["images"]]
+    answer["data"] = [{**datum, "url": datum["url"].split("?")[0]} for datum in answer["data"]]
     return answer

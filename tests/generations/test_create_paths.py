@@ -11,9 +11,11 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 
 from apikeys.models import ApiKeyUsage
 from apikeys.services import api_key_create
+from billing.lock_objects import account_lock_then
 from billing.models import ChargeAllocation, CreditAccount, CreditGrant, LedgerEntry
 from billing.selectors import ledger_drift
 from billing.services import account_get_or_create, credits_charge, credits_grant
@@ -102,6 +104,27 @@ def test_one_statement_and_the_transaction_write_the_same_rows(monkeypatch):
     assert one["usage"] == [(2, 16)]
     assert one["generation"]["status"] == "queued" and one["generation"]["credits_requested"] == 16
     assert ledger_drift() == []
+
+
+@pytest.mark.django_db
+def test_the_statement_stays_within_psycopgs_cache_of_parsed_queries(monkeypatch):
+    """Past 4,096 bytes or 50 parameters psycopg parses a statement's text again on every run
+    (psycopg._queries): the generation's statement with all its writes (a key's usage, the
+    queued event) stays within both."""
+    statements = []
+
+    def lock_then(account_id, sql, params):
+        statements.append((sql, params))
+        return account_lock_then(account_id, sql, params)
+
+    monkeypatch.setattr(submit, "account_lock_then", lock_then)
+    user, account, key = _funded((20, None))
+    _create(user, key)
+    assert Generation.objects.filter(owner=user).count() == 1
+    [(sql, params)] = statements
+    assert "charge_usage" in sql and "charge_event" in sql
+    assert len(sql.encode()) <= MAX_CACHED_STATEMENT_LENGTH, len(sql.encode())
+    assert len(params) <= MAX_CACHED_STATEMENT_PARAMS, len(params)
 
 
 @pytest.mark.django_db

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from generations import fair
+from hub.infra.redis_client import redis_client
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def order(settings):
 def push(model: str, account: int, count: int, *, weight: int = 1, sync: bool = False, n: int = 1) -> list[str]:
     ids = [f"gen_{account}_{'s' if sync else 'a'}_{uuid.uuid4().hex[:6]}" for _ in range(count)]
     for generation_id in ids:
-        assert fair.fair_push(fair.Turn(generation_id, model, account, weight, n, sync)) == fair.ADDED
+        assert fair.fair_push(fair.Turn(generation_id, model, account, weight, n, sync)).outcome == fair.ADDED
     return ids
 
 
@@ -63,13 +64,29 @@ def test_a_generation_handed_over_again_keeps_its_place(order):
     fair.fair_take(order)
     turn = fair.Turn(second, order, 1, 1, 1, False)
     push(order, 1, 3)  # stamped after it
-    assert fair.fair_push(turn) == fair.WAITING  # being taken from: no second task, no new stamp
+    assert fair.fair_push(turn) == fair.Pushed(fair.WAITING, 1, False)  # being taken from: no second task, no new stamp
     assert fair.fair_take(order).generation_id == second
 
 
 def test_a_stalled_order_asks_for_a_task_again(order, settings):
     (only,) = push(order, 1, 1)
-    assert fair.fair_push(fair.Turn(only, order, 1, 1, 1, False)) == fair.STALLED  # never taken from
+    assert fair.fair_push(fair.Turn(only, order, 1, 1, 1, False)).outcome == fair.STALLED  # never taken from
+
+
+def test_the_task_goes_with_the_stamp_when_the_generation_needs_one(order, settings):
+    """fair_push's `task`: pushed by the stamp's own script for a generation added (or stalled),
+    not for one whose order is being taken from; its place comes back with it."""
+    queue = f"{settings.GENERATIONS_QUEUE}-tasks"
+    first, second = push(order, 1, 2)
+    added = f"gen_1_a_{uuid.uuid4().hex[:6]}"
+    assert fair.fair_push(fair.Turn(added, order, 1, 1, 1, False), task=(queue, "its task")) == fair.Pushed(
+        fair.ADDED, 3, True
+    )
+    fair.fair_take(order)
+    again = fair.Turn(second, order, 1, 1, 1, False)
+    assert fair.fair_push(again, task=(queue, "a second task")) == fair.Pushed(fair.WAITING, 1, False)
+    assert redis_client().lrange(queue, 0, -1) == [b"its task"]
+    redis_client().delete(queue)
 
 
 def test_a_generation_that_ended_leaves_the_order(order):
