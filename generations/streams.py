@@ -46,11 +46,19 @@ NO_USAGE = {
 
 
 def image_stream(
-    *, owner, generation_id: str, kind: str, with_partials: bool = False, departure: Departure = UNWATCHED
+    *,
+    owner,
+    generation: Generation,
+    enqueued_after: float | None,
+    kind: str,
+    with_partials: bool = False,
+    departure: Departure = UNWATCHED,
 ) -> Iterator[str]:
-    """The stream's events for the owner's charged generation; `kind` names them
-    (image_generation, image_edit). `with_partials`: it asked for partial images. It ends at once
-    when the client hangs up (`departure`)."""
+    """The stream's events for the owner's charged generation (as its request created or found
+    it; `enqueued_after`: SubmitOutcome's); `kind` names them (image_generation, image_edit).
+    `with_partials`: it asked for partial images. It ends at once when the client hangs up
+    (`departure`)."""
+    generation_id = generation.pk
 
     def read() -> Generation | None:
         try:
@@ -58,10 +66,15 @@ def image_stream(
         except NotFound:
             return None
 
-    generation = None  # as last read (the watch reads it first): a partial's event describes it
     finals: dict[int, str] = {}  # the final images relayed by the worker, base64 by index
     watched = generation_watch(
-        generation_id=generation_id, read=read, with_partials=with_partials, on_start=False, departure=departure
+        generation_id=generation_id,
+        read=read,
+        with_partials=with_partials,
+        on_start=False,
+        departure=departure,
+        created=generation,
+        enqueued_after=enqueued_after,
     )
     for item in watched:
         if item is None:
@@ -71,7 +84,7 @@ def image_stream(
         elif isinstance(item, Final):
             finals[item.index] = item.b64_json
         else:
-            generation = item
+            generation = item  # as last read: a partial's event describes it
             yield from _finished(generation, kind, finals)
 
 
