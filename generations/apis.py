@@ -161,7 +161,8 @@ class GenerationCreateApi(APIView):
             return sse.response(
                 image_stream(
                     owner=request.user,
-                    generation_id=outcome.generation.pk,
+                    generation=outcome.generation,
+                    enqueued_after=outcome.enqueued_after,
                     kind=self.stream_kind,
                     with_partials=outcome.generation.partial_images is not None,
                     departure=departure,

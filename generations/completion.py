@@ -143,14 +143,22 @@ class _Waiters:
             since = self._subscribed_at
         if heard:
             event.set()
-        fresh = enqueued_after is not None and now - enqueued_after < RECENT_SECONDS
-        return event, not (fresh and since is not None and since <= enqueued_after)
+        return event, not _heard_from_enqueue(since, enqueued_after, now)
 
-    def watch(self, generation_id: str, *, with_partials: bool = False, on_start: bool = True) -> Watch:
+    def watch(
+        self,
+        generation_id: str,
+        *,
+        with_partials: bool = False,
+        on_start: bool = True,
+        enqueued_after: float | None = None,
+    ) -> tuple[Watch, bool]:
         """A Watch set when the generation starts (unless not `on_start`) or finishes (or the
         process stops); the poller wakes it too once the row is finished. `with_partials`: its
-        partial images too. Register it before reading the row."""
+        partial images too. Register it before reading the row. And whether the row must be read
+        before waiting: as add's, except that a finish already heard is read at once."""
         watch = Watch()
+        now = time.monotonic()
         with self._lock:
             self._events.setdefault(generation_id, set()).add(watch)
             if on_start:
@@ -159,9 +167,11 @@ class _Waiters:
             if with_partials:
                 self._followed.setdefault(generation_id, set()).add(watch)
             pubsub = self._pubsub
+            heard = generation_id in self._heard
+            since = self._subscribed_at
         if first and pubsub is not None:  # else the listener subscribes when it (re)connects
             self._subscription(pubsub.subscribe, generation_id)
-        return watch
+        return watch, heard or not _heard_from_enqueue(since, enqueued_after, now)
 
     def remove(self, generation_id: str, event: threading.Event | Watch) -> None:
         with self._lock:
@@ -217,7 +227,12 @@ class _Waiters:
         while True:
             pubsub = None
             try:
-                client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30, client_name=listener_name())
+                # RESP2: redis-py's RESP3 parser (its default) logs each pub/sub message at DEBUG,
+                # building the message's repr first, logged or not — for a relayed image (~90 KB),
+                # ~3 % of the web's py-spy samples in bench stream-c16-2s.
+                client = redis.Redis.from_url(
+                    settings.REDIS_URL, health_check_interval=30, client_name=listener_name(), protocol=2
+                )
                 pubsub = client.pubsub()
                 pubsub.psubscribe(CHANNEL_PREFIX + "*")
                 with self._lock:
@@ -259,6 +274,13 @@ class _Waiters:
                 logger.warning("completion poller: %s", exc)
             finally:
                 connection.close()  # back to the pool (or closed): the poller holds nothing
+
+
+def _heard_from_enqueue(since: float | None, enqueued_after: float | None, now: float) -> bool:
+    """Whether the listener, subscribed `since`, hears every message of a generation enqueued
+    after `enqueued_after` (recently: the finishes it remembers are RECENT_SECONDS old at most)."""
+    fresh = enqueued_after is not None and now - enqueued_after < RECENT_SECONDS
+    return fresh and since is not None and since <= enqueued_after
 
 
 def _discard(registry: dict[str, set], generation_id: str, event) -> bool:

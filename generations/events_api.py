@@ -76,7 +76,7 @@ def generation_events_stream(
             yield sse.KEEP_ALIVE
             continue
         if isinstance(item, Partial):
-            yield sse.frame(PARTIAL_EVENT, _partial(generation, item))
+            yield sse.frame_with_base64(PARTIAL_EVENT, _partial(generation, item), "b64_json", item.b64_json)
             continue
         if isinstance(item, Final):
             continue  # its image is in the finished generation's URLs
@@ -89,12 +89,11 @@ def generation_events_stream(
 
 
 def _partial(generation: Generation, partial: Partial) -> dict:
-    """A `generation.partial_image` event's data (`image_index`: which of the n images)."""
+    """A `generation.partial_image` event's data but its `b64_json` (`image_index`: which of the n images)."""
     return {
         "generation_id": generation.pk,
         "image_index": partial.image_index,
         "partial_image_index": partial.partial_image_index,
-        "b64_json": partial.b64_json,
         "size": generation.size,
         "output_format": generation.options.get("output_format", "png"),
         "created_at": partial.created_at,

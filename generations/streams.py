@@ -46,11 +46,19 @@ NO_USAGE = {
 
 
 def image_stream(
-    *, owner, generation_id: str, kind: str, with_partials: bool = False, departure: Departure = UNWATCHED
+    *,
+    owner,
+    generation: Generation,
+    enqueued_after: float | None,
+    kind: str,
+    with_partials: bool = False,
+    departure: Departure = UNWATCHED,
 ) -> Iterator[str]:
-    """The stream's events for the owner's charged generation; `kind` names them
-    (image_generation, image_edit). `with_partials`: it asked for partial images. It ends at once
-    when the client hangs up (`departure`)."""
+    """The stream's events for the owner's charged generation (as its request created or found
+    it; `enqueued_after`: SubmitOutcome's); `kind` names them (image_generation, image_edit).
+    `with_partials`: it asked for partial images. It ends at once when the client hangs up
+    (`departure`)."""
+    generation_id = generation.pk
 
     def read() -> Generation | None:
         try:
@@ -58,20 +66,27 @@ def image_stream(
         except NotFound:
             return None
 
-    generation = None  # as last read (the watch reads it first): a partial's event describes it
     finals: dict[int, str] = {}  # the final images relayed by the worker, base64 by index
     watched = generation_watch(
-        generation_id=generation_id, read=read, with_partials=with_partials, on_start=False, departure=departure
+        generation_id=generation_id,
+        read=read,
+        with_partials=with_partials,
+        on_start=False,
+        departure=departure,
+        created=generation,
+        enqueued_after=enqueued_after,
     )
     for item in watched:
         if item is None:
             yield sse.KEEP_ALIVE
         elif isinstance(item, Partial):
-            yield sse.frame(f"{kind}.partial_image", _partial(generation, kind, item))
+            yield sse.frame_with_base64(
+                f"{kind}.partial_image", _partial(generation, kind, item), "b64_json", item.b64_json
+            )
         elif isinstance(item, Final):
             finals[item.index] = item.b64_json
         else:
-            generation = item
+            generation = item  # as last read: a partial's event describes it
             yield from _finished(generation, kind, finals)
 
 
@@ -81,7 +96,7 @@ def _finished(row: Generation, kind: str, finals: dict[int, str]) -> Iterator[st
     if row.status == GenerationStatus.SUCCEEDED:
         for index, image in enumerate(images_of(row)):  # by index, from 0 (workers.runner stores them so)
             b64 = finals.get(index) or pybase64.b64encode(storage.object_read(image.storage_key)).decode()
-            yield sse.frame(f"{kind}.completed", _completed(row, kind, b64))
+            yield sse.frame_with_base64(f"{kind}.completed", _completed(row, kind), "b64_json", b64)
     elif row.status == GenerationStatus.FAILED:
         yield _error(GenerationFailed(row.error_message or None, generation_id=row.pk))
     elif row.status == GenerationStatus.CANCELED:
@@ -89,10 +104,10 @@ def _finished(row: Generation, kind: str, finals: dict[int, str]) -> Iterator[st
 
 
 def _partial(generation: Generation, kind: str, partial: Partial) -> dict:
-    """OpenAI's `*.partial_image` event (it has no image index: with n > 1, each image's come in turn)."""
+    """OpenAI's `*.partial_image` event but its `b64_json` (it has no image index: with n > 1,
+    each image's come in turn)."""
     return {
         "type": f"{kind}.partial_image",
-        "b64_json": partial.b64_json,
         "partial_image_index": partial.partial_image_index,
         "created_at": partial.created_at,
         **_shape(generation),
@@ -108,13 +123,12 @@ def _shape(generation: Generation) -> dict:
     }
 
 
-def _completed(generation: Generation, kind: str, b64_json: str) -> dict:
-    """OpenAI's `*.completed` event. Its `usage` holds the tokens the provider reported for the
+def _completed(generation: Generation, kind: str) -> dict:
+    """OpenAI's `*.completed` event but its `b64_json`. Its `usage` holds the tokens the provider reported for the
     call that made the images (each image's event the call's; 0 when it reported none, as the
     local provider), and the credits charged beside them."""
     return {
         "type": f"{kind}.completed",
-        "b64_json": b64_json,
         "created_at": int(time.time()),
         **_shape(generation),
         "usage": {**(generation.provider_usage or NO_USAGE), "credits": generation.credits_consumed},

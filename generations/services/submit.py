@@ -79,6 +79,9 @@ class SubmitOutcome:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     balance: CreditsSummary | None = None
+    # A monotonic time before the generation was enqueued, when this request created it (not a
+    # replay's): a wait or watch from here may skip its first read (generations.completion).
+    enqueued_after: float | None = None
 
 
 def generation_submit(
@@ -115,12 +118,12 @@ def generation_submit(
         account=account,
         **params,
     )
-    if params["is_async"]:
-        return SubmitOutcome(generation, 202)
-    wait = _sync_wait(max_wait)
     # A replay (Idempotency-Key) answers an older generation, which may have finished before
     # this process listened: its wait reads the row first.
     enqueued_after = started if generation.created_at >= created_since else None
+    if params["is_async"]:
+        return SubmitOutcome(generation, 202, enqueued_after=enqueued_after)
+    wait = _sync_wait(max_wait)
     generation = generation_wait(
         generation=generation, max_wait=wait, enqueued_after=enqueued_after, departure=departure
     )

@@ -135,6 +135,8 @@ def generation_watch(
     with_partials: bool = False,
     on_start: bool = True,
     departure: Departure = UNWATCHED,
+    created: Generation | None = None,
+    enqueued_after: float | None = None,
 ) -> Iterator[Generation | Partial | Final | None]:
     """A streamed answer's wait (events streams, `stream: true`): each `read()` of the row —
     at once, then whenever a worker claims or finishes it (generations.completion) and at least
@@ -144,18 +146,23 @@ def generation_watch(
     Not `on_start`: a worker's claim does not wake it (a stream that shows no start: a read saved). It ends
     after a finished row, when `read()` finds none (deleted), when this process stops (the
     client resumes), or at once when the client hangs up (`departure`; the generation goes on).
-    Between reads it holds no database connection and, under gevent, no thread."""
+    Between reads it holds no database connection and, under gevent, no thread. `created`, the
+    row as its request just created it, and `enqueued_after` (generation_wait's) spare the first
+    read when the listener hears all of the generation's messages: `created` is yielded first."""
     # Without Redis no message wakes a watch on a start: it re-reads as often as the poller.
     recheck = WATCH_RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
     local = completion.waiters()
-    watch = local.watch(generation_id, with_partials=with_partials, on_start=on_start)  # before the read
+    watch, read_first = local.watch(  # before the read
+        generation_id, with_partials=with_partials, on_start=on_start, enqueued_after=enqueued_after
+    )
+    unread = None if read_first else created  # yielded as the first read's row
     sent_at = time.monotonic()
     try:
         with metrics.EVENT_STREAMS.track_inprogress(), departure.watching(watch.event):
             while not departure.left:
                 watch.event.clear()
                 watch.stepped = False
-                generation = read()
+                generation, unread = unread or read(), None
                 connection_release()
                 if generation is None:
                     return

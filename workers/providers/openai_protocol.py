@@ -95,25 +95,31 @@ class ImageStream:
         return {"data": self._items, "usage": self._usage}
 
 
-def sse_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def sse_data(chunks: Iterable[bytes]) -> Iterator[bytes | bytearray]:
     """The `data` of each server-sent event in a byte stream (the events' names are not needed:
-    their data says its type). A bytearray: a partial image's event is a megabyte in many chunks."""
+    their data says its type). A bytearray: a partial image's event is a megabyte in many chunks.
+
+    Read line by line, each line's end found by a one-byte search (memchr): a search for a blank
+    line (b"\\n\\n", b"\\r\\n\\r\\n") is ~500 times slower per byte, and over a partial image's
+    ~90 KB the two took ~1 ms of the worker's CPU per event (bench stream-c16-2s). Each data line
+    is copied once."""
     buffer = bytearray()
-    searched = 0  # no event ends before this offset
+    line = 0  # where the current line starts
+    data: list[bytearray] = []  # the current event's data lines
     for chunk in chunks:
         buffer += chunk
-        while True:
-            ends = [at for at in (buffer.find(b"\n\n", searched), buffer.find(b"\r\n\r\n", searched)) if at >= 0]
-            if not ends:
-                searched = max(len(buffer) - 3, 0)
-                break
-            end = min(ends)
-            lines = bytes(buffer[:end]).splitlines()
-            del buffer[: end + (4 if buffer[end] == 13 else 2)]
-            searched = 0
-            data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-            if data:
-                yield b"\n".join(data)
+        while (stop := buffer.find(b"\n", line)) >= 0:
+            end = stop - 1 if stop > line and buffer[stop - 1] == 13 else stop  # without its \r
+            if end == line:  # a blank line ends the event
+                if data:
+                    yield data[0] if len(data) == 1 else b"\n".join(data)
+                    data = []
+                del buffer[: stop + 1]
+                line = 0
+                continue
+            if buffer.startswith(b"data:", line):
+                data.append(buffer[line + 5 + (buffer[line + 5 : line + 6] == b" ") : end])
+            line = stop + 1
 
 
 def stream_failure(error: object) -> Failure:
