@@ -391,7 +391,12 @@ def test_every_command_is_a_start_script_of_the_image(production):
 def test_every_port_is_the_one_the_web_binds(production):
     default_port = int(re.search(r"HUB_BIND:-[\d.]+:(\d+)", (ROOT / "deploy" / "bin" / "web").read_text())[1])
     assert re.search(rf"^EXPOSE {default_port}$", (ROOT / "Dockerfile").read_text(), re.M)
-    assert [p["target"] for p in compose_config()["services"]["web"]["ports"]] == [default_port]
+    # Compose publishes nginx, which listens on the web's port and passes every request to it.
+    assert "ports" not in compose_config()["services"]["web"]
+    assert [p["target"] for p in compose_config()["services"]["nginx"]["ports"]] == [default_port]
+    nginx_conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert re.search(rf"^\s*listen {default_port};$", nginx_conf, re.M)
+    assert re.search(rf"http://web:{default_port};", nginx_conf)
     assert [p["containerPort"] for p in _container(production, "hub-web")["ports"]] == [default_port]
 
 
