@@ -22,7 +22,7 @@ bench/RESULTS.md were made with it:
 
 With HUB_ROUND_TRIPS_DIR the worker process counts its SQL statements (by kind and tables),
 connection checkouts and Redis round trips (by command) into HUB_ROUND_TRIPS_DIR/celery-PID.json
-— the thirteenth sitting's counts per generation:
+— the fourteenth sitting's counts per generation:
 
     .venv/bin/python -m bench run sync-c32-0s --requests 300 \\
         --env PYTHONPATH=bench/profile --env HUB_ROUND_TRIPS_DIR=/tmp/trips
