@@ -42,6 +42,7 @@ from generations.models import (
     WebhookEvent,
 )
 from generations.references import reference_images_read
+from generations.services.enqueue import generation_enqueue
 from generations.services.events import Event, events_sql
 from generations.services.idempotency import (
     KeyTaken,
@@ -50,7 +51,6 @@ from generations.services.idempotency import (
     idempotency_key_decide,
     request_hash_of,
 )
-from generations.services.lifecycle import generation_enqueue
 from generations.services.precheck import generation_precheck, request_priced
 from generations.services.wait import generation_wait
 from hub.compiled import insert_when, inserted
