@@ -27,11 +27,10 @@ from apikeys.authentication import ApiKeyAuthentication
 from generations.apis import GenerationOutput
 from generations.models import FINISHED, Generation
 from generations.partials import Final, Partial
-from generations.selectors import generation_get_for_owner_api
+from generations.selectors import generation_find_for_owner_api, generation_get_for_owner_api
 from generations.services.wait import generation_watch
 from hub.http import sse
 from hub.http.departure import UNWATCHED, Departure, departure_of
-from hub.http.errors import NotFound
 from hub.http.openapi import errors
 from hub.http.public_url import base_url
 
@@ -64,10 +63,7 @@ def generation_events_stream(
     client hangs up (`departure`). `with_partials`: its partial images too, as they come."""
 
     def read() -> Generation | None:
-        try:
-            return generation_get_for_owner_api(owner=owner, generation_id=generation_id)
-        except NotFound:
-            return None
+        return generation_find_for_owner_api(owner=owner, generation_id=generation_id)
 
     generation = None  # as last read (the watch reads it first): a partial's event describes it
     watched = generation_watch(generation_id=generation_id, read=read, with_partials=with_partials, departure=departure)

@@ -77,10 +77,16 @@ def generation_get_for_owner_api(*, owner, generation_id: str) -> Generation:
     """The owner's generation with its images (with_images), or NotFound as above: the API's
     answer shows the model's id only, so a poll is one query, not three (the row, the model, the
     images)."""
-    generation = _OWNED.first(generation_id, owner.pk)
+    generation = generation_find_for_owner_api(owner=owner, generation_id=generation_id)
     if generation is None:
         raise NotFound("Generation not found")
     return generation
+
+
+def generation_find_for_owner_api(*, owner, generation_id: str) -> Generation | None:
+    """generation_get_for_owner_api, or None: a streamed answer's re-read (generation_watch) of a
+    generation that may have been deleted meanwhile."""
+    return _OWNED.first(generation_id, owner.pk)
 
 
 def generation_queue_position(generation: Generation) -> int | None:

@@ -28,11 +28,11 @@ from drf_spectacular.utils import OpenApiResponse
 
 from generations.models import Generation, GenerationStatus
 from generations.partials import Final, Partial
-from generations.selectors import generation_get_for_owner_api, images_of
+from generations.selectors import generation_find_for_owner_api, images_of
 from generations.services.wait import generation_watch
 from hub.http import sse
 from hub.http.departure import UNWATCHED, Departure
-from hub.http.errors import GenerationCanceled, GenerationFailed, NotFound
+from hub.http.errors import GenerationCanceled, GenerationFailed
 from hub.http.exception_handler import error_body
 from hub.infra import storage
 
@@ -61,10 +61,7 @@ def image_stream(
     generation_id = generation.pk
 
     def read() -> Generation | None:
-        try:
-            return generation_get_for_owner_api(owner=owner, generation_id=generation_id)
-        except NotFound:
-            return None
+        return generation_find_for_owner_api(owner=owner, generation_id=generation_id)
 
     finals: dict[int, str] = {}  # the final images relayed by the worker, base64 by index
     watched = generation_watch(
