@@ -4,8 +4,8 @@ Two upstreams (`hub_upstream add`) on the fake provider, each with its own API k
 fake holds to UPSTREAM_CONCURRENCY calls in flight (over that: 429 with Retry-After, as OpenAI
 answers). Tenant A submits `a_requests` async generations (32 clients); then tenant B makes
 `b_requests` sync ones, one after another. While A's backlog lasts a sampler reads, every
-SAMPLE_SECONDS, the calls each key has in flight (from the fake) and A's unfinished generations
-(from PostgreSQL). Variants:
+SAMPLE_SECONDS, the calls each key has in flight (from the fake) and A's queued and running
+generations (from PostgreSQL); its backlog lasts while some are queued (waiting for a slot). Variants:
 
 - configured: the upstreams are told their limit (`--concurrency`);
 - learned: they are not; only the provider's 429s teach the hub;
@@ -96,7 +96,8 @@ def run_upstream(s: Scenario, ctx: Context) -> Table:
         ("B's added latency p50 / p99 s", f"{_pct(added, 0.5)} / {_pct(added, 0.99)}"),
         ("upstream calls (both keys)", f"{calls} ({'; '.join(_statuses_text(c) for c in statuses)})"),
         ("upstream 429s, % of calls", f"{100 * limited / calls:.1f}%" if calls else "—"),
-        ("upstream busy while A's backlog lasts", sampler.busy_text()),
+        ("upstream busy while A's backlog lasts (some queued)", sampler.busy_text(backlog=True)),
+        ("upstream busy until A drained (its tail too)", sampler.busy_text(backlog=False)),
         ("hub's learned limit per key (mean, min)", sampler.learned_text()),
         ("hub's slots held ÷ the keys' limit (mean)", sampler.held_text()),
         ("peak calls in flight per key", " / ".join(str(provider[key]["peak_in_flight"]) for key in KEYS)),
@@ -112,7 +113,9 @@ def run_upstream(s: Scenario, ctx: Context) -> Table:
         f"A: {s.a_requests} async submits from {A_CLIENTS} clients; B: {s.b_requests} sync calls one after another, "
         "from when A's submits are in.",
         "busy: calls in flight at the fake on the two keys ÷ the concurrency of the keys not failing, sampled every "
-        f"{SAMPLE_SECONDS} s from B's first call until A has no queued or running generation; the hub's learned "
+        f"{SAMPLE_SECONDS} s from B's first call until A has no queued or running generation; its backlog: the "
+        "samples while some of A's generations were queued (waiting for a slot), not its tail, when every one "
+        "left is in flight and fewer than the keys allow; the hub's learned "
         "limit and its slots held (its own count of calls in flight, from a slot taken to its release) are read "
         "from its Redis at the same samples.",
     ]
@@ -195,7 +198,10 @@ class _Sampler(threading.Thread):
     def __init__(self, stack: Stack, user_id: int, upstream_ids: list[str]):
         super().__init__(daemon=True)
         self.stack, self.user_id, self.upstream_ids = stack, user_id, upstream_ids
-        self.busy: list[float] = []
+        self.busy: list[float] = []  # every sample until A drained, its tail included
+        # the samples while some of A's generations were still queued (waiting for a slot): its
+        # backlog; in the tail every one left is in flight, fewer than the keys allow
+        self.busy_backlog: list[float] = []
         self.held: list[float] = []
         self.learned: list[float] = []  # one per upstream and sample, once the hub has a learned limit
         self.started = time.monotonic()
@@ -206,18 +212,21 @@ class _Sampler(threading.Thread):
         hub = redis.Redis(port=self.stack.ports["redis"])
         with psycopg.connect(self.stack.db_url, autocommit=True) as conn:
             while not self._halt.wait(SAMPLE_SECONDS):
-                (waiting,) = conn.execute(
-                    "SELECT count(*) FROM generations_generation"
-                    " WHERE owner_id = %s AND status IN ('queued', 'running')",
+                queued, running = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running')"
+                    " FROM generations_generation WHERE owner_id = %s",
                     [self.user_id],
                 ).fetchone()
-                if not waiting:
+                if not queued and not running:
                     self.drained_after = time.monotonic() - self.started
                     return
                 keys = [self.stack.provider_stats()["keys"][key] for key in KEYS]
                 allowed = sum(key["concurrency"] for key in keys if key["failing"] is None)
                 if allowed:
-                    self.busy.append(sum(key["in_flight"] for key in keys) / allowed)
+                    busy = sum(key["in_flight"] for key in keys) / allowed
+                    self.busy.append(busy)
+                    if queued:  # generations wait for a slot: the upstreams could be full
+                        self.busy_backlog.append(busy)
                     self._sample_hub(hub, allowed)
 
     def _sample_hub(self, hub: redis.Redis, allowed: int) -> None:
@@ -237,11 +246,12 @@ class _Sampler(threading.Thread):
         self._halt.set()
         self.join()
 
-    def busy_text(self) -> str:
-        if not self.busy:
+    def busy_text(self, *, backlog: bool) -> str:
+        samples = self.busy_backlog if backlog else self.busy
+        if not samples:
             return "—"
-        mean, median = statistics.mean(self.busy), statistics.median(self.busy)
-        return f"{100 * mean:.0f}% mean, {100 * median:.0f}% median ({len(self.busy)} samples)"
+        mean, median = statistics.mean(samples), statistics.median(samples)
+        return f"{100 * mean:.0f}% mean, {100 * median:.0f}% median ({len(samples)} samples)"
 
     def learned_text(self) -> str:
         if not self.learned:

@@ -81,9 +81,9 @@ if os.environ.get("HUB_GC_STATS_DIR") and _HUB_PROCESS:
     atexit.register(_gc_save)
 
 
-if os.environ.get("HUB_ROUND_TRIPS_DIR") and _HUB_PROCESS == "celery":
-    # The worker's statements, connection checkouts and Redis round trips, counted by kind and
-    # kept in HUB_ROUND_TRIPS_DIR/celery-PID.json (at most once a second, and at exit): divided by
+if os.environ.get("HUB_ROUND_TRIPS_DIR") and _HUB_PROCESS:
+    # A web or worker process's statements, connection checkouts and Redis round trips, counted by kind and
+    # kept in HUB_ROUND_TRIPS_DIR/<gunicorn|celery>-PID.json (at most once a second, and at exit): divided by
     # the generations run, what one generation costs in round trips, free of the machine's noise.
     import collections
 
@@ -95,7 +95,7 @@ if os.environ.get("HUB_ROUND_TRIPS_DIR") and _HUB_PROCESS == "celery":
     _trips_written = [0.0]
 
     def _trips_save() -> None:
-        path = os.path.join(os.environ["HUB_ROUND_TRIPS_DIR"], f"celery-{os.getpid()}.json")
+        path = os.path.join(os.environ["HUB_ROUND_TRIPS_DIR"], f"{_HUB_PROCESS}-{os.getpid()}.json")
         with open(path + ".tmp", "w") as out:
             json.dump(dict(sorted(_trips.items())), out, indent=1)
         os.replace(path + ".tmp", path)
