@@ -15,7 +15,7 @@ Keys are namespaced `hub:rl:` and expire when unused, so nothing grows forever.
 
 from dataclasses import dataclass
 
-from hub.infra.redis_client import redis_client
+from hub.infra.redis_client import redis_client, redis_script
 
 PREFIX = "hub:rl:"
 WINDOW_MS = 60_000
@@ -71,7 +71,7 @@ class Decision:
 
 def _run(script: str, *, key: str, args: list):
     """Run a script by its SHA (EVALSHA; loaded once per Redis server), not its whole text."""
-    return redis_client().register_script(script)(keys=[key], args=args)
+    return redis_script(script)(keys=[key], args=args)
 
 
 def _window_key(name: str) -> str:

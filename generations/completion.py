@@ -18,9 +18,11 @@ remembers the ids it heard for RECENT_SECONDS — or is still to come.
 The listener and the poller are threads, which under gevent (gunicorn's and Celery's gevent
 workers) are greenlets.
 
-A watch of a streamed generation (its stream, its events stream) also hears its partial images
-(generations.partials): the listener subscribes to the generation's partial channel while it
-is watched, on the same connection — so a partial arrives before the finish published after it.
+A watch hears the generation's own channels while it watches, subscribed on the listener's
+connection: an events stream its start (publish_started: published only when someone
+subscribed, so the sync waits, nearly every wait, hear nothing but finishes), a streamed
+generation's stream its partial images (generations.partials) — on the same connection, so a
+partial arrives before the finish published after it.
 """
 
 import collections
@@ -50,6 +52,7 @@ RECHECK_SECONDS = 5.0
 # Each waiter also re-reads its own row this often, should the poller itself be stuck.
 BACKSTOP_SECONDS = 60.0
 CHANNEL_PREFIX = "hub:generation-done:"
+STARTED_PREFIX = "hub:generation-started:"  # a generation's start, for its watches alone
 # What a message on a generation's channel says (a message of before the start ones: "done").
 DONE, STARTED = "done", "started"
 RECONNECT_SECONDS = 1.0
@@ -67,11 +70,24 @@ def publish_done(generation_id: str, *, client=None) -> None:
     _publish(generation_id, DONE, client=client)
 
 
+def started_channel(generation_id: str) -> str:
+    return STARTED_PREFIX + generation_id
+
+
 def publish_started(generation_id: str) -> None:
-    """Wake the generation's watchers (its events streams) when a worker claims it. The same
-    channel as its finish: a listener of before this message takes it for one, wakes the sync
-    waiters, and they read an unfinished row and wait on."""
-    _publish(generation_id, STARTED)
+    """Wake the generation's watchers (its events streams) when a worker claims it: on its own
+    start channel, to which only a process with such a watch subscribes — the web processes'
+    pattern subscription, which every sync wait hears, does not carry it. A worker that took the
+    generation from its fair order with nobody subscribed (PUBSUB NUMSUB, in the take's own round
+    trip: generations.fair) does not publish it at all; a watch that subscribed between the take
+    and the claim reads the start at its next read (generation_watch: soon after a first read
+    that found the generation queued)."""
+    if not backends.redis():
+        return
+    try:
+        redis_client().publish(started_channel(generation_id), STARTED)
+    except (redis.RedisError, OSError) as exc:  # watchers fall back to re-reading the row
+        logger.warning("could not publish %s of %s: %s", STARTED, generation_id, exc)
 
 
 def _publish(generation_id: str, what: str, *, client=None) -> None:
@@ -159,37 +175,45 @@ class _Waiters:
         before waiting: as add's, except that a finish already heard is read at once."""
         watch = Watch()
         now = time.monotonic()
+        channels = []  # the generation's channels this watch is the first to hear
         with self._lock:
             self._events.setdefault(generation_id, set()).add(watch)
             if on_start:
+                if generation_id not in self._watchers:
+                    channels.append(started_channel(generation_id))
                 self._watchers.setdefault(generation_id, set()).add(watch)
-            first = with_partials and generation_id not in self._followed
             if with_partials:
+                if generation_id not in self._followed:
+                    channels.append(partials.channel(generation_id))
                 self._followed.setdefault(generation_id, set()).add(watch)
             pubsub = self._pubsub
             heard = generation_id in self._heard
             since = self._subscribed_at
-        if first and pubsub is not None:  # else the listener subscribes when it (re)connects
-            self._subscription(pubsub.subscribe, generation_id)
+        if channels and pubsub is not None:  # else the listener subscribes when it (re)connects
+            self._subscription(pubsub.subscribe, channels)
         return watch, heard or not _heard_from_enqueue(since, enqueued_after, now)
 
     def remove(self, generation_id: str, event: threading.Event | Watch) -> None:
+        channels = []  # the generation's channels this watch was the last to hear
         with self._lock:
             _discard(self._events, generation_id, event)
-            _discard(self._watchers, generation_id, event)
-            pubsub = self._pubsub if _discard(self._followed, generation_id, event) else None
-        if pubsub is not None:  # its last watch hearing partials
-            self._subscription(pubsub.unsubscribe, generation_id)
+            if _discard(self._watchers, generation_id, event):
+                channels.append(started_channel(generation_id))
+            if _discard(self._followed, generation_id, event):
+                channels.append(partials.channel(generation_id))
+            pubsub = self._pubsub
+        if channels and pubsub is not None:
+            self._subscription(pubsub.unsubscribe, channels)
 
     @staticmethod
-    def _subscription(command: Callable, generation_id: str) -> None:
-        """(Un)subscribe to a partial channel from a request's greenlet while the listener reads
-        (redis-py sends a pub/sub command under its own lock). A failure is the listener's to
-        mend: it reconnects and subscribes to what is followed then."""
+    def _subscription(command: Callable, channels: list[str]) -> None:
+        """(Un)subscribe to a generation's channels from a request's greenlet while the listener
+        reads (redis-py sends a pub/sub command under its own lock). A failure is the listener's
+        to mend: it reconnects and subscribes to what is watched then."""
         try:
-            command(partials.channel(generation_id))
+            command(*channels)
         except (redis.RedisError, OSError) as exc:
-            logger.warning("partial images of %s: %s", generation_id, exc)
+            logger.warning("channels %s: %s", ", ".join(channels), exc)
 
     def count(self) -> int:
         with self._lock:
@@ -236,13 +260,18 @@ class _Waiters:
                 pubsub = client.pubsub()
                 pubsub.psubscribe(CHANNEL_PREFIX + "*")
                 with self._lock:
-                    self._pubsub, followed = pubsub, list(self._followed)
-                if followed:
-                    pubsub.subscribe(*map(partials.channel, followed))
+                    self._pubsub = pubsub
+                    channels = [*map(started_channel, self._watchers), *map(partials.channel, self._followed)]
+                if channels:
+                    pubsub.subscribe(*channels)
                 for message in pubsub.listen():
                     if message["type"] == "message":
-                        self._deliver(message["channel"].decode()[len(partials.CHANNEL_PREFIX) :], message["data"])
-                    elif message["type"] == "pmessage":
+                        channel = message["channel"].decode()
+                        if channel.startswith(STARTED_PREFIX):
+                            self._wake_watchers(channel[len(STARTED_PREFIX) :])
+                        else:
+                            self._deliver(channel[len(partials.CHANNEL_PREFIX) :], message["data"])
+                    elif message["type"] == "pmessage":  # a finish (or a start from a worker of before)
                         generation_id = message["channel"].decode()[len(CHANNEL_PREFIX) :]
                         if message["data"] == STARTED.encode():
                             self._wake_watchers(generation_id)

@@ -33,9 +33,10 @@ from django.conf import settings
 
 from billing.models import AccountType
 from billing.selectors import account_type_turn_weight
+from generations import completion
 from generations.models import Generation, GenerationStatus
 from hub.infra import backends
-from hub.infra.redis_client import redis_client
+from hub.infra.redis_client import redis_client, redis_script
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +81,24 @@ return {outcome, redis.call('ZRANK', KEYS[1], ARGV[1]) + 1, sent}
 
 # Taking the head as a Lua function, for this module's script and for the worker's, which takes
 # an upstream slot and then the head in one round trip (workers.turns): `take_keys_args`.
+# The head taken (its member and stamp) and how many web processes watch its generation then:
+# subscribers to its start channel, `channels` their prefix. Its start is announced only to
+# those (generations.completion.publish_started).
 POP_LUA = """
-local function fair_pop(order, vtime, taken, ttl)
+local function fair_pop(order, vtime, taken, ttl, channels)
   local head = redis.call('ZPOPMIN', order)
   if #head == 0 then return false end
   local t = redis.call('TIME')
   local v = tonumber(redis.call('GET', vtime)) or 0
   if tonumber(head[2]) > v then redis.call('SET', vtime, head[2], 'PX', ttl) end
   redis.call('SET', taken, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'PX', ttl)
-  return head
+  local watchers = redis.call('PUBSUB', 'NUMSUB', channels .. string.match(head[1], '^(.*):%d+$'))[2]
+  return {head[1], head[2], watchers}
 end
 """
 
-# KEYS: order, virtual time, last taken; ARGV: ttl ms
-_POP = POP_LUA + "return fair_pop(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))"
+# KEYS: order, virtual time, last taken; ARGV: ttl ms, the generations' channel prefix
+_POP = POP_LUA + "return fair_pop(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2])"
 
 
 @dataclass(frozen=True)
@@ -120,11 +125,13 @@ class Pushed:
 
 @dataclass(frozen=True)
 class Taken:
-    """The head of an order, taken: its generation, its images and its stamp (to give it back)."""
+    """The head of an order, taken: its generation, its images and its stamp (to give it back);
+    `watched`: whether a web process watched it then (its start is announced only then)."""
 
     generation_id: str
     n: int
     stamp: float
+    watched: bool
 
 
 def enabled() -> bool:
@@ -144,7 +151,7 @@ def _ttl_ms() -> int:
 
 
 def _script(source: str):
-    return redis_client().register_script(source)
+    return redis_script(source)
 
 
 def turn_of(generation_id: str) -> Turn | None:
@@ -189,8 +196,9 @@ def fair_push(turn: Turn, *, task: tuple[str, str] | None = None) -> Pushed | No
 
 def fair_take(model_id: str) -> Taken | None:
     """Take the head of the model's order; None when it is empty."""
-    head = _script(_POP)(*take_keys_args(model_id))
-    return taken_of(head[0], head[1]) if head else None
+    keys, args = take_keys_args(model_id)
+    head = _script(_POP)(keys, args + [completion.STARTED_PREFIX])
+    return taken_of(head) if head else None
 
 
 def take_keys_args(model_id: str) -> tuple[list[str], list]:
@@ -199,10 +207,11 @@ def take_keys_args(model_id: str) -> tuple[list[str], list]:
     return [_key(model_id, part) for part in ("order", "vtime", "taken")], [_ttl_ms()]
 
 
-def taken_of(member: bytes, stamp: bytes) -> Taken:
-    """The head POP_LUA took (its member and score)."""
+def taken_of(head: list) -> Taken:
+    """The head POP_LUA took: its member, its stamp and its generation's watchers."""
+    member, stamp, watchers = head
     generation_id, _, n = member.decode().rpartition(":")
-    return Taken(generation_id, int(n), float(stamp))
+    return Taken(generation_id, int(n), float(stamp), watchers > 0)
 
 
 def fair_give_back(model_id: str, taken: Taken) -> None:

@@ -44,7 +44,7 @@ import redis
 from django.conf import settings
 
 from hub.infra import backends
-from hub.infra.redis_client import redis_client
+from hub.infra.redis_client import redis_script
 from hub.infra.singletons import per_process
 from upstreams import freed
 from upstreams.targets import Target, learned_cap
@@ -216,7 +216,7 @@ class Busy:
 
 
 def _run(script: str, *, keys: list[str], args: list):
-    return redis_client().register_script(script)(keys=keys, args=args)
+    return redis_script(script)(keys=keys, args=args)
 
 
 def lease_ms() -> int:

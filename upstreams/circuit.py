@@ -17,7 +17,7 @@ import redis
 from django.conf import settings
 
 from hub.infra import backends
-from hub.infra.redis_client import redis_client
+from hub.infra.redis_client import redis_client, redis_script
 from upstreams.budget import NOW_LUA, state_key
 from upstreams.targets import Target
 
@@ -107,7 +107,7 @@ def _probe_key(target: Target) -> str:
 
 
 def _run(script: str, *, keys: list[str], args: list):
-    return redis_client().register_script(script)(keys=keys, args=args)
+    return redis_script(script)(keys=keys, args=args)
 
 
 def circuit_states(targets: list[Target]) -> list[CircuitState]:

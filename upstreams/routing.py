@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import redis
 
 from hub.infra import backends
-from hub.infra.redis_client import redis_client
+from hub.infra.redis_client import redis_script
 from upstreams import budget, circuit
 from upstreams.targets import Target
 
@@ -98,7 +98,7 @@ def call_ended(choice: Choice, *, outcome: str, seconds: float, upstream_ok: boo
     keys = budget.release_keys(grant) + circuit.record_keys(target)
     args = budget.release_args(grant, outcome=outcome, seconds=seconds) + circuit.record_args(ok=upstream_ok)
     try:
-        change = redis_client().register_script(_CALL_ENDED)(keys=keys, args=args)
+        change = redis_script(_CALL_ENDED)(keys=keys, args=args)
     except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease
         logger.warning("upstream %s: slot not freed, circuit not updated, Redis unavailable: %s", target.name, exc)
         return

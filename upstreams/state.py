@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import redis
 
 from hub.infra import backends
-from hub.infra.redis_client import redis_client
+from hub.infra.redis_client import redis_script
 from upstreams.budget import INITIAL_LIMIT, state_key
 from upstreams.circuit import CLOSED, HALF_OPEN, OPEN
 from upstreams.targets import learned_cap
@@ -57,7 +57,7 @@ def upstream_state(upstream_id: str) -> UpstreamState:
         return UpstreamState(known=False)
     parts = ("slots", "learned", "cooldown", "circuit", "stats", "ceiling")
     try:
-        raw = redis_client().register_script(_READ)(keys=[state_key(upstream_id, part) for part in parts])
+        raw = redis_script(_READ)(keys=[state_key(upstream_id, part) for part in parts])
     except (redis.RedisError, OSError):
         return UpstreamState(known=False)
     slots, learned, cooldown_ms, circuit_ms, errors, latency, ceiling = raw

@@ -36,12 +36,13 @@ class ClaimUnavailable(Exception):
     so the task is retried (with backoff) rather than acknowledged as done."""
 
 
-def generation_run(generation_id: str, *, held: Choice | None = None) -> bool:
+def generation_run(generation_id: str, *, held: Choice | None = None, announce: bool = True) -> bool:
     """Claim the generation and run one attempt of it: True when it was this task's to run (a
     slot `held` for it by its task, workers.turns, is then used or given back); False when it was
-    not (finished, canceled, deleted, or another attempt owns it), and `held` stays the caller's."""
+    not (finished, canceled, deleted, or another attempt owns it), and `held` stays the caller's.
+    `announce`: publish its start (generation_claim), unless its task knows nobody watches it."""
     try:
-        generation = generation_claim(generation_id=generation_id)
+        generation = generation_claim(generation_id=generation_id, announce=announce)
     except DatabaseError as exc:
         raise ClaimUnavailable(str(exc)) from exc
     if generation is None:

@@ -21,10 +21,10 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from generations import fair
+from generations import completion, fair
 from generations.catalog import model_for_run
 from generations.models import ImageModel
-from hub.infra.redis_client import redis_client
+from hub.infra.redis_client import redis_script
 from upstreams import budget, circuit
 from upstreams.routing import Choice, Wait, ordered
 from upstreams.targets import Target
@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 # — an empty order, a half-open circuit (its probe), every upstream busy or open — returns what
 # it found and takes nothing: the turn then goes the step-by-step way (generation_turn).
 # KEYS: fair.take_keys_args, then per upstream: its circuit and budget.acquire_keys
-# ARGV: the order's ttl ms, the lease ms, the slot id, then per upstream: budget.limit_args and its
-# images per minute
+# ARGV: the order's ttl ms, the lease ms, the slot id, the start channels' prefix, then per
+# upstream: budget.limit_args and its images per minute
 _TAKE = (
     budget.NOW_LUA
     + circuit.STATE_LUA
@@ -53,15 +53,15 @@ local images = tonumber(string.match(head[1], ':(%d+)$'))
 local ttl, lease, slot = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local found = 'open'
 for i = 0, (#KEYS - 3) / 5 - 1 do
-  local k, a = 3 + i * 5, 3 + i * 3
+  local k, a = 3 + i * 5, 4 + i * 3
   local state = circuit_state(KEYS[k + 1], now)
   if state == 0 then return {'half-open'} end
   if state < 0 then
     local decision = budget_acquire(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], slot, lease,
       tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), images, now)
     if decision[1] == 1 then
-      local taken = fair_pop(KEYS[1], KEYS[2], KEYS[3], ttl)
-      return {'taken', i + 1, taken[1], taken[2]}
+      local taken = fair_pop(KEYS[1], KEYS[2], KEYS[3], ttl, ARGV[4])
+      return {'taken', i + 1, taken[1], taken[2], taken[3]}
     end
     found = 'busy'
   end
@@ -111,7 +111,7 @@ def generation_turn(*, model_id: str) -> None:
             if taken is None:
                 break
         try:
-            if generation_run(taken.generation_id, held=held):
+            if generation_run(taken.generation_id, held=held, announce=taken.watched):
                 return
         except ClaimUnavailable:
             fair.fair_give_back(model_id, taken)
@@ -131,16 +131,16 @@ def _take(model_id: str, targets: list[Target]) -> tuple[Choice, fair.Taken] | s
     candidates = ordered(targets)
     slot = uuid.uuid4().hex
     keys, args = fair.take_keys_args(model_id)
-    args += [budget.lease_ms(), slot]
+    args += [budget.lease_ms(), slot, completion.STARTED_PREFIX]
     for target in candidates:
         keys += [circuit.circuit_key(target), *budget.acquire_keys(target)]
         args += [*budget.limit_args(target), target.images_per_minute or 0]
     try:
-        result = redis_client().register_script(_TAKE)(keys=keys, args=args)
+        result = redis_script(_TAKE)(keys=keys, args=args)
     except (redis.RedisError, OSError):
         return None
     found = result[0].decode()
     if found == "taken":
         target = candidates[int(result[1]) - 1]
-        return Choice(budget.granted(target, slot)), fair.taken_of(result[2], result[3])
+        return Choice(budget.granted(target, slot)), fair.taken_of(result[2:5])
     return "empty" if found == "empty" else None

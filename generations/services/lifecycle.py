@@ -83,14 +83,15 @@ class StoredImage:
     byte_size: int
 
 
-def generation_claim(*, generation_id: str) -> Generation | None:
+def generation_claim(*, generation_id: str, announce: bool = True) -> Generation | None:
     """Take the generation for one attempt; None if it is not ours to run.
 
     Claimable: queued, or running under a lease that ran out (its worker died). Each claim
     bumps `attempts`, the fencing token later writes are checked against. A generation whose
     workers died `GENERATION_MAX_ATTEMPTS` times is failed and refunded instead (poison message).
     The claim is the `started` webhook event: recorded in the claim's transaction, once; and
-    it wakes the generation's events streams (generations.completion), after the commit.
+    it wakes the generation's events streams (generations.completion), after the commit —
+    unless `announce` is off: its worker found nobody watching it (workers.turns).
 
     A generation without a webhook — nearly all of them, and the worker's hot path — is claimed
     by the claim's statement alone, in autocommit; one with a webhook by the same statement in a
@@ -105,7 +106,8 @@ def generation_claim(*, generation_id: str) -> Generation | None:
             if generation is not None:
                 webhook_delivery_create(generation=generation, event=WebhookEvent.STARTED)
     if generation is not None:
-        completion.publish_started(generation_id)
+        if announce:
+            completion.publish_started(generation_id)
         return generation
     claimable = Q(status=GenerationStatus.QUEUED) | Q(status=GenerationStatus.RUNNING, lease_expires_at__lt=now)
     if Generation.objects.filter(claimable, pk=generation_id).exists():  # its attempts are used up

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from billing.selectors import credits_summary_annotations
 from generations import completion, errors
-from generations.models import FINISHED, Generation
+from generations.models import FINISHED, Generation, GenerationStatus
 from generations.partials import Final, Partial, message_read
 from generations.selectors import with_images
 from generations.services.lifecycle import generation_fail
@@ -156,7 +156,7 @@ def generation_watch(
         generation_id, with_partials=with_partials, on_start=on_start, enqueued_after=enqueued_after
     )
     unread = None if read_first else created  # yielded as the first read's row
-    sent_at = time.monotonic()
+    sent_at, first_read = time.monotonic(), True
     try:
         with metrics.EVENT_STREAMS.track_inprogress(), departure.watching(watch.event):
             while not departure.left:
@@ -172,9 +172,13 @@ def generation_watch(
                 read_at = time.monotonic()
                 # A step published before this process's listener was subscribed (its first watch
                 # starts it) reached nobody: until it is, re-read soon rather than after `recheck`.
-                next_read = (
-                    recheck if local.subscribed_since() is not None else min(recheck, UNSUBSCRIBED_RECHECK_SECONDS)
-                )
+                # So for a watch's first read of a queued row: a worker that took the generation just before
+                # this watch subscribed saw nobody watching and announces no start
+                # (completion.publish_started); its claim follows the take at once.
+                queued = on_start and first_read and generation.status == GenerationStatus.QUEUED
+                soon = queued or local.subscribed_since() is None
+                next_read = min(recheck, UNSUBSCRIBED_RECHECK_SECONDS) if soon else recheck
+                first_read = False
                 while not departure.left:
                     watch.event.wait(max(min(sent_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0))
                     watch.event.clear()  # before the partials are taken: one that comes after sets it again

@@ -2,6 +2,8 @@
 limits, the upstreams' budgets and circuits, and the broker's sends on the hub's own Redis use
 it. Its connection pool is thread- and greenlet-safe."""
 
+import functools
+
 import redis
 from django.conf import settings
 
@@ -22,3 +24,16 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL, health_check_interval=30, max_connections=calls_in_flight() + SPARE_CONNECTIONS
     )
+
+
+def redis_script(source: str) -> redis.commands.core.Script:
+    """The process's client's script object for a Lua `source` (EVALSHA; loaded again on a
+    NOSCRIPT), made once per client: redis-py's register_script encodes and hashes the source
+    each time it is called, and the worker's turn, its call's end and the web's fair stamp each
+    run one per generation."""
+    return _script_of(redis_client(), source)
+
+
+@functools.lru_cache(maxsize=64)
+def _script_of(client: redis.Redis, source: str) -> redis.commands.core.Script:
+    return client.register_script(source)

@@ -8,8 +8,11 @@ import signal
 import time
 
 import pytest
+import redis
+from django.conf import settings
 from django.urls import reverse
 
+from generations import completion
 from tests.conftest import until
 from tests.factories import bearer, make_key, make_user
 from tests.faults.conftest import sweep_until, wait_for_status
@@ -83,6 +86,27 @@ def test_a_sync_call_goes_ahead_of_its_own_accounts_async_ones(api, one_at_a_tim
     assert call_started(fake_openai, "sync") - asked < CALL_SECONDS + 0.7
     all_succeed(backlog)
     assert len(fake_openai.requests) == 7
+    assert_reconciled()
+
+
+def test_a_start_is_announced_only_for_a_generation_someone_watches(api, one_at_a_time, fake_openai):
+    """A worker's claim wakes the generation's events streams by a message on its own channel,
+    published only when a web process subscribes to that channel (a watch): the worker asks in its
+    turn's round trip, and a start nobody hears costs no publish."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    observer, watcher = client.pubsub(), client.pubsub()
+    observer.psubscribe(completion.STARTED_PREFIX + "*")  # a pattern: not counted as a watch
+    bodies = submit(api, account(), 3, "announced")  # one call at a time: the last two wait their turn
+    ids = [body["id"] for body in bodies]
+    watcher.subscribe(completion.started_channel(ids[2]))  # as a web process does while an events stream watches
+    all_succeed(ids)
+    heard = set()
+    while (message := observer.get_message(timeout=1)) is not None:
+        if message["type"] == "pmessage" and message["data"] == b"started":
+            heard.add(message["channel"].decode().removeprefix(completion.STARTED_PREFIX))
+    assert heard & set(ids) == {ids[2]}
+    assert len(fake_openai.requests) == 3
+    observer.close(), watcher.close()
     assert_reconciled()
 
 
