@@ -60,9 +60,16 @@ return 0
 # A call's end on the circuit as a Lua function (upstreams.routing ends a call with its slot's
 # release in the same round trip). Its KEYS and ARGV: `record_keys`, `record_args`.
 # Returns 'closed' when this call closed an open circuit, 'opened' when it opened one, else ''.
+# An open circuit changes only by a call sent after it opened (its probe): the calls in flight
+# when it opened end after it — successes that closed it again, and failures that pushed its
+# cool-off on, made it flap while they drained (bench outage: opened and closed over and over in
+# the outage's first seconds, a sync call sent back to the failing key four times).
 RECORD_LUA = """
-local function circuit_record(circuit, probe, ok, threshold, cooloff, window, now)
+local function circuit_record(circuit, probe, ok, threshold, cooloff, window, took, now)
   local opened_until = tonumber(redis.call('HGET', circuit, 'opened_until'))
+  if opened_until and now - took < (tonumber(redis.call('HGET', circuit, 'opened_at')) or 0) then
+    return ''
+  end
   if ok == '1' then
     redis.call('DEL', circuit, probe)
     if opened_until then return 'closed' end
@@ -74,7 +81,7 @@ local function circuit_record(circuit, probe, ok, threshold, cooloff, window, no
   redis.call('HSET', circuit, 'failures', failures, 'last_failure', now)
   redis.call('PEXPIRE', circuit, cooloff + 3600000)
   if opened_until or failures >= threshold then
-    redis.call('HSET', circuit, 'opened_until', now + cooloff)
+    redis.call('HSET', circuit, 'opened_until', now + cooloff, 'opened_at', now)
     redis.call('DEL', probe)
     return 'opened'
   end
@@ -82,12 +89,13 @@ local function circuit_record(circuit, probe, ok, threshold, cooloff, window, no
 end
 """
 
-# KEYS: circuit, probe; ARGV: ok (1/0), threshold, cool-off ms, window ms.
+# KEYS: circuit, probe; ARGV: ok (1/0), threshold, cool-off ms, window ms, the call's ms.
 _RECORD = (
     NOW_LUA
     + RECORD_LUA
     + """
-return circuit_record(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+return circuit_record(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5]), now)
 """
 )
 
@@ -147,12 +155,13 @@ def _probe_ms() -> int:
     return settings.GENERATION_LEASE_SECONDS * 1000
 
 
-def circuit_record(target: Target, *, ok: bool) -> None:
-    """A call to the upstream succeeded, or failed for the upstream's own fault."""
+def circuit_record(target: Target, *, ok: bool, seconds: float = 0.0) -> None:
+    """A call to the upstream, which took `seconds`, succeeded, or failed for the upstream's own
+    fault."""
     if not backends.redis():
         return
     try:
-        change = _run(_RECORD, keys=record_keys(target), args=record_args(ok=ok))
+        change = _run(_RECORD, keys=record_keys(target), args=record_args(ok=ok, seconds=seconds))
     except (redis.RedisError, OSError) as exc:
         logger.warning("upstream %s: circuit not updated, Redis unavailable: %s", target.name, exc)
         return
@@ -164,10 +173,10 @@ def record_keys(target: Target) -> list[str]:
     return [circuit_key(target), _probe_key(target)]
 
 
-def record_args(*, ok: bool) -> list:
-    """RECORD_LUA's arguments: ok (1/0), threshold, cool-off ms, window ms."""
+def record_args(*, ok: bool, seconds: float) -> list:
+    """RECORD_LUA's arguments: ok (1/0), threshold, cool-off ms, window ms, the call's ms."""
     cooloff_ms = round(settings.UPSTREAM_COOLOFF_SECONDS * 1000)
-    return [1 if ok else 0, settings.UPSTREAM_FAILURE_THRESHOLD, cooloff_ms, WINDOW_MS]
+    return [1 if ok else 0, settings.UPSTREAM_FAILURE_THRESHOLD, cooloff_ms, WINDOW_MS, round(seconds * 1000)]
 
 
 def recorded(target: Target, change) -> None:

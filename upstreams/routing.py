@@ -26,7 +26,8 @@ _CALL_ENDED = (
     + """
 budget_release(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
   tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]))
-return circuit_record(KEYS[5], KEYS[6], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), now)
+return circuit_record(KEYS[5], KEYS[6], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]),
+  tonumber(ARGV[14]), now)
 """
 )
 
@@ -91,12 +92,14 @@ def call_ended(choice: Choice, *, outcome: str, seconds: float, upstream_ok: boo
     round trip — the worker's one Redis call after each provider call."""
     grant, target = choice.grant, choice.target
     if grant.slot is None:  # nothing held (Redis was unavailable when it was taken)
-        circuit.circuit_record(target, ok=upstream_ok)
+        circuit.circuit_record(target, ok=upstream_ok, seconds=seconds)
         return
     if not backends.redis():
         return
     keys = budget.release_keys(grant) + circuit.record_keys(target)
-    args = budget.release_args(grant, outcome=outcome, seconds=seconds) + circuit.record_args(ok=upstream_ok)
+    args = budget.release_args(grant, outcome=outcome, seconds=seconds) + circuit.record_args(
+        ok=upstream_ok, seconds=seconds
+    )
     try:
         change = redis_script(_CALL_ENDED)(keys=keys, args=args)
     except (redis.RedisError, OSError) as exc:  # the slot lapses with its lease

@@ -107,6 +107,28 @@ def test_the_circuit_opens_is_probed_once_and_closes(target, settings):
     assert upstream_state(up.upstream_id).circuit == circuit.CLOSED
 
 
+def test_calls_in_flight_when_the_circuit_opened_do_not_close_or_reopen_it(target, settings):
+    """Calls sent before the upstream failed end after its circuit opened: only its probe's outcome
+    may close it (or open it for another cool-off)."""
+    settings.UPSTREAM_FAILURE_THRESHOLD = 2
+    settings.UPSTREAM_COOLOFF_SECONDS = 0.5
+    up = target()
+    for _ in range(2):
+        circuit.circuit_record(up, ok=False)
+    (opened,) = circuit.circuit_states([up])
+    assert opened.state == circuit.OPEN
+    time.sleep(0.1)
+    circuit.circuit_record(up, ok=True, seconds=2.0)  # sent 2 s ago, before it opened
+    circuit.circuit_record(up, ok=False, seconds=2.0)
+    (state,) = circuit.circuit_states([up])
+    assert state.state == circuit.OPEN and state.probe_in_seconds < opened.probe_in_seconds  # its cool-off runs on
+    time.sleep(0.45)
+    probe = choose([up], images=1)
+    assert isinstance(probe, Choice) and probe.probe is not None
+    circuit.circuit_record(up, ok=True, seconds=0.01)  # the probe, sent after it opened
+    assert circuit.circuit_states([up])[0].state == circuit.CLOSED
+
+
 def test_choice_goes_by_priority_then_spills_over_a_full_budget(target):
     first, second = target(priority=0, concurrency=1), target(priority=1, concurrency=1)
     assert choose([second, first], images=1).target == first
