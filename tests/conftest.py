@@ -56,10 +56,14 @@ def pytest_configure():
 
 @pytest.fixture(autouse=True)
 def _catalog(request):
-    """Transactional tests flush the seeded catalog row; put it back for every DB test."""
-    if not request.node.get_closest_marker("django_db"):
+    """Transactional tests flush the seeded catalog row; put it back for every DB test — those
+    marked so, and those that ask for the database by a fixture (`db`, `customer`…)."""
+    if "transactional_db" in request.fixturenames or _is_transactional(request):
+        request.getfixturevalue("transactional_db")
+    elif "db" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        request.getfixturevalue("db")
+    else:
         return
-    request.getfixturevalue("db" if not _is_transactional(request) else "transactional_db")
     from generations.catalog_seed import seed_catalog
     from generations.models import ImageModel
 
@@ -147,7 +151,7 @@ def not_near_a_minute_edge() -> None:
 
 def _is_transactional(request) -> bool:
     marker = request.node.get_closest_marker("django_db")
-    return bool(marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    return bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
 
 
 @pytest.fixture
