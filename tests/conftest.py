@@ -24,16 +24,28 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items):
     """Tests are marked `browser` or `deploy` by the folder they live in (`make test-fast` leaves
-    them out), and each folder's tests run on one xdist worker: one Chromium and one live server
-    for the browser tests, one Docker daemon for the deploy tests (`--dist loadgroup`)."""
+    them out). The browser tests run on one xdist worker (one Chromium and one live server), and so
+    do the tests on the Docker daemon (`--dist loadgroup`); the other deploy tests spread like any.
+
+    Once every plugin has ordered and selected them (pytest-django: database tests, then those in
+    a transaction, then the others), the longest go first, so that none of them starts late and
+    makes the run's tail: the Docker test (the images and a whole stack: a minute or two), then the
+    slow ones, then the rest (a stable sort: each tier keeps that order; xdist hands the tests out
+    in this order)."""
     for item in items:
         for folder in ("browser", "deploy"):
             if ROOT / "tests" / folder in item.path.parents:
                 item.add_marker(folder)
-                item.add_marker(pytest.mark.xdist_group(folder))
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+        if "dockerd" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("docker"))
+    result = yield
+    items.sort(key=lambda item: ("dockerd" not in item.fixturenames, item.get_closest_marker("slow") is None))
+    return result
 
 
 def pytest_configure():

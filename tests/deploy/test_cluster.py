@@ -28,7 +28,7 @@ from tests.deploy.containers import unavailable
 from tests.factories import make_key, make_user
 from tests.reconcile import assert_reconciled
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow, pytest.mark.timeout(300)]
 logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
 
 CREDITS = 100_000
