@@ -8,6 +8,13 @@ out of range in select()" and the worker stops taking generations (bench sync-c1
 3,000 sync requests timed out). gevent's own poll() is as cooperative and has no such limit;
 kombu's poll-based poller is used with it instead. A fix, not a saving: off, kombu's select()
 poller is back, with its limit.
+
+One difference is closed off: poll() reports a descriptor closed while registered (POLLNVAL),
+kombu's poll-based poller passes that on as an error event, and its Redis channel then reads
+the reply of a connection redis-py has already closed — an AttributeError that ends the worker
+("Unrecoverable error", tests/deploy/test_cluster.py: the surviving worker died as Redis
+restarted). kombu's select() poller drops such a descriptor (`_select._remove_bad`), as epoll,
+its poller elsewhere on Linux, does by itself; so does this one.
 """
 
 import sys
@@ -23,4 +30,19 @@ def broker_poll_beyond_fd_1024() -> None:
 
     gevent_select = sys.modules.get("gevent.select")
     if gevent_select is not None and eventio.xpoll is getattr(gevent_select, "poll", None) and KOMBU_POLL.on():
-        eventio._get_poller = lambda: eventio._poll
+
+        class OpenOnlyPoll(eventio._poll):
+            """kombu's poll-based poller, without the descriptors closed while registered."""
+
+            def __init__(self):
+                super().__init__()
+                self._quick_poll = self._poll_open
+
+            def _poll_open(self, timeout):
+                events = self._poller.poll(timeout)
+                closed = {fd for fd, event in events if event & eventio.POLLNVAL}
+                for fd in closed:
+                    self._poller.unregister(fd)
+                return [(fd, event) for fd, event in events if fd not in closed]
+
+        eventio._get_poller = lambda: OpenOnlyPoll
