@@ -42,7 +42,7 @@ docker:
 nginx:
 	@test -x /usr/sbin/nginx || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light)
 
-# Everything, two tests at a time (pytest-xdist; README.md "Tests" says how they keep apart).
+# Everything, four tests at a time (pytest-xdist; README.md "Tests" says how they keep apart).
 test: $(TEST_STAMP) chromium docker nginx
 	deploy/test.sh
 
