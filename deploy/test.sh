@@ -21,13 +21,18 @@ unset DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET_NAME AWS_S3_EN
 # On PostgreSQL the hub refuses to start without a shared secret, and with the built-in `local`
 # provider unless it is allowed (hub/settings.py, workers/checks.py): the suite uses both.
 export DJANGO_SECRET_KEY="test-$run_id-$(head -c 36 /dev/urandom | base64 | tr -d '/+=\n')" HUB_ALLOW_LOCAL_PROVIDER=true
+# What runs beside the suite (the S3 server, the second pass below) ends with this script, and a
+# Ctrl-C ends the script (not just the pass it interrupts).
+s3_pid="" second=""
+trap 'kill $s3_pid $second 2>/dev/null || true' EXIT
+trap 'exit 130' INT
 pg_url="${HUB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 redis_url="${HUB_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 
 if .venv/bin/python deploy/probe_services.py "$pg_url" "$redis_url"; then
     export DATABASE_URL="$pg_url" REDIS_URL="$redis_url"
     eval "$(.venv/bin/python -m tests.s3_server "$HUB_VAR_DIR/s3.pid")"
-    trap 'kill "$(cat "$HUB_VAR_DIR/s3.pid")" 2>/dev/null || true' EXIT
+    s3_pid="$(cat "$HUB_VAR_DIR/s3.pid")"
     echo "Test suite on PostgreSQL ($pg_url), Redis ($redis_url) and S3 ($AWS_S3_ENDPOINT_URL)"
 else
     echo "!!!!!!!! PostgreSQL/Redis NOT reachable: the suite runs on the EMBEDDED DEFAULTS (SQLite, filesystem broker, local files) !!!!!!!!"
@@ -36,16 +41,41 @@ else
         exit 1
     fi
 fi
-# Two tests at a time (pytest-xdist): each worker keys its own state, queues, Redis database and
-# test database (tests/settings.py); tests/browser and tests/deploy each stay on one worker
+# Four tests at a time (pytest-xdist): each worker keys its own state, queues, Redis database and
+# test database (tests/settings.py); tests/browser, and the tests on Docker, stay on one worker
 # (tests/conftest.py). HUB_TEST_WORKERS=0 runs one test at a time, in this process.
-export PYTEST_ADDOPTS="-n ${HUB_TEST_WORKERS:-2} --dist loadgroup ${PYTEST_ADDOPTS:-}"
+workers="${HUB_TEST_WORKERS:-4}"
+addopts="${PYTEST_ADDOPTS:-}"
+export PYTEST_ADDOPTS="-n $workers --dist loadgroup $addopts"
 status=0
-.venv/bin/pytest "$@" || status=$?
 # The whole suite (no arguments: `make test`, CI) also runs the API and fault tests once more with
 # every fast path off (hub/infra/fastpaths): the libraries' own ways must serve users the same.
+# That pass runs beside the first, on two workers of its own, keyed apart from the first's: its own
+# state folder, queues, test database and Redis databases (below the first's); its report follows
+# the first's. (One test at a time: one pass after the other.)
+fast_paths_off() {
+    export HUB_FAST_PATHS=false HUB_VAR_DIR="$HUB_VAR_DIR/fast-paths-off"
+    export HUB_GENERATIONS_QUEUE="$HUB_GENERATIONS_QUEUE-off" HUB_HOUSEKEEPING_QUEUE="$HUB_HOUSEKEEPING_QUEUE-off"
+    export HUB_TEST_DATABASE_NAME="${HUB_TEST_DATABASE_NAME}_off" HUB_TEST_REDIS_DB_OFFSET="$workers"
+    # its last-failed list would overwrite the first pass's in .pytest_cache
+    export PYTEST_ADDOPTS="-n $(( workers > 0 ? 2 : 0 )) --dist loadgroup -p no:cacheprovider $addopts"
+    mkdir -p "$HUB_VAR_DIR"
+    exec .venv/bin/pytest tests/api tests/faults
+}
+if [ "$#" -eq 0 ] && [ "$workers" != 0 ]; then
+    second_log="$HUB_VAR_DIR/fast-paths-off.log"
+    (fast_paths_off) >"$second_log" 2>&1 &
+    second=$!
+fi
+.venv/bin/pytest "$@" || status=$?
 if [ "$#" -eq 0 ]; then
     echo "=== tests/api tests/faults again with HUB_FAST_PATHS=false ==="
-    HUB_FAST_PATHS=false .venv/bin/pytest tests/api tests/faults || status=$?
+    if [ -n "$second" ]; then
+        wait "$second" || status=$?
+        second=""
+        cat "$second_log"
+    else
+        (fast_paths_off) || status=$?
+    fi
 fi
 exit $status

@@ -20,9 +20,11 @@ if _worker and os.environ.get("HUB_TEST_XDIST_WORKER") != _worker:
     for _name, _default in (("HUB_GENERATIONS_QUEUE", "generations"), ("HUB_HOUSEKEEPING_QUEUE", "housekeeping")):
         os.environ[_name] = f"{os.environ.get(_name) or _default}-{_worker}"
     if os.environ.get("REDIS_URL"):
-        # gw0 on the run's database (deploy/test.sh: 15), gw1 on the one below, and so on.
+        # gw0 on the run's database (deploy/test.sh: 15), gw1 on the one below, and so on; a pass
+        # run beside another (deploy/test.sh's second) starts HUB_TEST_REDIS_DB_OFFSET below it.
         _url = urlsplit(os.environ["REDIS_URL"])
-        _db = (int(_url.path.strip("/") or 0) - int(_worker.removeprefix("gw"))) % 16
+        _below = int(os.environ.get("HUB_TEST_REDIS_DB_OFFSET") or 0) + int(_worker.removeprefix("gw"))
+        _db = (int(_url.path.strip("/") or 0) - _below) % 16
         os.environ["REDIS_URL"] = _url._replace(path=f"/{_db}").geturl()
 
 from hub.settings import *  # noqa: E402, F403
