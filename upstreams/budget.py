@@ -17,9 +17,11 @@ keys' limits), so no two workers can both take the last slot.
   the calls in flight then as the upstream's ceiling and takes the limit down by DECREASE (×0.9,
   not ×0.5: the ceiling says where the provider's limit is, and the limit climbs back to just
   below it, one more per success, within a few calls); at most once per guard window (the
-  cooldown, or one call's time if longer) — the later 429s of that window only lower the ceiling
-  (and the limit with it) to the calls then in flight, as each refused call frees its slot: a
-  burst over the limit, or a provider limit that fell, is measured in one window. Just below the
+  cooldown, or one call's time if longer) — the later 429s of that window only lower the limit
+  to under the calls then in flight (and the ceiling to them, never up), as each refused call
+  frees its slot: a burst over the limit, or a provider limit that fell, is measured in one
+  window; and a probe refused inside an earlier window (a Retry-After longer than ten windows of
+  calls) takes the limit back under the ceiling, not after its next cooldown. Just below the
   ceiling it probes one call above it every PROBE_WINDOWS windows of successes (a window:
   `limit` of them) rather than every window, so a steady upstream sees a 429 — and a cooldown,
   during which its calls drain — rarely; once the limit is a whole call past the ceiling
@@ -187,13 +189,11 @@ if redis.call('SET', KEYS[4], '1', 'NX', 'PX', math.max(ms, math.ceil(latency * 
   return tostring(learned)
 end
 local ceiling = tonumber(redis.call('GET', KEYS[5]))
-if ceiling and held < ceiling then
-  redis.call('SET', KEYS[5], tostring(held))
-  local lower = math.max(1, held * tonumber(ARGV[3]))
-  if lower < learned then
-    redis.call('SET', KEYS[2], tostring(lower))
-    return tostring(lower)
-  end
+if ceiling and held < ceiling then redis.call('SET', KEYS[5], tostring(held)) end
+local lower = math.max(1, held * tonumber(ARGV[3]))
+if lower < learned then
+  redis.call('SET', KEYS[2], tostring(lower))
+  return tostring(lower)
 end
 return false
 """
