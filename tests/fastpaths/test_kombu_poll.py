@@ -36,7 +36,12 @@ def closed_dropped():  # a broker connection closed while its socket was registe
     poller = eventio.poll()
     poller.register(a, eventio.READ | eventio.ERR)  # as kombu registers its BRPOP socket
     a.close()
-    return not poller.poll(0.1) and not poller.poll(0.1)
+    dropped = not poller.poll(0.1) and not poller.poll(0.1)
+    c, d = socket.socketpair()
+    poller.register(c, eventio.READ | eventio.ERR)
+    c.close()
+    poller.unregister(c)  # as kombu's channel does once the connection is gone (fileno -1)
+    return dropped and not poller.poll(0.1)
 
 print(type(eventio.poll()).__name__, ready(0), ready(1100), closed_dropped())
 """

@@ -14,7 +14,9 @@ kombu's poll-based poller passes that on as an error event, and its Redis channe
 the reply of a connection redis-py has already closed — an AttributeError that ends the worker
 ("Unrecoverable error", tests/deploy/test_cluster.py: the surviving worker died as Redis
 restarted). kombu's select() poller drops such a descriptor (`_select._remove_bad`), as epoll,
-its poller elsewhere on Linux, does by itself; so does this one.
+its poller elsewhere on Linux, does by itself; so does this one. And kombu unregisters a socket
+it finds closed (its number -1), which select() shrugs off and gevent's poll() refused with a
+ValueError that ended the worker the same way; this one lets it be.
 """
 
 import sys
@@ -27,6 +29,7 @@ KOMBU_POLL = FastPath("KOMBU_POLL", "kombu", "5.7.0")
 def broker_poll_beyond_fd_1024() -> None:
     """Once, as the Celery app is made (hub.celery): under gevent, kombu polls with poll()."""
     from kombu.utils import eventio
+    from kombu.utils.compat import fileno
 
     gevent_select = sys.modules.get("gevent.select")
     if gevent_select is not None and eventio.xpoll is getattr(gevent_select, "poll", None) and KOMBU_POLL.on():
@@ -37,6 +40,15 @@ def broker_poll_beyond_fd_1024() -> None:
             def __init__(self):
                 super().__init__()
                 self._quick_poll = self._poll_open
+
+            def unregister(self, fd):
+                """A socket closed before kombu unregisters it has no number left to give (-1):
+                gevent's poll() raised ValueError, and that too ended the worker. Its old number
+                is dropped by the next poll (POLLNVAL), or re-registered with the socket that
+                took it."""
+                if fileno(fd) < 0:
+                    return fd
+                return super().unregister(fd)
 
             def _poll_open(self, timeout):
                 events = self._poller.poll(timeout)
