@@ -331,17 +331,29 @@ def purge_queues(*queues: str) -> None:
 OPENAI_TEST_KEY = "sk-test-hub-0123456789"
 
 
-@pytest.fixture
-def unconsumed_queue(settings):
-    """Send generation tasks to a queue no worker reads (tests of charging alone), then drop them.
-    Set through pytest-django's `settings` (as every test's own changes are), so the changes are
-    undone in the reverse order they were made (see tests/faults/conftest.py `fault_queue`)."""
+def _unconsumed(settings, setting: str, prefix: str):
+    """`setting` (a queue name) set to a queue no worker reads, through pytest-django's `settings`
+    (as every test's own changes are), so the changes are undone in the reverse order they were
+    made (see tests/faults/conftest.py `fault_queue`); what was sent there is dropped afterwards."""
     import uuid
 
-    queue = f"unconsumed-{uuid.uuid4().hex[:8]}"
-    settings.GENERATIONS_QUEUE = queue
+    queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    setattr(settings, setting, queue)
     yield queue
     purge_queues(queue)
+
+
+@pytest.fixture
+def unconsumed_queue(settings):
+    """Send generation tasks to a queue no worker reads (tests of charging alone), then drop them."""
+    yield from _unconsumed(settings, "GENERATIONS_QUEUE", "unconsumed")
+
+
+@pytest.fixture
+def unconsumed_housekeeping_queue(settings):
+    """Send housekeeping tasks (webhooks, balance crossings) to a queue no worker reads: a session
+    worker an earlier test left running (`celery_worker`) would otherwise take them."""
+    yield from _unconsumed(settings, "HOUSEKEEPING_QUEUE", "unconsumed-hk")
 
 
 @pytest.fixture(scope="session")

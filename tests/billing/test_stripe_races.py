@@ -4,8 +4,6 @@ for in time, so the same event can arrive while its first delivery is still bein
 a purchase's events can arrive in any order. And a crossing's auto top-up may be run by several
 workers at once (a duplicate message, the sweeper's hand-over)."""
 
-import uuid
-
 import pytest
 
 from billing.models import (
@@ -20,7 +18,6 @@ from billing.models import (
 from generations.credit_alerts import balance_crossings_handle
 from tests.billing.stripe_helpers import autotopup_on, checkout, deliver, make_pack
 from tests.concurrency import run_together
-from tests.conftest import purge_queues
 from tests.factories import create_generation, make_user
 from tests.reconcile import assert_reconciled
 
@@ -89,21 +86,13 @@ def test_a_refund_and_a_dispute_delivered_together_take_back_the_credits_once(ap
     assert_reconciled()
 
 
-@pytest.fixture
-def crossing_task_unconsumed(settings):
-    """The crossing's own housekeeping task goes to a queue no worker reads: the test runs its
-    duplicates itself, and a session worker an earlier test left running (tests/conftest.py
-    `celery_worker`, with no Stripe of its own) would otherwise take it and settle the crossing
-    without a top-up before the four did (seen under load: no payment at all)."""
-    queue = f"unconsumed-hk-{uuid.uuid4().hex[:8]}"
-    settings.HOUSEKEEPING_QUEUE = queue
-    yield queue
-    purge_queues(queue)
-
-
-def test_workers_racing_on_one_crossing_make_one_payment_one_purchase_one_grant(fake_stripe, crossing_task_unconsumed):
+def test_workers_racing_on_one_crossing_make_one_payment_one_purchase_one_grant(
+    fake_stripe, unconsumed_housekeeping_queue
+):
     """Duplicate messages of one crossing's task, run at once by four workers: each makes the
-    crossing's purchase or finds it, and any that pays sends the crossing's idempotency key."""
+    crossing's purchase or finds it, and any that pays sends the crossing's idempotency key. The
+    crossing's own task goes where no worker reads: a session worker (with no Stripe of its own)
+    took it once and settled the crossing without a top-up before the four did."""
     user = make_user(credits=40)
     account = CreditAccount.objects.get(user=user)
     autotopup_on(fake_stripe, user, make_pack(credits=40), threshold=30)
