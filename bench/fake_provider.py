@@ -34,7 +34,7 @@ import uvloop
 from aiohttp import web
 
 from bench.pngs import noise_png
-from tests.fakes.key_limits import KeyLimits
+from tests.fakes.key_limits import KeyLimits, Refusal
 
 
 class FakeProvider:
@@ -78,15 +78,16 @@ class FakeProvider:
         try:
             n, partials = await (self._edits_n(request) if kind == "edits" else self._generations_n(request))
             key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            refusal = self.keys.admit(key, n)
-            if refusal is not None:
-                return web.json_response(refusal.body, status=refusal.status, headers=refusal.headers)
+            admitted = self.keys.admit(key, n)
+            if isinstance(admitted, Refusal):
+                return web.json_response(admitted.body, status=admitted.status, headers=admitted.headers)
             try:
                 if partials is not None:
                     return await self._stream(request, n, partials)
                 await asyncio.sleep(self.latency)
             finally:
-                self.keys.release(key, 200)
+                if admitted is not None:
+                    self.keys.release(admitted, 200)
             body = b'{"created":%d,"data":[%s]}' % (int(time.time()), b",".join([self.item] * n))
             self.stats["answered"] += 1
             return web.Response(body=body, content_type="application/json")

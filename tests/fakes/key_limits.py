@@ -69,8 +69,9 @@ class KeyLimits:
         with self._lock:
             self._keys.clear()
 
-    def admit(self, key: str, images: int) -> Refusal | None:
-        """None: the call may go on (counted in flight until `release`); else the answer to send."""
+    def admit(self, key: str, images: int) -> Refusal | KeyState | None:
+        """The answer to send (a Refusal); else the call may go on, counted in flight on the key's
+        state, which is returned for its `release` (None: a key without limits)."""
         with self._lock:
             state = self._keys.get(key)
             if state is None:
@@ -99,15 +100,15 @@ class KeyLimits:
                 state.window.append((now, images))
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
-            return None
+            return state
 
-    def release(self, key: str, status: int) -> None:
-        """An admitted call was answered with `status`."""
+    def release(self, state: KeyState, status: int) -> None:
+        """A call `admit` let through on `state` was answered with `status`. Counted on that state,
+        not on the key's current one: a call still in flight when a test's `clear` came (its
+        workers killed, the fake's answer slept out) counted a 200 on the next test's key."""
         with self._lock:
-            state = self._keys.get(key)
-            if state is not None:
-                state.in_flight -= 1
-                state.statuses[status] += 1
+            state.in_flight -= 1
+            state.statuses[status] += 1
 
 
 def _error(message: str, type_: str, code: str | None) -> dict:

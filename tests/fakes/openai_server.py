@@ -78,7 +78,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from tests.fakes.key_limits import KeyLimits, KeyState
+from tests.fakes.key_limits import KeyLimits, KeyState, Refusal
 
 API_PREFIX = "/v1"
 MAX_SIDE = 4096
@@ -361,7 +361,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
     fake: FakeOpenAIServer  # set on the bound subclass
     _rec: RecordedRequest | None = None  # the image API request being answered
-    _admitted: str | None = None  # the key whose call this is, until its answer goes out
+    _admitted: KeyState | None = None  # the key state this call is counted on, until its answer goes out
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.fake.verbose:
@@ -486,11 +486,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except _BadRequest as exc:
             return self._send_error(400, exc.message, param=exc.param, code=exc.code)
         token = self._token()
-        refusal = self.fake.keys.admit(token, _images_asked(rec.body))
-        if refusal is not None:
-            rec.behaviour = f"key_{refusal.status}"
-            return self._send_json(refusal.status, refusal.body, headers=refusal.headers)
-        self._admitted = token
+        admitted = self.fake.keys.admit(token, _images_asked(rec.body))
+        if isinstance(admitted, Refusal):
+            rec.behaviour = f"key_{admitted.status}"
+            return self._send_json(admitted.status, admitted.body, headers=admitted.headers)
+        self._admitted = admitted
         rec.behaviour, params = self.fake._next_plan()
         try:
             self._answer(rec, rec.behaviour, params)
