@@ -47,7 +47,7 @@ def test_api_key_pages_never_show_the_digest_and_can_revoke(console, api):
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert api.get("/api/v1/credits", **bearer(raw)).json()["error"]["code"] == "invalidApiKey"
-    assert console.get(f"/admin/apikeys/apikey/{key.pk}/delete/").status_code == 403
+    assert console.get(f"/admin/apikeys/apikey/{quote(key.pk)}/delete/").status_code == 403
 
 
 def test_a_generation_shows_its_status_refund_and_images(console):

@@ -7,6 +7,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.core.management import CommandError, call_command
 
 from tests.factories import bearer, make_key, make_user
@@ -110,11 +111,11 @@ def test_prices_are_set_by_the_command_and_in_the_admin(openai_model, admin_clie
         "routes-INITIAL_FORMS": 0,
     }
     refused = admin_client.post(
-        f"/admin/upstreams/upstream/{upstream.pk}/change/", {**form, "prices": '{"per_image": 3}'}
+        f"/admin/upstreams/upstream/{quote(upstream.pk)}/change/", {**form, "prices": '{"per_image": 3}'}
     )
     assert refused.status_code == 200 and "Image prices are" in refused.content.decode()
     saved = admin_client.post(
-        f"/admin/upstreams/upstream/{upstream.pk}/change/", {**form, "prices": json.dumps(PER_TOKEN)}
+        f"/admin/upstreams/upstream/{quote(upstream.pk)}/change/", {**form, "prices": json.dumps(PER_TOKEN)}
     )
     assert saved.status_code == 302, saved.content.decode()[:2000]
     upstream.refresh_from_db()

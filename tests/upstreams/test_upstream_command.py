@@ -5,6 +5,7 @@ from io import StringIO
 
 import pytest
 from cryptography.fernet import Fernet
+from django.contrib.admin.utils import quote
 from django.core import checks
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -121,7 +122,7 @@ def test_the_admin_shows_the_hint_and_takes_a_new_key_write_only(admin_client, o
     add("--models", "gpt-image-1")
     upstream = Upstream.objects.get(name="primary")
     listing = console.get("/admin/upstreams/upstream/")
-    page = console.get(f"/admin/upstreams/upstream/{upstream.pk}/change/")
+    page = console.get(f"/admin/upstreams/upstream/{quote(upstream.pk)}/change/")
     for response in (listing, page):
         assert response.status_code == 200
         assert "sk-…cdef" in response.content.decode()
@@ -145,12 +146,12 @@ def test_the_admin_shows_the_hint_and_takes_a_new_key_write_only(admin_client, o
         "routes-0-model": "gpt-image-1",
         "routes-0-upstream_model": "",
     }
-    response = console.post(f"/admin/upstreams/upstream/{upstream.pk}/change/", form)
+    response = console.post(f"/admin/upstreams/upstream/{quote(upstream.pk)}/change/", form)
     assert response.status_code == 302, response.content.decode()[:3000]
     upstream.refresh_from_db()
     assert (upstream.credential_hint, upstream.priority, upstream.concurrency) == ("sk-…dcba", 1, None)
     assert credential_open(upstream.credential_encrypted) == "sk-replaced-key-9876543210fedcba"
-    response = console.post(f"/admin/upstreams/upstream/{upstream.pk}/change/", {**form, "api_key": ""})
+    response = console.post(f"/admin/upstreams/upstream/{quote(upstream.pk)}/change/", {**form, "api_key": ""})
     assert response.status_code == 302  # blank keeps the stored key
     upstream.refresh_from_db()
     assert credential_open(upstream.credential_encrypted) == "sk-replaced-key-9876543210fedcba"
