@@ -19,7 +19,7 @@ export HUB_GENERATIONS_QUEUE="generations-test-$run_id" HUB_HOUSEKEEPING_QUEUE="
 export HUB_TEST_DATABASE_NAME="test_hub_$run_id"
 unset DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET_NAME AWS_S3_ENDPOINT_URL IMAGE_PROVIDER PUBLIC_BASE_URL
 # On PostgreSQL the hub refuses to start without a shared secret, and with the built-in `local`
-# provider unless it is allowed (hub/settings.py, workers/checks.py): the suite uses both.
+# provider unless it is allowed (hub/settings/, workers/checks.py): the suite uses both.
 export DJANGO_SECRET_KEY="test-$run_id-$(head -c 36 /dev/urandom | base64 | tr -d '/+=\n')" HUB_ALLOW_LOCAL_PROVIDER=true
 # What runs beside the suite (the S3 server, the second pass below) ends with this script, and a
 # Ctrl-C ends the script (not just the pass it interrupts).

@@ -1,6 +1,6 @@
 """Production refuses unsafe settings at start-up.
 
-What the settings alone show is refused in hub/settings.py (DJANGO_SECRET_KEY on PostgreSQL):
+What the settings alone show is refused in hub/settings/base.py (DJANGO_SECRET_KEY on PostgreSQL):
 every process stops while loading them. What needs the database is a Django system check tagged
 "hub" (workers.checks), which every manage.py command runs with Django's checks — and which
 the web (hub/wsgi.py, hub/asgi.py) and the Celery workers (hub/celery.py) run here, since

@@ -145,6 +145,11 @@ def _other_sessions_in_transaction() -> bool:
         return cursor.fetchone()[0] > 0
 
 
+def settings_source() -> str:
+    """The settings' code: every module of hub/settings/."""
+    return "\n".join(path.read_text() for path in sorted((ROOT / "hub" / "settings").glob("*.py")))
+
+
 def until(condition, *, timeout: float, interval: float = 0.05) -> bool:
     """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
     deadline = time.monotonic() + timeout

@@ -1,10 +1,10 @@
-"""Every environment variable hub/settings.py reads is listed in .env.example and in the settings
+"""Every environment variable hub/settings/ reads is listed in .env.example and in the settings
 table of docs/operations.md, the operators' reference."""
 
 import ast
 import re
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, settings_source
 
 ENV_READERS = {"str", "int", "float", "bool", "list", "db", "url", "json", "path"}
 # Set per test run by deploy/test.sh; not a setting of the hub.
@@ -13,7 +13,7 @@ INTERNAL = {"HUB_TEST_DATABASE_NAME"}
 
 def _settings_read() -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse((ROOT / "hub" / "settings.py").read_text())):
+    for node in ast.walk(ast.parse(settings_source())):
         if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
             func = node.func
             env_call = (

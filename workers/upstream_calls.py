@@ -130,7 +130,7 @@ def records_write(unrecorded: list[UpstreamCall]) -> None:
     finally:
         unrecorded.clear()
         # Back to the pool: what follows waits (a retry's backoff or budget, the finishing
-        # turn) and a waiting greenlet holds no connection (hub/settings.py DATABASES).
+        # turn) and a waiting greenlet holds no connection (hub/settings/base.py DATABASES).
         connection.close()
 
 

@@ -39,8 +39,8 @@ _DRF_ERRORS = {
 }
 
 
-# What Django refuses to read in a request (hub/settings.py's DATA_UPLOAD_* limits) and its other
-# SuspiciousOperations: a 400 `invalid_request`, in a DRF view as Django answers them elsewhere.
+# What Django refuses to read in a request (the DATA_UPLOAD_* limits, hub/settings/generations.py) and
+# its other SuspiciousOperations: a 400 `invalid_request`, in a DRF view as Django answers them elsewhere.
 _UNREADABLE = {
     TooManyFieldsSent: "Too many query parameters or form fields",
     TooManyFilesSent: "Too many files",

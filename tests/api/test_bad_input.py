@@ -66,7 +66,7 @@ def test_a_form_urlencoded_body_is_refused(api, customer):
     _refused(api.post(URL, data=body, content_type="application/x-www-form-urlencoded", **auth))
 
 
-# Django's DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) and hub/settings.py's DATA_UPLOAD_* limits.
+# Django's DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) and hub/settings/generations.py's DATA_UPLOAD_* limits.
 TOO_MANY_PARAMS = "&".join(f"p{i}=1" for i in range(1001))
 TOO_MANY_FIELDS = {**VALID, **{f"f{i}": "x" for i in range(1001)}}
 

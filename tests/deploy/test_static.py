@@ -17,6 +17,7 @@ import yaml
 from django.conf import settings
 from django.urls import resolve
 
+from tests.conftest import settings_source
 from tests.deploy.containers import ROOT, compose_bin, run, unavailable
 
 VENV_BIN = Path(sys.executable).parent
@@ -26,7 +27,7 @@ KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 HUB_SERVICES = ["migrate", "createbucket", "web", "worker"]
 WORKLOADS = {"Deployment", "Job"}
 LONGEST_SYNC_WAIT = settings.GENERATION_TIMEOUT_SECONDS + 10  # generations.services.WAIT_GRACE
-# Read by a library the hub calls rather than by hub/settings.py: name → the package whose source reads it.
+# Read by a library the hub calls rather than by hub/settings/: name → the package whose source reads it.
 LIBRARY_ENV = {
     "OPENAI_API_KEY": "openai",
     "OPENAI_BASE_URL": "openai",
@@ -327,8 +328,8 @@ def test_every_deployment_has_a_disruption_budget(production):
 
 
 def settings_variables() -> set[str]:
-    """Environment variables the hub reads: hub/settings.py, the start scripts, gunicorn's config."""
-    names = set(re.findall(r'(?:env\.\w+|envbool)\(\s*"([A-Z0-9_]+)"', (ROOT / "hub" / "settings.py").read_text()))
+    """Environment variables the hub reads: hub/settings/, the start scripts, gunicorn's config."""
+    names = set(re.findall(r'(?:env\.\w+|envbool)\(\s*"([A-Z0-9_]+)"', settings_source()))
     for script in [*(ROOT / "deploy" / "bin").iterdir(), ROOT / "deploy" / "gunicorn.conf.py"]:
         text = script.read_text()
         names |= set(re.findall(r"\$\{([A-Z0-9_]+)", text))
@@ -337,8 +338,8 @@ def settings_variables() -> set[str]:
 
 
 def settings_default(name: str) -> str:
-    """The default hub/settings.py gives a variable (the test run overrides some, e.g. queue names)."""
-    return re.search(rf'env\.str\("{name}", default="([^"]*)"\)', (ROOT / "hub" / "settings.py").read_text())[1]
+    """The default hub/settings/ gives a variable (the test run overrides some, e.g. queue names)."""
+    return re.search(rf'env\.str\("{name}", default="([^"]*)"\)', settings_source())[1]
 
 
 def library_reads(name: str) -> bool:

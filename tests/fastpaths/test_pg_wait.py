@@ -12,10 +12,15 @@ from django.db import connection
 
 from tests.conftest import ROOT
 
+# A query that sleeps, with when PostgreSQL started it and when it ended: two of them overlapped
+# (their greenlets waited at once) if each began before the other ended — a fact of the server's
+# clock, which a machine busy with other work does not stretch as it does the wall time.
+OVERLAP = "SELECT %s::int, statement_timestamp(), clock_timestamp() FROM pg_sleep(0.3)"
+
 CHILD = """
 from gevent import monkey
 monkey.patch_all()
-import json, select, sys, time
+import json, select, sys
 import gevent, psycopg
 import django
 django.setup()
@@ -28,14 +33,14 @@ def counted_poll(*args, **kwargs):
     return real_poll(*args, **kwargs)
 select.poll = counted_poll
 
-dsn = sys.argv[1]
+dsn, OVERLAP = sys.argv[1:]
 a, b, victim = (Connection.connect(dsn, autocommit=True) for _ in range(3))
 seen = {}
-started = time.monotonic()
-both = [gevent.spawn(conn.execute, "SELECT pg_sleep(0.3), %s", [i]) for i, conn in enumerate((a, b))]
+both = [gevent.spawn(conn.execute, OVERLAP, [i]) for i, conn in enumerate((a, b))]
 gevent.joinall(both, raise_error=True)
-seen["overlap"] = time.monotonic() - started < 0.55
-seen["rows"] = [g.value.fetchone()[1] for g in both]
+(first, first_start, first_end), (second, second_start, second_end) = (g.value.fetchone() for g in both)
+seen["overlap"] = first_start < second_end and second_start < first_end
+seen["rows"] = [first, second]
 seen["types"] = [str(v) for v in a.execute(
     "SELECT 1::int, 'x'::text, 1.5::numeric, '2026-01-02T03:04:05Z'::timestamptz, '{\\"k\\": [1]}'::jsonb, NULL"
 ).fetchone()]
@@ -60,7 +65,7 @@ print(json.dumps({"seen": seen, "emulated poll used": bool(emulated)}))
 def _child(dsn: str, switch: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HUB_FAST_PATHS": "true", "HUB_FAST_PATH_PG_WAIT": switch}
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, dsn], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", CHILD, dsn, OVERLAP], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
