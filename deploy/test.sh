@@ -49,7 +49,10 @@ addopts="${PYTEST_ADDOPTS:-}"
 export PYTEST_ADDOPTS="-n $workers --dist loadgroup $addopts"
 status=0
 # The whole suite (no arguments: `make test`, CI) also runs the API and fault tests once more with
-# every fast path off (hub/infra/fastpaths): the libraries' own ways must serve users the same.
+# every fast path off (hub/infra/fastpaths): the libraries' own ways must serve users the same. The
+# capacity tests (hundreds of clients on one web process: its threads, connections and memory) are
+# left out of that pass: they measure the production configuration, fast paths on, and were the
+# heaviest third of the pass, on a machine the first pass keeps busy.
 # That pass runs beside the first, on two workers of its own, keyed apart from the first's: its own
 # state folder, queues, test database and Redis databases (below the first's); its report follows
 # the first's. (One test at a time: one pass after the other.)
@@ -60,7 +63,7 @@ fast_paths_off() {
     # its last-failed list would overwrite the first pass's in .pytest_cache
     export PYTEST_ADDOPTS="-n $(( workers > 0 ? 2 : 0 )) --dist loadgroup -p no:cacheprovider $addopts"
     mkdir -p "$HUB_VAR_DIR"
-    exec .venv/bin/pytest tests/api tests/faults
+    exec .venv/bin/pytest tests/api tests/faults -m "not capacity"
 }
 if [ "$#" -eq 0 ] && [ "$workers" != 0 ]; then
     second_log="$HUB_VAR_DIR/fast-paths-off.log"

@@ -22,7 +22,13 @@ from tests.images import image_bytes
 from tests.test_observability import samples, value
 from tests.webhooks.receiver import Receiver
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.worker,
+    pytest.mark.slow,
+    pytest.mark.capacity,
+    pytest.mark.timeout(600),
+]
 SYNC_WAITS, IMAGE_STREAMS, EVENT_STREAMS = 160, 20, 20
 CLIENTS = SYNC_WAITS + IMAGE_STREAMS + EVENT_STREAMS
 TOKEN = uuid.uuid4().hex

@@ -42,6 +42,7 @@ def _finish(generation_id: str, data: bytes) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.capacity
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="counts PostgreSQL connections")
 def test_two_hundred_sync_waits_hold_no_thread_and_no_connection_each(unconsumed_queue):
     user = make_user(credits=2 * WAITS)

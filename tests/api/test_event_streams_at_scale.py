@@ -18,7 +18,7 @@ from tests.conftest import WebProcess, database_url_for_subprocess, until
 from tests.factories import make_key, make_user
 from tests.images import image_bytes
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow, pytest.mark.capacity]
 STREAMS = 1000
 GENERATIONS = 10
 POOL_SIZE = 4
