@@ -190,7 +190,7 @@ def _run_while_held(hold, user, key):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_grant_committed_while_the_statement_waits_for_the_lock_is_spent_first():
+def test_a_grant_committed_while_the_statement_waits_for_the_lock_is_spent_first(unconsumed_queue):
     """A grant another transaction made while the charge waited for the account lock is spent
     in its turn (it expires sooner, so first), not left out: the charge reads the grants after the
     lock is granted (billing.lock_objects.account_lock_then)."""
@@ -214,7 +214,7 @@ def _a_backend_waits_for_a_lock() -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_charge_committed_while_the_statement_waits_for_the_lock_is_seen():
+def test_a_charge_committed_while_the_statement_waits_for_the_lock_is_seen(unconsumed_queue):
     """The grants the statement locks are their latest versions, drawn by the charge that held the
     lock: it must not draw them again from its older snapshot."""
     user, account, key = _funded((10, None), (6, SOON))
