@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, until
+from tests.conftest import ROOT, free_port, until
 
 KEY = "sk-bench-limited"
 
@@ -36,13 +36,14 @@ def stats(base: str) -> dict:
 
 
 @pytest.fixture
-def provider(free_tcp_port):
+def provider():
+    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_provider", "--port", str(free_tcp_port), "--latency", "0.5"],
+        [sys.executable, "-m", "bench.fake_provider", "--port", str(port), "--latency", "0.5"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{free_tcp_port}"
+    base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         try:
