@@ -7,10 +7,7 @@ PORT="${PORT:-8000}"
 # A person reads this terminal: plain log lines unless asked otherwise (production: JSON).
 export LOG_FORMAT="${LOG_FORMAT:-plain}"
 
-$PY manage.py migrate --noinput -v0
-$PY manage.py collectstatic --noinput -v0
-$PY manage.py hub_demo
-$PY manage.py hub_admin
+$PY manage.py hub_local  # migrate, static files, the demo account's key, the admin login
 cat <<EOT
 
 Account:      http://127.0.0.1:${PORT}/account/  (sign up, or sign in as the demo account above)

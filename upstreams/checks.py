@@ -4,7 +4,7 @@ and every stored credential must open with them (a key removed too early would o
 every call of that upstream, found only at its first generation)."""
 
 from django.core import checks
-from django.db import DatabaseError, ProgrammingError
+from django.db import DatabaseError, connection
 
 from hub.startup import TAG
 from upstreams.credentials import CredentialsLocked, credential_open
@@ -15,9 +15,9 @@ from upstreams.models import Upstream
 def upstream_credentials_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     try:
         rows = list(Upstream.objects.values_list("name", "credential_encrypted"))
-    except ProgrammingError:  # the table does not exist yet: `migrate` is about to create it
-        return []
     except DatabaseError as exc:
+        if _not_migrated():  # `migrate` is about to create the table (it runs the checks first)
+            return []
         return [checks.Warning(f"Could not read the upstreams to check their credentials: {exc}", id="hub.W002")]
     locked = []
     for name, token in rows:
@@ -35,3 +35,12 @@ def upstream_credentials_check(app_configs=None, **kwargs) -> list[checks.CheckM
             id="hub.E002",
         )
     ]
+
+
+def _not_migrated() -> bool:
+    """The upstreams' table does not exist yet (PostgreSQL raises ProgrammingError for it, SQLite
+    OperationalError: the error's kind does not tell it from a database that is down)."""
+    try:
+        return Upstream._meta.db_table not in connection.introspection.table_names()
+    except DatabaseError:
+        return False
