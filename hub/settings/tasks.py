@@ -8,8 +8,6 @@ from django.core.exceptions import ImproperlyConfigured
 from hub.settings.base import VAR_DIR, env, refuse_placeholder
 from hub.settings.generations import GENERATION_TIMEOUT_SECONDS
 
-# --- Celery ---------------------------------------------------------------------------------
-# All Celery settings are in this block; each says why it is set.
 REDIS_URL = env.str("REDIS_URL", default="")
 GENERATIONS_QUEUE = env.str("HUB_GENERATIONS_QUEUE", default="generations")
 HOUSEKEEPING_QUEUE = env.str("HUB_HOUSEKEEPING_QUEUE", default="housekeeping")
