@@ -294,6 +294,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# gunicorn's gevent worker drops a new connection whose request it has not read within its
+# keep-alive (2 s), silently: the client sees the server disconnect. A capacity test opens hundreds
+# at once in a process sharing two cores with the rest of `make test`, where some first reads came
+# later than that. These tests are about what held connections cost; production keeps the 2 s.
+PATIENT_WEB = {"GUNICORN_CMD_ARGS": "--keep-alive 30"}
+
+
 class WebProcess(ChildProcess):
     """The production web server (`deploy/bin/web`: gunicorn, gevent workers) on a free
     loopback port, on the test database."""

@@ -14,7 +14,7 @@ from django.db import connection
 from generations.models import Generation
 from tests.api.test_concurrent_waits import _connections, _finish, _threads
 from tests.api.test_generation_events import BODY
-from tests.conftest import WebProcess, database_url_for_subprocess, until
+from tests.conftest import PATIENT_WEB, WebProcess, database_url_for_subprocess, until
 from tests.factories import make_key, make_user
 from tests.images import image_bytes
 
@@ -64,11 +64,7 @@ def test_a_thousand_open_streams_hold_no_thread_no_connection_and_little_memory(
             "DATABASE_URL": f"{database_url_for_subprocess()}?application_name={name}",
             "HUB_GENERATIONS_QUEUE": unconsumed_queue,  # no worker: the test starts and finishes them
             "DATABASE_POOL_MAX_SIZE": str(POOL_SIZE),
-            # gunicorn drops a connection whose request it has not read within its keep-alive (2 s):
-            # in a process sharing two cores with the rest of `make test` (both passes at once),
-            # some first reads came later than that, even opening 100 at a time. This test is about
-            # streams held open; production keeps gunicorn's 2 s.
-            "GUNICORN_CMD_ARGS": "--keep-alive 30",
+            **PATIENT_WEB,  # some first reads came late even opening 100 at a time
         }
     ).start()
     try:
