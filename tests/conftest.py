@@ -288,6 +288,19 @@ class WorkerProcess(ChildProcess):
         return "ready." in self.log_path.read_text()
 
 
+@pytest.fixture
+def slow_recheck(monkeypatch):
+    """This process's waiters re-read the waiting rows once a minute, not every 5 s: a wait that
+    ends within seconds was then woken by its message or its own read, never by that round —
+    which keeps the tests' time bounds far from what they tell apart on a loaded machine."""
+    from generations import completion
+
+    monkeypatch.setattr(completion, "RECHECK_SECONDS", 60.0)
+    completion.waiters.reset()
+    yield
+    completion.waiters.reset()  # the next test's listener re-checks as production's does
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -155,5 +155,5 @@ def test_a_prefer_wait_past_the_generation_timeout_applies_the_timeout(api, cust
     for huge in ("1" + "0" * 30, "9" * 400):  # 1e+30; past a float's range: inf
         started = time.monotonic()
         response = api.post(URL, body, format="json", HTTP_PREFER=f"wait={huge}", **auth)
-        assert 1 <= time.monotonic() - started < 2.5
+        assert 1 <= time.monotonic() - started < 6  # not the huge wait
         assert (response.status_code, response["Preference-Applied"]) == (202, "wait=1")

@@ -75,7 +75,7 @@ def test_a_stream_past_the_deadline_times_out(server, path):
 
     with pytest.raises(ProviderError, match="timed out"):
         make_provider(server).generate(request)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 4  # the 1 s deadline, not the 5 s stream
 
 
 def test_without_partials_nothing_is_streamed(server):
