@@ -326,7 +326,7 @@ def test_429_retry_after_honoured_then_success(server, path):
 
     assert len(images) == 1
     assert [r.status for r in server.requests] == [429, 200]
-    assert 0.95 <= elapsed < 2.0
+    assert 0.95 <= elapsed < 3  # the 1 s it asked for, not the SDK's own shorter backoff
 
 
 def test_retry_after_beyond_deadline_fails_fast(server, path):
@@ -336,7 +336,7 @@ def test_retry_after_beyond_deadline_fails_fast(server, path):
     with pytest.raises(ProviderError) as info:
         make_provider(server).generate(request_for(path, timeout=5))
 
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 3  # not the 5 s deadline, nor the 30 s asked
     assert info.value.permanent is False
     assert len(server.requests) == 1
 
@@ -448,7 +448,7 @@ def test_slow_answer_times_out_within_deadline(server, path):
 
     assert "timed out" in info.value.user_message
     assert info.value.permanent is False
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 4  # the 1 s deadline, not the 5 s answer
 
 
 def test_deadline_already_passed_sends_nothing(server):
