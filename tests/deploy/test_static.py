@@ -317,6 +317,13 @@ def test_grace_periods_outlast_the_longest_sync_wait_and_generation(production):
     assert _pod(production, "hub-worker")["spec"]["terminationGracePeriodSeconds"] > LONGEST_SYNC_WAIT
 
 
+def test_the_web_keeps_idle_connections_longer_than_ingress_nginx_reuses_them(production):
+    """ingress-nginx keeps its connections to the web up to 60 s (upstream-keepalive-timeout): a
+    web that closed one sooner could meet a request on it, which the ingress answers 502."""
+    config = _one(production, "ConfigMap")["data"]
+    assert int(config["WEB_KEEPALIVE_SECONDS"]) > 60
+
+
 def test_every_deployment_has_a_disruption_budget(production):
     budgets = [pdb["spec"]["selector"]["matchLabels"] for pdb in _all(production, "PodDisruptionBudget")]
     for name in ("hub-web", "hub-worker", "hub-housekeeping"):
