@@ -289,15 +289,17 @@ class WorkerProcess(ChildProcess):
 
 
 @pytest.fixture
-def slow_recheck(monkeypatch):
-    """This process's waiters re-read the waiting rows once a minute, not every 5 s: a wait that
-    ends within seconds was then woken by its message or its own read, never by that round —
-    which keeps the tests' time bounds far from what they tell apart on a loaded machine."""
+def recheck_every(monkeypatch):
+    """recheck_every(seconds): this process's waiters, made afresh, re-read the waiting rows every
+    `seconds` (production: every 5 s). Longer, a wait that ends within seconds was woken by its
+    message or its own read, never by that round; shorter, the round is what a test watches."""
     from generations import completion
 
-    monkeypatch.setattr(completion, "RECHECK_SECONDS", 60.0)
-    completion.waiters.reset()
-    yield
+    def every(seconds: float) -> None:
+        monkeypatch.setattr(completion, "RECHECK_SECONDS", seconds)
+        completion.waiters.reset()
+
+    yield every
     completion.waiters.reset()  # the next test's listener re-checks as production's does
 
 

@@ -162,11 +162,10 @@ def test_a_failing_wait_answers_202_with_poll_url_after_the_charge(api, customer
 
 
 @needs_redis
-def test_a_lost_message_delays_a_waiter_by_one_recheck_not_forever(monkeypatch):
+def test_a_lost_message_delays_a_waiter_by_one_recheck_not_forever(monkeypatch, recheck_every):
     """No message is published at all (as when the listener was reconnecting): the process's
     poller re-reads every waiting row in one query each RECHECK_SECONDS and wakes the waiter."""
-    completion.waiters.reset()
-    monkeypatch.setattr(completion, "RECHECK_SECONDS", 0.3)
+    recheck_every(0.3)
     done, queries = set(), []
 
     def finished_among(ids):
@@ -178,7 +177,6 @@ def test_a_lost_message_delays_a_waiter_by_one_recheck_not_forever(monkeypatch):
     threading.Timer(0.5, done.add, args=("gen_lost",)).start()  # finishes, but nobody publishes
     started = time.monotonic()
     assert completion.wait_done("gen_lost", timeout=30, is_finished=lambda: "gen_lost" in done)
-    completion.waiters.reset()
     assert time.monotonic() - started < 8  # woken by the poller, not the read at the 30 s timeout
     assert ["gen_lost"] in queries
 

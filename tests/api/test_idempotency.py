@@ -198,7 +198,7 @@ def test_a_replay_is_not_refused_by_what_changed_since_the_first(api):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_sync_replay_of_a_finished_generation_answers_it_at_once(api, unconsumed_queue, monkeypatch, slow_recheck):
+def test_a_sync_replay_of_a_finished_generation_answers_it_at_once(api, unconsumed_queue, monkeypatch, recheck_every):
     """The repeat reads the row before it waits: the first's generation finished before it came
     (here longer ago than the listener remembers finishes), so no notification is still to
     come. It waited for the poller's next round (up to 5 s; a minute here) or until its
@@ -208,6 +208,7 @@ def test_a_sync_replay_of_a_finished_generation_answers_it_at_once(api, unconsum
     from tests.conftest import until
     from tests.images import image_bytes
 
+    recheck_every(60.0)
     monkeypatch.setattr(completion, "RECENT_SECONDS", 0.2)
     user = make_user(credits=10)
     headers = {**_keyed(user), "HTTP_PREFER": "wait=1"}
