@@ -66,3 +66,11 @@ def test_the_sync_wait_is_a_positive_time_within_the_generation_timeout():
         assert result.returncode != 0, value
         assert "HUB_SYNC_WAIT_SECONDS" in result.stderr, value
     assert _check(HUB_SYNC_WAIT_SECONDS="55.5").returncode == 0
+
+
+def test_the_stream_keepalive_is_a_positive_time_of_at_most_a_minute():
+    for value in ("0", "-2", "61", "often"):
+        result = _check(HUB_STREAM_KEEPALIVE_SECONDS=value)
+        assert result.returncode != 0, value
+        assert "HUB_STREAM_KEEPALIVE_SECONDS" in result.stderr, value
+    assert _check(HUB_STREAM_KEEPALIVE_SECONDS="2.5").returncode == 0

@@ -19,7 +19,6 @@ from generations.selectors import with_images
 from generations.services.lifecycle import generation_fail
 from hub.compiled import STR_MARKER, CompiledQuery
 from hub.http.departure import UNWATCHED, ClientLeft, Departure
-from hub.http.sse import KEEP_ALIVE_SECONDS
 from hub.infra import backends, metrics, shutdown
 
 logger = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ def generation_watch(
 ) -> Iterator[Generation | Partial | Final | None]:
     """A streamed answer's wait (events streams, `stream: true`): each `read()` of the row —
     at once, then whenever a worker claims or finishes it (generations.completion) and at least
-    every WATCH_RECHECK_SECONDS should a message be lost — and None every sse.KEEP_ALIVE_SECONDS
+    every WATCH_RECHECK_SECONDS should a message be lost — and None every STREAM_KEEPALIVE_SECONDS
     without anything else to send (the caller sends a keep-alive). `with_partials`: each partial
     and final image relayed meanwhile (generations.partials), as it comes and before the next read.
     Not `on_start`: a worker's claim does not wake it (a stream that shows no start: a read saved). It ends
@@ -151,6 +150,7 @@ def generation_watch(
     read when the listener hears all of the generation's messages: `created` is yielded first."""
     # Without Redis no message wakes a watch on a start: it re-reads as often as the poller.
     recheck = WATCH_RECHECK_SECONDS if backends.redis() else settings.WAIT_POLL_INTERVAL_SECONDS
+    keep_alive = settings.STREAM_KEEPALIVE_SECONDS
     local = completion.waiters()
     watch, read_first = local.watch(  # before the read
         generation_id, with_partials=with_partials, on_start=on_start, enqueued_after=enqueued_after
@@ -180,7 +180,7 @@ def generation_watch(
                 next_read = min(recheck, UNSUBSCRIBED_RECHECK_SECONDS) if soon else recheck
                 first_read = False
                 while not departure.left:
-                    watch.event.wait(max(min(sent_at + KEEP_ALIVE_SECONDS, read_at + next_read) - time.monotonic(), 0))
+                    watch.event.wait(max(min(sent_at + keep_alive, read_at + next_read) - time.monotonic(), 0))
                     watch.event.clear()  # before the partials are taken: one that comes after sets it again
                     while watch.partials and not departure.left:
                         relayed = message_read(watch.partials.popleft())
@@ -190,7 +190,7 @@ def generation_watch(
                     if watch.stepped:
                         break
                     now = time.monotonic()
-                    if now - sent_at >= KEEP_ALIVE_SECONDS:
+                    if now - sent_at >= keep_alive:
                         yield None
                         sent_at = now
                     if now - read_at >= next_read:

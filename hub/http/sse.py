@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from django.http import StreamingHttpResponse
 from rest_framework.negotiation import BaseContentNegotiation
 
-# A comment line: sent while there is nothing to say, so that no proxy cuts an idle read
-# (ingress-nginx and AWS's load balancers at 60 s, Cloudflare at 100 s).
+# A comment line: sent while there is nothing to say (every settings.STREAM_KEEPALIVE_SECONDS), so
+# that no proxy cuts an idle read (ingress-nginx and AWS's load balancers at 60 s, Cloudflare at 100 s).
 KEEP_ALIVE = ": keep-alive\n\n"
-KEEP_ALIVE_SECONDS = 10.0
 
 
 def frame(event: str, data: dict, *, event_id: int | str | None = None) -> str:

@@ -72,6 +72,11 @@ if not 0 < SYNC_WAIT_SECONDS <= GENERATION_TIMEOUT_SECONDS:
     raise ImproperlyConfigured(
         f"HUB_SYNC_WAIT_SECONDS must be above 0 and at most GENERATION_TIMEOUT_SECONDS ({GENERATION_TIMEOUT_SECONDS})"
     )
+# A streamed answer or events stream with nothing to send sends a keep-alive comment this often, so
+# that no proxy cuts its idle read: keep it below the shortest cut on the way (60 s above).
+STREAM_KEEPALIVE_SECONDS = env.float("HUB_STREAM_KEEPALIVE_SECONDS", default=10.0)
+if not 0 < STREAM_KEEPALIVE_SECONDS <= 60:
+    raise ImproperlyConfigured("HUB_STREAM_KEEPALIVE_SECONDS must be above 0 and at most 60")
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 SWEEPER_INTERVAL_SECONDS = env.int("SWEEPER_INTERVAL_SECONDS", default=60)
 # Each worker process offers to run the sweep; one per period wins (workers.schedule). Off: this

@@ -110,7 +110,7 @@ def test_a_finished_generations_stream_sends_its_end_at_once(owner):
     started = time.monotonic()
     with owner.stream("GET", f"/generations/{generation_id}/events") as r:
         events = read_events(r.iter_lines())
-    assert time.monotonic() - started < 6  # not after the 10 s keep-alive (hub/http/sse.py)
+    assert time.monotonic() - started < 6  # not after the 10 s keep-alive (HUB_STREAM_KEEPALIVE_SECONDS)
     assert named(events) == [("1", "generation.queued"), ("2", "generation.started"), ("3", "generation.succeeded")]
     with owner.stream("GET", f"/generations/{generation_id}/events", headers={"Last-Event-ID": "3"}) as r:
         assert read_events(r.iter_lines()) == []

@@ -1,9 +1,10 @@
-"""A sync wait behind a real proxy (Debian's nginx) that cuts a read idle for 20 s, as ingress-nginx
+"""A sync wait behind a real proxy (Debian's nginx) that cuts a read idle for 8 s, as ingress-nginx
 and AWS's load balancers cut at 60 s: with HUB_SYNC_WAIT_SECONDS below the cut the client gets its
 202 and poll_url in time; without it the proxy answers 504 — and the generation still goes on,
 charged once, retrievable by the client that was cut off. A streamed generation (`stream: true`
 with `partial_images`) gets its partial images through the proxy as the provider makes them, and
-its end."""
+its end. The times are production's scaled down (a cut of 60 s, keep-alives every 10 s): the
+tests wait seconds, not minutes."""
 
 import base64
 import threading
@@ -23,9 +24,11 @@ from tests.proxy.conftest import nginx_in_front
 from tests.reconcile import assert_reconciled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
-PROXY_READ_TIMEOUT = 20
-SYNC_WAIT = 15
-PROVIDER_SECONDS = 45
+PROXY_READ_TIMEOUT = 8
+SYNC_WAIT = 4
+KEEPALIVE = 2  # HUB_STREAM_KEEPALIVE_SECONDS, below the cut
+SYNC_PROVIDER_SECONDS = 16  # twice the cut: a wait the proxy cuts
+STREAM_PROVIDER_SECONDS = 30
 BODY = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "n": 1}
 
 
@@ -33,7 +36,7 @@ BODY = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "n": 1}
 def hubs_behind_nginx(tmp_path):
     """Two web processes (one with HUB_SYNC_WAIT_SECONDS below the proxy's cut, one without) and a
     worker on a private queue, each web behind its own nginx server: {"capped": URL, "uncapped": URL}."""
-    common = {"HUB_GENERATIONS_QUEUE": f"proxy-{uuid.uuid4().hex[:8]}"}
+    common = {"HUB_GENERATIONS_QUEUE": f"proxy-{uuid.uuid4().hex[:8]}", "HUB_STREAM_KEEPALIVE_SECONDS": str(KEEPALIVE)}
     capped = WebProcess(env_overrides={**common, "HUB_SYNC_WAIT_SECONDS": str(SYNC_WAIT)})
     uncapped = WebProcess(env_overrides=common)
     worker = WorkerProcess(name="proxy", queues=common["HUB_GENERATIONS_QUEUE"], env_overrides=common)
@@ -47,7 +50,7 @@ def hubs_behind_nginx(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_long_sync_generation_through_a_proxy_that_cuts_at_20_s(hubs_behind_nginx):
+def test_a_long_sync_generation_through_a_proxy_that_cuts_idle_reads(hubs_behind_nginx):
     user = make_user(credits=100)
     auth = {"Authorization": f"Bearer {make_key(user)}"}
     balance = CreditAccount.objects.get(user=user).balance
@@ -55,7 +58,7 @@ def test_a_long_sync_generation_through_a_proxy_that_cuts_at_20_s(hubs_behind_ng
 
     def post(name: str) -> None:
         started = time.monotonic()
-        body = {**BODY, "prompt": f"{name} lighthouse [sleep:{PROVIDER_SECONDS}]"}
+        body = {**BODY, "prompt": f"{name} lighthouse [sleep:{SYNC_PROVIDER_SECONDS}]"}
         response = httpx.post(
             f"{hubs_behind_nginx[name]}/api/v1/images/generations", json=body, headers=auth, timeout=90
         )
@@ -76,7 +79,7 @@ def test_a_long_sync_generation_through_a_proxy_that_cuts_at_20_s(hubs_behind_ng
 
     uncapped, uncapped_seconds = answers["uncapped"]
     assert uncapped.status_code == 504  # the proxy's, not the hub's
-    assert PROXY_READ_TIMEOUT <= uncapped_seconds < PROVIDER_SECONDS
+    assert PROXY_READ_TIMEOUT <= uncapped_seconds < SYNC_PROVIDER_SECONDS
 
     def succeeded() -> bool:  # polled through the proxy (poll_url names the host nginx sent)
         url = hubs_behind_nginx["capped"] + urlsplit(poll_url).path
@@ -100,12 +103,13 @@ def test_a_long_sync_generation_through_a_proxy_that_cuts_at_20_s(hubs_behind_ng
 
 @pytest.mark.slow
 def test_a_long_streamed_generation_gets_its_partials_through_the_proxy(hubs_behind_nginx):
-    """The provider takes 45 s and makes 2 partial images (at 15 and 30 s): each passes the proxy
-    when it is made, the keep-alives carry the stream past its 20 s cut, and the end comes."""
+    """The provider takes 30 s and makes 2 partial images (at 10 and 20 s): each passes the proxy
+    when it is made, the keep-alives carry the stream past its 8 s cut, and the end comes."""
     user = make_user(credits=100)
     auth = {"Authorization": f"Bearer {make_key(user)}"}
     balance = CreditAccount.objects.get(user=user).balance
-    body = {**BODY, "prompt": f"streamed lighthouse [sleep:{PROVIDER_SECONDS}]", "stream": True, "partial_images": 2}
+    prompt = f"streamed lighthouse [sleep:{STREAM_PROVIDER_SECONDS}]"
+    body = {**BODY, "prompt": prompt, "stream": True, "partial_images": 2}
     started = time.monotonic()
     url = f"{hubs_behind_nginx['uncapped']}/api/v1/images/generations"
     with httpx.stream("POST", url, json=body, headers=auth, timeout=90) as response:
@@ -114,8 +118,8 @@ def test_a_long_streamed_generation_gets_its_partials_through_the_proxy(hubs_beh
     named = [e for e in events if "event" in e]
     assert [e["event"] for e in named] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
     first, second, end = (e["at"] - started for e in named)
-    third = PROVIDER_SECONDS / 3
-    assert third - 2 < first < 2 * third - 2 < second < PROVIDER_SECONDS - 5 < end  # each when it was made
+    third = STREAM_PROVIDER_SECONDS / 3
+    assert third - 2 < first < 2 * third - 2 < second < STREAM_PROVIDER_SECONDS - 5 < end  # each when it was made
     assert base64.b64decode(named[-1]["data"]["b64_json"]).startswith(b"\x89PNG")
     waits = [e["at"] for e in events]
     assert max(b - a for a, b in zip(waits, waits[1:], strict=False)) < PROXY_READ_TIMEOUT

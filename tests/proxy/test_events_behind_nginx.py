@@ -1,7 +1,8 @@
 """A generation's events stream behind a real proxy (Debian's nginx, its response buffering on as
-by default, a 20 s idle read cut): the events arrive as they happen, not when the stream ends,
-and the keep-alive comments carry the stream past the cut — as they carry a streamed answer
-(`stream: true`) whose provider takes longer than the cut."""
+by default, an 8 s idle read cut): the events arrive as they happen, not when the stream ends,
+and the keep-alive comments (every HUB_STREAM_KEEPALIVE_SECONDS) carry the stream past the cut — as
+they carry a streamed answer (`stream: true`) whose provider takes longer than the cut. Production's
+times scaled down: a cut of 60 s, keep-alives every 10 s."""
 
 import httpx
 import pytest
@@ -12,13 +13,14 @@ from tests.factories import make_key, make_user
 from tests.proxy.conftest import nginx_in_front
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow]
-PROXY_READ_TIMEOUT = 20
-PROVIDER_SECONDS = 25
+PROXY_READ_TIMEOUT = 8
+KEEPALIVE = 2
+PROVIDER_SECONDS = 14
 
 
 @pytest.fixture
 def hub_behind_nginx(tmp_path, celery_worker):
-    web = WebProcess().start()
+    web = WebProcess(env_overrides={"HUB_STREAM_KEEPALIVE_SECONDS": str(KEEPALIVE)}).start()
     try:
         with nginx_in_front(tmp_path, {"web": web.port}, read_timeout=PROXY_READ_TIMEOUT) as urls:
             yield urls["web"]
@@ -40,13 +42,13 @@ def test_events_arrive_live_through_a_buffering_proxy(hub_behind_nginx):
     # the started event came when it happened, then keep-alives while the provider worked
     assert events[-1]["at"] - events[started]["at"] > PROVIDER_SECONDS - 5
     waits = [e["at"] for e in events[started:]]
-    assert max(b - a for a, b in zip(waits, waits[1:], strict=False)) < 15
+    assert max(b - a for a, b in zip(waits, waits[1:], strict=False)) < PROXY_READ_TIMEOUT - 2
     assert any("comment" in e for e in events[started:-1])
 
 
 def test_a_streamed_generation_outlasts_the_proxys_cut(hub_behind_nginx):
     auth = {"Authorization": f"Bearer {make_key(make_user(credits=10))}"}
-    # no partial images: nothing but keep-alives for 25 s (test_behind_nginx streams partials)
+    # no partial images: nothing but keep-alives for 14 s (test_behind_nginx streams partials)
     body = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "stream": True}
     body["prompt"] = f"a lighthouse [sleep:{PROVIDER_SECONDS}]"
     url = f"{hub_behind_nginx}/api/v1/images/generations"
@@ -55,4 +57,4 @@ def test_a_streamed_generation_outlasts_the_proxys_cut(hub_behind_nginx):
         events = read_events(response.iter_lines())
     assert [e.get("event") for e in events if "event" in e] == ["image_generation.completed"]
     assert events[-1]["data"]["b64_json"]
-    assert sum("comment" in e for e in events) >= PROVIDER_SECONDS // 10
+    assert sum("comment" in e for e in events) >= PROVIDER_SECONDS // (2 * KEEPALIVE)  # every 2 s, some late
