@@ -32,10 +32,11 @@ STREAM_PROVIDER_SECONDS = 30
 BODY = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low", "n": 1}
 
 
-@pytest.fixture
-def hubs_behind_nginx(tmp_path):
+@pytest.fixture(scope="module")
+def hubs_behind_nginx(django_db_setup, tmp_path_factory):
     """Two web processes (one with HUB_SYNC_WAIT_SECONDS below the proxy's cut, one without) and a
-    worker on a private queue, each web behind its own nginx server: {"capped": URL, "uncapped": URL}."""
+    worker on a private queue, each web behind its own nginx server: {"capped": URL, "uncapped": URL}.
+    Started once for this module's tests (each test makes its own user; the worker is idle between)."""
     common = {"HUB_GENERATIONS_QUEUE": f"proxy-{uuid.uuid4().hex[:8]}", "HUB_STREAM_KEEPALIVE_SECONDS": str(KEEPALIVE)}
     capped = WebProcess(env_overrides={**common, "HUB_SYNC_WAIT_SECONDS": str(SYNC_WAIT)})
     uncapped = WebProcess(env_overrides=common)
@@ -43,7 +44,8 @@ def hubs_behind_nginx(tmp_path):
     capped.start(), uncapped.start(), worker.start()
     try:
         upstreams = {"capped": capped.port, "uncapped": uncapped.port}
-        with nginx_in_front(tmp_path, upstreams, read_timeout=PROXY_READ_TIMEOUT) as urls:
+        directory = tmp_path_factory.mktemp("nginx")
+        with nginx_in_front(directory, upstreams, read_timeout=PROXY_READ_TIMEOUT) as urls:
             yield urls
     finally:
         capped.stop(), uncapped.stop(), worker.stop()

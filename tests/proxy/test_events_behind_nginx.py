@@ -18,11 +18,13 @@ KEEPALIVE = 2
 PROVIDER_SECONDS = 14
 
 
-@pytest.fixture
-def hub_behind_nginx(tmp_path, celery_worker):
+@pytest.fixture(scope="module")
+def hub_behind_nginx(tmp_path_factory, celery_worker):
+    """A web process behind nginx, for this module's tests (each makes its own user)."""
     web = WebProcess(env_overrides={"HUB_STREAM_KEEPALIVE_SECONDS": str(KEEPALIVE)}).start()
     try:
-        with nginx_in_front(tmp_path, {"web": web.port}, read_timeout=PROXY_READ_TIMEOUT) as urls:
+        directory = tmp_path_factory.mktemp("nginx")
+        with nginx_in_front(directory, {"web": web.port}, read_timeout=PROXY_READ_TIMEOUT) as urls:
             yield urls["web"]
     finally:
         web.stop()
