@@ -29,8 +29,8 @@ unset DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET_NAME AWS_S3_EN
 export DJANGO_SECRET_KEY="test-$run_id-$(head -c 36 /dev/urandom | base64 | tr -d '/+=\n')" HUB_ALLOW_LOCAL_PROVIDER=true
 # What runs beside the suite (the S3 server, the second pass below) ends with this script, and a
 # Ctrl-C ends the script (not just the pass it interrupts).
-s3_pid="" second=""
-trap 'kill $s3_pid $second 2>/dev/null || true' EXIT
+s3_pid="" second="" template="" template_pid=""
+trap 'kill $s3_pid $second $template_pid 2>/dev/null || true; [ -z "$template" ] || .venv/bin/python -m tests.template_db drop "$template" || true' EXIT
 trap 'exit 130' INT
 pg_url="${HUB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 redis_url="${HUB_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
@@ -39,6 +39,12 @@ if .venv/bin/python deploy/probe_services.py "$pg_url" "$redis_url"; then
     export DATABASE_URL="$pg_url" REDIS_URL="$redis_url"
     eval "$(.venv/bin/python -m tests.s3_server "$HUB_VAR_DIR/s3.pid")"
     s3_pid="$(cat "$HUB_VAR_DIR/s3.pid")"
+    # One migrated database the test databases are copied from (tests/template_db.py), made
+    # while pytest starts (the xdist workers wait for it before they make theirs).
+    template="${HUB_TEST_DATABASE_NAME}_template"
+    .venv/bin/python -m tests.template_db create "$template" >"$HUB_VAR_DIR/template.log" 2>&1 &
+    template_pid=$!
+    export HUB_TEST_DATABASE_TEMPLATE="$template"
     echo "Test suite on PostgreSQL ($pg_url), Redis ($redis_url) and S3 ($AWS_S3_ENDPOINT_URL)"
 else
     echo "!!!!!!!! PostgreSQL/Redis NOT reachable: the suite runs on the EMBEDDED DEFAULTS (SQLite, filesystem broker, local files) !!!!!!!!"

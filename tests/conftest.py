@@ -66,6 +66,17 @@ def pytest_configure():
     DatabaseOperations.sql_flush = sql_flush
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Before the test database is made: when it is to be a copy of the run's template
+    (tests/settings.py), wait until deploy/test.sh has made that (tests/template_db.py)."""
+    template = settings.DATABASES["default"].get("TEST", {}).get("TEMPLATE")
+    if template:
+        from tests.template_db import wait_for
+
+        wait_for(template)
+
+
 @pytest.fixture(autouse=True)
 def _catalog(request):
     """Transactional tests flush the seeded catalog row; put it back for every DB test — those

@@ -29,6 +29,11 @@ if _worker and os.environ.get("HUB_TEST_XDIST_WORKER") != _worker:
 
 from hub.settings import *  # noqa: E402, F403
 
+# deploy/test.sh migrates one database per run (tests/template_db.py); each test database is a
+# copy of it, so its migrate finds nothing to do.
+if os.environ.get("HUB_TEST_DATABASE_TEMPLATE") and DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    DATABASES["default"].setdefault("TEST", {})["TEMPLATE"] = os.environ["HUB_TEST_DATABASE_TEMPLATE"]  # noqa: F405
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # Tests edit the catalog directly and expect to see it at once.
