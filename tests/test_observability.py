@@ -70,7 +70,8 @@ def test_metrics_with_the_token(client, settings):
     metrics = samples(response.content.decode())
     assert value(metrics, "hub_http_requests_total", route="api/v1/credits", method="GET", status="401") >= 1
     assert ("hub_generations_unfinished", (("status", "queued"),)) in metrics
-    assert ("hub_queue_depth", (("queue", settings.GENERATIONS_QUEUE),)) in metrics
+    if settings.REDIS_URL:  # the Redis list KEDA scales on; the embedded broker has none
+        assert ("hub_queue_depth", (("queue", settings.GENERATIONS_QUEUE),)) in metrics
 
 
 @pytest.mark.django_db

@@ -120,6 +120,7 @@ def test_generation_lookup_requires_key(api):
     assert Generation.objects.count() == 0
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite's locked read has no FOR UPDATE to tell it by")
 def test_the_precheck_reads_the_account_with_the_api_key(api, customer):
     """One read brings the key, its owner and the owner's account; the charge then locks the
     account. No separate read of the account before the transaction (a round trip per request)."""
