@@ -50,12 +50,13 @@ def drop(name: str) -> None:
 
 
 def wait_for(name: str, *, timeout: float = 90) -> None:
-    """Return once `create(name)` is done; fail after `timeout` seconds (its log: deploy/test.sh)."""
+    """Return once `create(name)` is done; fail after `timeout` seconds (its output: template.log in
+    the run's state folder, .var-test/run-<pid>)."""
     deadline = time.monotonic() + timeout
     with _maintenance() as maintenance:
         while not maintenance.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the template database {name} was not made in {timeout:.0f} s: see template.log")
+                raise RuntimeError(f"template database {name} not made in {timeout:.0f} s: see the run's template.log")
             time.sleep(0.1)
 
 
