@@ -72,9 +72,11 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     (tests/settings.py), wait until deploy/test.sh has made that (tests/template_db.py)."""
     template = settings.DATABASES["default"].get("TEST", {}).get("TEMPLATE")
     if template:
-        from tests.template_db import wait_for
+        from tests import template_db
 
-        wait_for(template)
+        with template_db.maintenance() as conn:
+            made = until(lambda: template_db.exists(conn, template), timeout=90, interval=0.1)
+        assert made, f"template database {template} not made in 90 s: see template.log in the run's state folder"
 
 
 @pytest.fixture(autouse=True)
@@ -154,6 +156,11 @@ def _other_sessions_in_transaction() -> bool:
             " AND (state = 'active' OR state LIKE 'idle in transaction%')"
         )
         return cursor.fetchone()[0] > 0
+
+
+# Partial images are relayed from the worker to the stream over Redis; a hub without it sends none
+# (docs/api.md).
+relays_partials = pytest.mark.skipif(not settings.REDIS_URL, reason="partial images are relayed over Redis")
 
 
 def settings_source() -> str:

@@ -7,25 +7,24 @@ Each xdist worker's test database is made from it (Django's TEST TEMPLATE settin
 CREATE DATABASE … TEMPLATE: a file copy), and its migrate then finds nothing to apply: one run of
 the migrations per `make test` instead of one per worker and pass (six), each ~2 s of a worker's
 CPU and more of PostgreSQL's while the first tests keep the machine busy. deploy/test.sh makes it
-while pytest starts; the workers wait for it (`wait_for`, tests/conftest.py).
+while pytest starts; the workers wait for it (tests/conftest.py).
 """
 
 import os
 import sys
-import time
 from contextlib import contextmanager
 
 
 @contextmanager
-def _maintenance():
-    """A connection to the server's `postgres` database, as the test settings' user."""
+def maintenance():
+    """A connection to the server's `postgres` database, with the test settings' parameters (as
+    hub/http/health.py connects, without Django's cursor class and adapters)."""
     import psycopg
     from django.db import connection
 
-    s = connection.settings_dict
-    params = {"host": s["HOST"], "port": s["PORT"] or None, "user": s["USER"], "password": s["PASSWORD"] or None}
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as maintenance:
-        yield maintenance
+    params = {k: v for k, v in connection.get_connection_params().items() if k not in ("cursor_factory", "context")}
+    with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True) as conn:
+        yield conn
 
 
 def create(name: str) -> None:
@@ -39,25 +38,19 @@ def create(name: str) -> None:
     connection.close()
     if connection.pool is not None:  # the pooled connections stay open, as they would to a copy
         connection.close_pool()
-    with _maintenance() as maintenance:
-        maintenance.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+    with maintenance() as conn:
+        conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
 
 
 def drop(name: str) -> None:
-    with _maintenance() as maintenance:
+    with maintenance() as conn:
         for database in (name, f"{name}_building"):
-            maintenance.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # a killed build's session
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # a killed build's session
 
 
-def wait_for(name: str, *, timeout: float = 90) -> None:
-    """Return once `create(name)` is done; fail after `timeout` seconds (its output: template.log in
-    the run's state folder, .var-test/run-<pid>)."""
-    deadline = time.monotonic() + timeout
-    with _maintenance() as maintenance:
-        while not maintenance.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"template database {name} not made in {timeout:.0f} s: see the run's template.log")
-            time.sleep(0.1)
+def exists(conn, name: str) -> bool:
+    """Whether `create(name)` is done (`conn`: a `maintenance()` connection)."""
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ import uuid
 
 import httpx
 import pytest
-from django.conf import settings
 
 from generations.models import Generation
-from tests.conftest import WebProcess, until
+from tests.conftest import WebProcess, relays_partials, until
 from tests.factories import make_key, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -137,7 +136,7 @@ def _until_finished(client: httpx.Client, generation_id: str, timeout: float = 3
     return False
 
 
-@pytest.mark.skipif(not settings.REDIS_URL, reason="partial images are relayed over Redis")
+@relays_partials
 def test_a_streamed_generations_partials_come_between_started_and_succeeded(owner):
     """A generation streamed with partial_images: its events stream (another connection, the
     production gevent web) shows each partial as `generation.partial_image`, without an id."""

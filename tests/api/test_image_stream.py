@@ -10,20 +10,18 @@ import time
 import httpx
 import openai
 import pytest
-from django.conf import settings
 
 from billing.models import CreditAccount
 from generations.models import Generation
 from hub.infra import storage
 from tests.api.test_generation_events import read_events
 from tests.api.test_openai_sdk_dropin import PNG, sdk
+from tests.conftest import relays_partials
 from tests.images import image_bytes
 from tests.reconcile import assert_reconciled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 BODY = {"model": "gpt-image-2", "size": "1024x1024", "quality": "low"}
-# Partial images are relayed from the worker over Redis; a hub without it sends none (docs/api.md).
-relays_partials = pytest.mark.skipif(not settings.REDIS_URL, reason="partial images are relayed over Redis")
 
 
 @relays_partials

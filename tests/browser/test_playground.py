@@ -5,12 +5,12 @@ the generation in the history. Screenshots: playground, playground-partial, play
 import re
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect
 
 from billing.selectors import credits_summary_for_user
 from generations.models import Generation
 from tests.browser.conftest import sign_in
+from tests.conftest import relays_partials
 from tests.factories import make_user
 
 PASSWORD = "correct horse battery"  # the factories' password
@@ -18,7 +18,7 @@ PASSWORD = "correct horse battery"  # the factories' password
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.worker
-@pytest.mark.skipif(not settings.REDIS_URL, reason="partial images are relayed over Redis")
+@relays_partials
 def test_a_user_prices_generates_and_watches_partial_images_become_the_final_ones(page, celery_worker, screenshot):
     problems = []
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)

@@ -14,12 +14,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from django.conf import settings
 
 from billing.models import CreditAccount
 from generations.models import Generation
 from tests.api.test_generation_events import read_events
-from tests.conftest import WebProcess, WorkerProcess, until
+from tests.conftest import WebProcess, WorkerProcess, relays_partials, until
 from tests.factories import make_key, make_user
 from tests.proxy.conftest import nginx_in_front
 from tests.reconcile import assert_reconciled
@@ -105,7 +104,7 @@ def test_a_long_sync_generation_through_a_proxy_that_cuts_idle_reads(hubs_behind
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not settings.REDIS_URL, reason="partial images are relayed over Redis")
+@relays_partials
 def test_a_long_streamed_generation_gets_its_partials_through_the_proxy(hubs_behind_nginx):
     """The provider takes 30 s and makes 2 partial images (at 10 and 20 s): each passes the proxy
     when it is made, the keep-alives carry the stream past its 8 s cut, and the end comes."""
