@@ -3,6 +3,7 @@ message Celery's send_task puts on the queue, and a worker runs a generation sen
 
 import base64
 import json
+import threading
 import uuid
 
 import pytest
@@ -35,6 +36,19 @@ def test_the_pushed_message_is_celerys():
     assert fast == library
     assert json.loads(base64.b64decode(fast["body"]))[0] == [task_id]
     assert fast["headers"]["request_id"] == "req_fast_path"
+
+
+def test_each_thread_sends_its_own_reply_to_as_celery_does():
+    """The process's first message sent from another thread (a gevent or test-server thread)
+    does not give this thread its reply_to: Celery's is per thread (app.thread_oid)."""
+    task_id, headers = f"gen_{uuid.uuid4().hex[:24]}", {}
+    other: list[dict] = []
+    thread = threading.Thread(target=lambda: other.append(_sent(True, task_id, headers)))
+    thread.start()
+    thread.join()
+    fast, library = _sent(True, task_id, headers), _sent(False, task_id, headers)
+    assert fast == library
+    assert other[0]["properties"]["reply_to"] != fast["properties"]["reply_to"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -19,13 +19,16 @@ from hub.infra.fastpaths import FastPath
 
 TASK_MESSAGE = FastPath("TASK_MESSAGE", "kombu", "5.7.0")
 
-# By (task name, process): the headers every message of the task shares, and its reply_to.
-_SHARED: dict[tuple[str, int], tuple[dict, str]] = {}
+# By (task name, process): the headers every message of the task shares. Its reply_to is the
+# sending thread's (Celery's app.thread_oid), read for each message as send_task does.
+_SHARED: dict[tuple[str, int], dict] = {}
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 def task_message(name: str, *, task_id: str, queue: str, headers: dict) -> str:
-    shared, reply_to = _SHARED.get((name, os.getpid())) or _shared(name)
+    from hub.celery import app
+
+    shared = _SHARED.get((name, os.getpid())) or _shared(name)
     body = json.dumps([[task_id], {}, _EMBED]).encode()
     return json.dumps(
         {
@@ -35,7 +38,7 @@ def task_message(name: str, *, task_id: str, queue: str, headers: dict) -> str:
             "headers": {**shared, "id": task_id, "root_id": task_id, "argsrepr": repr([task_id]), **headers},
             "properties": {
                 "correlation_id": task_id,
-                "reply_to": reply_to,
+                "reply_to": app.thread_oid,
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
@@ -46,14 +49,14 @@ def task_message(name: str, *, task_id: str, queue: str, headers: dict) -> str:
     )
 
 
-def _shared(name: str) -> tuple[dict, str]:
-    """What Celery's own message for `name` holds beside the task's id (its origin names the
-    process, hence one per process)."""
+def _shared(name: str) -> dict:
+    """The headers Celery's own message for `name` holds beside the task's id (its origin names
+    the process, hence one per process)."""
     from hub.celery import app
 
     marker = "hub-task-marker"
     # As send_task calls it for a task sent without options (ignore_result: None, not False).
     made = app.amqp.create_task_message(marker, name, [marker], {}, reply_to=app.thread_oid, ignore_result=None)
     shared = {key: value for key, value in made.headers.items() if key not in ("id", "root_id", "argsrepr")}
-    _SHARED[(name, os.getpid())] = shared, made.properties["reply_to"]
-    return _SHARED[(name, os.getpid())]
+    _SHARED[(name, os.getpid())] = shared
+    return shared
