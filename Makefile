@@ -30,7 +30,19 @@ $(TEST_STAMP): pyproject.toml | $(UV)
 	$(call UV_INSTALL,$(VENV)) -e '.[test]'
 	touch $(HUB_STAMP) $@
 
-install: $(TEST_STAMP)
+# The hub's processes the tests and the bench start run on the hub's own dependencies only, as
+# the image installs them: the test extras' packages (cryptography, rich, aiohttp…) are imported
+# when present, and would count in the hub's memory and in each process start's CPU.
+HUB_VENV := .venv-hub
+HUB_VENV_STAMP := $(HUB_VENV)/.installed
+$(HUB_VENV_STAMP): pyproject.toml | $(UV)
+	$(PYTHON) -m venv $(HUB_VENV)
+	$(call UV_INSTALL,$(HUB_VENV)) -e .
+	touch $(HUB_VENV_STAMP)
+
+# The test virtualenv and the hub's, side by side (~5 s from a fresh clone instead of ~9).
+install: | $(UV)
+	@$(MAKE) --no-print-directory -j2 $(TEST_STAMP) $(HUB_VENV_STAMP)
 
 run: $(HUB_STAMP)
 	deploy/run-local.sh
@@ -50,11 +62,11 @@ nginx:
 	@test -x /usr/sbin/nginx || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light)
 
 # Everything, four tests at a time (pytest-xdist; README.md "Tests" says how they keep apart).
-test: $(TEST_STAMP) chromium docker nginx
+test: install chromium docker nginx
 	deploy/test.sh
 
 # The inner loop: no browser, no Docker, nothing slow (markers in pyproject.toml).
-test-fast: $(TEST_STAMP)
+test-fast: install
 	deploy/test.sh -m 'not browser and not deploy and not slow'
 
 # Benchmarks, run by hand (bench/README.md): make bench SCENARIO=sync-c32-0s [ARGS='--requests 50']
@@ -62,16 +74,6 @@ BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(TEST_STAMP) pyproject.toml
 	$(call UV_INSTALL,$(VENV)) -e '.[test,bench]'
 	touch $(BENCH_STAMP)
-
-# The bench runs the hub's processes on the hub's own dependencies only, as the image installs
-# them: the test extras' packages (cryptography, rich, aiohttp…) are imported when present and
-# would count in the hub's memory.
-HUB_VENV := .venv-hub
-HUB_VENV_STAMP := $(HUB_VENV)/.installed
-$(HUB_VENV_STAMP): pyproject.toml | $(UV)
-	$(PYTHON) -m venv $(HUB_VENV)
-	$(call UV_INSTALL,$(HUB_VENV)) -e .
-	touch $(HUB_VENV_STAMP)
 
 bench: $(BENCH_STAMP) $(HUB_VENV_STAMP)
 	$(VENV)/bin/python -m bench $(if $(SCENARIO),run $(SCENARIO) $(ARGS),list)

@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 # (~9 of its ~18 s of CPU before the first test here). `make test-fast`: 206 s with it set, 183 s.
 unset PYTHONDONTWRITEBYTECODE
 
+# The hub's processes the tests start (workers, webs, manage.py) run on the hub's own virtualenv,
+# as the image installs it (tests/conftest.py HUB_BIN); `make test` builds it.
+[ -x .venv-hub/bin/python ] || { echo "deploy/test.sh: no .venv-hub (make install builds it)" >&2; exit 2; }
+export HUB_TEST_HUB_BIN="$PWD/.venv-hub/bin"
+
 # Lint and format first: a style failure is found in seconds, not after the suite.
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

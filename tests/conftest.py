@@ -15,6 +15,12 @@ from rest_framework.test import APIClient
 from tests.factories import bearer, make_key, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
+# The hub's processes a test starts (workers, webs, manage.py) run on the hub's own dependencies,
+# as the image installs them: `.venv-hub`, which `make test` builds (deploy/test.sh says where).
+# Not the test virtualenv: its extra packages are imported when present (structlog's rich, the
+# entry points Celery scans) and cost each of a run's ~130 hub process starts ~0.3 s of CPU.
+HUB_BIN = Path(os.environ.get("HUB_TEST_HUB_BIN") or Path(sys.executable).parent)
+HUB_PYTHON = str(HUB_BIN / "python")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -286,7 +292,7 @@ class WorkerProcess(ChildProcess):
             queues = f"{settings.GENERATIONS_QUEUE},{settings.HOUSEKEEPING_QUEUE}"
         options = {"--pool": pool, "--concurrency": concurrency, "--queues": queues}
         self.args = [
-            sys.executable,
+            HUB_PYTHON,
             "-m",
             "celery",
             "-A",
@@ -346,7 +352,7 @@ class WebProcess(ChildProcess):
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url_for_subprocess(),
-            "HUB_BIN": str(Path(sys.executable).parent),
+            "HUB_BIN": str(HUB_BIN),
             "HUB_BIND": f"127.0.0.1:{self.port}",
             "WEB_CONCURRENCY": str(processes),
             **(env_overrides or {}),

@@ -6,7 +6,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 
 import pytest
 from django.conf import settings
@@ -14,7 +13,7 @@ from django.test import Client, override_settings
 
 from billing.models import CreditAccount
 from generations.models import Generation
-from tests.conftest import ROOT, WebProcess, WorkerProcess, database_url_for_subprocess
+from tests.conftest import HUB_PYTHON, ROOT, WebProcess, WorkerProcess, database_url_for_subprocess
 from tests.factories import create_generation
 from workers.runner import generation_run
 
@@ -41,7 +40,7 @@ def _inherited() -> dict:
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        [HUB_PYTHON, "manage.py", *args],
         cwd=ROOT,
         env={**_inherited(), "DJANGO_SETTINGS_MODULE": "hub.settings", **env},
         capture_output=True,

@@ -2,14 +2,13 @@
 
 import os
 import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import HUB_PYTHON, ROOT
 
 
 def _check(**env) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", "check"],
+        [HUB_PYTHON, "manage.py", "check"],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "hub.settings", **env},
         capture_output=True,

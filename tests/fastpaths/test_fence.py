@@ -5,7 +5,6 @@ import importlib.metadata
 import logging
 import os
 import subprocess
-import sys
 
 import pytest
 from django.test import override_settings
@@ -15,7 +14,7 @@ from generations.models import Generation
 from hub.compiled import STR_MARKER, CompiledQuery
 from hub.infra.fastpaths import FastPath, _library_checked, _on
 from hub.infra.fastpaths.orm_rows import ORM_ROWS
-from tests.conftest import ROOT
+from tests.conftest import HUB_PYTHON, ROOT
 from tests.factories import create_generation, make_user
 from tests.fastpaths.conftest import fast_path
 
@@ -120,7 +119,7 @@ def test_a_library_that_is_not_installed_turns_its_path_off(fresh_checks, caplog
 @pytest.mark.parametrize("name", ["HUB_FAST_PATHS", "HUB_FAST_PATH_S3_PUT"])
 def test_a_switch_that_is_not_a_boolean_stops_start_up(name):
     done = subprocess.run(
-        [sys.executable, "manage.py", "check"],
+        [HUB_PYTHON, "manage.py", "check"],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "hub.settings", name: "maybe"},
         capture_output=True,

@@ -3,7 +3,6 @@ owner isolation)."""
 
 import os
 import subprocess
-import sys
 from io import StringIO
 
 import pytest
@@ -14,7 +13,7 @@ from apikeys.services import api_key_create
 from billing.models import AccountTypeLimits
 from generations.services import generation_cancel, generation_create
 from tests.bounds import REFUSED, refused_input
-from tests.conftest import ROOT, database_url_for_subprocess
+from tests.conftest import HUB_PYTHON, ROOT, database_url_for_subprocess
 from tests.factories import bearer, make_user
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +72,7 @@ def test_keylimits_refuses_a_number_its_column_cannot_hold_in_one_line(option, k
 def test_keylimits_on_the_command_line_says_what_is_wrong_without_a_traceback(text):
     key, _ = api_key_create(owner=make_user())
     done = subprocess.run(
-        [sys.executable, "manage.py", "hub_keylimits", key.pk, "--images-per-minute", text],
+        [HUB_PYTHON, "manage.py", "hub_keylimits", key.pk, "--images-per-minute", text],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": database_url_for_subprocess()},
         capture_output=True,
