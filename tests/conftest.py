@@ -305,6 +305,7 @@ class WorkerProcess(ChildProcess):
             f"{name}-{time.monotonic_ns()}@%h",
             "--without-mingle",
             "--without-gossip",
+            "--without-heartbeat",
         ]
         self.proc = None
 

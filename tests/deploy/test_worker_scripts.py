@@ -1,0 +1,62 @@
+"""deploy/bin/worker and deploy/bin/housekeeping run without Celery's worker-to-worker events
+(gossip, mingle, heartbeats: the hub uses none, and they cost every idle worker CPU and Redis
+traffic), while the health check's remote control (`celery inspect ping`) still answers."""
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.conftest import HUB_BIN, HUB_PYTHON, ROOT, ChildProcess, database_url_for_subprocess
+
+pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="worker events travel over the Redis broker")
+HEARTBEAT_SECONDS = 2  # Celery's default interval, when heartbeats are on
+
+
+class ScriptWorker(ChildProcess):
+    """A worker exactly as the image starts it: `deploy/bin/<script>`."""
+
+    def __init__(self, script: str):
+        self.log_path = Path(settings.VAR_DIR) / f"{script}-script-{uuid.uuid4().hex[:8]}.log"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_subprocess(),
+            "HUB_BIN": str(HUB_BIN),
+            "WORKER_SWEEPS": "false",
+            "CELERY_WORKER_CONCURRENCY": "4",
+        }
+        self.args = [str(ROOT / "deploy" / "bin" / script)]
+
+    def ready(self) -> bool:
+        return "ready." in self.log_path.read_text()
+
+
+@pytest.mark.parametrize("script", ["worker", "housekeeping"])
+def test_a_deployed_worker_sends_no_events_and_answers_its_health_check(script):
+    events = redis.Redis.from_url(settings.REDIS_URL).pubsub()
+    events.psubscribe("*celeryev*")  # kombu's fanout channel of Celery's event exchange
+    worker = ScriptWorker(script).start()
+    try:
+        health = subprocess.run(
+            [HUB_PYTHON, "deploy/bin/healthcheck", script],
+            cwd=ROOT,
+            env=worker.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert health.returncode == 0, health.stderr
+        time.sleep(HEARTBEAT_SECONDS + 1)
+        published = []
+        while (message := events.get_message(timeout=0.2)) is not None:
+            if message["type"] == "pmessage":
+                published.append(message["channel"])
+        assert published == []
+    finally:
+        worker.stop()
+        events.close()
