@@ -396,6 +396,14 @@ def test_every_command_is_a_start_script_of_the_image(production):
         assert commands[-1].startswith("exec "), f"deploy/bin/{name} must end in exec"
 
 
+def test_the_image_leaves_out_what_a_checkout_makes_locally():
+    """The virtualenvs (`make test` builds .venv and .venv-hub), state and caches git ignores stay
+    out of the build context: the image copies the checkout (`COPY . .`)."""
+    local = [p.rstrip("/") for p in (ROOT / ".gitignore").read_text().splitlines() if p and "*" not in p]
+    assert ".venv-hub" in local
+    assert [p for p in local if not _docker_ignored(ROOT / p)] == []
+
+
 def test_every_port_is_the_one_the_web_binds(production):
     default_port = int(re.search(r"HUB_BIND:-[\d.]+:(\d+)", (ROOT / "deploy" / "bin" / "web").read_text())[1])
     assert re.search(rf"^EXPOSE {default_port}$", (ROOT / "Dockerfile").read_text(), re.M)
@@ -487,4 +495,9 @@ def _container(docs: list[dict], name: str) -> dict:
 def _docker_ignored(path: Path) -> bool:
     relative = path.relative_to(ROOT).as_posix()
     patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
-    return any(relative == p or relative.startswith(p.rstrip("/") + "/") for p in patterns)
+    return any(
+        relative == p
+        or relative.startswith(p.rstrip("/") + "/")
+        or (p.startswith("**/") and p[3:] in relative.split("/"))
+        for p in patterns
+    )
