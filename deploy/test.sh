@@ -82,18 +82,12 @@ fast_paths_off() {
     mkdir -p "$HUB_VAR_DIR"
     exec .venv/bin/pytest tests/api tests/faults -m "not capacity"
 }
-# It starts once the first pass's workers have collected (tests/conftest.py touches the file
-# HUB_TEST_COLLECTED names): after a fresh install no module has its bytecode yet, and processes
-# importing at once each compile all of it (~11 s of CPU apiece); this pass, about half as long as
-# the first, loses nothing by starting those seconds later.
-collected="$HUB_VAR_DIR/first-pass-collected"
 if [ "$#" -eq 0 ] && [ "$workers" != 0 ]; then
     second_log="$HUB_VAR_DIR/fast-paths-off.log"
-    (until [ -e "$collected" ]; do sleep 0.5; done; fast_paths_off) >"$second_log" 2>&1 &
+    (fast_paths_off) >"$second_log" 2>&1 &
     second=$!
 fi
-HUB_TEST_COLLECTED="$collected" .venv/bin/pytest "$@" || status=$?
-touch "$collected"  # a first pass that ended before collecting (an error) leaves none to wait for
+.venv/bin/pytest "$@" || status=$?
 if [ "$#" -eq 0 ]; then
     echo "=== tests/api tests/faults again with HUB_FAST_PATHS=false ==="
     if [ -n "$second" ]; then

@@ -54,13 +54,6 @@ def pytest_collection_modifyitems(items):
     return result
 
 
-def pytest_collection_finish(session):
-    """Say so once collected, where deploy/test.sh asks (HUB_TEST_COLLECTED): its second pass waits
-    for the first's workers to have imported, and so compiled, what both import."""
-    if flag := os.environ.get("HUB_TEST_COLLECTED"):
-        Path(flag).touch()
-
-
 def pytest_configure():
     """Transactional tests empty the database after each test with Django's flush: on PostgreSQL one
     TRUNCATE of every table, which makes new files for each — here 1.3 s a flush on a busy machine,
