@@ -40,7 +40,7 @@ $(HUB_VENV_STAMP): pyproject.toml | $(UV)
 	$(call UV_INSTALL,$(HUB_VENV)) -e .
 	touch $(HUB_VENV_STAMP)
 
-# The test virtualenv and the hub's, side by side (~5 s from a fresh clone instead of ~9).
+# The test virtualenv and the hub's, side by side: ~5 s from a fresh clone, one after the other ~10.
 install: | $(UV)
 	@$(MAKE) --no-print-directory -j2 $(TEST_STAMP) $(HUB_VENV_STAMP)
 
