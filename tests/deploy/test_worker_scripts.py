@@ -7,6 +7,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -39,7 +40,10 @@ class ScriptWorker(ChildProcess):
 @pytest.mark.parametrize("script", ["worker", "housekeeping"])
 def test_a_deployed_worker_sends_no_events_and_answers_its_health_check(script):
     events = redis.Redis.from_url(settings.REDIS_URL).pubsub()
-    events.psubscribe("*celeryev*")  # kombu's fanout channel of Celery's event exchange
+    # kombu's fanout channels of Celery's event exchange on the worker's broker database (a channel
+    # is seen by every database's subscribers: the prefix keeps other runs' workers out)
+    database = urlsplit(settings.CELERY_BROKER_URL).path.strip("/") or "0"
+    events.psubscribe(f"/{database}.celeryev/*")
     worker = ScriptWorker(script).start()
     try:
         health = subprocess.run(
