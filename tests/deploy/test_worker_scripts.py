@@ -2,39 +2,26 @@
 (gossip, mingle, heartbeats: the hub uses none, and they cost every idle worker CPU and Redis
 traffic), while the health check's remote control (`celery inspect ping`) still answers."""
 
-import os
 import subprocess
 import time
-import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 from django.conf import settings
 
-from tests.conftest import HUB_BIN, HUB_PYTHON, ROOT, ChildProcess, database_url_for_subprocess
+from tests.conftest import HUB_BIN, HUB_PYTHON, ROOT, WorkerProcess
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="worker events travel over the Redis broker")
 HEARTBEAT_SECONDS = 2  # Celery's default interval, when heartbeats are on
 
 
-class ScriptWorker(ChildProcess):
-    """A worker exactly as the image starts it: `deploy/bin/<script>`."""
+class ScriptWorker(WorkerProcess):
+    """A worker exactly as the image starts it: `deploy/bin/<script>`, not the tests' own command."""
 
     def __init__(self, script: str):
-        self.log_path = Path(settings.VAR_DIR) / f"{script}-script-{uuid.uuid4().hex[:8]}.log"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url_for_subprocess(),
-            "HUB_BIN": str(HUB_BIN),
-            "WORKER_SWEEPS": "false",
-            "CELERY_WORKER_CONCURRENCY": "4",
-        }
+        super().__init__(name=script, env_overrides={"HUB_BIN": str(HUB_BIN), "CELERY_WORKER_CONCURRENCY": "4"})
         self.args = [str(ROOT / "deploy" / "bin" / script)]
-
-    def ready(self) -> bool:
-        return "ready." in self.log_path.read_text()
 
 
 @pytest.mark.parametrize("script", ["worker", "housekeeping"])
